@@ -1,0 +1,7 @@
+"""Community configs: the TOML schema of a node, its loader, and the example local community."""
+
+from __future__ import annotations
+
+from node_config.loader import EXAMPLE_SECRET, Address, Member, NodeConfig, example_config, load_config
+
+__all__ = ["EXAMPLE_SECRET", "Address", "Member", "NodeConfig", "example_config", "load_config"]

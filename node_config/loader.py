@@ -1,0 +1,190 @@
+"""Load and validate a node's TOML config into a frozen `NodeConfig`, naming the bad field."""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from registry.errors import ConfigError
+
+#: The secret the example configs carry: fine on loopback, refused anywhere else.
+EXAMPLE_SECRET = "wmnode-example-community-secret-not-for-real-use"
+MIN_SECRET_CHARS = 16
+
+_TOP_KEYS = {
+    "community": str, "name": str, "raft": str, "api": str, "secret": str, "secret_file": str,
+    "max_skew_seconds": int, "commit_timeout_seconds": int, "data_dir": str, "members": list,
+}
+_MEMBER_KEYS = {"name": str, "raft": str, "api": str}
+_REQUIRED = ("community", "name", "raft", "api", "members")
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, field: str) -> Address:
+        host, sep, port = text.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{field}: expected HOST:PORT with a port in 1-65535, got {text!r}")
+        return cls(host, int(port))
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    raft: Address
+    api: Address
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api}"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One node's view of its community. Everything is checked once, here."""
+
+    community: str
+    name: str
+    raft: Address
+    api: Address
+    members: tuple[Member, ...]
+    secret: str | None = None
+    max_skew_ms: int = 5 * 60 * 1000
+    commit_timeout_s: int = 10
+    data_dir: Path | None = None
+    source: Path | None = None
+
+    @property
+    def me(self) -> Member:
+        return next(m for m in self.members if m.name == self.name)
+
+    @property
+    def peers(self) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if m.name != self.name)
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.raft.is_loopback and self.api.is_loopback
+
+    @property
+    def uses_example_secret(self) -> bool:
+        return self.secret == EXAMPLE_SECRET
+
+    def check_secret(self, dev: bool) -> None:
+        """DESIGN §4.3: a community secret is mandatory outside dev mode, and real off loopback."""
+        where = f"{self.raft} / {self.api}"
+        if self.secret is None:
+            if not dev:
+                raise ConfigError(
+                    "no community secret: set 'secret' or 'secret_file' in the config "
+                    "(Raft traffic is pickled; without a secret anyone reaching the port can run code), "
+                    "or pass --dev for a loopback-only test node"
+                )
+            if not self.is_loopback:
+                raise ConfigError(f"--dev without a secret is for loopback only; this node binds {where}")
+        elif self.uses_example_secret and not self.is_loopback:
+            raise ConfigError(f"the example community secret cannot be used off loopback (binds {where}); set your own")
+
+    def with_data_dir(self, data_dir: Path | None) -> NodeConfig:
+        return self if data_dir is None else replace(self, data_dir=data_dir)
+
+
+def _check_keys(table: dict[str, Any], allowed: dict[str, type], where: str) -> None:
+    for key, value in table.items():
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown field {key!r} (allowed: {', '.join(sorted(allowed))})")
+        want = allowed[key]
+        if isinstance(value, bool) or not isinstance(value, want):
+            raise ConfigError(f"{where}: field {key!r} must be a {want.__name__}, got {type(value).__name__}")
+
+
+def _member(table: object, index: int, source: str) -> Member:
+    where = f"{source}: members[{index}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table with name, raft and api")
+    _check_keys(table, _MEMBER_KEYS, where)
+    for key in _MEMBER_KEYS:
+        if key not in table:
+            raise ConfigError(f"{where}: missing field {key!r}")
+    return Member(table["name"], Address.parse(table["raft"], f"{where}.raft"), Address.parse(table["api"], f"{where}.api"))
+
+
+def _secret(raw: dict[str, Any], base: Path, source: str) -> str | None:
+    if "secret" in raw and "secret_file" in raw:
+        raise ConfigError(f"{source}: give 'secret' or 'secret_file', not both")
+    secret: str | None = raw.get("secret")
+    if "secret_file" in raw:
+        path = base / raw["secret_file"]
+        try:
+            secret = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{source}: secret_file {path}: {exc.strerror}") from exc
+    if secret is not None and secret != EXAMPLE_SECRET and len(secret) < MIN_SECRET_CHARS:
+        raise ConfigError(f"{source}: the community secret must be at least {MIN_SECRET_CHARS} characters")
+    return secret
+
+
+def parse_config(raw: dict[str, Any], source: str, base: Path) -> NodeConfig:
+    _check_keys(raw, _TOP_KEYS, source)
+    for key in _REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"{source}: missing field {key!r}")
+    members = tuple(_member(m, i, source) for i, m in enumerate(raw["members"]))
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: members: duplicate member names {names}")
+    config = NodeConfig(
+        community=raw["community"], name=raw["name"],
+        raft=Address.parse(raw["raft"], f"{source}: raft"), api=Address.parse(raw["api"], f"{source}: api"),
+        members=members, secret=_secret(raw, base, source),
+        max_skew_ms=1000 * raw.get("max_skew_seconds", 300),
+        commit_timeout_s=raw.get("commit_timeout_seconds", 10),
+        data_dir=(base / raw["data_dir"]) if "data_dir" in raw else None,
+    )
+    if config.name not in names:
+        raise ConfigError(f"{source}: name: {config.name!r} is not one of the members {names}")
+    if (config.me.raft, config.me.api) != (config.raft, config.api):
+        raise ConfigError(f"{source}: raft/api differ from this node's entry in members")
+    if config.max_skew_ms <= 0 or config.commit_timeout_s <= 0:
+        raise ConfigError(f"{source}: max_skew_seconds and commit_timeout_seconds must be positive")
+    return config
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read a node config file; every error names the file and the field."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return replace(parse_config(raw, str(path), path.parent), source=path)
+
+
+def example_config(n: int) -> Path:
+    """Path of the shipped example config `node_config/local/node{n}.toml`."""
+    path = Path(str(resources.files("node_config") / "local" / f"node{n}.toml"))
+    if not path.is_file():
+        raise ConfigError(f"no example config for node {n}")
+    return path

@@ -1,0 +1,173 @@
+"""The node's HTTP API (FastAPI). Every node answers reads; writes go through Raft from any node."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pysyncobj import FAIL_REASON
+
+from registry.checkpoint import Checkpoint, checkpoint_body, sign_note
+from registry.encoding import MAX_MESSAGE_BYTES, parse_json
+from registry.errors import MessageError, NotFoundError, RejectedError, UnavailableError, WmnodeError
+from registry.identity import Identity
+from registry.log import REJECTED, Outcome, RegistryLog, check_admission, envelope
+from registry.messages import message_from_json
+
+logger = logging.getLogger(__name__)
+
+#: pysyncobj failures after which a resubmission is safe (apply de-duplicates) and may succeed.
+_TRANSIENT = {
+    FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.DISCARDED, FAIL_REASON.NOT_LEADER,
+    FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME,
+}
+_RETRY_PAUSE_S = 0.05
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the API needs to know about the node it runs in."""
+
+    name: str
+    community: str
+    members: tuple[dict[str, str], ...]
+    raft_to_name: dict[str, str]
+    max_skew_ms: int
+    commit_timeout_s: float
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_MESSAGE_BYTES:
+        raise _TooLarge(int(declared))
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > MAX_MESSAGE_BYTES:
+            raise _TooLarge(total)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _TooLarge(MessageError):
+    http_status = 413
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"message is over the limit of {MAX_MESSAGE_BYTES} bytes (got at least {size})")
+
+
+async def _commit(log: RegistryLog, data: bytes, timeout: float) -> Outcome:
+    """Submit until committed; resubmitting is safe because apply de-duplicates."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        future: asyncio.Future[tuple[Outcome | None, int]] = loop.create_future()
+
+        def _done(res: Outcome | None, err: int, fut: asyncio.Future[tuple[Outcome | None, int]] = future) -> None:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result((res, err)))
+
+        log.submit(data, _done)
+        remaining = deadline - loop.time()
+        try:
+            res, err = await asyncio.wait_for(future, max(remaining, 0.001))
+        except asyncio.TimeoutError:
+            raise UnavailableError(f"not committed within {timeout:g} s: is a majority of the community up?") from None
+        if err == FAIL_REASON.SUCCESS and res is not None:
+            return res
+        if err not in _TRANSIENT or loop.time() + _RETRY_PAUSE_S >= deadline:
+            raise UnavailableError(f"commit failed (pysyncobj reason {err}); retry later")
+        await asyncio.sleep(_RETRY_PAUSE_S)
+
+
+def create_app(log: RegistryLog, identity: Identity, info: NodeInfo) -> FastAPI:
+    app = FastAPI(title="wmnode registry node", version="1", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(WmnodeError)
+    async def _wmnode_error(request: Request, exc: WmnodeError) -> JSONResponse:
+        return JSONResponse({"error": type(exc).__name__, "detail": exc.diagnostics()}, status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_params(request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": "MessageError", "detail": where}, status_code=400)
+
+    @app.post("/v1/entries")
+    async def post_entry(request: Request) -> JSONResponse:
+        msg = message_from_json(parse_json(await _read_body(request)))
+        existing = log.lookup(msg)
+        if existing is None:
+            stamp = now_ms()
+            check_admission(msg, stamp, info.max_skew_ms, log.state.by_key_hash)
+            existing = await _commit(log, envelope(msg, stamp, info.max_skew_ms), info.commit_timeout_s)
+            if existing.status == REJECTED:
+                raise RejectedError(existing.reason)
+            code = 201 if existing.status == "appended" else 200
+        else:
+            code = 200
+        body = {"index": existing.index, "time": existing.time, "leaf_hash": existing.leaf_hash, "status": existing.status}
+        return JSONResponse(body, status_code=code)
+
+    @app.get("/v1/entries/{index}")
+    def get_entry(index: int) -> dict[str, Any]:
+        return log.entry(index)
+
+    @app.get("/v1/entries")
+    def list_entries(start: int | None = None, limit: int = 20) -> dict[str, Any]:
+        if not 1 <= limit <= 1000:
+            raise MessageError("limit must be 1-1000")
+        size = log.size()
+        first = max(size - limit, 0) if start is None else start
+        if first < 0:
+            raise MessageError("start must be non-negative")
+        return {"size": size, "entries": [log.entry(i) for i in range(first, min(first + limit, size))]}
+
+    @app.get("/v1/status")
+    def status() -> dict[str, Any]:
+        raft = log.raft_status()
+        size, root = log.head()
+        leader = raft.get("leader")
+        state = {0: "follower", 1: "candidate", 2: "leader"}.get(raft.get("state", -1), "unknown")
+        return {
+            "node": identity.public_hex, "name": info.name, "community": info.community, "role": state,
+            "leader": info.raft_to_name.get(str(leader)) if leader is not None else None,
+            "term": raft.get("raft_term"), "commit_index": raft.get("commit_idx"),
+            "last_applied": raft.get("last_applied"), "has_quorum": bool(raft.get("has_quorum")),
+            "size": size, "root": root.hex(), "members": list(info.members),
+        }
+
+    @app.get("/v1/checkpoint")
+    def checkpoint() -> dict[str, Any]:
+        size, root = log.head()
+        return asdict(Checkpoint.create(identity, size, root, now_ms()))
+
+    @app.get("/checkpoint", response_class=PlainTextResponse)
+    def checkpoint_note() -> PlainTextResponse:
+        size, root = log.head()
+        note = sign_note(checkpoint_body(info.community, size, root), info.name, identity)
+        return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
+
+    @app.get("/v1/proof/inclusion")
+    def inclusion(index: int, size: int | None = None) -> dict[str, Any]:
+        return log.inclusion(index, log.size() if size is None else size)
+
+    @app.get("/v1/proof/consistency")
+    def consistency(first: int, second: int | None = None) -> dict[str, Any]:
+        return log.consistency(first, log.size() if second is None else second)
+
+    @app.get("/v1/root")
+    def root(size: int) -> dict[str, Any]:
+        if size < 0:
+            raise NotFoundError("size must be non-negative")
+        return {"size": size, "root": log.root(size).hex()}
+
+    return app

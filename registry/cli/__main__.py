@@ -1,0 +1,5 @@
+"""`python -m registry.cli` is `wmnode`."""
+
+from registry.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""The one error tree of wmnode: every failure a user can see is a `WmnodeError`."""
+
+from __future__ import annotations
+
+
+class WmnodeError(Exception):
+    """Base of every error wmnode raises on purpose.
+
+    `diagnostics()` is what the CLI prints and the API returns as `detail`; subclasses set
+    `http_status` so the API maps the whole tree through one table.
+    """
+
+    http_status = 500
+
+    def diagnostics(self) -> str:
+        return str(self) or self.__class__.__name__
+
+
+class ConfigError(WmnodeError):
+    """A node config, CLI option or environment value is invalid."""
+
+    http_status = 400
+
+
+class IdentityError(WmnodeError):
+    """A key file is missing, unreadable, has the wrong permissions or passphrase."""
+
+    http_status = 400
+
+
+class MessageError(WmnodeError):
+    """A message is malformed: bad JSON, unknown or missing field, wrong type, non-hex, too big."""
+
+    http_status = 400
+
+
+class VerificationError(WmnodeError):
+    """A cryptographic check failed: a signature, an inclusion or consistency proof, a checkpoint."""
+
+    http_status = 400
+
+
+class RejectedError(WmnodeError):
+    """The log refused a well-formed message (backdated, key already published, ...)."""
+
+    http_status = 409
+
+
+class NotFoundError(WmnodeError):
+    """An entry, proof range or artifact does not exist (yet)."""
+
+    http_status = 404
+
+
+class UnavailableError(WmnodeError):
+    """The community cannot commit right now: no leader, no quorum, or a commit timed out."""
+
+    http_status = 503
+
+
+class NodeError(WmnodeError):
+    """A node could not start or talk to its peers (port in use, data dir locked, ...)."""
+
+    http_status = 500

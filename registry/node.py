@@ -1,0 +1,98 @@
+"""Run one registry node: data dir, identity, replicated log and HTTP API in one process."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import uvicorn
+
+from node_config import NodeConfig
+from registry.api import NodeInfo, create_app
+from registry.errors import NodeError
+from registry.identity import Identity, load_or_create_identity
+from registry.log import RegistryLog
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA_ROOT = Path("wmnode-data")
+
+
+def data_dir_for(config: NodeConfig) -> Path:
+    return config.data_dir or DEFAULT_DATA_ROOT / config.name
+
+
+@contextmanager
+def locked_data_dir(path: Path) -> Iterator[Path]:
+    """Create the data dir (0700) and hold an exclusive lock: two nodes on one journal corrupt it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handle: IO[str] = open(path / "LOCK", "w")
+    except OSError as exc:
+        raise NodeError(f"cannot use data dir {path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise NodeError(f"data dir {path} is in use by another node process") from exc
+    try:
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield path
+    finally:
+        handle.close()
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Fail fast: pysyncobj would retry a busy Raft port forever, uvicorn would only log it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise NodeError(f"cannot bind the {what} address {host}:{port}: {exc.strerror}") from exc
+
+
+def node_info(config: NodeConfig) -> NodeInfo:
+    return NodeInfo(
+        name=config.name,
+        community=config.community,
+        members=tuple({"name": m.name, "raft": str(m.raft), "api": m.api_url} for m in config.members),
+        raft_to_name={str(m.raft): m.name for m in config.members},
+        max_skew_ms=config.max_skew_ms,
+        commit_timeout_s=float(config.commit_timeout_s),
+    )
+
+
+def run_node(config: NodeConfig, dev: bool = False) -> None:
+    """Start the node and serve until SIGINT/SIGTERM; the log is closed cleanly on the way out."""
+    config.check_secret(dev)
+    if config.uses_example_secret:
+        logger.warning("this node uses the EXAMPLE community secret from %s: fine on loopback, never in a real community", config.source)
+    elif config.secret is None:
+        logger.warning("dev mode: Raft traffic is neither encrypted nor authenticated (loopback only)")
+    check_port_free(config.raft.host, config.raft.port, "Raft")
+    check_port_free(config.api.host, config.api.port, "API")
+    with locked_data_dir(data_dir_for(config)) as data_dir:
+        identity: Identity = load_or_create_identity(data_dir / "node.key")
+        log = RegistryLog(str(config.raft), [str(p.raft) for p in config.peers], data_dir, config.secret)
+        try:
+            app = create_app(log, identity, node_info(config))
+            server = uvicorn.Server(uvicorn.Config(
+                app, host=config.api.host, port=config.api.port, log_level="warning",
+                access_log=False, lifespan="off", timeout_graceful_shutdown=2,
+            ))
+            logger.info("node %s (%s) serving %s, raft %s, data %s", config.name, identity.public_hex[:16],
+                        config.me.api_url, config.raft, data_dir)
+            server.run()
+            if not server.started:
+                raise NodeError(f"could not serve the API on {config.api} (port in use?)")
+        finally:
+            log.close()
