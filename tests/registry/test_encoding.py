@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+
+from registry.encoding import MAX_MESSAGE_BYTES, canonical, is_hex, parse_json
+from registry.errors import MessageError
+
+
+def test_canonical_sorts_keys_and_drops_whitespace() -> None:
+    assert canonical({"b": 1, "a": [1, "x"], "é": "ü"}) == '{"a":[1,"x"],"b":1,"é":"ü"}'.encode()
+
+
+def test_canonical_round_trips_through_the_strict_parser() -> None:
+    obj = {"type": "publish", "v": 1, "nested": {"z": [1, 2, {"y": "s"}]}}
+    assert parse_json(canonical(obj)) == obj
+    assert canonical(parse_json(canonical(obj))) == canonical(obj)
+
+
+def test_canonical_refuses_floats() -> None:
+    with pytest.raises(MessageError, match="floats are not allowed"):
+        canonical({"score": 0.7})
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b'{"a": 1, "a": 2}', "duplicate JSON key 'a'"),
+        (b'{"a": 1.5}', "floats are not allowed"),
+        (b'{"a": NaN}', "NaN is not valid JSON"),
+        (b'{"a": ', "not valid JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_parse_json_rejects(raw: bytes, fragment: str) -> None:
+    with pytest.raises(MessageError, match=fragment):
+        parse_json(raw)
+
+
+def test_parse_json_enforces_the_size_limit() -> None:
+    with pytest.raises(MessageError, match="over the limit of 65536 bytes"):
+        parse_json(b'"' + b"a" * MAX_MESSAGE_BYTES + b'"')
+
+
+def test_parse_json_refuses_deep_nesting() -> None:
+    with pytest.raises(MessageError, match="nested too deeply"):
+        parse_json(b"[" * 20000 + b"]" * 20000, limit=10**6)
+
+
+@pytest.mark.parametrize(
+    ("value", "nbytes", "ok"),
+    [("ab", 1, True), ("AB", 1, False), ("abc", None, False), ("", None, False), ("zz", 1, False), ("abcd", 1, False), (5, None, False)],
+)
+def test_is_hex(value: object, nbytes: int | None, ok: bool) -> None:
+    assert is_hex(value, nbytes) is ok

@@ -1,0 +1,145 @@
+"""The replicated log in one process (a single-node Raft community): apply rules and restarts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pysyncobj.journal import createJournal
+
+import registry.log as log_module
+from registry.encoding import canonical
+from registry.log import APPENDED, DUPLICATE, REJECTED, RegistryLog, envelope, repair_journal
+from registry.merkle import leaf_hash
+from tests.conftest import PublishFactory, free_ports, now_ms
+
+SKEW = 300_000
+
+
+def wait_size(log: RegistryLog, size: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while log.size() < size:
+        assert time.monotonic() < deadline, f"log stuck at {log.size()} < {size}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def single(tmp_path: Path) -> Iterator[RegistryLog]:
+    (port,) = free_ports(1)
+    log = RegistryLog(f"127.0.0.1:{port}", [], tmp_path, "a-test-secret-0123456789")
+    yield log
+    log.close()
+
+
+def test_append_returns_index_time_and_leaf_hash(single: RegistryLog, make_publish: PublishFactory) -> None:
+    msg = make_publish()
+    stamp = now_ms()
+    out = single.submit_sync(envelope(msg, stamp, SKEW))
+    assert (out.status, out.index, out.time) == (APPENDED, 0, stamp)
+    leaf = canonical({"index": 0, "msg": msg.to_json(), "time": stamp})
+    assert out.leaf_hash == leaf_hash(leaf).hex()
+    assert single.entry(0) == {"index": 0, "time": stamp, "msg": msg.to_json(), "leaf_hash": out.leaf_hash}
+
+
+def test_a_poison_entry_cannot_stall_the_log(single: RegistryLog, make_publish: PublishFactory) -> None:
+    for poison in (b"not json", b"[]", canonical({"msg": 1, "skew_ms": 1, "stamp": 1}), "a str".encode()):
+        assert single.submit_sync(poison).status == REJECTED
+    assert single.submit_sync(envelope(make_publish(), now_ms(), SKEW)).status == APPENDED
+    assert single.size() == 1
+
+
+def test_an_exception_inside_apply_becomes_a_rejection(
+    single: RegistryLog, make_publish: PublishFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(obj: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(log_module, "message_from_json", boom)
+    out = single.submit_sync(envelope(make_publish(), now_ms(), SKEW))
+    assert (out.status, out.reason) == (REJECTED, "internal error: RuntimeError")
+    monkeypatch.undo()
+    assert single.submit_sync(envelope(make_publish(), now_ms(), SKEW)).status == APPENDED
+
+
+def test_time_never_decreases_along_the_log(single: RegistryLog, make_publish: PublishFactory) -> None:
+    stamp = now_ms()
+    first = single.submit_sync(envelope(make_publish(time=stamp), stamp, SKEW))
+    second = single.submit_sync(envelope(make_publish(time=stamp), stamp - 1000, SKEW))  # a node with a slow clock
+    assert second.time == first.time == stamp
+
+
+def test_identical_messages_are_stored_once(single: RegistryLog, make_publish: PublishFactory) -> None:
+    msg = make_publish()
+    a = single.submit_sync(envelope(msg, now_ms(), SKEW))
+    b = single.submit_sync(envelope(msg, now_ms() + 5, SKEW))
+    assert (b.status, b.index, b.time, b.leaf_hash) == (DUPLICATE, a.index, a.time, a.leaf_hash)
+    assert single.size() == 1
+
+
+def test_backdated_and_future_publishes_are_refused(single: RegistryLog, make_publish: PublishFactory) -> None:
+    stamp = now_ms()
+    old = single.submit_sync(envelope(make_publish(time=stamp - SKEW - 1000), stamp, SKEW))
+    new = single.submit_sync(envelope(make_publish(time=stamp + SKEW + 1000), stamp, SKEW))
+    assert (old.status, new.status) == (REJECTED, REJECTED)
+    assert "backdated by 301 s" in old.reason and "dated in the future" in new.reason
+    assert single.size() == 0
+
+
+def test_a_key_is_published_once(single: RegistryLog, make_publish: PublishFactory) -> None:
+    first = make_publish()
+    assert single.submit_sync(envelope(first, now_ms(), SKEW)).status == APPENDED
+    again = single.submit_sync(envelope(make_publish(key_hash=first.key_hash), now_ms(), SKEW))
+    assert again.status == REJECTED and "key_hash already published at index 0" in again.reason
+
+
+def test_restart_from_the_data_dir_keeps_every_entry(tmp_path: Path, make_publish: PublishFactory) -> None:
+    (port,) = free_ports(1)
+    addr = f"127.0.0.1:{port}"
+    log = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    for _ in range(5):
+        log.submit_sync(envelope(make_publish(), now_ms(), SKEW))
+    head = log.head()
+    log.close()
+    again = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    try:
+        wait_size(again, 5)
+        assert again.head() == head
+    finally:
+        again.close()
+
+
+def test_repair_journal_clamps_a_commit_index_past_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    journal = createJournal(str(path))
+    for idx in range(1, 4):
+        journal.add(b"\x00", idx, 1)
+    journal.setRaftCommitIndex(40)  # as after a power cut that lost the journal's tail
+    journal.onOneSecondTimer()
+    journal._destroy()
+    repair_journal(path)
+    journal = createJournal(str(path))
+    try:
+        assert journal.getRaftCommitIndex() == 3
+    finally:
+        journal._destroy()
+
+
+def test_a_node_whose_commit_index_points_past_its_journal_still_starts(tmp_path: Path, make_publish: PublishFactory) -> None:
+    (port,) = free_ports(1)
+    addr = f"127.0.0.1:{port}"
+    log = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    for _ in range(3):
+        log.submit_sync(envelope(make_publish(), now_ms(), SKEW))
+    log.close()
+    journal = createJournal(str(tmp_path / "raft.journal"))
+    journal.setRaftCommitIndex(journal.getRaftCommitIndex() + 50)
+    journal.onOneSecondTimer()
+    journal._destroy()
+    again = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    try:
+        wait_size(again, 3)
+        assert again.submit_sync(envelope(make_publish(), now_ms(), SKEW), timeout=10).status == APPENDED
+    finally:
+        again.close()
