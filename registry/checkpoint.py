@@ -23,7 +23,10 @@ from registry.identity import Identity, verify_signature
 _SIG_PREFIX = "\u2014 "
 #: C2SP signed-note §Ed25519: signature type byte of an Ed25519 key.
 _ED25519_ALG = b"\x01"
-_NAME_RE = re.compile(r"[^\s+]+")
+#: C2SP signed-note names: no spaces or "+"; we also keep them printable ASCII, as Go's note package
+#: refuses control characters anywhere in a note.
+_NAME_RE = re.compile(r"[!-*,-~]+")
+_SIZE_RE = re.compile(r"0|[1-9][0-9]*")
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def verifier_key(name: str, public_hex: str) -> str:
 
 def _check_name(name: str, what: str) -> None:
     if not _NAME_RE.fullmatch(name):
-        raise MessageError(f"{what} {name!r} must be non-empty with no spaces or '+'")
+        raise MessageError(f"{what} {name!r} must be non-empty printable ASCII with no spaces or '+'")
 
 
 def checkpoint_body(origin: str, size: int, root: bytes) -> str:
@@ -130,7 +133,7 @@ def open_note(text: str, name: str, public_hex: str) -> NoteCheckpoint:
 
 def _parse_checkpoint_body(body: str) -> NoteCheckpoint:
     lines = body.split("\n")
-    if len(lines) < 4 or not lines[1].isdigit():
+    if len(lines) < 4 or not _SIZE_RE.fullmatch(lines[1]):
         raise VerificationError("tlog-checkpoint: expected origin, size and root lines")
     try:
         root = base64.b64decode(lines[2], validate=True)

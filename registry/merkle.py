@@ -55,6 +55,8 @@ class MerkleTree:
         return index
 
     def leaf(self, index: int) -> bytes:
+        if not 0 <= index < len(self):
+            raise NotFoundError(f"no leaf {index} in a tree of size {len(self)}")
         return self.levels[0][index]
 
     def _subtree(self, start: int, end: int) -> bytes:

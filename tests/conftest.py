@@ -1,29 +1,25 @@
-"""Shared fixtures: identities, signed publishes, free loopback ports."""
+"""Shared fixtures: identities, signed publishes, and the Go interop verifier."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import time
-from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from registry.identity import Identity, derive_owner_key
 from registry.messages import Publish
+from tests.helpers import PublishFactory, now_ms
+from tests.interop.gotlog import build_tlogcheck, toolchain_problem
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+#: Set to 1 (CI does) to turn a missing Go toolchain into a failure instead of a skip.
+REQUIRE_INTEROP_ENV = "WMNODE_REQUIRE_INTEROP"
 
 
 @pytest.fixture
 def owner() -> Identity:
     return Identity.generate()
-
-
-PublishFactory = Callable[..., Publish]
 
 
 @pytest.fixture
@@ -44,15 +40,12 @@ def make_publish(owner: Identity) -> PublishFactory:
     return make
 
 
-def free_ports(n: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1 (bound and released together, so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+@pytest.fixture(scope="session")
+def tlogcheck(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The compiled Go verifier (built once per session); skipped where Go is absent."""
+    problem = toolchain_problem()
+    if problem is not None:
+        if os.environ.get(REQUIRE_INTEROP_ENV) == "1":
+            pytest.fail(f"{REQUIRE_INTEROP_ENV}=1 but the Go interop verifier cannot be built: {problem}", pytrace=False)
+        pytest.skip(f"Go interop verifier unavailable: {problem}")
+    return build_tlogcheck(tmp_path_factory.mktemp("tlogcheck"))

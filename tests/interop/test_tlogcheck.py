@@ -31,8 +31,12 @@ FULL_SIZES = (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, N)
 
 def make_leaves(n: int) -> list[bytes]:
     leaves = [
-        json.dumps({"i": i, "kind": "record", "name": f"entry-{i}", "note": "é✓"}, sort_keys=True,
-                   separators=(",", ":"), ensure_ascii=False).encode()
+        json.dumps(
+            {"i": i, "kind": "record", "name": f"entry-{i}", "note": "é✓"},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
         for i in range(n)
     ]
     leaves[5] = b""  # an empty leaf is a valid record too
@@ -144,7 +148,9 @@ def test_go_accepts_single_leaf_tree(tlogcheck: Path) -> None:
     tree = make_tree(leaves)
     verdict = run_tlogcheck(
         tlogcheck,
-        payload(identity, leaves, tree, inclusion=[inclusion_item(tree, 0, 1)], consistency=[consistency_item(tree, 1, 1)]),
+        payload(
+            identity, leaves, tree, inclusion=[inclusion_item(tree, 0, 1)], consistency=[consistency_item(tree, 1, 1)]
+        ),
     )
     assert verdict["ok"] is True, verdict
     assert verdict["root"] == leaf_hash(b"only").hex()
@@ -244,4 +250,4 @@ def test_go_rejects_truncated_consistency_proof(tlogcheck: Path, log, first: int
 
 def test_go_rejects_checkpoint_larger_than_leaves(tlogcheck: Path, log) -> None:
     identity, leaves, tree = log
-    assert_rejected(run_tlogcheck(tlogcheck, payload(identity, leaves[:-1], tree)), "checkpoint: size")
+    assert_rejected(run_tlogcheck(tlogcheck, payload(identity, leaves[:-1], tree, size=N)), "checkpoint: size")

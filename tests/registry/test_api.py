@@ -18,7 +18,7 @@ from registry.encoding import MAX_MESSAGE_BYTES
 from registry.identity import Identity
 from registry.log import RegistryLog
 from registry.merkle import verify_consistency, verify_inclusion
-from tests.conftest import PublishFactory, free_ports, now_ms
+from tests.helpers import PublishFactory, free_ports, now_ms
 
 
 Http = httpx.Client

@@ -70,13 +70,21 @@ def test_note_opens_with_the_right_key_only() -> None:
 
 def test_verifier_key_format() -> None:
     node = Identity.generate()
-    name, kid, key = verifier_key("node1", node.public_hex).split("+")
+    name, kid, key = verifier_key("node1", node.public_hex).split("+", 2)
     assert name == "node1"
     assert bytes.fromhex(kid) == key_id("node1", bytes.fromhex(node.public_hex))
     assert base64.b64decode(key) == b"\x01" + bytes.fromhex(node.public_hex)
 
 
-@pytest.mark.parametrize("bad", ["with space", "with+plus", ""])
+@pytest.mark.parametrize("bad", ["with space", "with+plus", "", "ctl\x01char", "tab\there", "caf\u00e9"])
 def test_names_with_spaces_or_plus_are_refused(bad: str) -> None:
     with pytest.raises(MessageError, match="no spaces or"):
         checkpoint_body(bad, 1, ROOT)
+
+
+@pytest.mark.parametrize("size_line", ["037", "\u0663\u0667", "\u00b2", "-1", "1e3"])
+def test_note_size_line_must_be_a_plain_decimal(size_line: str) -> None:
+    node = Identity.generate()
+    body = f"o\n{size_line}\n{base64.b64encode(ROOT).decode()}\n"
+    with pytest.raises(VerificationError, match="expected origin, size and root lines"):
+        open_note(sign_note(body, "node1", node), "node1", node.public_hex)

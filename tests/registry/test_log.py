@@ -13,7 +13,7 @@ import registry.log as log_module
 from registry.encoding import canonical
 from registry.log import APPENDED, DUPLICATE, REJECTED, RegistryLog, envelope, repair_journal
 from registry.merkle import leaf_hash
-from tests.conftest import PublishFactory, free_ports, now_ms
+from tests.helpers import PublishFactory, free_ports, now_ms
 
 SKEW = 300_000
 

@@ -8,7 +8,7 @@ from registry.encoding import canonical
 from registry.errors import MessageError, VerificationError
 from registry.identity import Identity
 from registry.messages import Publish, message_from_bytes, message_from_json
-from tests.conftest import PublishFactory
+from tests.helpers import PublishFactory
 
 
 def test_publish_round_trips(make_publish: PublishFactory) -> None:
