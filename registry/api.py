@@ -15,7 +15,14 @@ from pysyncobj import FAIL_REASON
 
 from registry.checkpoint import Checkpoint, checkpoint_body, sign_note
 from registry.encoding import MAX_MESSAGE_BYTES, parse_json
-from registry.errors import MessageError, NotFoundError, RejectedError, UnavailableError, WmnodeError
+from registry.errors import (
+    MessageError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RejectedError,
+    UnavailableError,
+    WmnodeError,
+)
 from registry.identity import Identity
 from registry.log import REJECTED, Outcome, RegistryLog, check_admission, envelope
 from registry.messages import message_from_json
@@ -49,21 +56,18 @@ def now_ms() -> int:
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_MESSAGE_BYTES:
-        raise _TooLarge(int(declared))
+        raise _too_large(int(declared))
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > MAX_MESSAGE_BYTES:
-            raise _TooLarge(total)
+            raise _too_large(total)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-class _TooLarge(MessageError):
-    http_status = 413
-
-    def __init__(self, size: int) -> None:
-        super().__init__(f"message is over the limit of {MAX_MESSAGE_BYTES} bytes (got at least {size})")
+def _too_large(size: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"message is over the limit of {MAX_MESSAGE_BYTES} bytes (got at least {size})")
 
 
 async def _commit(log: RegistryLog, data: bytes, timeout: float) -> Outcome:

@@ -6,19 +6,8 @@ from typing import Any
 
 import httpx
 
-from registry.errors import (
-    MessageError,
-    NotFoundError,
-    RejectedError,
-    UnavailableError,
-    VerificationError,
-    WmnodeError,
-)
+from registry.errors import UnavailableError, error_class
 from registry.messages import Message
-
-_BY_NAME: dict[str, type[WmnodeError]] = {
-    cls.__name__: cls for cls in (MessageError, NotFoundError, RejectedError, UnavailableError, VerificationError)
-}
 
 
 class NodeClient:
@@ -48,8 +37,7 @@ class NodeClient:
                 name, detail = body.get("error", ""), body.get("detail", response.text)
             except ValueError:
                 name, detail = "", response.text
-            cls = _BY_NAME.get(name, WmnodeError)
-            raise cls(f"{detail} (HTTP {response.status_code} from {self.url}{path})")
+            raise error_class(str(name))(f"{detail} (HTTP {response.status_code} from {self.url}{path})")
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -34,6 +34,12 @@ class MessageError(WmnodeError):
     http_status = 400
 
 
+class PayloadTooLargeError(MessageError):
+    """A message or upload is over its size limit."""
+
+    http_status = 413
+
+
 class VerificationError(WmnodeError):
     """A cryptographic check failed: a signature, an inclusion or consistency proof, a checkpoint."""
 
@@ -62,3 +68,14 @@ class NodeError(WmnodeError):
     """A node could not start or talk to its peers (port in use, data dir locked, ...)."""
 
     http_status = 500
+
+
+def error_class(name: str) -> type[WmnodeError]:
+    """The error class called `name` (for clients turning an API error back into the tree)."""
+    pending: list[type[WmnodeError]] = [WmnodeError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return WmnodeError
