@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,8 +72,21 @@ def node_info(config: NodeConfig) -> NodeInfo:
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_node(config: NodeConfig, dev: bool = False) -> None:
     """Start the node and serve until SIGINT/SIGTERM; the log is closed cleanly on the way out."""
+    # uvicorn handles SIGTERM once it serves; until then, a SIGTERM still unwinds through `finally`.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _run_node(config, dev)
+    except KeyboardInterrupt:
+        logger.info("node %s stopped before it finished starting", config.name)
+
+
+def _run_node(config: NodeConfig, dev: bool) -> None:
     config.check_secret(dev)
     if config.uses_example_secret:
         logger.warning("this node uses the EXAMPLE community secret from %s: fine on loopback, never in a real community", config.source)
