@@ -6,6 +6,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -44,6 +45,7 @@ class Identity:
         return f"Identity(public={self.public_hex})"
 
 
+@lru_cache(maxsize=4096)
 def public_key_from_hex(public_hex: str) -> Ed25519PublicKey:
     try:
         raw = bytes.fromhex(public_hex)

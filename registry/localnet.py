@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -146,3 +147,37 @@ class LocalCommunity:
             if status is not None and status["role"] == "leader":
                 return i
         raise NodeError("no node reports itself leader")
+
+
+def free_ports(n: int) -> list[int]:
+    """Distinct free TCP ports on 127.0.0.1 (bound and released together, so they differ)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def write_local_configs(base: Path, n: int = 3, secret: str | None = None, community: str = "wmnode.test/local") -> list[Path]:
+    """Configs for an n-node community on free loopback ports (tests and benchmarks)."""
+    base.mkdir(parents=True, exist_ok=True)
+    ports = free_ports(2 * n)
+    members = "".join(
+        f'\n[[members]]\nname = "node{i + 1}"\nraft = "127.0.0.1:{ports[i]}"\napi = "127.0.0.1:{ports[n + i]}"\n'
+        for i in range(n)
+    )
+    secret_line = f'secret = "{secret}"\n' if secret else ""
+    paths = []
+    for i in range(n):
+        path = base / f"node{i + 1}.toml"
+        path.write_text(
+            f'community = "{community}"\nname = "node{i + 1}"\nraft = "127.0.0.1:{ports[i]}"\n'
+            f'api = "127.0.0.1:{ports[n + i]}"\n{secret_line}commit_timeout_seconds = 10\n{members}'
+        )
+        paths.append(path)
+    return paths

@@ -17,6 +17,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.journal import createJournal
 
+from registry._raft_cipher import RaftCipher
 from registry.encoding import MAX_MESSAGE_BYTES, canonical, parse_json
 from registry.errors import MessageError, NotFoundError, RejectedError, WmnodeError
 from registry.merkle import MerkleTree, leaf_hash
@@ -148,6 +149,40 @@ def repair_journal(journal_file: Path) -> None:
         journal._destroy()
 
 
+class _RaftNode(SyncObj):  # type: ignore[misc]
+    """pysyncobj 0.3.17's SyncObj with our transport cipher and one Raft fix.
+
+    The fix: a leader pipelines appends (it advances a follower's nextIndex as it sends), but on
+    every successful acknowledgement pysyncobj sets nextIndex = ack + 1, rewinding it. Its next
+    append then starts before the follower's end, and pysyncobj's follower truncates everything
+    after prevLogIdx unconditionally (Raft §5.3 truncates only on a conflicting term) and re-adds
+    at most one 64 KiB batch - so under load a follower could drop entries it had acknowledged,
+    which the leader counted towards a commit ("truncating already-applied log entries" in the
+    log). Here an acknowledgement never moves nextIndex backwards; a follower that really lacks
+    entries answers with `reset`, which still rewinds it.
+    """
+
+    def __init__(self, cipher: RaftCipher | None, *args: Any, **kwargs: Any) -> None:
+        self._cipher = cipher
+        super().__init__(*args, **kwargs)
+        self._SyncObj__transport.setOnMessageReceivedCallback(self._on_message)
+
+    @property
+    def encryptor(self) -> RaftCipher | None:
+        return self._cipher
+
+    def _on_message(self, node: Any, message: Any) -> None:
+        rewindable = (
+            isinstance(message, dict) and message.get("type") == "next_node_idx"
+            and message.get("success") and not message.get("reset")
+        )
+        next_index: dict[Any, int] = self._SyncObj__raftNextIndex
+        before = next_index.get(node) if rewindable else None
+        self._SyncObj__onMessageReceived(node, message)
+        if before is not None and next_index.get(node, before) < before:
+            next_index[node] = before
+
+
 class RegistryLog:
     """A node's handle on the community log."""
 
@@ -158,6 +193,7 @@ class RegistryLog:
         data_dir: Path | None,
         secret: str | None,
         settings: RaftSettings = RaftSettings(),
+        community: str = "",
     ) -> None:
         self.state = LogState()
         journal = dump = None
@@ -176,7 +212,9 @@ class RegistryLog:
             commandsWaitLeader=True,
             dynamicMembershipChange=False,
         )
-        self.sync = SyncObj(self_addr, peer_addrs, conf=conf, consumers=[self.state])
+        # `password` switches on pysyncobj's handshake; the cipher itself is ours.
+        cipher = RaftCipher(secret, community) if secret is not None else None
+        self.sync = _RaftNode(cipher, self_addr, peer_addrs, conf=conf, consumers=[self.state])
 
     def submit(self, data: bytes, callback: Callable[[Outcome | None, int], None]) -> None:
         """Hand an envelope to Raft; `callback(outcome, fail_reason)` runs on the tick thread."""

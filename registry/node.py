@@ -96,7 +96,8 @@ def _run_node(config: NodeConfig, dev: bool) -> None:
     check_port_free(config.api.host, config.api.port, "API")
     with locked_data_dir(data_dir_for(config)) as data_dir:
         identity: Identity = load_or_create_identity(data_dir / "node.key")
-        log = RegistryLog(str(config.raft), [str(p.raft) for p in config.peers], data_dir, config.secret)
+        log = RegistryLog(str(config.raft), [str(p.raft) for p in config.peers], data_dir, config.secret,
+                          community=config.community)
         try:
             app = create_app(log, identity, node_info(config))
             server = uvicorn.Server(uvicorn.Config(

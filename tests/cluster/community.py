@@ -1,31 +1,16 @@
-"""Write a community's configs on free loopback ports and run it with `LocalCommunity`."""
+"""A community on free loopback ports for the cluster tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from registry.localnet import LocalCommunity
-from tests.helpers import free_ports
+from registry.localnet import LocalCommunity, write_local_configs
 
 SECRET = "cluster-test-secret-0123456789"
 
 
-def write_configs(base: Path, n: int = 3, secret: str | None = SECRET, community: str = "wmnode.test/cluster") -> list[Path]:
-    ports = free_ports(2 * n)
-    members = "".join(
-        f'\n[[members]]\nname = "node{i + 1}"\nraft = "127.0.0.1:{ports[i]}"\napi = "127.0.0.1:{ports[n + i]}"\n'
-        for i in range(n)
-    )
-    paths = []
-    for i in range(n):
-        path = base / f"node{i + 1}.toml"
-        secret_line = f'secret = "{secret}"\n' if secret else ""
-        path.write_text(
-            f'community = "{community}"\nname = "node{i + 1}"\nraft = "127.0.0.1:{ports[i]}"\n'
-            f'api = "127.0.0.1:{ports[n + i]}"\n{secret_line}commit_timeout_seconds = 10\n{members}'
-        )
-        paths.append(path)
-    return paths
+def write_configs(base: Path, n: int = 3, secret: str | None = SECRET) -> list[Path]:
+    return write_local_configs(base, n, secret, community="wmnode.test/cluster")
 
 
 def start_community(base: Path, n: int = 3) -> LocalCommunity:
