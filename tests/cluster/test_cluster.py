@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 import json
 import pickle
 import signal
@@ -255,3 +256,23 @@ def test_the_same_bytes_run_code_on_a_dev_node_without_a_secret(tmp_path: Path) 
             while not marker.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
     assert marker.exists()
+
+
+def test_concurrent_writers_never_make_a_follower_drop_acknowledged_entries(
+    community: LocalCommunity, make_publish: PublishFactory
+) -> None:
+    """16 concurrent writers through a follower: all commit, the nodes agree, and no follower ever
+    truncates entries it had applied (pysyncobj's leader used to rewind nextIndex on each ack)."""
+    bodies = [make_publish().canonical_bytes() for _ in range(800)]
+    url = community.nodes[follower_of(community)].url
+
+    def post_all(share: list[bytes]) -> list[int]:
+        with NodeClient(url, timeout=30) as client:
+            return [client.post_raw(b)["index"] for b in share]
+
+    with ThreadPoolExecutor(16) as pool:
+        indices = [i for part in pool.map(post_all, [bodies[k::16] for k in range(16)]) for i in part]
+    assert sorted(indices) == list(range(800))
+    community.wait_converged(size=800, timeout=60)
+    for node in community.nodes:
+        assert "truncating already-applied" not in node.log_path.read_text(), node.config.name

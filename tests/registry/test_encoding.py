@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import json
+
 import pytest
+import rfc8785
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from registry.encoding import MAX_MESSAGE_BYTES, canonical, is_hex, parse_json
 from registry.errors import MessageError
@@ -52,3 +57,43 @@ def test_parse_json_refuses_deep_nesting() -> None:
 )
 def test_is_hex(value: object, nbytes: int | None, ok: bool) -> None:
     assert is_hex(value, nbytes) is ok
+
+
+# The fast path of `canonical` must be byte-for-byte RFC 8785 (the rfc8785 package) wherever it
+# is taken; JSON values without floats, with integers in the I-JSON range.
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=25,
+)
+
+
+def _is_encodable(value: object) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values)
+def test_canonical_equals_rfc8785(value: object) -> None:
+    assume(_is_encodable(value))
+    assert canonical(value) == rfc8785.dumps(value)
+
+
+def test_non_ascii_keys_sort_by_utf16_code_units() -> None:
+    # U+FF61 sorts before U+1F600 by code point but after it in UTF-16 (0xD83D < 0xFF61).
+    value = {"\U0001f600": 1, "\uff61": 2, "a": 3}
+    assert canonical(value) == rfc8785.dumps(value)
+    assert canonical(value).index("\uff61".encode()) > canonical(value).index("\U0001f600".encode())
+
+
+def test_canonical_refuses_lone_surrogates_and_big_integers() -> None:
+    with pytest.raises(MessageError, match="lone surrogate"):
+        canonical({"a": "\ud800"})
+    with pytest.raises(MessageError, match="outside the I-JSON range"):
+        canonical({"a": 2**53})
+    with pytest.raises(MessageError, match="cannot canonicalise a set"):
+        canonical({"a": {1}})
