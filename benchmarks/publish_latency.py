@@ -89,16 +89,23 @@ async def _api_concurrent(url: str, bodies: list[bytes], clients: int) -> float:
 
 
 class RawCommunity:
-    def __init__(self) -> None:
+    """Three bare pysyncobj 0.3.17 processes (stock Fernet cipher, stock pipelining)."""
+
+    def __init__(self, log_dir: Path) -> None:
         ports = free_ports(3)
         addrs = [f"127.0.0.1:{p}" for p in ports]
         script = Path(__file__).with_name("_raw_node.py")
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        self.procs = [
-            subprocess.Popen([sys.executable, str(script), a, SECRET, *[b for b in addrs if b != a]],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-            for a in addrs
-        ]
+        self.logs = [log_dir / f"raw{i}.log" for i in range(3)]
+        self.procs = []
+        for a, log in zip(addrs, self.logs):
+            with open(log, "w") as err:
+                self.procs.append(subprocess.Popen([sys.executable, str(script), a, SECRET, *[b for b in addrs if b != a]],
+                                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env))
+
+    def truncations(self) -> int:
+        """How often a raw follower truncated entries it had already applied (pysyncobj logs it)."""
+        return sum(log.read_text().count("truncating already-applied") for log in self.logs)
 
     def ask(self, i: int, line: str) -> Any:
         proc = self.procs[i]
@@ -140,7 +147,8 @@ def main() -> None:
 
     bodies = make_messages(2 * args.sequential + args.concurrent + 20)
     size = len(bodies[0])
-    print(f"message size {size} bytes; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
+    print(f"message size {size} bytes; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}; "
+          f"raw = bare pysyncobj with the same Raft settings and its own (Fernet) cipher")
     with tempfile.TemporaryDirectory() as tmp:
         community = LocalCommunity(write_local_configs(Path(tmp), 3, SECRET), Path(tmp) / "run")
         with community:
@@ -157,16 +165,18 @@ def main() -> None:
             api_tput = len(conc) / secs
             community.wait_converged(size=len(bodies), timeout=60)
 
-    raw = RawCommunity()
-    try:
-        r_leader, r_follower = raw.roles()
-        raw.ask(r_follower, f"seq 20 {size}")
-        raw_f = raw.ask(r_follower, f"seq {args.sequential} {size}")
-        raw_l = raw.ask(r_leader, f"seq {args.sequential} {size}")
-        burst = raw.ask(r_follower, f"burst {args.concurrent} {size} {args.clients}")
-        burst_all = raw.ask(r_follower, f"burst {args.concurrent} {size} {args.concurrent}")
-    finally:
-        raw.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = RawCommunity(Path(tmp))
+        try:
+            r_leader, r_follower = raw.roles()
+            raw.ask(r_follower, f"seq 20 {size}")
+            raw_f = raw.ask(r_follower, f"seq {args.sequential} {size}")
+            raw_l = raw.ask(r_leader, f"seq {args.sequential} {size}")
+            burst = raw.ask(r_follower, f"burst {args.concurrent} {size} {args.clients}")
+            burst_all = raw.ask(r_follower, f"burst {args.concurrent} {size} {args.concurrent}")
+        finally:
+            raw.close()
+        truncations = raw.truncations()
     raw_tput = burst["ok"] / burst["seconds"]
 
     ms = 1000.0
@@ -179,6 +189,8 @@ def main() -> None:
     print(f"\nraw pysyncobj with every append in flight at once (callbacks): "
           f"{burst_all['ok'] / burst_all['seconds']:.0f} appends/s ({burst_all['failed']} failed)")
     print(f"API concurrent run: {len(conc)} publishes in {secs:.2f} s through {args.clients} clients")
+    print(f"raw pysyncobj followers truncated already-applied entries {truncations} times "
+          f"(wmnode's nodes never rewind nextIndex; tests/cluster checks they never do)")
 
 
 if __name__ == "__main__":
