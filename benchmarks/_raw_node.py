@@ -21,8 +21,13 @@ from registry.log import RaftSettings
 class RawLog(SyncObj):  # type: ignore[misc]
     def __init__(self, me: str, peers: list[str], password: str) -> None:
         s = RaftSettings()
-        conf = SyncObjConf(password=password, appendEntriesUseBatch=s.use_batch, autoTickPeriod=s.tick_s,
-                           connectionRetryTime=s.connection_retry_s, commandsWaitLeader=True)
+        conf = SyncObjConf(
+            password=password,
+            appendEntriesUseBatch=s.use_batch,
+            autoTickPeriod=s.tick_s,
+            connectionRetryTime=s.connection_retry_s,
+            commandsWaitLeader=True,
+        )
         super().__init__(me, peers, conf=conf)
         self.entries: list[bytes] = []
 

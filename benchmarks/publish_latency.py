@@ -39,9 +39,15 @@ def make_messages(n: int) -> list[bytes]:
     out = []
     for _ in range(n):
         nonce = os.urandom(16)
-        msg = Publish.create(owner, scheme="mtlsign", time=time.time_ns() // 1_000_000,
-                             key_hash=derive_owner_key(owner, nonce).key_hash, verifier_hash="ab" * 32,
-                             info_hash="cd" * 32, nonce=nonce.hex())
+        msg = Publish.create(
+            owner,
+            scheme="mtlsign",
+            time=time.time_ns() // 1_000_000,
+            key_hash=derive_owner_key(owner, nonce).key_hash,
+            verifier_hash="ab" * 32,
+            info_hash="cd" * 32,
+            nonce=nonce.hex(),
+        )
         out.append(msg.canonical_bytes())
     return out
 
@@ -65,8 +71,10 @@ async def _post_loop(host: str, port: int, bodies: list[bytes]) -> None:
     try:
         while bodies:
             body = bodies.pop()
-            writer.write(b"POST /v1/entries HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\n"
-                         b"content-length: %d\r\n\r\n%s" % (host.encode(), len(body), body))
+            writer.write(
+                b"POST /v1/entries HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (host.encode(), len(body), body)
+            )
             status = (await reader.readline()).split(b" ", 2)[1]
             length = 0
             while (line := await reader.readline()) not in (b"\r\n", b""):
@@ -98,10 +106,18 @@ class RawCommunity:
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         self.logs = [log_dir / f"raw{i}.log" for i in range(3)]
         self.procs = []
-        for a, log in zip(addrs, self.logs):
+        for a, log in zip(addrs, self.logs, strict=True):
             with open(log, "w") as err:
-                self.procs.append(subprocess.Popen([sys.executable, str(script), a, SECRET, *[b for b in addrs if b != a]],
-                                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env))
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, str(script), a, SECRET, *[b for b in addrs if b != a]],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=err,
+                        text=True,
+                        env=env,
+                    )
+                )
 
     def truncations(self) -> int:
         """How often a raw follower truncated entries it had already applied (pysyncobj logs it)."""
@@ -147,8 +163,10 @@ def main() -> None:
 
     bodies = make_messages(2 * args.sequential + args.concurrent + 20)
     size = len(bodies[0])
-    print(f"message size {size} bytes; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}; "
-          f"raw = bare pysyncobj with the same Raft settings and its own (Fernet) cipher")
+    print(
+        f"message size {size} bytes; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}; "
+        f"raw = bare pysyncobj with the same Raft settings and its own (Fernet) cipher"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         community = LocalCommunity(write_local_configs(Path(tmp), 3, SECRET), Path(tmp) / "run")
         with community:
@@ -159,8 +177,8 @@ def main() -> None:
             api_sequential(f_url, bodies[:20])  # warm-up: connections, code paths
             rest = bodies[20:]
             via_f = api_sequential(f_url, rest[: args.sequential])
-            via_l = api_sequential(l_url, rest[args.sequential: 2 * args.sequential])
-            conc = rest[2 * args.sequential:]
+            via_l = api_sequential(l_url, rest[args.sequential : 2 * args.sequential])
+            conc = rest[2 * args.sequential :]
             secs = asyncio.run(_api_concurrent(f_url, conc, args.clients))
             api_tput = len(conc) / secs
             community.wait_converged(size=len(bodies), timeout=60)
@@ -186,11 +204,15 @@ def main() -> None:
     print(row("publish via leader, p50", ms * statistics.median(via_l), ms * statistics.median(raw_l), "ms"))
     print(row("publish via leader, p99", ms * pct(via_l, 0.99), ms * pct(raw_l, 0.99), "ms"))
     print(row(f"committed/s via follower, {args.clients} in flight", api_tput, raw_tput, "per s"))
-    print(f"\nraw pysyncobj with every append in flight at once (callbacks): "
-          f"{burst_all['ok'] / burst_all['seconds']:.0f} appends/s ({burst_all['failed']} failed)")
+    print(
+        f"\nraw pysyncobj with every append in flight at once (callbacks): "
+        f"{burst_all['ok'] / burst_all['seconds']:.0f} appends/s ({burst_all['failed']} failed)"
+    )
     print(f"API concurrent run: {len(conc)} publishes in {secs:.2f} s through {args.clients} clients")
-    print(f"raw pysyncobj followers truncated already-applied entries {truncations} times "
-          f"(wmnode's nodes never rewind nextIndex; tests/cluster checks they never do)")
+    print(
+        f"raw pysyncobj followers truncated already-applied entries {truncations} times "
+        f"(wmnode's nodes never rewind nextIndex; tests/cluster checks they never do)"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -12,12 +13,20 @@ from typing import Any
 from registry.errors import ConfigError
 
 #: The secret the example configs carry: fine on loopback, refused anywhere else.
-EXAMPLE_SECRET = "wmnode-example-community-secret-not-for-real-use"
+EXAMPLE_SECRET = "wmnode-example-community-secret-not-for-real-use"  # noqa: S105 - public on purpose
 MIN_SECRET_CHARS = 16
 
 _TOP_KEYS = {
-    "community": str, "name": str, "raft": str, "api": str, "secret": str, "secret_file": str,
-    "max_skew_seconds": int, "commit_timeout_seconds": int, "data_dir": str, "members": list,
+    "community": str,
+    "name": str,
+    "raft": str,
+    "api": str,
+    "secret": str,
+    "secret_file": str,
+    "max_skew_seconds": int,
+    "commit_timeout_seconds": int,
+    "data_dir": str,
+    "members": list,
 }
 _MEMBER_KEYS = {"name": str, "raft": str, "api": str}
 _REQUIRED = ("community", "name", "raft", "api", "members")
@@ -110,7 +119,7 @@ class NodeConfig:
         return self if data_dir is None else replace(self, data_dir=data_dir)
 
 
-def _check_keys(table: dict[str, Any], allowed: dict[str, type], where: str) -> None:
+def _check_keys(table: dict[str, Any], allowed: Mapping[str, type], where: str) -> None:
     for key, value in table.items():
         if key not in allowed:
             raise ConfigError(f"{where}: unknown field {key!r} (allowed: {', '.join(sorted(allowed))})")
@@ -127,7 +136,9 @@ def _member(table: object, index: int, source: str) -> Member:
     for key in _MEMBER_KEYS:
         if key not in table:
             raise ConfigError(f"{where}: missing field {key!r}")
-    return Member(table["name"], Address.parse(table["raft"], f"{where}.raft"), Address.parse(table["api"], f"{where}.api"))
+    return Member(
+        table["name"], Address.parse(table["raft"], f"{where}.raft"), Address.parse(table["api"], f"{where}.api")
+    )
 
 
 def _secret(raw: dict[str, Any], base: Path, source: str) -> str | None:
@@ -155,9 +166,12 @@ def parse_config(raw: dict[str, Any], source: str, base: Path) -> NodeConfig:
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: members: duplicate member names {names}")
     config = NodeConfig(
-        community=raw["community"], name=raw["name"],
-        raft=Address.parse(raw["raft"], f"{source}: raft"), api=Address.parse(raw["api"], f"{source}: api"),
-        members=members, secret=_secret(raw, base, source),
+        community=raw["community"],
+        name=raw["name"],
+        raft=Address.parse(raw["raft"], f"{source}: raft"),
+        api=Address.parse(raw["api"], f"{source}: api"),
+        members=members,
+        secret=_secret(raw, base, source),
         max_skew_ms=1000 * raw.get("max_skew_seconds", 300),
         commit_timeout_s=raw.get("commit_timeout_seconds", 10),
         data_dir=(base / raw["data_dir"]) if "data_dir" in raw else None,

@@ -86,6 +86,6 @@ class RaftCipher:
         _, salt, counter, _ = self._header(token)
         header = token[: _HEADER.size]
         try:
-            return self._receiver(salt).decrypt(counter.to_bytes(12, "big"), token[_HEADER.size:], header)
+            return self._receiver(salt).decrypt(counter.to_bytes(12, "big"), token[_HEADER.size :], header)
         except InvalidTag as exc:
             raise InvalidToken("message does not authenticate under the community secret") from exc

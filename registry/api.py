@@ -34,8 +34,12 @@ logger = logging.getLogger(__name__)
 
 #: pysyncobj failures after which a resubmission is safe (apply de-duplicates) and may succeed.
 _TRANSIENT = {
-    FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.DISCARDED, FAIL_REASON.NOT_LEADER,
-    FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME,
+    FAIL_REASON.QUEUE_FULL,
+    FAIL_REASON.MISSING_LEADER,
+    FAIL_REASON.DISCARDED,
+    FAIL_REASON.NOT_LEADER,
+    FAIL_REASON.LEADER_CHANGED,
+    FAIL_REASON.UNKNOWN_OUTCOME,
 }
 _RETRY_PAUSE_S = 0.05
 
@@ -108,6 +112,11 @@ def _too_large(size: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"message is over the limit of {MAX_MESSAGE_BYTES} bytes (got at least {size})")
 
 
+def _resolve(future: asyncio.Future[tuple[Outcome | None, int]], result: tuple[Outcome | None, int]) -> None:
+    if not future.done():  # the request may have timed out meanwhile
+        future.set_result(result)
+
+
 async def _commit(log: RegistryLog, data: bytes, timeout: float) -> Outcome:
     """Submit until committed; resubmitting is safe because apply de-duplicates."""
     loop = asyncio.get_running_loop()
@@ -116,13 +125,13 @@ async def _commit(log: RegistryLog, data: bytes, timeout: float) -> Outcome:
         future: asyncio.Future[tuple[Outcome | None, int]] = loop.create_future()
 
         def _done(res: Outcome | None, err: int, fut: asyncio.Future[tuple[Outcome | None, int]] = future) -> None:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result((res, err)))
+            loop.call_soon_threadsafe(_resolve, fut, (res, err))
 
         log.submit(data, _done)
         remaining = deadline - loop.time()
         try:
             res, err = await asyncio.wait_for(future, max(remaining, 0.001))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UnavailableError(f"not committed within {timeout:g} s: is a majority of the community up?") from None
         if err == FAIL_REASON.SUCCESS and res is not None:
             return res
@@ -142,7 +151,12 @@ async def publish(log: RegistryLog, info: NodeInfo, body: bytes) -> tuple[int, d
         if existing.status == REJECTED:
             raise RejectedError(existing.reason)
         code = 201 if existing.status == "appended" else 200
-    return code, {"index": existing.index, "time": existing.time, "leaf_hash": existing.leaf_hash, "status": existing.status}
+    return code, {
+        "index": existing.index,
+        "time": existing.time,
+        "leaf_hash": existing.leaf_hash,
+        "status": existing.status,
+    }
 
 
 def create_app(log: RegistryLog, identity: Identity, info: NodeInfo) -> ASGIApp:
@@ -178,11 +192,18 @@ def create_app(log: RegistryLog, identity: Identity, info: NodeInfo) -> ASGIApp:
         leader = raft.get("leader")
         state = {0: "follower", 1: "candidate", 2: "leader"}.get(raft.get("state", -1), "unknown")
         return {
-            "node": identity.public_hex, "name": info.name, "community": info.community, "role": state,
+            "node": identity.public_hex,
+            "name": info.name,
+            "community": info.community,
+            "role": state,
             "leader": info.raft_to_name.get(str(leader)) if leader is not None else None,
-            "term": raft.get("raft_term"), "commit_index": raft.get("commit_idx"),
-            "last_applied": raft.get("last_applied"), "has_quorum": bool(raft.get("has_quorum")),
-            "size": size, "root": root.hex(), "members": list(info.members),
+            "term": raft.get("raft_term"),
+            "commit_index": raft.get("commit_idx"),
+            "last_applied": raft.get("last_applied"),
+            "has_quorum": bool(raft.get("has_quorum")),
+            "size": size,
+            "root": root.hex(),
+            "members": list(info.members),
         }
 
     @app.get("/v1/checkpoint")

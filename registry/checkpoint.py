@@ -42,7 +42,8 @@ class Checkpoint:
     @classmethod
     def create(cls, identity: Identity, size: int, root: bytes, time: int) -> Checkpoint:
         body = {"size": size, "root": root.hex(), "time": time, "node": identity.public_hex}
-        return cls(**body, sig=identity.sign(canonical(body)).hex())
+        sig = identity.sign(canonical(body)).hex()
+        return cls(size=size, root=root.hex(), time=time, node=identity.public_hex, sig=sig)
 
     @classmethod
     def from_json(cls, obj: object) -> Checkpoint:
@@ -119,7 +120,7 @@ def open_note(text: str, name: str, public_hex: str) -> NoteCheckpoint:
     for line in sigs.splitlines():
         if not line.startswith(_SIG_PREFIX):
             raise VerificationError(f"signed note: malformed signature line {line!r}")
-        line_name, _, encoded = line[len(_SIG_PREFIX):].partition(" ")
+        line_name, _, encoded = line[len(_SIG_PREFIX) :].partition(" ")
         try:
             raw = base64.b64decode(encoded, validate=True)
         except binascii.Error as exc:

@@ -24,9 +24,13 @@ def _demo_publish(owner: Identity, label: str, when: int) -> Publish:
     nonce = os.urandom(16)
     key = derive_owner_key(owner, nonce)  # DESIGN §4.2: the key is bound to the owner
     return Publish.create(
-        owner, scheme="mtlsign", time=when, key_hash=key.key_hash,
+        owner,
+        scheme="mtlsign",
+        time=when,
+        key_hash=key.key_hash,
         verifier_hash=hashlib.sha256(f"demo verifier {label}".encode()).hexdigest(),
-        info_hash=hashlib.sha256(f"demo info {label}".encode()).hexdigest(), nonce=nonce.hex(),
+        info_hash=hashlib.sha256(f"demo info {label}".encode()).hexdigest(),
+        nonce=nonce.hex(),
     )
 
 
@@ -65,12 +69,17 @@ def run_demo(base_dir: Path, say: Callable[[str], None], publishes: int = 3) -> 
         for status in statuses:
             assert status is not None
             say("  " + format_status(status))
-        say(f"receipt for entry #0: inclusion proof of {len(receipt['inclusion']['path'])} hashes "
-            f"against checkpoint size {receipt['checkpoint']['size']} verifies")
+        say(
+            f"receipt for entry #0: inclusion proof of {len(receipt['inclusion']['path'])} hashes "
+            f"against checkpoint size {receipt['checkpoint']['size']} verifies"
+        )
         for node in community.nodes:
             with NodeClient(node.url) as client:
                 note = client.checkpoint_note()
                 status = client.status()
             parsed = open_note(note, node.config.name, status["node"])
-            say(f"  {node.config.name} signed note: origin {parsed.origin}, size {parsed.size}, root {parsed.root.hex()[:16]}… verifies")
+            say(
+                f"  {node.config.name} signed note: origin {parsed.origin}, size {parsed.size}, "
+                f"root {parsed.root.hex()[:16]}… verifies"
+            )
     say("community stopped; every node agreed on the same size and root")

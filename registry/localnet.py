@@ -34,9 +34,20 @@ class NodeProcess:
 
     def start(self) -> None:
         self._log = open(self.log_path, "ab")
-        cmd = [sys.executable, "-m", "registry.cli", "start", "--config", str(self.config_path),
-               "--data-dir", str(self.data_dir), *self.extra_args]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        cmd = [
+            sys.executable,
+            "-m",
+            "registry.cli",
+            "start",
+            "--config",
+            str(self.config_path),
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -74,7 +85,9 @@ class LocalCommunity:
         self.nodes = []
         for path in config_paths:
             config = load_config(path)
-            self.nodes.append(NodeProcess(path, base_dir / config.name, base_dir / f"{config.name}.log", config, extra_args))
+            self.nodes.append(
+                NodeProcess(path, base_dir / config.name, base_dir / f"{config.name}.log", config, extra_args)
+            )
 
     def __enter__(self) -> LocalCommunity:
         self.start()
@@ -107,7 +120,9 @@ class LocalCommunity:
                 out.append(None)
         return out
 
-    def wait_for(self, condition: Callable[[list[dict[str, Any] | None]], bool], timeout: float = 30.0, what: str = "condition") -> list[dict[str, Any] | None]:
+    def wait_for(
+        self, condition: Callable[[list[dict[str, Any] | None]], bool], timeout: float = 30.0, what: str = "condition"
+    ) -> list[dict[str, Any] | None]:
         """Poll every node's status until `condition(statuses)` holds."""
         deadline = time.monotonic() + timeout
         while True:
@@ -124,23 +139,29 @@ class LocalCommunity:
 
     def wait_ready(self, timeout: float = 30.0) -> list[dict[str, Any] | None]:
         """Every running node is up and all of them agree on one leader."""
+
         def ready(statuses: list[dict[str, Any] | None]) -> bool:
-            up = [s for n, s in zip(self.nodes, statuses) if n.running]
+            up = [s for n, s in zip(self.nodes, statuses, strict=True) if n.running]
             if len(up) != sum(n.running for n in self.nodes) or any(s is None for s in up):
                 return False
             leaders = {s["leader"] for s in up if s is not None}
             return len(leaders) == 1 and None not in leaders
+
         return self.wait_for(ready, timeout, "a leader agreed by every running node")
 
     def wait_converged(self, size: int | None = None, timeout: float = 30.0) -> list[dict[str, Any] | None]:
         """Every running node reports the same size and root (and `size`, when given)."""
+
         def converged(statuses: list[dict[str, Any] | None]) -> bool:
-            up = [s for n, s in zip(self.nodes, statuses) if n.running]
+            up = [s for n, s in zip(self.nodes, statuses, strict=True) if n.running]
             if not up or any(s is None for s in up):
                 return False
             heads = {(s["size"], s["root"]) for s in up if s is not None}
             return len(heads) == 1 and (size is None or next(iter(heads))[0] == size)
-        return self.wait_for(converged, timeout, f"all nodes at the same head{'' if size is None else f' of size {size}'}")
+
+        return self.wait_for(
+            converged, timeout, f"all nodes at the same head{'' if size is None else f' of size {size}'}"
+        )
 
     def leader_index(self) -> int:
         for i, status in enumerate(self.statuses()):
@@ -163,7 +184,9 @@ def free_ports(n: int) -> list[int]:
             sock.close()
 
 
-def write_local_configs(base: Path, n: int = 3, secret: str | None = None, community: str = "wmnode.test/local") -> list[Path]:
+def write_local_configs(
+    base: Path, n: int = 3, secret: str | None = None, community: str = "wmnode.test/local"
+) -> list[Path]:
     """Configs for an n-node community on free loopback ports (tests and benchmarks)."""
     base.mkdir(parents=True, exist_ok=True)
     ports = free_ports(2 * n)

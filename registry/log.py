@@ -45,7 +45,7 @@ def envelope(msg: Message, stamp: int, skew_ms: int) -> bytes:
     return canonical({"msg": msg.to_json(), "skew_ms": skew_ms, "stamp": stamp})
 
 
-class LogState(SyncObjConsumer):
+class LogState(SyncObjConsumer):  # type: ignore[misc]
     """The replicated state: leaves, their Merkle tree and indexes. Pickled into pysyncobj dumps."""
 
     def __init__(self) -> None:
@@ -64,7 +64,7 @@ class LogState(SyncObjConsumer):
         with self.lock:
             super()._deserialize(data)
 
-    @replicated
+    @replicated  # type: ignore[untyped-decorator]
     def apply_envelope(self, data: bytes) -> Outcome:
         """Apply one envelope. Total: every failure becomes a `rejected` outcome."""
         try:
@@ -173,8 +173,10 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
 
     def _on_message(self, node: Any, message: Any) -> None:
         rewindable = (
-            isinstance(message, dict) and message.get("type") == "next_node_idx"
-            and message.get("success") and not message.get("reset")
+            isinstance(message, dict)
+            and message.get("type") == "next_node_idx"
+            and message.get("success")
+            and not message.get("reset")
         )
         next_index: dict[Any, int] = self._SyncObj__raftNextIndex
         before = next_index.get(node) if rewindable else None
@@ -267,7 +269,13 @@ class RegistryLog:
         with self.state.lock:
             path = self.state.tree.inclusion_proof(index, size)
             lh, root = self.state.tree.leaf(index), self.state.tree.root(size)
-        return {"index": index, "size": size, "leaf_hash": lh.hex(), "path": [p.hex() for p in path], "root": root.hex()}
+        return {
+            "index": index,
+            "size": size,
+            "leaf_hash": lh.hex(),
+            "path": [p.hex() for p in path],
+            "root": root.hex(),
+        }
 
     def consistency(self, first: int, second: int) -> dict[str, Any]:
         with self.state.lock:

@@ -173,8 +173,14 @@ class Publish(Message):
     ) -> Publish:
         """Build and sign a publish; validation runs on the result, so bad values fail here."""
         unsigned = {
-            "type": cls.TYPE, "v": cls.VERSION, "scheme": scheme, "time": time, "key_hash": key_hash,
-            "verifier_hash": verifier_hash, "info_hash": info_hash, "owner": identity.public_hex,
+            "type": cls.TYPE,
+            "v": cls.VERSION,
+            "scheme": scheme,
+            "time": time,
+            "key_hash": key_hash,
+            "verifier_hash": verifier_hash,
+            "info_hash": info_hash,
+            "owner": identity.public_hex,
             "nonce": nonce,
         }
         sig = identity.sign(canonical(unsigned)).hex()

@@ -89,23 +89,40 @@ def run_node(config: NodeConfig, dev: bool = False) -> None:
 def _run_node(config: NodeConfig, dev: bool) -> None:
     config.check_secret(dev)
     if config.uses_example_secret:
-        logger.warning("this node uses the EXAMPLE community secret from %s: fine on loopback, never in a real community", config.source)
+        logger.warning(
+            "this node uses the EXAMPLE community secret from %s: fine on loopback, never in a real community",
+            config.source,
+        )
     elif config.secret is None:
         logger.warning("dev mode: Raft traffic is neither encrypted nor authenticated (loopback only)")
     check_port_free(config.raft.host, config.raft.port, "Raft")
     check_port_free(config.api.host, config.api.port, "API")
     with locked_data_dir(data_dir_for(config)) as data_dir:
         identity: Identity = load_or_create_identity(data_dir / "node.key")
-        log = RegistryLog(str(config.raft), [str(p.raft) for p in config.peers], data_dir, config.secret,
-                          community=config.community)
+        log = RegistryLog(
+            str(config.raft), [str(p.raft) for p in config.peers], data_dir, config.secret, community=config.community
+        )
         try:
             app = create_app(log, identity, node_info(config))
-            server = uvicorn.Server(uvicorn.Config(
-                app, host=config.api.host, port=config.api.port, log_level="warning",
-                access_log=False, lifespan="off", timeout_graceful_shutdown=2,
-            ))
-            logger.info("node %s (%s) serving %s, raft %s, data %s", config.name, identity.public_hex[:16],
-                        config.me.api_url, config.raft, data_dir)
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=config.api.host,
+                    port=config.api.port,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                    timeout_graceful_shutdown=2,
+                )
+            )
+            logger.info(
+                "node %s (%s) serving %s, raft %s, data %s",
+                config.name,
+                identity.public_hex[:16],
+                config.me.api_url,
+                config.raft,
+                data_dir,
+            )
             server.run()
             if not server.started:
                 raise NodeError(f"could not serve the API on {config.api} (port in use?)")

@@ -30,8 +30,11 @@ def make_publish(owner: Identity) -> PublishFactory:
         who = identity or owner
         nonce = os.urandom(16)
         fields: dict[str, object] = {
-            "scheme": "mtlsign", "time": now_ms(), "key_hash": derive_owner_key(who, nonce).key_hash,
-            "verifier_hash": hashlib.sha256(b"verifier").hexdigest(), "info_hash": hashlib.sha256(b"info").hexdigest(),
+            "scheme": "mtlsign",
+            "time": now_ms(),
+            "key_hash": derive_owner_key(who, nonce).key_hash,
+            "verifier_hash": hashlib.sha256(b"verifier").hexdigest(),
+            "info_hash": hashlib.sha256(b"info").hexdigest(),
             "nonce": nonce.hex(),
         }
         fields.update(overrides)
@@ -46,6 +49,8 @@ def tlogcheck(tmp_path_factory: pytest.TempPathFactory) -> Path:
     problem = toolchain_problem()
     if problem is not None:
         if os.environ.get(REQUIRE_INTEROP_ENV) == "1":
-            pytest.fail(f"{REQUIRE_INTEROP_ENV}=1 but the Go interop verifier cannot be built: {problem}", pytrace=False)
+            pytest.fail(
+                f"{REQUIRE_INTEROP_ENV}=1 but the Go interop verifier cannot be built: {problem}", pytrace=False
+            )
         pytest.skip(f"Go interop verifier unavailable: {problem}")
     return build_tlogcheck(tmp_path_factory.mktemp("tlogcheck"))

@@ -7,9 +7,8 @@ import sys
 
 import click
 
-from registry.errors import WmnodeError
-
 from registry.cli import demo, keys, node, publish
+from registry.errors import WmnodeError
 
 
 class _Group(click.Group):

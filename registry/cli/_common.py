@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,9 @@ import click
 
 from registry.identity import Identity, read_identity
 
-node_option = click.option("--node", "node", default="http://127.0.0.1:8101", show_default=True,
-                           help="API URL of any node of the community.")
+node_option = click.option(
+    "--node", "node", default="http://127.0.0.1:8101", show_default=True, help="API URL of any node of the community."
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 
 
@@ -33,10 +34,8 @@ def echo_json(obj: Any) -> None:
 
 
 def fmt_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
 def short(value: str | None, n: int = 12) -> str:
     return "-" if value is None else value[:n] + ("…" if len(value) > n else "")
-
-

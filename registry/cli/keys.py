@@ -10,7 +10,9 @@ from registry.identity import Identity, write_identity
 
 
 @click.command()
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Key file to create (0600).")
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Key file to create (0600)."
+)
 @click.option("--passphrase", is_flag=True, help="Prompt for a passphrase to encrypt the key file.")
 def keygen(out: Path, passphrase: bool) -> None:
     """Create a new identity; prints its public key."""

@@ -14,10 +14,19 @@ from registry.node import run_node
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Node config (TOML), e.g. node_config/local/node1.toml.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Journal, dumps and the node key. Default: the config's data_dir, else ./wmnode-data/NAME.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Node config (TOML), e.g. node_config/local/node1.toml.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Journal, dumps and the node key. Default: the config's data_dir, else ./wmnode-data/NAME.",
+)
 @click.option("--dev", is_flag=True, help="Allow a loopback-only node without a community secret.")
 def start(config_path: Path, data_dir: Path | None, dev: bool) -> None:
     """Join a community and serve the node's API until interrupted."""
@@ -26,9 +35,11 @@ def start(config_path: Path, data_dir: Path | None, dev: bool) -> None:
 
 def format_status(s: dict[str, Any]) -> str:
     members = ", ".join(m["name"] for m in s["members"])
-    return (f"{s['name']:<8} {s['role']:<9} leader={s['leader'] or '-':<8} term={s['term']} "
-            f"commit={s['commit_index']} size={s['size']} root={short(s['root'], 16)} "
-            f"node={short(s['node'], 16)} members=[{members}]")
+    return (
+        f"{s['name']:<8} {s['role']:<9} leader={s['leader'] or '-':<8} term={s['term']} "
+        f"commit={s['commit_index']} size={s['size']} root={short(s['root'], 16)} "
+        f"node={short(s['node'], 16)} members=[{members}]"
+    )
 
 
 @click.command()

@@ -30,12 +30,27 @@ def read_record(path: Path) -> dict[str, Any]:
 
 @click.command()
 @node_option
-@click.option("--identity", "identity_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="The owner's key file (wmnode keygen).")
-@click.option("--record", "record_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="JSON with scheme, key_hash, verifier_hash, info_hash and nonce.")
-@click.option("--receipt", "receipt_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the receipt (entry, signed checkpoint, inclusion proof) here.")
+@click.option(
+    "--identity",
+    "identity_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The owner's key file (wmnode keygen).",
+)
+@click.option(
+    "--record",
+    "record_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="JSON with scheme, key_hash, verifier_hash, info_hash and nonce.",
+)
+@click.option(
+    "--receipt",
+    "receipt_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the receipt (entry, signed checkpoint, inclusion proof) here.",
+)
 @json_option
 def publish(node: str, identity_path: Path, record_path: Path, receipt_path: Path | None, as_json: bool) -> None:
     """Sign a publish message now and wait until the community commits it."""

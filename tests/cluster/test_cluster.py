@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import base64
-from concurrent.futures import ThreadPoolExecutor
 import json
 import pickle
-import signal
 import socket
 import struct
 import threading
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,9 @@ def test_writes_through_a_follower_reach_every_node(community: LocalCommunity, m
             assert [client.entry(k)["leaf_hash"] for k in range(5)] == [r["leaf_hash"] for r in results]
 
 
-def test_the_same_message_through_two_nodes_is_stored_once(community: LocalCommunity, make_publish: PublishFactory) -> None:
+def test_the_same_message_through_two_nodes_is_stored_once(
+    community: LocalCommunity, make_publish: PublishFactory
+) -> None:
     msg = make_publish()
     with community.client(0) as a, community.client(1) as b:
         first, second = a.submit(msg), b.submit(msg)
@@ -128,9 +129,12 @@ def test_sigkill_of_the_leader_mid_stream_loses_nothing(
     killed_at = len(writer.acked)
     dead = community.nodes[old_leader].config.name
     statuses = community.wait_for(
-        lambda ss: len({s["leader"] for s in ss if s is not None} - {None, dead}) == 1
-        and all(s is None or s["leader"] != dead for s in ss),
-        timeout=30, what="a new leader",
+        lambda ss: (
+            len({s["leader"] for s in ss if s is not None} - {None, dead}) == 1
+            and all(s is None or s["leader"] != dead for s in ss)
+        ),
+        timeout=30,
+        what="a new leader",
     )
     assert len({s["leader"] for s in statuses if s is not None}) == 1
     writer.wait_acked(killed_at + 30)
@@ -158,14 +162,24 @@ def check_independently(community: LocalCommunity, i: int, tlogcheck: Path) -> N
         consistency = [client.consistency(a, size) for a in (1, size // 3, size // 2, size - 1) if a > 0]
     root = bytes.fromhex(cp.root)
     for proof in inclusion:
-        verify_inclusion(bytes.fromhex(proof["leaf_hash"]), proof["index"], size, [bytes.fromhex(p) for p in proof["path"]], root)
+        verify_inclusion(
+            bytes.fromhex(proof["leaf_hash"]), proof["index"], size, [bytes.fromhex(p) for p in proof["path"]], root
+        )
     parsed = open_note(note, status["name"], status["node"])
     assert (parsed.size, parsed.root) == (size, root)
-    raw_leaves = [base64.b64encode(canonical({"index": e["index"], "msg": e["msg"], "time": e["time"]})).decode() for e in leaves]
-    result = run_tlogcheck(tlogcheck, {
-        "vkey": verifier_key(status["name"], status["node"]), "note": note, "leaves": raw_leaves,
-        "inclusion": inclusion, "consistency": consistency,
-    })
+    raw_leaves = [
+        base64.b64encode(canonical({"index": e["index"], "msg": e["msg"], "time": e["time"]})).decode() for e in leaves
+    ]
+    result = run_tlogcheck(
+        tlogcheck,
+        {
+            "vkey": verifier_key(status["name"], status["node"]),
+            "note": note,
+            "leaves": raw_leaves,
+            "inclusion": inclusion,
+            "consistency": consistency,
+        },
+    )
     assert result["ok"], result
     assert (result["size"], result["root"]) == (size, cp.root)
     assert (result["inclusion_checked"], result["consistency_checked"]) == (len(inclusion), len(consistency))

@@ -20,7 +20,6 @@ from registry.log import RegistryLog
 from registry.merkle import verify_consistency, verify_inclusion
 from tests.helpers import PublishFactory, free_ports, now_ms
 
-
 Http = httpx.Client
 
 
@@ -30,10 +29,18 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Clien
     log = RegistryLog(f"127.0.0.1:{port}", [], tmp_path_factory.mktemp("api"), "a-test-secret-0123456789")
     identity = Identity.generate()
     info = NodeInfo(
-        name="solo", community="wmnode.test/api", members=({"name": "solo", "raft": f"127.0.0.1:{port}", "api": "x"},),
-        raft_to_name={f"127.0.0.1:{port}": "solo"}, max_skew_ms=300_000, commit_timeout_s=10.0,
+        name="solo",
+        community="wmnode.test/api",
+        members=({"name": "solo", "raft": f"127.0.0.1:{port}", "api": "x"},),
+        raft_to_name={f"127.0.0.1:{port}": "solo"},
+        max_skew_ms=300_000,
+        commit_timeout_s=10.0,
     )
-    server = uvicorn.Server(uvicorn.Config(create_app(log, identity, info), host="127.0.0.1", port=api_port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(log, identity, info), host="127.0.0.1", port=api_port, log_level="warning", lifespan="off"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -61,9 +68,18 @@ def test_publish_then_duplicate(node: tuple[Http, Identity, RegistryLog], make_p
     code, first = post(client, msg.canonical_bytes())
     assert code == 201 and first["status"] == "appended"
     code, again = post(client, msg.to_json())
-    assert code == 200 and (again["index"], again["leaf_hash"], again["time"]) == (first["index"], first["leaf_hash"], first["time"])
+    assert code == 200 and (again["index"], again["leaf_hash"], again["time"]) == (
+        first["index"],
+        first["leaf_hash"],
+        first["time"],
+    )
     entry = client.get(f"/v1/entries/{first['index']}").json()
-    assert entry == {"index": first["index"], "time": first["time"], "msg": msg.to_json(), "leaf_hash": first["leaf_hash"]}
+    assert entry == {
+        "index": first["index"],
+        "time": first["time"],
+        "msg": msg.to_json(),
+        "leaf_hash": first["leaf_hash"],
+    }
 
 
 def _bad_bodies(make_publish: PublishFactory) -> list[tuple[bytes, int, str]]:
@@ -115,10 +131,22 @@ def test_checkpoints_and_proofs_verify(node: tuple[Http, Identity, RegistryLog],
     assert (note.origin, note.size, note.root.hex()) == ("wmnode.test/api", cp.size, cp.root)
     for index in range(cp.size):
         proof = client.get("/v1/proof/inclusion", params={"index": index, "size": cp.size}).json()
-        verify_inclusion(bytes.fromhex(proof["leaf_hash"]), index, cp.size, [bytes.fromhex(p) for p in proof["path"]], bytes.fromhex(cp.root))
+        verify_inclusion(
+            bytes.fromhex(proof["leaf_hash"]),
+            index,
+            cp.size,
+            [bytes.fromhex(p) for p in proof["path"]],
+            bytes.fromhex(cp.root),
+        )
     if first_cp.size:
         proof = client.get("/v1/proof/consistency", params={"first": first_cp.size, "second": cp.size}).json()
-        verify_consistency(first_cp.size, cp.size, bytes.fromhex(first_cp.root), bytes.fromhex(cp.root), [bytes.fromhex(p) for p in proof["path"]])
+        verify_consistency(
+            first_cp.size,
+            cp.size,
+            bytes.fromhex(first_cp.root),
+            bytes.fromhex(cp.root),
+            [bytes.fromhex(p) for p in proof["path"]],
+        )
 
 
 @pytest.mark.parametrize(

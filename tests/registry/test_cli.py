@@ -53,8 +53,12 @@ def _config(tmp_path: Path, host: str, secret: str | None) -> Path:
         (EXAMPLE_SECRET, (), "example community secret cannot be used off loopback"),
     ],
 )
-def test_start_refuses_an_unprotected_non_loopback_node(tmp_path: Path, secret: str | None, flags: tuple[str, ...], fragment: str) -> None:
-    code, out = run("start", "--config", str(_config(tmp_path, "192.0.2.10", secret)), "--data-dir", str(tmp_path / "d"), *flags)
+def test_start_refuses_an_unprotected_non_loopback_node(
+    tmp_path: Path, secret: str | None, flags: tuple[str, ...], fragment: str
+) -> None:
+    code, out = run(
+        "start", "--config", str(_config(tmp_path, "192.0.2.10", secret)), "--data-dir", str(tmp_path / "d"), *flags
+    )
     assert code == 1
     assert fragment in out
     assert not (tmp_path / "d").exists()
@@ -82,16 +86,34 @@ def test_an_encrypted_identity_takes_the_passphrase_from_the_environment(tmp_pat
     CliRunner().invoke(main, ["keygen", "--out", str(tmp_path / "k"), "--passphrase"], input="pw-123456\npw-123456\n")
     assert b"ENCRYPTED" in (tmp_path / "k").read_bytes()
     (tmp_path / "r.json").write_text(json.dumps({"scheme": "x"}))
-    code, out = run("publish", "--identity", str(tmp_path / "k"), "--record", str(tmp_path / "r.json"),
-                    env={"WMNODE_PASSPHRASE": "wrong"})
+    code, out = run(
+        "publish",
+        "--identity",
+        str(tmp_path / "k"),
+        "--record",
+        str(tmp_path / "r.json"),
+        env={"WMNODE_PASSPHRASE": "wrong"},
+    )
     assert code == 1 and "wrong passphrase" in out
 
 
 @pytest.mark.cluster
 def test_the_example_config_starts_as_it_is_and_warns_about_its_secret(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "registry.cli", "start", "--config", str(example_config(1)), "--data-dir", str(tmp_path / "d")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "registry.cli",
+            "start",
+            "--config",
+            str(example_config(1)),
+            "--data-dir",
+            str(tmp_path / "d"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         deadline, seen = time.monotonic() + 30, ""

@@ -42,7 +42,7 @@ def test_the_example_configs_load(n: int) -> None:
     ("extra", "fragment"),
     [
         ('colour = "blue"\n', "unknown field 'colour'"),
-        ("max_skew_seconds = \"5\"\n", "field 'max_skew_seconds' must be a int"),
+        ('max_skew_seconds = "5"\n', "field 'max_skew_seconds' must be a int"),
         ("max_skew_seconds = 0\n", "must be positive"),
         ('secret = "short"\n', "at least 16 characters"),
         ('secret = "0123456789abcdefg"\nsecret_file = "s"\n', "not both"),

@@ -53,7 +53,15 @@ def test_parse_json_refuses_deep_nesting() -> None:
 
 @pytest.mark.parametrize(
     ("value", "nbytes", "ok"),
-    [("ab", 1, True), ("AB", 1, False), ("abc", None, False), ("", None, False), ("zz", 1, False), ("abcd", 1, False), (5, None, False)],
+    [
+        ("ab", 1, True),
+        ("AB", 1, False),
+        ("abc", None, False),
+        ("", None, False),
+        ("zz", 1, False),
+        ("abcd", 1, False),
+        (5, None, False),
+    ],
 )
 def test_is_hex(value: object, nbytes: int | None, ok: bool) -> None:
     assert is_hex(value, nbytes) is ok

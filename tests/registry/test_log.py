@@ -44,7 +44,7 @@ def test_append_returns_index_time_and_leaf_hash(single: RegistryLog, make_publi
 
 
 def test_a_poison_entry_cannot_stall_the_log(single: RegistryLog, make_publish: PublishFactory) -> None:
-    for poison in (b"not json", b"[]", canonical({"msg": 1, "skew_ms": 1, "stamp": 1}), "a str".encode()):
+    for poison in (b"not json", b"[]", canonical({"msg": 1, "skew_ms": 1, "stamp": 1}), b"a str"):
         assert single.submit_sync(poison).status == REJECTED
     assert single.submit_sync(envelope(make_publish(), now_ms(), SKEW)).status == APPENDED
     assert single.size() == 1
@@ -126,7 +126,9 @@ def test_repair_journal_clamps_a_commit_index_past_the_end(tmp_path: Path) -> No
         journal._destroy()
 
 
-def test_a_node_whose_commit_index_points_past_its_journal_still_starts(tmp_path: Path, make_publish: PublishFactory) -> None:
+def test_a_node_whose_commit_index_points_past_its_journal_still_starts(
+    tmp_path: Path, make_publish: PublishFactory
+) -> None:
     (port,) = free_ports(1)
     addr = f"127.0.0.1:{port}"
     log = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")

@@ -206,9 +206,7 @@ def test_leaf_hash_matches_vector(i):
     assert leaf_hash(LEAF_INPUTS[i]) == bytes.fromhex(NODE_HASHES[0][i])
 
 
-@pytest.mark.parametrize(
-    "level,i", [(lv, i) for lv in range(1, len(NODE_HASHES)) for i in range(len(NODE_HASHES[lv]))]
-)
+@pytest.mark.parametrize("level,i", [(lv, i) for lv in range(1, len(NODE_HASHES)) for i in range(len(NODE_HASHES[lv]))])
 def test_node_hash_matches_vector(level, i):
     left, right = (bytes.fromhex(h) for h in NODE_HASHES[level - 1][2 * i : 2 * i + 2])
     assert node_hash(left, right) == bytes.fromhex(NODE_HASHES[level][i])
@@ -611,7 +609,8 @@ def test_consistency_extended_path(extra):
 
 
 @pytest.mark.parametrize(
-    "extra", [b"", SOME_HASH, bytes.fromhex(ROOTS[6]), bytes.fromhex(ROOTS[8]), CONS_PATH[0]],
+    "extra",
+    [b"", SOME_HASH, bytes.fromhex(ROOTS[6]), bytes.fromhex(ROOTS[8]), CONS_PATH[0]],
     ids=["empty", "some", "r1", "r2", "p0"],
 )
 def test_consistency_prepended_path_element(extra):

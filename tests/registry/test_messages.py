@@ -16,7 +16,18 @@ def test_publish_round_trips(make_publish: PublishFactory) -> None:
     again = message_from_bytes(msg.canonical_bytes())
     assert again == msg
     assert again.canonical_bytes() == msg.canonical_bytes()
-    assert set(msg.to_json()) == {"type", "v", "scheme", "time", "key_hash", "verifier_hash", "info_hash", "owner", "nonce", "sig"}
+    assert set(msg.to_json()) == {
+        "type",
+        "v",
+        "scheme",
+        "time",
+        "key_hash",
+        "verifier_hash",
+        "info_hash",
+        "owner",
+        "nonce",
+        "sig",
+    }
 
 
 def test_signature_is_over_canonical_bytes_without_sig(make_publish: PublishFactory, owner: Identity) -> None:
@@ -85,7 +96,15 @@ def test_a_non_object_is_refused() -> None:
 
 def test_create_validates_its_arguments(owner: Identity) -> None:
     with pytest.raises(MessageError, match="'info_hash'"):
-        Publish.create(owner, scheme="mtlsign", time=1, key_hash="ab" * 32, verifier_hash="ab" * 32, info_hash="nothex", nonce="ab" * 16)
+        Publish.create(
+            owner,
+            scheme="mtlsign",
+            time=1,
+            key_hash="ab" * 32,
+            verifier_hash="ab" * 32,
+            info_hash="nothex",
+            nonce="ab" * 16,
+        )
 
 
 def test_body_hash_ignores_nothing_but_sig(make_publish: PublishFactory) -> None:
