@@ -1,0 +1,62 @@
+"""Package-level rules: sorted public names, one-way dependencies, lint and types."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ["registry", "mtlsign", "schemes", "node_config"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_is_sorted_and_real(name: str) -> None:
+    module = importlib.import_module(name)
+    names = list(module.__all__)
+    assert names == sorted(names)
+    missing = [n for n in names if not hasattr(module, n)]
+    assert missing == []
+
+
+def test_the_registry_never_imports_the_ml_stack() -> None:
+    """STYLE §3: the node's log and API stay light; verification reaches schemes through a registry."""
+    code = (
+        "import sys, registry, registry.api, registry.cli, registry.node, registry.log\n"
+        "heavy = sorted(m for m in ('torch', 'schemes', 'mtlsign', 'numpy') if m in sys.modules)\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == ""
+
+
+def test_importing_touches_nothing(tmp_path: Path) -> None:
+    """STYLE §14: importing every module writes no file and starts no thread."""
+    code = (
+        "import threading, registry, registry.api, registry.cli, registry.node, registry.log, registry.localnet\n"
+        "print(threading.active_count())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.stdout.strip() == "1"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]])
+def test_lint_and_types(tool: list[str]) -> None:
+    exe = shutil.which(tool[0], path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip(f"{tool[0]} is not installed (pip install -e '.[dev]')")
+    result = subprocess.run([exe, *tool[1:]], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
