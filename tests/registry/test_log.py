@@ -145,3 +145,27 @@ def test_a_node_whose_commit_index_points_past_its_journal_still_starts(
         assert again.submit_sync(envelope(make_publish(), now_ms(), SKEW), timeout=10).status == APPENDED
     finally:
         again.close()
+
+
+def test_restart_from_a_full_dump_after_log_compaction(tmp_path: Path, make_publish: PublishFactory) -> None:
+    (port,) = free_ports(1)
+    addr = f"127.0.0.1:{port}"
+    log = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    for _ in range(30):
+        log.submit_sync(envelope(make_publish(), now_ms(), SKEW))
+    log.sync.forceLogCompaction()
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "raft.dump").exists() or log.raft_status()["log_len"] > 5:
+        assert time.monotonic() < deadline, "no full dump was written, or the journal was not compacted"
+        time.sleep(0.05)
+    log.submit_sync(envelope(make_publish(), now_ms(), SKEW))  # one entry after the dump, in the journal
+    head, entry = log.head(), log.entry(30)
+    log.close()
+    again = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    try:
+        wait_size(again, 31)
+        assert again.head() == head
+        assert again.entry(30) == entry
+        assert again.submit_sync(envelope(make_publish(), now_ms(), SKEW)).index == 31
+    finally:
+        again.close()
