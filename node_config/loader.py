@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ class NodeConfig:
     raft: Address
     api: Address
     members: tuple[Member, ...]
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)  # never in logs or error output
     max_skew_ms: int = 5 * 60 * 1000
     commit_timeout_s: int = 10
     data_dir: Path | None = None

@@ -105,3 +105,8 @@ def test_logging_is_untouched_by_loading(tmp_path: Path, caplog: pytest.LogCaptu
     with caplog.at_level(logging.DEBUG):
         load_config(example_config(1))
     assert caplog.records == []
+
+
+def test_the_secret_never_shows_in_a_repr(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, 'secret = "a-real-secret-of-some-length"\n'))
+    assert "a-real-secret" not in repr(cfg)
