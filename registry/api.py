@@ -132,7 +132,10 @@ async def _commit(log: RegistryLog, data: bytes, timeout: float) -> Outcome:
         try:
             res, err = await asyncio.wait_for(future, max(remaining, 0.001))
         except TimeoutError:
-            raise UnavailableError(f"not committed within {timeout:g} s: is a majority of the community up?") from None
+            raise UnavailableError(
+                f"not committed within {timeout:g} s: is a majority of the community up? The message may "
+                "still commit later; submitting it again is safe (a duplicate answers with its index)"
+            ) from None
         if err == FAIL_REASON.SUCCESS and res is not None:
             return res
         if err not in _TRANSIENT or loop.time() + _RETRY_PAUSE_S >= deadline:

@@ -185,7 +185,7 @@ def free_ports(n: int) -> list[int]:
 
 
 def write_local_configs(
-    base: Path, n: int = 3, secret: str | None = None, community: str = "wmnode.test/local"
+    base: Path, n: int = 3, secret: str | None = None, community: str = "wmnode.test/local", commit_timeout_s: int = 10
 ) -> list[Path]:
     """Configs for an n-node community on free loopback ports (tests and benchmarks)."""
     base.mkdir(parents=True, exist_ok=True)
@@ -200,7 +200,7 @@ def write_local_configs(
         path = base / f"node{i + 1}.toml"
         path.write_text(
             f'community = "{community}"\nname = "node{i + 1}"\nraft = "127.0.0.1:{ports[i]}"\n'
-            f'api = "127.0.0.1:{ports[n + i]}"\n{secret_line}commit_timeout_seconds = 10\n{members}'
+            f'api = "127.0.0.1:{ports[n + i]}"\n{secret_line}commit_timeout_seconds = {commit_timeout_s}\n{members}'
         )
         paths.append(path)
     return paths

@@ -9,8 +9,8 @@ from registry.localnet import LocalCommunity, write_local_configs
 SECRET = "cluster-test-secret-0123456789"
 
 
-def write_configs(base: Path, n: int = 3, secret: str | None = SECRET) -> list[Path]:
-    return write_local_configs(base, n, secret, community="wmnode.test/cluster")
+def write_configs(base: Path, n: int = 3, secret: str | None = SECRET, commit_timeout_s: int = 10) -> list[Path]:
+    return write_local_configs(base, n, secret, community="wmnode.test/cluster", commit_timeout_s=commit_timeout_s)
 
 
 def start_community(base: Path, n: int = 3) -> LocalCommunity:

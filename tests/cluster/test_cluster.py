@@ -290,3 +290,31 @@ def test_concurrent_writers_never_make_a_follower_drop_acknowledged_entries(
     community.wait_converged(size=800, timeout=60)
     for node in community.nodes:
         assert "truncating already-applied" not in node.log_path.read_text(), node.config.name
+
+
+def test_without_a_majority_a_write_times_out_clearly_and_a_retry_is_safe(
+    tmp_path: Path, make_publish: PublishFactory
+) -> None:
+    from tests.cluster.community import write_configs
+
+    community = LocalCommunity(write_configs(tmp_path, commit_timeout_s=2), tmp_path / "run")
+    with community:
+        community.wait_ready(timeout=60)
+        survivor = follower_of(community)
+        for i, node in enumerate(community.nodes):
+            if i != survivor:
+                node.kill()
+        msg = make_publish()
+        started = time.monotonic()
+        with community.client(survivor) as client:
+            with pytest.raises(UnavailableError, match="not committed within 2 s.*submitting it again is safe"):
+                client.submit(msg)
+        assert time.monotonic() - started < 5
+        for node in community.nodes:
+            if not node.running:
+                node.start()
+        community.wait_ready(timeout=60)
+        with community.client(survivor) as client:
+            again = client.submit(msg)
+        assert again["index"] == 0 and again["status"] in {"appended", "duplicate"}
+        community.wait_converged(size=1, timeout=60)
