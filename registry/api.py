@@ -28,7 +28,7 @@ from registry.errors import (
 )
 from registry.identity import Identity
 from registry.log import REJECTED, Outcome, RegistryLog, check_admission, envelope
-from registry.messages import message_from_json
+from registry.messages import Message, message_from_json
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _resolve(future: asyncio.Future[tuple[Outcome | None, int]], result: tuple[O
         future.set_result(result)
 
 
-async def _commit(log: RegistryLog, data: bytes, timeout: float) -> Outcome:
+async def _commit(log: RegistryLog, msg: Message, data: bytes, timeout: float) -> Outcome:
     """Submit until committed; resubmitting is safe because apply de-duplicates."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -127,7 +127,7 @@ async def _commit(log: RegistryLog, data: bytes, timeout: float) -> Outcome:
         def _done(res: Outcome | None, err: int, fut: asyncio.Future[tuple[Outcome | None, int]] = future) -> None:
             loop.call_soon_threadsafe(_resolve, fut, (res, err))
 
-        log.submit(data, _done)
+        log.submit(data, _done, validated=msg)
         remaining = deadline - loop.time()
         try:
             res, err = await asyncio.wait_for(future, max(remaining, 0.001))
@@ -150,7 +150,7 @@ async def publish(log: RegistryLog, info: NodeInfo, body: bytes) -> tuple[int, d
     if existing is None:
         stamp = now_ms()
         check_admission(msg, stamp, info.max_skew_ms, log.state.by_key_hash)
-        existing = await _commit(log, envelope(msg, stamp, info.max_skew_ms), info.commit_timeout_s)
+        existing = await _commit(log, msg, envelope(msg, stamp, info.max_skew_ms), info.commit_timeout_s)
         if existing.status == REJECTED:
             raise RejectedError(existing.reason)
         code = 201 if existing.status == "appended" else 200

@@ -7,8 +7,10 @@ pysyncobj `@replicated` method that raises is retried forever and stalls the com
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +47,37 @@ def envelope(msg: Message, stamp: int, skew_ms: int) -> bytes:
     return canonical({"msg": msg.to_json(), "skew_ms": skew_ms, "stamp": stamp})
 
 
+class ValidatedMemo:
+    """Messages this node's API has already validated, by the envelope bytes it submitted.
+
+    Apply re-validates every entry, but on the node that received a message that would repeat
+    the API's parse, field checks and Ed25519 verification. The memo is keyed by a digest of the
+    exact envelope bytes, so a hit yields the very message those bytes encode: the outcome is the
+    one a full re-validation gives, as on every other node (which has no entry and validates).
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._items: OrderedDict[bytes, Message] = OrderedDict()
+        self._size, self._lock = size, threading.Lock()
+
+    def add(self, data: bytes, msg: Message) -> None:
+        with self._lock:
+            self._items[hashlib.sha256(data).digest()] = msg
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def pop(self, data: bytes) -> Message | None:
+        with self._lock:
+            return self._items.pop(hashlib.sha256(data).digest(), None)
+
+
 class LogState(SyncObjConsumer):  # type: ignore[misc]
     """The replicated state: leaves, their Merkle tree and indexes. Pickled into pysyncobj dumps."""
 
     def __init__(self) -> None:
-        # Set before SyncObjConsumer.__init__ so pysyncobj leaves the lock out of its dumps.
+        # Set before SyncObjConsumer.__init__ so pysyncobj leaves them out of its dumps.
         self.lock = threading.RLock()
+        self.validated = ValidatedMemo()
         super().__init__()
         self.leaves: list[bytes] = []
         self.times: list[int] = []
@@ -86,7 +113,7 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
         stamp, skew = env["stamp"], env["skew_ms"]
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (stamp, skew)):
             raise MessageError("malformed envelope stamp")
-        msg = message_from_json(env["msg"])
+        msg = self.validated.pop(data) or message_from_json(env["msg"])
         existing = self.by_body.get(msg.body_hash())
         if existing is not None:
             return self._outcome(DUPLICATE, existing)
@@ -218,8 +245,15 @@ class RegistryLog:
         cipher = RaftCipher(secret, community) if secret is not None else None
         self.sync = _RaftNode(cipher, self_addr, peer_addrs, conf=conf, consumers=[self.state])
 
-    def submit(self, data: bytes, callback: Callable[[Outcome | None, int], None]) -> None:
-        """Hand an envelope to Raft; `callback(outcome, fail_reason)` runs on the tick thread."""
+    def submit(
+        self, data: bytes, callback: Callable[[Outcome | None, int], None], validated: Message | None = None
+    ) -> None:
+        """Hand an envelope to Raft; `callback(outcome, fail_reason)` runs on the tick thread.
+
+        `validated` is the message `data` was built from, already validated by the caller.
+        """
+        if validated is not None:
+            self.state.validated.add(data, validated)
         self.state.apply_envelope(data, callback=callback)
 
     def submit_sync(self, data: bytes, timeout: float = 10.0) -> Outcome:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any, ClassVar, cast
@@ -104,36 +102,10 @@ class Message:
         return self._body_hash
 
     def verify(self) -> None:
-        """Check the signature. A success is remembered for these exact bytes (the API verifies
-        before submitting and apply re-checks on the same node; Ed25519 costs ~0.1 ms each)."""
-        memo = hashlib.sha256(self.sig.encode() + self._signing_bytes).digest()
-        if _VERIFIED.seen(memo):
-            return
         try:
             verify_signature(self.owner, bytes.fromhex(self.sig), self._signing_bytes)
         except VerificationError as exc:
             raise VerificationError(f"{self.TYPE}: signature does not match owner {self.owner[:16]}…") from exc
-        _VERIFIED.add(memo)
-
-
-class _VerifiedMemo:
-    """A bounded, thread-safe set of digests of (sig ‖ signed bytes) that verified."""
-
-    def __init__(self, size: int) -> None:
-        self._size, self._items, self._lock = size, OrderedDict[bytes, None](), threading.Lock()
-
-    def seen(self, digest: bytes) -> bool:
-        with self._lock:
-            return digest in self._items
-
-    def add(self, digest: bytes) -> None:
-        with self._lock:
-            self._items[digest] = None
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
-_VERIFIED = _VerifiedMemo(8192)
 
 
 @dataclass(frozen=True)
