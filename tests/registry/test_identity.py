@@ -75,3 +75,16 @@ def test_owner_key_is_useless_to_anyone_else() -> None:
         verify_owner_key(owner.public_hex, nonce, bytes(32), key.key_proof)
     with pytest.raises(VerificationError, match="key_proof is not the owner's signature"):
         verify_owner_key(owner.public_hex, os.urandom(16), key.key, key.key_proof)
+
+
+def test_signatures_from_cryptography_verify_and_bad_ones_do_not() -> None:
+    from registry.identity import verify_signature
+
+    ident = Identity.generate()
+    sig = ident.sign(b"data")
+    verify_signature(ident.public_hex, sig, b"data")
+    for bad_sig, data in ((sig, b"other"), (bytes(64), b"data"), (sig[:63], b"data")):
+        with pytest.raises(VerificationError, match="bad signature"):
+            verify_signature(ident.public_hex, bad_sig, data)
+    with pytest.raises(VerificationError, match="not an Ed25519 public key"):
+        verify_signature("ab" * 31, sig, b"data")
