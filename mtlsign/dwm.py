@@ -1,0 +1,43 @@
+"""D_WM^key of MTLSign §3.2: {(π_key[i] mapped to an input, l_key[i])}, as model-ready tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mtlsign.pikey import KeySequence, key_sequence
+from mtlsign.qr import qr_modules, render
+
+
+@dataclass(frozen=True)
+class WatermarkSet:
+    """Inputs x (N, C, H, W), normalised as the model expects, labels y (N,), and where they came from."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    sequence: KeySequence
+
+
+def build_dwm(
+    key: bytes,
+    n: int,
+    input_shape: tuple[int, int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str | None = None,
+) -> WatermarkSet:
+    """Rebuild D_WM from the key alone, bit for bit on any machine (the pixels are exact 0/1 before
+    the normalisation, which is one fixed affine map per channel)."""
+    channels, height, width = input_shape
+    if len(mean) != channels or len(std) != channels or any(s <= 0 for s in std):
+        raise ValueError(f"mean and std need {channels} values each, std > 0")
+    sequence = key_sequence(key, n)
+    images = render(qr_modules(sequence.integers, sequence.m), channels, height, width)
+    shift = np.asarray(mean, dtype=np.float32)[None, :, None, None]
+    scale = np.asarray(std, dtype=np.float32)[None, :, None, None]
+    x = torch.from_numpy((images - shift) / scale)
+    y = torch.from_numpy(sequence.labels)
+    return WatermarkSet(x.to(device), y.to(device), sequence)
