@@ -1,0 +1,176 @@
+"""MTLSign embedding (Li, Yang, Wang, Liew): the watermark as an extra binary task, eq. (7)-(10).
+
+    L2(W) = Σ_{D_primary} l(M_WM(x), y) + Σ_{D_WM} l_WM(f_WM(x), y) + λ1·R_func(W) + λ2·R_DA(W)
+
+* R_func(W) = ‖W − W0‖²₂ (eq. 8) keeps the watermarked backbone near the clean one (W0).
+* R_DA(W) = Σ_{W_t ← tune(W) on D'_primary} Σ_{D_WM} l_WM(f_WM^{W_t}(x), y) (eq. 9). Choice (the
+  paper leaves open how W_t is obtained): *first-order, simulated tuning*. At the start of every
+  embedding epoch the owner runs `da_attacks` short fine-tunes of a copy of the current model on
+  D'_primary (10 % of the training data, Adam, the clean training's learning rate times each of
+  `da_lr_scales`) and keeps the parameter shifts Δ = W_t − W. During the epoch R_DA is the
+  watermark loss at W + Δ, with ∂W_t/∂W taken as the identity (Δ is a constant): the branch learns
+  to classify D_WM under the kinds of drift an adversary's tuning causes — the "data augmentation
+  in the parameter space" reading of §3.2.
+* Both the backbone and cWM are trained; only the backbone with its classifier is published.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtlsign.dwm import WatermarkSet, build_dwm
+from mtlsign.head import WatermarkHead, head_input_size, tap_features
+from mtlsign.verify import WatermarkInfo, branch_accuracy
+from schemes.data import Dataset
+from schemes.training import Progress, accuracy, batches, train_classifier
+
+
+@dataclass(frozen=True)
+class Config:
+    n: int = 600
+    gamma: float = 0.7
+    clean_epochs: int = 30
+    embed_epochs: int = 60
+    lr: float = 1e-3
+    batch_size: int = 64
+    lambda_func: float = 0.005
+    lambda_da: float = 1.0
+    da_fraction: float = 0.1
+    da_attacks: int = 3
+    da_epochs: int = 20
+    da_lr_scales: tuple[float, ...] = (1.0, 3.0, 10.0)
+    hidden: int = 256
+    pool: int = 4
+    seed: int = 0
+
+
+@dataclass
+class Watermarked:
+    model: nn.Module
+    head: WatermarkHead
+    info: WatermarkInfo
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def _simulated_shifts(
+    model: nn.Module, data: Dataset, subset: torch.Tensor, config: Config, generator: torch.Generator
+) -> list[dict[str, torch.Tensor]]:
+    """Δ = W_t − W for `da_attacks` simulated fine-tunes of the current model on D'_primary."""
+    start, shifts = _params(model), []
+    for i in range(config.da_attacks):
+        scale = config.da_lr_scales[i % len(config.da_lr_scales)]
+        tuned = train_classifier(
+            copy.deepcopy(model),
+            data.x_train[subset],
+            data.y_train[subset],
+            epochs=config.da_epochs,
+            lr=config.lr * scale,
+            batch_size=config.batch_size,
+            generator=generator,
+        )
+        shifts.append({k: v.detach() - start[k] for k, v in tuned.named_parameters()})
+    return shifts
+
+
+def _wm_loss(
+    model: nn.Module,
+    head: WatermarkHead,
+    info: WatermarkInfo,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    params: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    _, taps = tap_features(model, info.taps, x, params)
+    return nn.functional.cross_entropy(head(taps), y)
+
+
+def _embed_epoch(
+    model: nn.Module,
+    head: WatermarkHead,
+    info: WatermarkInfo,
+    data: Dataset,
+    dwm: WatermarkSet,
+    w0: dict[str, torch.Tensor],
+    shifts: list[dict[str, torch.Tensor]],
+    optimiser: torch.optim.Optimizer,
+    config: Config,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    model.train()
+    head.train()
+    n_wm = dwm.x.shape[0]
+    totals = {"primary": 0.0, "wm": 0.0, "func": 0.0, "da": 0.0}
+    for step, index in enumerate(batches(data.x_train.shape[0], config.batch_size, generator)):
+        wm_index = torch.randint(0, n_wm, (config.batch_size,), generator=generator)
+        primary = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
+        wm = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index])
+        params = dict(model.named_parameters())
+        func = sum(((params[k] - w0[k]) ** 2).sum() for k in w0)
+        da = torch.zeros(())
+        if shifts and config.lambda_da:
+            shift = shifts[step % len(shifts)]
+            moved = {k: v + shift[k] for k, v in params.items()}
+            da = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index], moved)
+        loss = primary + wm + config.lambda_func * func + config.lambda_da * da
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        for name, value in (("primary", primary), ("wm", wm), ("func", func), ("da", da)):
+            totals[name] += float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+    return totals
+
+
+def embed(
+    model: nn.Module, data: Dataset, key: bytes, config: Config = Config(), progress: Progress | None = None
+) -> Watermarked:
+    """Train the clean model (W0), then minimise L2 of eq. (10); returns the model, cWM and info."""
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(config.seed)
+    train_classifier(
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=config.clean_epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        generator=generator,
+    )
+    clean_accuracy = accuracy(model, data.x_test, data.y_test)
+    w0 = _params(model)
+    taps = tuple(model.wm_taps)
+    info = WatermarkInfo(
+        config.n, config.gamma, taps, config.pool, config.hidden, data.input_shape, tuple(data.mean), tuple(data.std)
+    )
+    head = WatermarkHead(head_input_size(model, taps, data.input_shape, config.pool), config.hidden, config.pool)
+    dwm = build_dwm(key, config.n, data.input_shape, data.mean, data.std)
+    subset = torch.randperm(data.x_train.shape[0], generator=generator)[
+        : max(1, int(config.da_fraction * data.x_train.shape[0]))
+    ]
+    optimiser = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=config.lr)
+    for epoch in range(config.embed_epochs):
+        shifts = _simulated_shifts(model, data, subset, config, generator) if config.lambda_da else []
+        totals = _embed_epoch(model, head, info, data, dwm, w0, shifts, optimiser, config, generator)
+        if progress is not None:
+            progress(epoch + 1, config.embed_epochs, f"wm loss {totals['wm']:.2f} da {totals['da']:.2f}")
+    model.eval()
+    head.eval()
+    deviation = torch.cat([(p.detach() - w0[k]).abs().flatten() for k, p in model.named_parameters()])
+    report = {
+        "clean_accuracy": clean_accuracy,
+        "accuracy": accuracy(model, data.x_test, data.y_test),
+        "wm_score": branch_accuracy(model, head, info, dwm),
+        "threshold": config.gamma,
+        "mean_parameter_deviation": float(deviation.mean()),
+        "seconds": time.perf_counter() - started,
+    }
+    return Watermarked(model, head, info, report)

@@ -1,0 +1,421 @@
+"""The model zoo: architectures registered by name (timm-style) and safetensors + JSON-card artifacts.
+
+Artifacts follow DESIGN §4.5: weights travel as safetensors next to a small JSON card naming the
+architecture, its arguments, input shape and normalisation. Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+from registry.errors import WmnodeError
+
+__all__ = [
+    "CARD_FILE",
+    "MAX_CARD_BYTES",
+    "ModelCard",
+    "WEIGHTS_FILE",
+    "ZooError",
+    "create_model",
+    "list_models",
+    "load_model",
+    "read_card",
+    "register_model",
+    "save_model",
+]
+
+#: File names inside an artifact directory.
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "model.json"
+#: A card is a few hundred bytes; anything this large is not a card.
+MAX_CARD_BYTES = 64 * 1024
+#: How many offending keys an error message lists before it says "...".
+_SHOWN_KEYS = 5
+
+_ModelT = TypeVar("_ModelT", bound=nn.Module)
+_MODELS: dict[str, type[nn.Module]] = {}
+
+
+class ZooError(WmnodeError):
+    """A model name, model card or weights file is unknown, malformed, oversize or does not match."""
+
+    http_status = 400
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+
+
+def register_model(name: str) -> Callable[[type[_ModelT]], type[_ModelT]]:
+    """Class decorator registering an architecture under `name`; a duplicate name is an error.
+
+    The class is built as `cls(num_classes=..., input_shape=...)` and must declare `wm_taps`
+    (module paths whose outputs a watermark head may read) and `classifier` (the final layer).
+    """
+
+    def decorate(cls: type[_ModelT]) -> type[_ModelT]:
+        if name in _MODELS:
+            raise ZooError(f"model {name!r} is already registered (by {_MODELS[name].__qualname__})")
+        taps = getattr(cls, "wm_taps", None)
+        if not isinstance(taps, tuple) or not all(isinstance(tap, str) for tap in taps):
+            raise ZooError(f"model {name!r}: class attribute 'wm_taps' must be a tuple of module paths")
+        if not isinstance(getattr(cls, "classifier", None), str):
+            raise ZooError(f"model {name!r}: class attribute 'classifier' must name the final layer")
+        _MODELS[name] = cls
+        return cls
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """The registered architecture names, sorted."""
+    return sorted(_MODELS)
+
+
+def create_model(name: str, *, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """A freshly initialised `name` model for `input_shape` = (channels, height, width) inputs."""
+    cls = _model_class(name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ZooError(f"num_classes must be a positive integer, got {num_classes!r}")
+    shape = _check_input_shape(input_shape)
+    return cls(num_classes=num_classes, input_shape=shape)
+
+
+def _model_class(name: str) -> type[nn.Module]:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ZooError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+
+
+def _check_input_shape(shape: object) -> tuple[int, int, int]:
+    if (
+        not isinstance(shape, tuple | list)
+        or len(shape) != 3
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+    ):
+        raise ZooError(f"input_shape must be three positive integers (channels, height, width), got {shape!r}")
+    return (shape[0], shape[1], shape[2])
+
+
+# --------------------------------------------------------------------------------------------
+# Architectures
+
+
+@register_model("lenet5")
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al., 1998) with ReLU and max-pooling, as commonly trained on MNIST."""
+
+    wm_taps: ClassVar[tuple[str, ...]] = ("block1", "block2", "block3")
+    classifier: ClassVar[str] = "head"
+
+    def __init__(self, *, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        channels, height, width = input_shape
+        # LeNet-5 was designed for 32×32 inputs; MNIST's 28×28 digits were centred in a 32×32
+        # field, which padding 2 reproduces (so the first feature map is 28×28).
+        padding = 2 if min(height, width) < 32 else 0
+        side_h, side_w = _lenet_side(height, padding), _lenet_side(width, padding)
+        if side_h < 1 or side_w < 1:
+            raise ZooError(f"lenet5: input_shape {input_shape} is too small for two 5×5 conv + pool stages")
+        self.block1 = nn.Sequential(nn.Conv2d(channels, 6, 5, padding=padding), nn.ReLU(), nn.MaxPool2d(2))
+        self.block2 = nn.Sequential(nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
+        self.block3 = nn.Sequential(nn.Flatten(), nn.Linear(16 * side_h * side_w, 120), nn.ReLU())
+        self.block4 = nn.Sequential(nn.Linear(120, 84), nn.ReLU())
+        self.head = nn.Linear(84, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.head(self.block4(self.block3(self.block2(self.block1(x)))))
+        return logits
+
+
+def _lenet_side(size: int, padding: int) -> int:
+    """Spatial size after conv5(padding) → pool2 → conv5 → pool2."""
+    return ((size + 2 * padding - 4) // 2 - 4) // 2
+
+
+class BasicBlock(nn.Module):
+    """ResNet's two-conv residual block (He et al., 2016, Fig. 2) with a 1×1 projection shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU()
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        result: torch.Tensor = self.relu(out + self.shortcut(x))
+        return result
+
+
+@register_model("resnet18")
+class ResNet18(nn.Module):
+    """CIFAR-style ResNet-18: 3×3 stem, no max-pool, four stages of two basic blocks, global pool."""
+
+    wm_taps: ClassVar[tuple[str, ...]] = ("stem", "layer1", "layer2")
+    classifier: ClassVar[str] = "head"
+
+    def __init__(self, *, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(input_shape[0], 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU()
+        )
+        self.layer1 = _stage(64, 64, stride=1)
+        self.layer2 = _stage(64, 128, stride=2)
+        self.layer3 = _stage(128, 256, stride=2)
+        self.layer4 = _stage(256, 512, stride=2)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        logits: torch.Tensor = self.head(self.pool(x))
+        return logits
+
+
+def _stage(in_channels: int, out_channels: int, *, stride: int) -> nn.Sequential:
+    return nn.Sequential(BasicBlock(in_channels, out_channels, stride), BasicBlock(out_channels, out_channels, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Model card
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The JSON card beside the weights: which architecture to build and how inputs are normalised.
+
+    `mean` and `std` hold one value per input channel. `extra` is free-form JSON (scheme info, ...);
+    it is copied through JSON on construction, so tuples in it become lists.
+    """
+
+    arch: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.arch, str) or self.arch not in _MODELS:
+            raise ZooError(f"field 'arch': unknown model {self.arch!r}; known models: {', '.join(list_models())}")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ZooError(f"field 'num_classes' must be a positive integer, got {self.num_classes!r}")
+        try:
+            shape = _check_input_shape(self.input_shape)
+        except ZooError as exc:
+            raise ZooError(f"field 'input_shape': {exc}") from None
+        object.__setattr__(self, "input_shape", shape)
+        object.__setattr__(self, "mean", _channel_floats("mean", self.mean, shape[0], positive=False))
+        object.__setattr__(self, "std", _channel_floats("std", self.std, shape[0], positive=True))
+        object.__setattr__(self, "extra", _json_copy(self.extra))
+
+    def to_json(self) -> dict[str, Any]:
+        """The card as a JSON-ready dict (tuples become lists)."""
+        return {
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "extra": _json_copy(self.extra),
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> ModelCard:
+        """Validate a decoded card; unknown or missing fields and wrong types name the field."""
+        if not isinstance(obj, dict):
+            raise ZooError("a model card must be a JSON object")
+        names = {"arch", "num_classes", "input_shape", "mean", "std", "extra"}
+        unknown = sorted(str(key) for key in set(obj) - names)
+        if unknown:
+            raise ZooError(f"unknown field(s) in model card: {', '.join(unknown)}")
+        missing = sorted(names - set(obj))
+        if missing:
+            raise ZooError(f"missing field(s) in model card: {', '.join(missing)}")
+        if not isinstance(obj["arch"], str):
+            raise ZooError("field 'arch' must be a string")
+        for name in ("input_shape", "mean", "std"):
+            if not isinstance(obj[name], list):
+                raise ZooError(f"field {name!r} must be a JSON array")
+        return cls(**obj)
+
+    def to_bytes(self) -> bytes:
+        """The card file's bytes: sorted keys, indent 2, trailing newline."""
+        return (json.dumps(self.to_json(), sort_keys=True, indent=2, allow_nan=False) + "\n").encode()
+
+
+def _channel_floats(name: str, values: object, channels: int, *, positive: bool) -> tuple[float, ...]:
+    if not isinstance(values, tuple | list) or len(values) != channels:
+        raise ZooError(f"field {name!r} must hold one number per input channel ({channels}), got {values!r}")
+    out: list[float] = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ZooError(f"field {name!r} must hold finite numbers, got {value!r}")
+        if positive and value <= 0:
+            raise ZooError(f"field {name!r} must hold positive numbers, got {value!r}")
+        out.append(float(value))
+    return tuple(out)
+
+
+def _json_copy(extra: object) -> dict[str, Any]:
+    if not isinstance(extra, dict) or not all(isinstance(key, str) for key in extra):
+        raise ZooError("field 'extra' must be a JSON object with string keys")
+    try:
+        copied: dict[str, Any] = json.loads(json.dumps(extra, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ZooError(f"field 'extra' is not JSON-serialisable: {exc}") from exc
+    return copied
+
+
+# --------------------------------------------------------------------------------------------
+# Saving and loading
+
+
+def save_model(model: nn.Module, card: ModelCard, directory: Path) -> tuple[Path, Path]:
+    """Write `model.safetensors` and `model.json` into `directory`; returns (weights, card) paths.
+
+    The state dict must be exactly what `card` describes, so whatever is saved can be loaded.
+    """
+    state = {key: value.detach().to("cpu").contiguous().clone() for key, value in model.state_dict().items()}
+    reference = create_model(card.arch, num_classes=card.num_classes, input_shape=card.input_shape)
+    _check_state(reference.state_dict(), state)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights_path, card_path = directory / WEIGHTS_FILE, directory / CARD_FILE
+    tmp_weights = weights_path.with_name(weights_path.name + ".tmp")
+    safetensors.torch.save_file(state, tmp_weights, metadata={"format": "pt"})
+    os.replace(tmp_weights, weights_path)
+    tmp_card = card_path.with_name(card_path.name + ".tmp")
+    tmp_card.write_bytes(card.to_bytes())
+    os.replace(tmp_card, card_path)
+    return weights_path, card_path
+
+
+def load_model(directory_or_file: Path, *, max_bytes: int = 512 * 2**20) -> tuple[nn.Module, ModelCard]:
+    """Build the carded architecture and load its safetensors weights; the model is in eval mode.
+
+    Accepts an artifact directory or the `.safetensors` file with its `.json` card beside it.
+    Never unpickles: a file that is not safetensors is refused before any tensor is read.
+    """
+    weights_path, card_path = _artifact_paths(Path(directory_or_file))
+    card = read_card(card_path)
+    model = create_model(card.arch, num_classes=card.num_classes, input_shape=card.input_shape)
+    state = _read_weights(weights_path, max_bytes)
+    _check_state(model.state_dict(), state)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model, card
+
+
+def read_card(path: Path) -> ModelCard:
+    """Read and validate a card file (at most `MAX_CARD_BYTES`)."""
+    raw = _read_limited(path, MAX_CARD_BYTES, "model card")
+    try:
+        obj = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ZooError(f"model card {path} is not valid JSON: {exc}") from exc
+    return ModelCard.from_json(obj)
+
+
+def _artifact_paths(path: Path) -> tuple[Path, Path]:
+    if path.is_dir():
+        weights_path, card_path = path / WEIGHTS_FILE, path / CARD_FILE
+    elif path.suffix == ".safetensors":
+        weights_path, card_path = path, path.with_suffix(".json")
+    else:
+        raise ZooError(f"{path} is neither an artifact directory nor a .safetensors file")
+    for needed in (weights_path, card_path):
+        if not needed.is_file():
+            raise ZooError(f"missing model file: {needed}")
+    return weights_path, card_path
+
+
+def _read_limited(path: Path, limit: int, what: str) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as exc:
+        raise ZooError(f"cannot read {what} {path}: {exc}") from exc
+    if len(raw) > limit:
+        raise ZooError(f"{what} {path} is larger than {limit} bytes")
+    return raw
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ZooError("model card repeats a field")
+    return obj
+
+
+def _no_constants(name: str) -> float:
+    raise ZooError(f"model card holds a non-finite number ({name})")
+
+
+def _read_weights(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(9)
+    except OSError as exc:
+        raise ZooError(f"cannot read weights file {path}: {exc}") from exc
+    if size > max_bytes:
+        raise ZooError(f"weights file {path} is {size} bytes, over the limit of {max_bytes}")
+    _check_safetensors_header(path, prefix, size)
+    try:
+        return safetensors.torch.load_file(path, device="cpu")
+    except (safetensors.SafetensorError, OSError, ValueError) as exc:
+        raise ZooError(f"weights file {path} is not a valid safetensors file: {exc}") from exc
+
+
+def _check_safetensors_header(path: Path, prefix: bytes, size: int) -> None:
+    """Refuse early what cannot be safetensors: an 8-byte little-endian header length, then '{'."""
+    if len(prefix) == 9:
+        (header_len,) = struct.unpack("<Q", prefix[:8])
+        if 2 <= header_len <= size - 8 and prefix[8:9] == b"{":
+            return
+    raise ZooError(f"weights file {path} is not a safetensors file (a pickle or torch.save file is never loaded)")
+
+
+def _check_state(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor]) -> None:
+    missing = sorted(set(expected) - set(actual))
+    unexpected = sorted(set(actual) - set(expected))
+    mismatched = sorted(
+        f"{key} {tuple(actual[key].shape)} != {tuple(expected[key].shape)}"
+        for key in set(expected) & set(actual)
+        if actual[key].shape != expected[key].shape
+    )
+    problems = [
+        f"{label}: {_some(items)}"
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched))
+        if items
+    ]
+    if problems:
+        raise ZooError("weights do not match the architecture; " + "; ".join(problems))
+
+
+def _some(items: list[str]) -> str:
+    shown = ", ".join(items[:_SHOWN_KEYS])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > _SHOWN_KEYS else "")

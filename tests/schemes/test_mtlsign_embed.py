@@ -1,0 +1,35 @@
+"""A small, fast MTLSign embedding on the digits data; the full-size figures come from
+benchmarks/mtlsign_robustness.py."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mtlsign.verify import verify
+from schemes.attacks import prune_global_l1
+from schemes.data import load_dataset
+from schemes.mtlsign import Config, embed
+from schemes.zoo import create_model
+
+KEY = hashlib.sha256(b"embed test key").digest()
+
+
+@pytest.mark.slow
+def test_embed_learns_the_watermark_and_keeps_the_task() -> None:
+    torch.manual_seed(0)
+    data = load_dataset("digits")
+    model = create_model("lenet5", num_classes=10, input_shape=data.input_shape)
+    config = replace(Config(), n=128, clean_epochs=8, embed_epochs=25, da_attacks=1, da_epochs=3)
+    wm = embed(model, data, KEY, config)
+    report = wm.report
+    assert set(report) >= {"clean_accuracy", "accuracy", "wm_score", "threshold", "seconds", "mean_parameter_deviation"}
+    assert report["clean_accuracy"] > 0.9
+    assert report["accuracy"] > report["clean_accuracy"] - 0.03
+    assert report["wm_score"] > 0.9
+    assert verify(wm.model, KEY, wm.head, wm.info).passed
+    assert verify(prune_global_l1(wm.model, 0.3), KEY, wm.head, wm.info).passed
+    assert not verify(wm.model, hashlib.sha256(b"wrong").digest(), wm.head, wm.info).passed
