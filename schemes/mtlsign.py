@@ -4,13 +4,13 @@
 
 * R_func(W) = ‖W − W0‖²₂ (eq. 8) keeps the watermarked backbone near the clean one (W0).
 * R_DA(W) = Σ_{W_t ← tune(W) on D'_primary} Σ_{D_WM} l_WM(f_WM^{W_t}(x), y) (eq. 9). Choice (the
-  paper leaves open how W_t is obtained): *first-order, simulated tuning*. At the start of every
-  embedding epoch the owner runs `da_attacks` short fine-tunes of a copy of the current model on
-  D'_primary (10 % of the training data, Adam, the clean training's learning rate times each of
-  `da_lr_scales`) and keeps the parameter shifts Δ = W_t − W. During the epoch R_DA is the
-  watermark loss at W + Δ, with ∂W_t/∂W taken as the identity (Δ is a constant): the branch learns
-  to classify D_WM under the kinds of drift an adversary's tuning causes — the "data augmentation
-  in the parameter space" reading of §3.2.
+  paper leaves open how W_t is obtained): *first-order, simulated tuning*. Every `da_every`
+  embedding epochs the owner runs `da_attacks` fine-tunes (`da_epochs` each) of a copy of the
+  current model on D'_primary (10 % of the training data, Adam, the clean training's learning rate
+  times each of `da_lr_scales`) and keeps the parameter shifts Δ = W_t − W. Until the next
+  refresh R_DA is the watermark loss at W + Δ, with ∂W_t/∂W taken as the identity (Δ constant):
+  the branch learns to classify D_WM under the kinds of drift an adversary's tuning causes — the
+  "data augmentation in the parameter space" reading of §3.2.
 * Both the backbone and cWM are trained; only the backbone with its classifier is published.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ class Config:
     da_attacks: int = 3
     da_epochs: int = 20
     da_lr_scales: tuple[float, ...] = (1.0, 3.0, 10.0)
+    da_every: int = 1
     hidden: int = 256
     pool: int = 4
     seed: int = 0
@@ -123,7 +124,7 @@ def _embed_epoch(
             da = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index], moved)
         loss = primary + wm + config.lambda_func * func + config.lambda_da * da
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
         for name, value in (("primary", primary), ("wm", wm), ("func", func), ("da", da)):
             totals[name] += float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
@@ -147,7 +148,7 @@ def embed(
     )
     clean_accuracy = accuracy(model, data.x_test, data.y_test)
     w0 = _params(model)
-    taps = tuple(model.wm_taps)
+    taps = cast(tuple[str, ...], tuple(model.wm_taps))  # type: ignore[arg-type]  # the zoo guarantees wm_taps
     info = WatermarkInfo(
         config.n, config.gamma, taps, config.pool, config.hidden, data.input_shape, tuple(data.mean), tuple(data.std)
     )
@@ -157,8 +158,10 @@ def embed(
         : max(1, int(config.da_fraction * data.x_train.shape[0]))
     ]
     optimiser = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=config.lr)
+    shifts: list[dict[str, torch.Tensor]] = []
     for epoch in range(config.embed_epochs):
-        shifts = _simulated_shifts(model, data, subset, config, generator) if config.lambda_da else []
+        if config.lambda_da and epoch % config.da_every == 0:
+            shifts = _simulated_shifts(model, data, subset, config, generator)
         totals = _embed_epoch(model, head, info, data, dwm, w0, shifts, optimiser, config, generator)
         if progress is not None:
             progress(epoch + 1, config.embed_epochs, f"wm loss {totals['wm']:.2f} da {totals['da']:.2f}")

@@ -53,7 +53,7 @@ def train_classifier(
         for index in batches(x.shape[0], batch_size, generator):
             loss = nn.functional.cross_entropy(model(x[index].to(device)), y[index].to(device))
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
         if progress is not None:
             progress(epoch + 1, epochs, f"loss {loss.item():.3f}")

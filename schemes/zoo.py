@@ -28,10 +28,12 @@ __all__ = [
     "ModelCard",
     "WEIGHTS_FILE",
     "ZooError",
+    "check_state",
     "create_model",
     "list_models",
     "load_model",
     "read_card",
+    "read_weights",
     "register_model",
     "save_model",
 ]
@@ -300,7 +302,7 @@ def save_model(model: nn.Module, card: ModelCard, directory: Path) -> tuple[Path
     """
     state = {key: value.detach().to("cpu").contiguous().clone() for key, value in model.state_dict().items()}
     reference = create_model(card.arch, num_classes=card.num_classes, input_shape=card.input_shape)
-    _check_state(reference.state_dict(), state)
+    check_state(reference.state_dict(), state)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_path, card_path = directory / WEIGHTS_FILE, directory / CARD_FILE
@@ -322,8 +324,8 @@ def load_model(directory_or_file: Path, *, max_bytes: int = 512 * 2**20) -> tupl
     weights_path, card_path = _artifact_paths(Path(directory_or_file))
     card = read_card(card_path)
     model = create_model(card.arch, num_classes=card.num_classes, input_shape=card.input_shape)
-    state = _read_weights(weights_path, max_bytes)
-    _check_state(model.state_dict(), state)
+    state = read_weights(weights_path, max_bytes)
+    check_state(model.state_dict(), state)
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, card
@@ -374,7 +376,7 @@ def _no_constants(name: str) -> float:
     raise ZooError(f"model card holds a non-finite number ({name})")
 
 
-def _read_weights(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
+def read_weights(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
@@ -399,7 +401,7 @@ def _check_safetensors_header(path: Path, prefix: bytes, size: int) -> None:
     raise ZooError(f"weights file {path} is not a safetensors file (a pickle or torch.save file is never loaded)")
 
 
-def _check_state(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor]) -> None:
+def check_state(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor]) -> None:
     missing = sorted(set(expected) - set(actual))
     unexpected = sorted(set(actual) - set(expected))
     mismatched = sorted(

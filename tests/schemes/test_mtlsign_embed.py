@@ -33,3 +33,26 @@ def test_embed_learns_the_watermark_and_keeps_the_task() -> None:
     assert verify(wm.model, KEY, wm.head, wm.info).passed
     assert verify(prune_global_l1(wm.model, 0.3), KEY, wm.head, wm.info).passed
     assert not verify(wm.model, hashlib.sha256(b"wrong").digest(), wm.head, wm.info).passed
+
+
+@pytest.mark.slow
+def test_r_da_raises_the_watermark_accuracy_after_fine_tuning() -> None:
+    """Issue: R_DA (λ2 > 0) against λ2 = 0, same seed and budget, then the thief's fine-tuning."""
+    from schemes.attacks import fine_tune
+
+    data = load_dataset("digits")
+    gen = torch.Generator().manual_seed(99)
+    subset = torch.randperm(data.x_train.shape[0], generator=gen)[: data.x_train.shape[0] // 10]
+    scores = {}
+    for lambda_da in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = create_model("lenet5", num_classes=10, input_shape=data.input_shape)
+        config = replace(Config(), n=200, clean_epochs=10, embed_epochs=40, lambda_da=lambda_da, da_every=4)
+        wm = embed(model, data, KEY, config)
+        assert wm.report["wm_score"] > 0.9
+        stolen = fine_tune(
+            wm.model, data.x_train[subset], data.y_train[subset], epochs=20, lr=1e-3, batch_size=64, seed=99
+        )
+        scores[lambda_da] = verify(stolen, KEY, wm.head, wm.info).score
+    assert scores[1.0] >= scores[0.0] + 0.1, scores
+    assert scores[1.0] >= 0.8, scores

@@ -1,0 +1,121 @@
+"""`wmnode embed`, `wmnode verify`, `wmnode mtlsign samples`: watermarking without a registry.
+
+The ML stack is imported inside the commands, so `wmnode` stays light for the node commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from registry.cli._common import echo_json, json_option, load_identity
+
+
+def _progress_bar(label: str) -> Callable[[int, int, str], None]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=label, unit="epoch", leave=False, file=sys.stderr, disable=not sys.stderr.isatty())
+
+    def progress(step: int, total: int, message: str) -> None:
+        bar.total = total
+        bar.n = step
+        bar.set_postfix_str(message)
+        bar.refresh()
+
+    return progress
+
+
+@click.command()
+@click.option("--scheme", type=click.Choice(["mtlsign"]), default="mtlsign", show_default=True)
+@click.option("--arch", default="lenet5", show_default=True, help="Model zoo name (lenet5, resnet18).")
+@click.option(
+    "--dataset", default="digits", show_default=True, help="digits, mnist, fashion-mnist, cifar10, cifar100, npz."
+)
+@click.option(
+    "--data-path", type=click.Path(exists=True, path_type=Path), default=None, help="Local copy of the data set."
+)
+@click.option(
+    "--identity", "identity_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle directory to write."
+)
+@click.option("--n", "n", type=click.IntRange(2, 100_000), default=600, show_default=True, help="Watermark samples N.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_option
+def embed(
+    scheme: str,
+    arch: str,
+    dataset: str,
+    data_path: Path | None,
+    identity_path: Path,
+    out: Path,
+    n: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Train a model on the data set and embed the watermark; write the owner's bundle."""
+    from schemes.workflow import embed_to_bundle
+
+    report = embed_to_bundle(
+        load_identity(identity_path),
+        arch,
+        dataset,
+        out,
+        data_path=data_path,
+        overrides={"n": n, "seed": seed},
+        progress=_progress_bar("embedding"),
+    )
+    if as_json:
+        echo_json(report)
+        return
+    click.echo(
+        f"wrote {out}: accuracy {report['accuracy']:.4f} (clean {report['clean_accuracy']:.4f}), "
+        f"watermark {report['wm_score']:.4f} (threshold {report['threshold']}), {report['seconds']:.0f} s"
+    )
+
+
+@click.command()
+@click.option("--bundle", "bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--suspect",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="The suspect model: a directory with model.safetensors + model.json, or the .safetensors file.",
+)
+@json_option
+def verify(bundle_dir: Path, suspect: Path, as_json: bool) -> None:
+    """Algorithm 1 on a suspect model: exit 0 when the watermark is found, 1 when not."""
+    from schemes.workflow import verify_suspect
+
+    verdict = verify_suspect(bundle_dir, suspect)
+    if as_json:
+        echo_json({"passed": verdict.passed, "score": verdict.score, "threshold": verdict.threshold, **verdict.details})
+    else:
+        word = "FOUND" if verdict.passed else "not found"
+        click.echo(f"watermark {word}: score {verdict.score:.4f}, threshold {verdict.threshold}")
+    sys.exit(0 if verdict.passed else 1)
+
+
+@click.group()
+def mtlsign() -> None:
+    """MTLSign tools."""
+
+
+@mtlsign.command()
+@click.option("--bundle", "bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--n", "n", type=click.IntRange(1, 10_000), default=16, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--scale", type=click.IntRange(1, 32), default=4, show_default=True, help="Whole-pixel upscaling.")
+def samples(bundle_dir: Path, n: int, out: Path, scale: int) -> None:
+    """Write the first key samples (QR codes) as PNG files with their integers and label bits."""
+    from schemes.workflow import write_samples
+
+    listing = write_samples(bundle_dir, n, out, scale)
+    click.echo(f"wrote {len(listing)} samples and samples.json to {out}")
+
+
+COMMANDS = [embed, verify, mtlsign]
