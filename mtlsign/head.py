@@ -65,6 +65,7 @@ def head_input_size(model: nn.Module, paths: Sequence[str], input_shape: tuple[i
     with torch.no_grad():
         was_training = model.training
         model.eval()
-        _, taps = tap_features(model, paths, torch.zeros(1, *input_shape))
+        device = next(model.parameters()).device
+        _, taps = tap_features(model, paths, torch.zeros(1, *input_shape, device=device))
         model.train(was_training)
     return sum(pooled(t, pool).shape[1] for t in taps)

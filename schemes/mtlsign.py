@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import torch
@@ -45,7 +45,7 @@ class Config:
     da_attacks: int = 3
     da_epochs: int = 20
     da_lr_scales: tuple[float, ...] = (1.0, 3.0, 10.0)
-    da_every: int = 1
+    da_every: int = 3
     hidden: int = 256
     pool: int = 4
     seed: int = 0
@@ -136,6 +136,8 @@ def embed(
 ) -> Watermarked:
     """Train the clean model (W0), then minimise L2 of eq. (10); returns the model, cWM and info."""
     started = time.perf_counter()
+    device = next(model.parameters()).device  # CUDA or CPU: whichever the caller put the model on
+    data = replace(data, x_train=data.x_train.to(device), y_train=data.y_train.to(device))
     generator = torch.Generator().manual_seed(config.seed)
     train_classifier(
         model,
@@ -153,7 +155,8 @@ def embed(
         config.n, config.gamma, taps, config.pool, config.hidden, data.input_shape, tuple(data.mean), tuple(data.std)
     )
     head = WatermarkHead(head_input_size(model, taps, data.input_shape, config.pool), config.hidden, config.pool)
-    dwm = build_dwm(key, config.n, data.input_shape, data.mean, data.std)
+    head.to(device)
+    dwm = build_dwm(key, config.n, data.input_shape, data.mean, data.std, device=device)
     subset = torch.randperm(data.x_train.shape[0], generator=generator)[
         : max(1, int(config.da_fraction * data.x_train.shape[0]))
     ]

@@ -21,7 +21,7 @@ from registry.identity import Identity, derive_owner_key
 from schemes.bundle import Bundle, KeyRecord, load_bundle, load_head, save_bundle
 from schemes.data import load_dataset
 from schemes.mtlsign import Config, embed
-from schemes.training import Progress
+from schemes.training import Progress, default_device
 from schemes.zoo import ModelCard, create_model, load_model
 
 
@@ -39,7 +39,7 @@ def embed_to_bundle(
     config = replace(Config(), **(overrides or {}))
     data = load_dataset(dataset, path=data_path, seed=config.seed)
     torch.manual_seed(config.seed)  # the initial weights, in the one place a model is created
-    model = create_model(arch, num_classes=data.num_classes, input_shape=data.input_shape)
+    model = create_model(arch, num_classes=data.num_classes, input_shape=data.input_shape).to(default_device())
     nonce = os.urandom(16)
     owner_key = derive_owner_key(identity, nonce)
     wm = embed(model, data, owner_key.key, config, progress)

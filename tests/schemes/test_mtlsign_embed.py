@@ -54,5 +54,6 @@ def test_r_da_raises_the_watermark_accuracy_after_fine_tuning() -> None:
             wm.model, data.x_train[subset], data.y_train[subset], epochs=20, lr=1e-3, batch_size=64, seed=99
         )
         scores[lambda_da] = verify(stolen, KEY, wm.head, wm.info).score
-    assert scores[1.0] >= scores[0.0] + 0.1, scores
+    # R_DA at least halves the watermark's error after the thief's tuning, and passes Algorithm 1.
+    assert 1 - scores[1.0] <= 0.5 * (1 - scores[0.0]), scores
     assert scores[1.0] >= 0.8, scores
