@@ -35,20 +35,19 @@ from __future__ import annotations
 
 import gzip
 import math
-import pickle
-import re
 import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from registry.errors import WmnodeError
+from schemes._plainpickle import PICKLE_ERRORS, Refused, load_plain
 
 __all__ = ["MAX_FILE_BYTES", "DataError", "Dataset", "list_datasets", "load_dataset"]
 
@@ -429,142 +428,17 @@ def _cifar_labels(file: Path, value: object, layout: _CifarLayout, count: int) -
     return labels
 
 
-class _Refused(pickle.UnpicklingError):
-    """A pickle asked for something outside the plain-array allow-list."""
-
-
-_PICKLE_ERRORS = (
-    pickle.UnpicklingError,
-    EOFError,
-    ValueError,
-    TypeError,
-    AttributeError,
-    IndexError,
-    KeyError,
-    OverflowError,
-    MemoryError,
-    RecursionError,
-)
-
-
 def _restricted_load(file: Path) -> object:
     _check_size(file)
     try:
         with file.open("rb") as stream:
-            record = _PlainUnpickler(stream, encoding="bytes").load()  # bytes: Python 2 strings stay bytes
-    except _Refused as exc:
+            return load_plain(stream)
+    except Refused as exc:
         raise DataError(f"{file} refused: {exc}") from exc
     except OSError as exc:
         raise DataError(f"cannot read {file}: {exc}") from exc
-    except _PICKLE_ERRORS as exc:
+    except PICKLE_ERRORS as exc:
         raise DataError(f"{file} is not a readable CIFAR batch: {exc}") from exc
-    if isinstance(record, dict):
-        record = {key: value.array if isinstance(value, _ArraySpec) else value for key, value in record.items()}
-    return record
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Resolves only stand-ins for numpy's array globals; every other global is refused."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        stand_in = _ALLOWED_GLOBALS.get((module, name))
-        if stand_in is None:
-            raise _Refused(f"global {module}.{name} is not allowed (only plain numpy integer arrays are)")
-        return stand_in
-
-
-class _NdarrayMarker:
-    """Stands for `numpy.ndarray` in a pickle; it cannot be called or built."""
-
-
-_NDARRAY = _NdarrayMarker()
-
-
-class _DtypeSpec:
-    """A plain integer dtype named by a pickle (the numpy.dtype(code, align, copy) + BUILD pair)."""
-
-    def __init__(self, dtype: np.dtype[Any]) -> None:
-        self.dtype = dtype
-
-    def __setstate__(self, state: object) -> None:
-        if not (isinstance(state, tuple) and len(state) in (8, 9) and state[2:5] == (None, None, None)):
-            raise _Refused("only plain (unstructured) dtypes are allowed")
-        order = _text(state[1])
-        if order not in ("<", ">", "|", "="):
-            raise _Refused(f"bad byte order {order!r} in a dtype")
-        if order in ("<", ">"):
-            self.dtype = self.dtype.newbyteorder("<" if order == "<" else ">")
-
-
-class _ArraySpec:
-    """An array being rebuilt from a pickle (`_reconstruct` + BUILD); `array` holds it once built."""
-
-    array: np.ndarray | None = None
-
-    def __setstate__(self, state: object) -> None:
-        if isinstance(state, tuple) and len(state) == 5 and state[0] == 1:
-            state = state[1:]
-        if not (isinstance(state, tuple) and len(state) == 4):
-            raise _Refused("malformed array state")
-        shape, dtype, fortran, raw = state
-        self.array = _array_from(raw, dtype, shape, fortran=bool(fortran))
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, str):
-        return value
-    raise _Refused(f"expected a string, found {type(value).__name__}")
-
-
-def _dtype(code: object, align: object = False, copy: object = True) -> _DtypeSpec:
-    text = _text(code)
-    if not re.fullmatch(r"[|<>=]?(?:b1|[iu][1248])", text):
-        raise _Refused(f"dtype {text!r} is not a plain integer type")
-    return _DtypeSpec(np.dtype(text))
-
-
-def _reconstruct(subtype: object, shape: object, code: object) -> _ArraySpec:
-    if subtype is not _NDARRAY:
-        raise _Refused("only numpy.ndarray may be reconstructed")
-    return _ArraySpec()
-
-
-def _frombuffer(raw: object, dtype: object, shape: object, order: object) -> np.ndarray:
-    if _text(order) not in ("C", "F"):
-        raise _Refused(f"bad array order {order!r}")
-    return _array_from(raw, dtype, shape, fortran=_text(order) == "F")
-
-
-def _array_from(raw: object, dtype: object, shape: object, *, fortran: bool) -> np.ndarray:
-    """A view of the pickle's bytes (no copy, so memory stays bounded by the file); copied after validation."""
-    if not isinstance(dtype, _DtypeSpec):
-        raise _Refused("an array needs a plain dtype")
-    if not isinstance(raw, bytes | bytearray):
-        raise _Refused("array data must be raw bytes")
-    if not (isinstance(shape, tuple) and len(shape) <= 8 and all(_is_size(d) for d in shape)):
-        raise _Refused(f"bad array shape {shape!r}")
-    dims = tuple(int(d) for d in shape)
-    needed = math.prod(dims) * dtype.dtype.itemsize
-    if needed != len(raw):
-        raise _Refused(f"array data is {len(raw)} bytes, its shape {dims} needs {needed}")
-    flat: np.ndarray = np.frombuffer(raw, dtype=dtype.dtype)
-    return flat.reshape(dims, order="F" if fortran else "C")
-
-
-def _is_size(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-_ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
-    ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): _dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy < 2 (and the Python 2 originals)
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # pickle protocol 5
-    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-}
 
 
 # --- plain .npz arrays --------------------------------------------------------------------------
