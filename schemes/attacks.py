@@ -29,5 +29,5 @@ def prune_global_l1(model: nn.Module, amount: float) -> nn.Module:
     targets = [(m, "weight") for m in pruned.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
     for module, name in targets:
-        prune.remove(module, name)
+        prune.remove(module, name)  # type: ignore[no-untyped-call]
     return pruned
