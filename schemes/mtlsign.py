@@ -39,6 +39,7 @@ class Config:
     embed_epochs: int = 60
     lr: float = 1e-3
     batch_size: int = 64
+    wm_batch_size: int = 64
     lambda_func: float = 0.005
     lambda_da: float = 1.0
     da_fraction: float = 0.1
@@ -112,7 +113,7 @@ def _embed_epoch(
     n_wm = dwm.x.shape[0]
     totals = {"primary": 0.0, "wm": 0.0, "func": 0.0, "da": 0.0}
     for step, index in enumerate(batches(data.x_train.shape[0], config.batch_size, generator)):
-        wm_index = torch.randint(0, n_wm, (config.batch_size,), generator=generator)
+        wm_index = torch.randint(0, n_wm, (config.wm_batch_size,), generator=generator)
         primary = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
         wm = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index])
         params = dict(model.named_parameters())

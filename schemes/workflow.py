@@ -34,13 +34,15 @@ def embed_to_bundle(
     data_path: Path | None = None,
     overrides: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    nonce: bytes | None = None,
 ) -> dict[str, Any]:
-    """Derive a fresh owner-bound key (DESIGN §4.2), embed MTLSign, write the bundle; the report."""
+    """Derive an owner-bound key (DESIGN §4.2) from a fresh nonce (or the one given, to repeat an
+    embedding), embed MTLSign, write the bundle; returns the report."""
     config = replace(Config(), **(overrides or {}))
     data = load_dataset(dataset, path=data_path, seed=config.seed)
     torch.manual_seed(config.seed)  # the initial weights, in the one place a model is created
     model = create_model(arch, num_classes=data.num_classes, input_shape=data.input_shape).to(default_device())
-    nonce = os.urandom(16)
+    nonce = os.urandom(16) if nonce is None else nonce
     owner_key = derive_owner_key(identity, nonce)
     wm = embed(model, data, owner_key.key, config, progress)
     card = ModelCard(arch, data.num_classes, data.input_shape, tuple(data.mean), tuple(data.std), {"dataset": dataset})
