@@ -26,7 +26,7 @@ from mtlsign.head import WatermarkHead, head_input_size
 from mtlsign.verify import WatermarkInfo
 from registry.errors import WmnodeError
 from registry.identity import KEY_DOMAIN, verify_owner_key
-from schemes.zoo import ModelCard, check_state, load_model, read_weights, save_model
+from schemes.zoo import ModelCard, check_state, load_model, read_json_file, read_weights, save_model
 
 VERIFIER_FILE, INFO_FILE, KEY_FILE, REPORT_FILE = "verifier.safetensors", "info.json", "key.json", "report.json"
 _MAX_JSON_BYTES = 64 * 1024
@@ -65,14 +65,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        if path.stat().st_size > _MAX_JSON_BYTES:
-            raise BundleError(f"{path} is over {_MAX_JSON_BYTES} bytes")
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise BundleError(f"cannot read {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise BundleError(f"{path} is not valid JSON: {exc}") from exc
+    return read_json_file(path, _MAX_JSON_BYTES, "bundle file")
 
 
 def save_bundle(directory: Path, bundle: Bundle) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "list_models",
     "load_model",
     "read_card",
+    "read_json_file",
     "read_weights",
     "register_model",
     "save_model",
@@ -333,12 +334,16 @@ def load_model(directory_or_file: Path, *, max_bytes: int = 512 * 2**20) -> tupl
 
 def read_card(path: Path) -> ModelCard:
     """Read and validate a card file (at most `MAX_CARD_BYTES`)."""
-    raw = _read_limited(path, MAX_CARD_BYTES, "model card")
+    return ModelCard.from_json(read_json_file(path, MAX_CARD_BYTES, "model card"))
+
+
+def read_json_file(path: Path, limit: int, what: str) -> Any:
+    """Strict JSON from an untrusted file: size-limited, no repeated fields, no NaN/Infinity."""
+    raw = _read_limited(path, limit, what)
     try:
-        obj = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ZooError(f"model card {path} is not valid JSON: {exc}") from exc
-    return ModelCard.from_json(obj)
+        raise ZooError(f"{what} {path} is not valid JSON: {exc}") from exc
 
 
 def _artifact_paths(path: Path) -> tuple[Path, Path]:
@@ -368,12 +373,12 @@ def _read_limited(path: Path, limit: int, what: str) -> bytes:
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        raise ZooError("model card repeats a field")
+        raise ZooError("JSON object repeats a field")
     return obj
 
 
 def _no_constants(name: str) -> float:
-    raise ZooError(f"model card holds a non-finite number ({name})")
+    raise ZooError(f"JSON holds a non-finite number ({name})")
 
 
 def read_weights(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
