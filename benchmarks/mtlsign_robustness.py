@@ -17,10 +17,9 @@ from dataclasses import fields, replace
 
 import torch
 
-from mtlsign.verify import verify
 from schemes.attacks import fine_tune, prune_global_l1
 from schemes.data import load_dataset
-from schemes.mtlsign import Config, embed
+from schemes.mtlsign import Config, embed, verify
 from schemes.training import accuracy
 from schemes.zoo import create_model
 
@@ -61,11 +60,11 @@ def main() -> None:
     for name, run in attacks.items():
         t = time.perf_counter()
         stolen = run()
-        verdict = verify(stolen, key, wm.head, wm.info)
+        verdict = verify(stolen, key, wm.verifier, wm.info)
         acc = accuracy(stolen, data.x_test, data.y_test)
         print(f"{name:<28} {acc:>9.4f} {verdict.score:>9.4f} {verdict.passed!s:>7} {time.perf_counter() - t:>6.1f}")
     t = time.perf_counter()
-    scores = [verify(wm.model, os.urandom(32), wm.head, wm.info).score for _ in range(args.wrong_keys)]
+    scores = [verify(wm.model, os.urandom(32), wm.verifier, wm.info).score for _ in range(args.wrong_keys)]
     first = scores[:200]
     passed = sum(s >= config.gamma for s in scores)
     print(f"first {len(first)} random keys: branch accuracy in [{min(first):.3f}, {max(first):.3f}]")

@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import torch
 from torch import nn
 
+from mtlsign import verify as algorithm1
 from mtlsign.dwm import WatermarkSet, build_dwm
 from mtlsign.head import WatermarkHead, head_input_size, tap_features
-from mtlsign.verify import WatermarkInfo, branch_accuracy
+from mtlsign.verify import Verdict, WatermarkInfo, branch_accuracy
+from schemes.base import Scheme, SchemeError, Suspect, Watermarked, register_scheme, require_module
 from schemes.data import Dataset
 from schemes.training import Progress, accuracy, batches, train_classifier
+from schemes.zoo import ZooError, check_state
 
 
 @dataclass(frozen=True)
@@ -50,14 +54,6 @@ class Config:
     hidden: int = 256
     pool: int = 4
     seed: int = 0
-
-
-@dataclass
-class Watermarked:
-    model: nn.Module
-    head: WatermarkHead
-    info: WatermarkInfo
-    report: dict[str, Any] = field(default_factory=dict)
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -180,4 +176,39 @@ def embed(
         "mean_parameter_deviation": float(deviation.mean()),
         "seconds": time.perf_counter() - started,
     }
-    return Watermarked(model, head, info, report)
+    verifier = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    return Watermarked(model, verifier, info.to_json(), report)
+
+
+def load_head(model: nn.Module, verifier: Mapping[str, torch.Tensor], info: WatermarkInfo) -> WatermarkHead:
+    """cWM from its weights, shaped for `model` (the suspect) and `info`."""
+    head = WatermarkHead(head_input_size(model, info.taps, info.input_shape, info.pool), info.hidden, info.pool)
+    try:
+        check_state(head.state_dict(), verifier)
+    except ZooError as exc:
+        raise SchemeError(f"mtlsign verifier: {exc}") from exc
+    head.load_state_dict(dict(verifier))
+    return head.to(next(model.parameters()).device).eval()
+
+
+def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Verdict:
+    """Algorithm 1 on a white-box suspect: f_WM = cWM on the suspect's taps, D_WM from the key."""
+    model = require_module("mtlsign", suspect)
+    try:
+        parsed = WatermarkInfo.from_json(dict(info))
+    except (TypeError, ValueError) as exc:
+        raise SchemeError(f"mtlsign info: {exc}") from exc
+    return algorithm1.verify(model, key, load_head(model, verifier, parsed), parsed)
+
+
+SCHEME = register_scheme(
+    Scheme(
+        name="mtlsign",
+        summary="extra binary task read by a head on early layers; QR-code key samples",
+        paper="Li, Yang, Wang, Liew: MTLSign",
+        black_box=False,
+        config=Config,
+        embed=embed,
+        verify=verify,
+    )
+)

@@ -7,7 +7,6 @@ import json
 import os
 import struct
 import zlib
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,11 @@ import torch
 
 from mtlsign.pikey import key_sequence
 from mtlsign.qr import qr_modules, render
-from mtlsign.verify import Verdict, verify
+from mtlsign.verify import Verdict, WatermarkInfo
 from registry.identity import Identity, derive_owner_key
-from schemes.bundle import Bundle, KeyRecord, load_bundle, load_head, save_bundle
+from schemes.base import SchemeError, get_scheme, make_config
+from schemes.bundle import Bundle, KeyRecord, load_bundle, save_bundle
 from schemes.data import load_dataset
-from schemes.mtlsign import Config, embed
 from schemes.training import Progress, default_device
 from schemes.zoo import ModelCard, create_model, load_model
 
@@ -31,32 +30,37 @@ def embed_to_bundle(
     dataset: str,
     out: Path,
     *,
+    scheme: str = "mtlsign",
     data_path: Path | None = None,
     overrides: dict[str, Any] | None = None,
     progress: Progress | None = None,
     nonce: bytes | None = None,
 ) -> dict[str, Any]:
     """Derive an owner-bound key (DESIGN §4.2) from a fresh nonce (or the one given, to repeat an
-    embedding), embed MTLSign, write the bundle; returns the report."""
-    config = replace(Config(), **(overrides or {}))
+    embedding), embed `scheme` into a fresh `arch` model (or the variant the scheme asks for),
+    write the bundle; returns the report."""
+    spec = get_scheme(scheme)
+    config = make_config(spec, overrides)
     data = load_dataset(dataset, path=data_path, seed=config.seed)
+    model_arch, num_classes = spec.model_arch(arch), data.num_classes + spec.extra_classes
     torch.manual_seed(config.seed)  # the initial weights, in the one place a model is created
-    model = create_model(arch, num_classes=data.num_classes, input_shape=data.input_shape).to(default_device())
+    model = create_model(model_arch, num_classes=num_classes, input_shape=data.input_shape).to(default_device())
     nonce = os.urandom(16) if nonce is None else nonce
     owner_key = derive_owner_key(identity, nonce)
-    wm = embed(model, data, owner_key.key, config, progress)
-    card = ModelCard(arch, data.num_classes, data.input_shape, tuple(data.mean), tuple(data.std), {"dataset": dataset})
+    wm = spec.embed(model, data, owner_key.key, config, progress)
+    card = ModelCard(model_arch, num_classes, data.input_shape, tuple(data.mean), tuple(data.std), {"dataset": dataset})
     key = KeyRecord(nonce.hex(), identity.public_hex, owner_key.key_proof.hex())
-    save_bundle(out, Bundle(wm.model, card, wm.head, wm.info, key, wm.report))
-    return {**wm.report, "bundle": str(out), "key_hash": owner_key.key_hash}
+    save_bundle(out, Bundle(wm.model, card, wm.verifier, wm.info, key, wm.report))
+    return {**wm.report, "scheme": spec.name, "bundle": str(out), "key_hash": owner_key.key_hash}
 
 
 def verify_suspect(bundle_dir: Path, suspect: Path) -> Verdict:
-    """Algorithm 1 on a suspect model file, with the bundle's cWM, info and key."""
+    """The bundle's scheme, looked up by the name in its info, on a suspect model file."""
     bundle = load_bundle(bundle_dir)
     model, _ = load_model(suspect)
-    head = load_head(bundle_dir / "verifier.safetensors", model, bundle.info)
-    return verify(model, bundle.key.key, head, bundle.info)
+    return get_scheme(bundle.info["scheme"]).verify(
+        model.to(default_device()), bundle.key.key, bundle.verifier, bundle.info
+    )
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -75,9 +79,12 @@ def write_samples(bundle_dir: Path, n: int, out: Path, scale: int = 4) -> list[d
     """The first n key samples as PNG files (before normalisation, scaled by a whole number) and
     a JSON list of their integers and label bits."""
     bundle = load_bundle(bundle_dir)
-    seq = key_sequence(bundle.key.key, bundle.info.n)
-    count = min(n, bundle.info.n)
-    images = render(qr_modules(seq.integers[:count], seq.m), *bundle.info.input_shape)
+    if bundle.info["scheme"] != "mtlsign":
+        raise SchemeError(f"{bundle_dir} holds a {bundle.info['scheme']!r} watermark; QR key samples are MTLSign's")
+    info = WatermarkInfo.from_json(bundle.info)
+    seq = key_sequence(bundle.key.key, info.n)
+    count = min(n, info.n)
+    images = render(qr_modules(seq.integers[:count], seq.m), *info.input_shape)
     out.mkdir(parents=True, exist_ok=True)
     listing = []
     for i in range(count):

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import safetensors
 import safetensors.torch
@@ -111,94 +111,6 @@ def _check_input_shape(shape: object) -> tuple[int, int, int]:
     ):
         raise ZooError(f"input_shape must be three positive integers (channels, height, width), got {shape!r}")
     return (shape[0], shape[1], shape[2])
-
-
-# --------------------------------------------------------------------------------------------
-# Architectures
-
-
-@register_model("lenet5")
-class LeNet5(nn.Module):
-    """LeNet-5 (LeCun et al., 1998) with ReLU and max-pooling, as commonly trained on MNIST."""
-
-    wm_taps: ClassVar[tuple[str, ...]] = ("block1", "block2", "block3")
-    classifier: ClassVar[str] = "head"
-
-    def __init__(self, *, num_classes: int, input_shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        channels, height, width = input_shape
-        # LeNet-5 was designed for 32×32 inputs; MNIST's 28×28 digits were centred in a 32×32
-        # field, which padding 2 reproduces (so the first feature map is 28×28).
-        padding = 2 if min(height, width) < 32 else 0
-        side_h, side_w = _lenet_side(height, padding), _lenet_side(width, padding)
-        if side_h < 1 or side_w < 1:
-            raise ZooError(f"lenet5: input_shape {input_shape} is too small for two 5×5 conv + pool stages")
-        self.block1 = nn.Sequential(nn.Conv2d(channels, 6, 5, padding=padding), nn.ReLU(), nn.MaxPool2d(2))
-        self.block2 = nn.Sequential(nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
-        self.block3 = nn.Sequential(nn.Flatten(), nn.Linear(16 * side_h * side_w, 120), nn.ReLU())
-        self.block4 = nn.Sequential(nn.Linear(120, 84), nn.ReLU())
-        self.head = nn.Linear(84, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.head(self.block4(self.block3(self.block2(self.block1(x)))))
-        return logits
-
-
-def _lenet_side(size: int, padding: int) -> int:
-    """Spatial size after conv5(padding) → pool2 → conv5 → pool2."""
-    return ((size + 2 * padding - 4) // 2 - 4) // 2
-
-
-class BasicBlock(nn.Module):
-    """ResNet's two-conv residual block (He et al., 2016, Fig. 2) with a 1×1 projection shortcut."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU()
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        result: torch.Tensor = self.relu(out + self.shortcut(x))
-        return result
-
-
-@register_model("resnet18")
-class ResNet18(nn.Module):
-    """CIFAR-style ResNet-18: 3×3 stem, no max-pool, four stages of two basic blocks, global pool."""
-
-    wm_taps: ClassVar[tuple[str, ...]] = ("stem", "layer1", "layer2")
-    classifier: ClassVar[str] = "head"
-
-    def __init__(self, *, num_classes: int, input_shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(input_shape[0], 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU()
-        )
-        self.layer1 = _stage(64, 64, stride=1)
-        self.layer2 = _stage(64, 128, stride=2)
-        self.layer3 = _stage(128, 256, stride=2)
-        self.layer4 = _stage(256, 512, stride=2)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(512, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
-        logits: torch.Tensor = self.head(self.pool(x))
-        return logits
-
-
-def _stage(in_channels: int, out_channels: int, *, stride: int) -> nn.Sequential:
-    return nn.Sequential(BasicBlock(in_channels, out_channels, stride), BasicBlock(out_channels, out_channels, 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,3 +338,8 @@ def check_state(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch
 def _some(items: list[str]) -> str:
     shown = ", ".join(items[:_SHOWN_KEYS])
     return shown + (f", ... ({len(items)} in all)" if len(items) > _SHOWN_KEYS else "")
+
+
+# The built-in architectures register themselves on import; importing them last keeps the cycle
+# harmless (everything they use from this module is defined by now).
+from schemes import architectures as _architectures  # noqa: E402, F401

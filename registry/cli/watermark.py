@@ -1,4 +1,7 @@
-"""`wmnode embed`, `wmnode verify`, `wmnode mtlsign samples`: watermarking without a registry.
+"""`wmnode embed`, `wmnode verify`, `wmnode schemes`, `wmnode mtlsign samples`: watermarking without a registry.
+
+Every scheme goes through the same two commands: the scheme is looked up by name in the scheme
+registry (`schemes.base`), and its options come from its `Config` (`--option NAME=VALUE`).
 
 The ML stack is imported inside the commands, so `wmnode` stays light for the node commands.
 """
@@ -28,9 +31,26 @@ def _progress_bar(label: str) -> Callable[[int, int, str], None]:
     return progress
 
 
+def _parse_options(options: tuple[str, ...], n: int | None, seed: int) -> dict[str, str | int]:
+    parsed: dict[str, str | int] = {"seed": seed}
+    if n is not None:
+        parsed["n"] = n
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{option!r} is not NAME=VALUE", param_hint="--option")
+        parsed[name.strip().replace("-", "_")] = value.strip()
+    return parsed
+
+
 @click.command()
-@click.option("--scheme", type=click.Choice(["mtlsign"]), default="mtlsign", show_default=True)
-@click.option("--arch", default="lenet5", show_default=True, help="Model zoo name (lenet5, resnet18).")
+@click.option("--scheme", default="mtlsign", show_default=True, help="Scheme name (`wmnode schemes` lists them).")
+@click.option(
+    "--arch",
+    default="lenet5",
+    show_default=True,
+    help="Model zoo name (lenet5, resnet18, vgg16, alexnet); the passport scheme uses its passport variant.",
+)
 @click.option(
     "--dataset", default="digits", show_default=True, help="digits, mnist, fashion-mnist, cifar10, cifar100, npz."
 )
@@ -43,8 +63,13 @@ def _progress_bar(label: str) -> Callable[[int, int, str], None]:
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle directory to write."
 )
-@click.option("--n", "n", type=click.IntRange(2, 100_000), default=600, show_default=True, help="Watermark samples N.")
+@click.option(
+    "--n", "n", type=click.IntRange(2, 100_000), default=None, help="Key samples N (the scheme's 'n' option)."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--option", "-o", "options", multiple=True, metavar="NAME=VALUE", help="Any option of the scheme's Config."
+)
 @json_option
 def embed(
     scheme: str,
@@ -53,8 +78,9 @@ def embed(
     data_path: Path | None,
     identity_path: Path,
     out: Path,
-    n: int,
+    n: int | None,
     seed: int,
+    options: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Train a model on the data set and embed the watermark; write the owner's bundle."""
@@ -65,8 +91,9 @@ def embed(
         arch,
         dataset,
         out,
+        scheme=scheme,
         data_path=data_path,
-        overrides={"n": n, "seed": seed},
+        overrides=_parse_options(options, n, seed),
         progress=_progress_bar("embedding"),
     )
     if as_json:
@@ -88,7 +115,7 @@ def embed(
 )
 @json_option
 def verify(bundle_dir: Path, suspect: Path, as_json: bool) -> None:
-    """Algorithm 1 on a suspect model: exit 0 when the watermark is found, 1 when not."""
+    """Run the bundle's scheme on a suspect model: exit 0 when the watermark is found, 1 when not."""
     from schemes.workflow import verify_suspect
 
     verdict = verify_suspect(bundle_dir, suspect)
@@ -98,6 +125,35 @@ def verify(bundle_dir: Path, suspect: Path, as_json: bool) -> None:
         word = "FOUND" if verdict.passed else "not found"
         click.echo(f"watermark {word}: score {verdict.score:.4f}, threshold {verdict.threshold}")
     sys.exit(0 if verdict.passed else 1)
+
+
+@click.command("schemes")
+@json_option
+def list_schemes_command(as_json: bool) -> None:
+    """List the watermarking schemes, one line each."""
+    import dataclasses
+
+    from schemes import list_schemes
+
+    found = list_schemes()
+    if as_json:
+        echo_json(
+            [
+                {
+                    "name": s.name,
+                    "summary": s.summary,
+                    "paper": s.paper,
+                    "black_box": s.black_box,
+                    "options": sorted(f.name for f in dataclasses.fields(s.config)),
+                }
+                for s in found
+            ]
+        )
+        return
+    width = max(len(s.name) for s in found)
+    for s in found:
+        box = "black-box" if s.black_box else "white-box"
+        click.echo(f"{s.name:<{width}}  {box}  {s.summary}")
 
 
 @click.group()
@@ -118,4 +174,4 @@ def samples(bundle_dir: Path, n: int, out: Path, scale: int) -> None:
     click.echo(f"wrote {len(listing)} samples and samples.json to {out}")
 
 
-COMMANDS = [embed, verify, mtlsign]
+COMMANDS = [embed, verify, list_schemes_command, mtlsign]

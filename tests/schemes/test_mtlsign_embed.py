@@ -9,10 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mtlsign.verify import verify
 from schemes.attacks import prune_global_l1
 from schemes.data import load_dataset
-from schemes.mtlsign import Config, embed
+from schemes.mtlsign import Config, embed, verify
 from schemes.zoo import create_model
 
 KEY = hashlib.sha256(b"embed test key").digest()
@@ -30,9 +29,9 @@ def test_embed_learns_the_watermark_and_keeps_the_task() -> None:
     assert report["clean_accuracy"] > 0.9
     assert report["accuracy"] > report["clean_accuracy"] - 0.03
     assert report["wm_score"] > 0.9
-    assert verify(wm.model, KEY, wm.head, wm.info).passed
-    assert verify(prune_global_l1(wm.model, 0.3), KEY, wm.head, wm.info).passed
-    assert not verify(wm.model, hashlib.sha256(b"wrong").digest(), wm.head, wm.info).passed
+    assert verify(wm.model, KEY, wm.verifier, wm.info).passed
+    assert verify(prune_global_l1(wm.model, 0.3), KEY, wm.verifier, wm.info).passed
+    assert not verify(wm.model, hashlib.sha256(b"wrong").digest(), wm.verifier, wm.info).passed
 
 
 @pytest.mark.slow
@@ -53,7 +52,7 @@ def test_r_da_raises_the_watermark_accuracy_after_fine_tuning() -> None:
         stolen = fine_tune(
             wm.model, data.x_train[subset], data.y_train[subset], epochs=20, lr=1e-3, batch_size=64, seed=99
         )
-        scores[lambda_da] = verify(stolen, KEY, wm.head, wm.info).score
+        scores[lambda_da] = verify(stolen, KEY, wm.verifier, wm.info).score
     # R_DA at least halves the watermark's error after the thief's tuning, and passes Algorithm 1.
     assert 1 - scores[1.0] <= 0.5 * (1 - scores[0.0]), scores
     assert scores[1.0] >= 0.8, scores

@@ -37,7 +37,7 @@ def test_the_bundle_holds_no_private_key_and_reloads(bundle: Path) -> None:
     assert set(json.loads((bundle / "key.json").read_text())) == {"nonce", "owner", "key_proof"}
     assert b"PRIVATE KEY" not in b"".join(p.read_bytes() for p in bundle.iterdir())
     loaded = load_bundle(bundle)
-    assert loaded.info.n == 128 and len(loaded.key.key) == 32
+    assert loaded.info["n"] == 128 and loaded.info["scheme"] == "mtlsign" and len(loaded.key.key) == 32
 
 
 @pytest.mark.slow
