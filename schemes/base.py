@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,6 +48,9 @@ __all__ = [
     "Watermarked",
     "get_scheme",
     "key_generator",
+    "key_integers",
+    "key_normal",
+    "key_permutation",
     "key_stream",
     "list_schemes",
     "make_config",
@@ -104,6 +108,8 @@ class Scheme:
     model_arch: Callable[[str], str] = field(default=lambda arch: arch)
     #: Outputs the scheme adds to the task's classes (new label: the extra class Δ).
     extra_classes: int = 0
+    #: Config overrides for a seconds-long embedding on the digits data (contract tests, smoke runs).
+    quick: Mapping[str, object] = field(default_factory=dict)
 
 
 _SCHEMES: dict[str, Scheme] = {}
@@ -193,6 +199,36 @@ def key_generator(key: bytes, scheme: str, name: str) -> torch.Generator:
     draws are the same on every machine and device."""
     seed = int.from_bytes(key_stream(key, scheme, name).read(8), "little") & (2**63 - 1)
     return torch.Generator().manual_seed(seed)
+
+
+def key_integers(key: bytes, scheme: str, name: str, bound: int, count: int) -> np.ndarray:
+    """`count` uniform integers in [0, bound) from the stream `name` (64-bit words, rejection
+    sampling: no modulo bias, and no NumPy sampling algorithm that a NumPy release may change)."""
+    if bound < 1:
+        raise ValueError(f"bound must be positive, got {bound}")
+    stream, limit, out = key_stream(key, scheme, name), (2**64 // bound) * bound, []
+    while len(out) < count:
+        words = stream.uint64(max(16, count - len(out)))
+        out.extend(int(w) % bound for w in words if int(w) < limit)
+    return np.array(out[:count], dtype=np.int64)
+
+
+def key_permutation(key: bytes, scheme: str, name: str, n: int) -> np.ndarray:
+    """A uniform permutation of range(n): the stable argsort of n 64-bit words from the stream."""
+    return np.argsort(key_stream(key, scheme, name).uint64(n), kind="stable")
+
+
+def key_normal(key: bytes, scheme: str, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard-normal-like float32 noise from the stream: the sum of 12 uniforms minus 6
+    (Irwin-Hall: mean 0, variance 1, within ±6). Only IEEE additions, so every machine gets the
+    same bits, which transcendental functions (Box-Muller, torch.randn) do not promise."""
+    count = int(np.prod(shape))
+    words = key_stream(key, scheme, name).uint64(12 * count).reshape(12, count)
+    uniforms = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    total = np.zeros(count)
+    for row in uniforms:
+        total += row
+    return torch.from_numpy((total - 6.0).astype(np.float32).reshape(shape))
 
 
 def predict_labels(suspect: Suspect, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

@@ -210,5 +210,6 @@ SCHEME = register_scheme(
         config=Config,
         embed=embed,
         verify=verify,
+        quick={"n": 128, "clean_epochs": 8, "embed_epochs": 40, "da_attacks": 1, "da_epochs": 3},
     )
 )
