@@ -206,7 +206,8 @@ def key_integers(key: bytes, scheme: str, name: str, bound: int, count: int) -> 
     sampling: no modulo bias, and no NumPy sampling algorithm that a NumPy release may change)."""
     if bound < 1:
         raise ValueError(f"bound must be positive, got {bound}")
-    stream, limit, out = key_stream(key, scheme, name), (2**64 // bound) * bound, []
+    stream, limit = key_stream(key, scheme, name), (2**64 // bound) * bound
+    out: list[int] = []
     while len(out) < count:
         words = stream.uint64(max(16, count - len(out)))
         out.extend(int(w) % bound for w in words if int(w) < limit)
