@@ -1,0 +1,451 @@
+"""Function-coupled watermarks (Wen, Li, Jiang, Xu): fused triggers (Eq. 1–3), masking (Eq. 4–6), fine-tuning (Eq. 7–8).
+
+Algorithm 1, with these readings of what the paper leaves open (and three deviations, marked):
+
+* Triggers (§4.1, Eq. 1): images fused from training instances of two classes b1, b2, all
+  labelled t ∉ {b1, b2}. Invisible fusion (Eq. 3b, default): r·X_b1^p + (1 − r)·X_b2^q, r = 0.5
+  (§5.3–5.4), on the normalised tensors (normalising and resizing are affine, so this equals
+  fusing raw images). Direct fusion (Eq. 2b, `mode="direct"`) yields 2W×2H; here each base is
+  average-pooled to half the input size, b1 top-left, b2 bottom-right, the rest white (pixel 1).
+* Masking (§4.2.2): one mask per epoch (Alg. 1 line 4), M ~ Bernoulli(1 − p) on the weight of
+  every Conv2d and Linear layer but the zoo's `classifier`; biases unmasked. The paper calls p
+  "the ratio of the preserved elements", but 1/(1 − p) keeps the expectation only if p is the
+  dropped ratio: p is the drop probability (0.1). The Eq. 4 forward (W ⊙ M)/(1 − p) goes
+  through `torch.func.functional_call`, so autograd yields Eq. 6's gradient (∂L/∂W ⊙ M)/(1 − p).
+  Inference is Eq. 5: plain weights, nothing to strip.
+* Deviation: Adam (lr 1e-3, batch 64, as the clean model) instead of Eq. 6's SGD step. Adam's
+  moments would still move masked entries, so each step restores them: only kept weights move.
+* Training-time fine-tuning (§4.3): after each epoch (Alg. 1 lines 10–11) one plain step of
+  Eq. 7, η' = 1e-4, on Eq. 8's mean CE over all of X_ft (10 % of the training images, true
+  labels), with the epoch's mask.
+* Training (Alg. 1) starts from the caller's freshly initialised model, on the training set
+  plus n_train triggers. `clean_accuracy` is a copy of the same initial model trained with
+  `train_classifier` for the same epochs.
+* Counts: n_train = 200 (~12 % of digits' 1,438 training images, far above the paper's "< 1 %":
+  14 triggers are not learnt reliably); the first n_verify = 90 (§4.4) verify and are trained on.
+* Secrets, from the key (prefix "function-coupled"): candidate k's (t, b1, b2) = the first three
+  entries of the permutation "classes/k"; distinct base pairs from "pairs/k" (uniform integers
+  into the product of the b1 and b2 pools, repeats skipped, prefix-stable); X_ft from "ft";
+  batch order from "order"; masks from "masks".
+* Deviation, screening: a clean model may already send a pair's blends to one class (digits:
+  → 8). Embed takes the first candidate k < MAX_CANDIDATES whose 90 triggers the clean reference
+  labels t at a rate below max_clean_rate (0.3) and records k in `info`; the bound limits a false
+  claimant's choice among triples to a factor of MAX_CANDIDATES.
+* Verification (§4.4): the share of the 90 triggers the suspect labels t (labels only); the
+  paper names no threshold: 0.9 here. By chance another key gives the same behaviour with
+  probability 1/360 (10 classes, r = 0.5 makes pairs unordered), and then both models pass.
+* Deviation, shipped triggers: the verifier carries the 90 triggers, as a node may hold no copy
+  of the data. Where every node loads the data set without a path (digits), verify rebuilds them
+  from the key and fails if the shipped ones differ; elsewhere it queries the shipped ones
+  (hash-committed at publish, not provably key-derived) and says so in `triggers_checked`.
+  `info` records the data set, split and SHA-256 of the training tensors; a `Dataset` does not
+  carry its split seed, so embed reloads with the config's seed and with 0 to find it (none
+  found: no rebuilding). A node whose copy hashes otherwise raises (an `error` vote).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from mtlsign.verify import Verdict
+from schemes.base import (
+    Scheme,
+    SchemeError,
+    Suspect,
+    Watermarked,
+    key_generator,
+    key_integers,
+    key_permutation,
+    predict_labels,
+    register_scheme,
+)
+from schemes.data import DataError, Dataset, load_dataset
+from schemes.training import Progress, accuracy, autocast, batches, train_classifier
+
+NAME = "function-coupled"
+VERSION = 1
+#: Candidate triples a key may use (screening); verify refuses a larger index.
+MAX_CANDIDATES = 4
+#: Data sets every node can load without a local path, so verify can rebuild the triggers.
+_REBUILDABLE = ("digits",)
+_TEST_FRACTION = 0.2  # load_dataset's default split
+_FT_CHUNK = 256
+_MODES = ("invisible", "direct")
+_INFO_FIELDS = frozenset(
+    {"scheme", "version", "mode", "r", "n_train", "n_verify", "threshold", "candidate", "num_classes",
+     "input_shape", "mean", "std", "dataset", "split_seed", "test_fraction", "dataset_sha256"}
+)  # fmt: skip
+
+Triple = tuple[int, int, int]  # (t, b1, b2)
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str = "invisible"
+    r: float = 0.5
+    n_train: int = 200
+    n_verify: int = 90
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 64
+    p: float = 0.1
+    lr_ft: float = 1e-4
+    ft_fraction: float = 0.1
+    threshold: float = 0.9
+    max_clean_rate: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in _MODES or not 0 <= self.r <= 1:
+            raise ValueError(f"need mode in {_MODES} and 0 ≤ r ≤ 1")
+        if not 1 <= self.n_verify <= self.n_train or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("need 1 ≤ n_verify ≤ n_train, epochs ≥ 1 and batch_size ≥ 1")
+        if not 0 <= self.p < 1 or not 0 < self.ft_fraction <= 1 or self.lr <= 0 or self.lr_ft < 0:
+            raise ValueError("need 0 ≤ p < 1, 0 < ft_fraction ≤ 1, lr > 0 and lr_ft ≥ 0")
+        if not 0 < self.threshold <= 1 or not 0 < self.max_clean_rate <= 1:
+            raise ValueError("need 0 < threshold ≤ 1 and 0 < max_clean_rate ≤ 1")
+
+
+def candidate_triple(key: bytes, num_classes: int, candidate: int) -> Triple:
+    """Candidate `candidate`'s (t, b1, b2): three distinct classes, uniform (Eq. 1b, §4.1.2)."""
+    if num_classes < 3:
+        raise SchemeError(f"function-coupled needs at least 3 classes, got {num_classes}")
+    t, b1, b2 = (int(v) for v in key_permutation(key, NAME, f"classes/{candidate}", num_classes)[:3])
+    return t, b1, b2
+
+
+def _distinct(key: bytes, name: str, bound: int, n: int) -> list[int]:
+    """The first n distinct values of the stream's uniform integers in [0, bound)."""
+    count = n
+    while True:
+        seen = dict.fromkeys(int(v) for v in key_integers(key, NAME, name, bound, count))
+        if len(seen) >= n:
+            return list(seen)[:n]
+        count *= 2
+
+
+def base_pairs(
+    key: bytes, y_train: torch.Tensor, triple: Triple, n: int, candidate: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (p, q) into the training set of n distinct base pairs of classes b1 and b2."""
+    pool1, pool2 = ((y_train.cpu() == b).nonzero().flatten() for b in triple[1:])
+    bound = pool1.shape[0] * pool2.shape[0]
+    if n > bound:
+        raise SchemeError(f"function-coupled: classes {triple[1:]} give {bound} base pairs, {n} are needed")
+    picks = torch.tensor(_distinct(key, f"pairs/{candidate}", bound, n), dtype=torch.int64)
+    return pool1[picks // pool2.shape[0]], pool2[picks % pool2.shape[0]]
+
+
+def fuse(
+    first: torch.Tensor, second: torch.Tensor, mode: str, r: float, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """Eq. 3b (invisible) or Eq. 2b at the input size (direct) on normalised (N, C, H, W) images."""
+    if mode == "invisible":
+        return r * first + (1 - r) * second
+    channels, height, width = first.shape[1:]
+    m = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
+    top, left = height // 2, width // 2
+    out = torch.ones(first.shape[0], channels, height, width)  # white quadrants, in pixel units
+    out[:, :, :top, :left] = F.adaptive_avg_pool2d(first * s + m, (top, left))
+    out[:, :, top:, left:] = F.adaptive_avg_pool2d(second * s + m, (height - top, width - left))
+    return (out - m) / s
+
+
+def build_triggers(
+    key: bytes, data: Dataset, triple: Triple, n: int, mode: str, r: float, candidate: int
+) -> torch.Tensor:
+    """The first n triggers of the candidate (CPU float32, normalised), bit for bit from the key."""
+    p, q = base_pairs(key, data.y_train, triple, n, candidate)
+    x = data.x_train.cpu()
+    return fuse(x[p], x[q], mode, r, data.mean, data.std).contiguous()
+
+
+def dataset_digest(data: Dataset) -> str:
+    """SHA-256 of the training tensors as loaded (float32 images, int64 labels)."""
+    digest = hashlib.sha256(data.x_train.cpu().to(torch.float32).contiguous().numpy().tobytes())
+    digest.update(data.y_train.cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def masked_weight_names(model: nn.Module) -> list[str]:
+    """The weights Eq. 4 masks: every Conv2d and Linear layer but the classifier."""
+    head = getattr(model, "classifier", None)
+    return [
+        f"{path}.weight"
+        for path, module in model.named_modules()
+        if isinstance(module, nn.Conv2d | nn.Linear) and not (head and (path == head or path.startswith(f"{head}.")))
+    ]
+
+
+def draw_masks(model: nn.Module, names: list[str], p: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One Bernoulli(1 − p) keep-mask per weight, drawn on the CPU, then moved to the weight's device."""
+    params = dict(model.named_parameters())
+    return {n: (torch.rand(params[n].shape, generator=generator) >= p).to(params[n].device) for n in names}
+
+
+def masked_forward(model: nn.Module, masks: Mapping[str, torch.Tensor], p: float, x: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: the forward pass with W replaced by (W ⊙ M)/(1 − p)."""
+    params = dict(model.named_parameters())
+    scaled = {n: params[n] * m / (1 - p) for n, m in masks.items()}
+    out: torch.Tensor = functional_call(model, scaled, (x,))
+    return out
+
+
+def masked_step(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    p: float,
+    optimiser: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> float:
+    """One Eq. 6 update (by `optimiser`); masked entries are restored so that only kept weights move."""
+    params = dict(model.named_parameters())
+    before = {n: params[n].detach().clone() for n in masks}
+    with autocast(x.device):
+        loss = F.cross_entropy(masked_forward(model, masks, p, x), y)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimiser.step()
+    with torch.no_grad():
+        for n, m in masks.items():
+            params[n].copy_(torch.where(m, params[n], before[n]))
+    return float(loss.detach())
+
+
+def finetune_step(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], p: float, x: torch.Tensor, y: torch.Tensor, lr: float
+) -> float:
+    """Eq. 7 with Eq. 8's loss: one plain gradient step on the mean CE over all of X_ft (chunked)."""
+    model.zero_grad(set_to_none=True)
+    total, n = 0.0, x.shape[0]
+    for start in range(0, n, _FT_CHUNK):
+        with autocast(x.device):
+            logits = masked_forward(model, masks, p, x[start : start + _FT_CHUNK])
+            loss = F.cross_entropy(logits, y[start : start + _FT_CHUNK], reduction="sum") / n
+        loss.backward()  # type: ignore[no-untyped-call]
+        total += float(loss.detach())
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.grad is not None:
+                param.sub_(lr * param.grad)
+    model.zero_grad(set_to_none=True)
+    return total
+
+
+def _train_watermarked(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ft: tuple[torch.Tensor, torch.Tensor],
+    key: bytes,
+    config: Config,
+    progress: Progress | None,
+) -> None:
+    """Algorithm 1 lines 3–12 on the training set ∪ triggers (x, y) and X_ft."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    order, mask_draws = key_generator(key, NAME, "order"), key_generator(key, NAME, "masks")
+    names = masked_weight_names(model)
+    model.train()
+    for epoch in range(config.epochs):
+        masks = draw_masks(model, names, config.p, mask_draws)  # line 4: one mask per epoch
+        total = sum(
+            masked_step(model, masks, config.p, optimiser, x[i], y[i])
+            for i in batches(x.shape[0], config.batch_size, order)
+        )
+        ft_loss = finetune_step(model, masks, config.p, ft[0], ft[1], config.lr_ft)  # lines 10–11
+        if progress is not None:
+            progress(config.epochs + epoch + 1, 2 * config.epochs, f"watermark: loss {total:.2f} ft {ft_loss:.3f}")
+    model.eval()
+
+
+def _screen(key: bytes, clean: nn.Module, data: Dataset, config: Config) -> tuple[int, Triple, float]:
+    """The first candidate triple whose verification triggers the clean model rarely labels t."""
+    for candidate in range(MAX_CANDIDATES):
+        triple = candidate_triple(key, data.num_classes, candidate)
+        wm = build_triggers(key, data, triple, config.n_verify, config.mode, config.r, candidate)
+        rate = float((predict_labels(clean, wm) == triple[0]).double().mean())
+        if rate < config.max_clean_rate:
+            return candidate, triple, rate
+    raise SchemeError(
+        f"function-coupled: a clean model already labels the triggers of all {MAX_CANDIDATES} candidate "
+        f"triples of this key with their target ≥ {config.max_clean_rate}; embed under another nonce"
+    )
+
+
+def _split_seed(data: Dataset, digest: str, config: Config) -> int | None:
+    """The split seed that reloads exactly `data` without a local path, or None."""
+    if data.name not in _REBUILDABLE:
+        return None
+    for seed in dict.fromkeys((config.seed, 0)):
+        if dataset_digest(_reference_data(data.name, data.input_shape, seed, _TEST_FRACTION)) == digest:
+            return seed
+    return None
+
+
+def _info(data: Dataset, config: Config, candidate: int) -> dict[str, Any]:
+    digest = dataset_digest(data)
+    seed = _split_seed(data, digest, config)
+    return {
+        "scheme": NAME, "version": VERSION, "mode": config.mode, "r": config.r, "n_train": config.n_train,
+        "n_verify": config.n_verify, "threshold": config.threshold, "candidate": candidate,
+        "num_classes": data.num_classes, "input_shape": list(data.input_shape), "mean": list(data.mean),
+        "std": list(data.std), "dataset": data.name, "split_seed": seed,
+        "test_fraction": None if seed is None else _TEST_FRACTION, "dataset_sha256": digest,
+    }  # fmt: skip
+
+
+def embed(
+    model: nn.Module, data: Dataset, key: bytes, config: Config = Config(), progress: Progress | None = None
+) -> Watermarked:
+    """Clean reference, screening, then Algorithm 1 from the same initial weights."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    device = next(model.parameters()).device
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    clean = train_classifier(
+        copy.deepcopy(model), x_train, y_train, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+        generator=torch.Generator().manual_seed(config.seed),
+        progress=None if progress is None else lambda i, _, m: progress(i, 2 * config.epochs, f"clean: {m}"),
+    )  # fmt: skip
+    candidate, triple, clean_rate = _screen(key, clean, data, config)
+    triggers = build_triggers(key, data, triple, config.n_train, config.mode, config.r, candidate)
+    n = x_train.shape[0]
+    ft = torch.from_numpy(key_permutation(key, NAME, "ft", n)[: math.ceil(config.ft_fraction * n)]).to(device)
+    x = torch.cat([x_train, triggers.to(device)])
+    y = torch.cat([y_train, torch.full((config.n_train,), triple[0], dtype=torch.int64, device=device)])
+    _train_watermarked(model, x, y, (x_train[ft], y_train[ft]), key, config, progress)
+    info = _info(data, config, candidate)
+    verifier = {"triggers": triggers[: config.n_verify].clone()}
+    verdict = verify(model, key, verifier, info)
+    report = {
+        "clean_accuracy": accuracy(clean, data.x_test, data.y_test),
+        "accuracy": accuracy(model, data.x_test, data.y_test),
+        "wm_score": verdict.score,
+        "threshold": config.threshold,
+        "train_trigger_score": float((predict_labels(model, triggers) == triple[0]).double().mean()),
+        "clean_model_score": clean_rate,
+        "candidate": candidate,
+        "triggers_checked": verdict.details["triggers_checked"],
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,
+    }
+    return Watermarked(model, verifier, info, report)
+
+
+@functools.lru_cache(maxsize=2)
+def _reference_data(name: str, shape: tuple[int, int, int], seed: int, test_fraction: float) -> Dataset:
+    try:
+        return load_dataset(name, input_shape=shape, seed=seed, test_fraction=test_fraction)
+    except DataError as exc:
+        raise SchemeError(f"function-coupled: cannot load data set {name!r} to rebuild the triggers: {exc}") from exc
+
+
+def _is_int(value: object, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _is_number(value: object, low: float, high: float) -> bool:
+    return type(value) in (int, float) and low <= value <= high  # type: ignore[operator]  # NaN fails
+
+
+def _require(ok: bool, info: Mapping[str, Any], name: str, rule: str) -> None:
+    if not ok:
+        raise SchemeError(f"function-coupled info: {name} must be {rule}, got {info[name]!r}")
+
+
+def _parse_info(info: Mapping[str, Any]) -> dict[str, Any]:
+    """`info` checked field by field; any defect is a SchemeError naming the field."""
+    if not isinstance(info, Mapping):
+        raise SchemeError("function-coupled info must be a JSON object")
+    missing, unknown = sorted(_INFO_FIELDS - set(info)), sorted(set(info) - _INFO_FIELDS)
+    if missing or unknown:
+        raise SchemeError(f"function-coupled info: missing fields {missing}, unknown fields {unknown}")
+    _require(info["scheme"] == NAME, info, "scheme", repr(NAME))
+    _require(info["version"] == VERSION and type(info["version"]) is int, info, "version", str(VERSION))
+    _require(info["mode"] in _MODES, info, "mode", f"one of {', '.join(_MODES)}")
+    _require(_is_number(info["r"], 0, 1), info, "r", "a number in [0, 1]")
+    _require(_is_int(info["n_train"], 1, 10**6), info, "n_train", "an integer in [1, 1000000]")
+    _require(_is_int(info["n_verify"], 1, info["n_train"]), info, "n_verify", "an integer in [1, n_train]")
+    _require(_is_number(info["threshold"], 1e-9, 1), info, "threshold", "a number in (0, 1]")
+    _require(_is_int(info["candidate"], 0, MAX_CANDIDATES - 1), info, "candidate", f"in [0, {MAX_CANDIDATES - 1}]")
+    _require(_is_int(info["num_classes"], 3, 10**6), info, "num_classes", "an integer in [3, 1000000]")
+    shape = info["input_shape"]
+    ok = isinstance(shape, list) and len(shape) == 3 and all(_is_int(v, 1, 4096) for v in shape)
+    _require(ok, info, "input_shape", "three integers in [1, 4096]")
+    for name, low in (("mean", -1e6), ("std", 1e-12)):
+        values = info[name]
+        ok = isinstance(values, list) and len(values) == shape[0] and all(_is_number(v, low, 1e6) for v in values)
+        _require(ok, info, name, f"{shape[0]} number(s), one per channel{', positive' * (name == 'std')}")
+    _require(isinstance(info["dataset"], str) and 0 < len(info["dataset"]) <= 100, info, "dataset", "a name")
+    digest = info["dataset_sha256"]
+    ok = isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+    _require(ok, info, "dataset_sha256", "64 lowercase hex digits")
+    seed, fraction = info["split_seed"], info["test_fraction"]
+    _require(seed is None or _is_int(seed, 0, 2**32 - 1), info, "split_seed", "null or an integer ≥ 0")
+    _require((seed is None) == (fraction is None), info, "test_fraction", "null exactly when split_seed is")
+    _require(fraction is None or _is_number(fraction, 1e-9, 1 - 1e-9), info, "test_fraction", "in (0, 1)")
+    return {**info, "input_shape": tuple(shape)}
+
+
+def _parse_verifier(verifier: Mapping[str, torch.Tensor], parsed: Mapping[str, Any]) -> torch.Tensor:
+    shape = (parsed["n_verify"], *parsed["input_shape"])
+    triggers = verifier.get("triggers") if isinstance(verifier, Mapping) else None
+    if set(verifier) != {"triggers"} or not isinstance(triggers, torch.Tensor) or tuple(triggers.shape) != shape:
+        raise SchemeError(f"function-coupled verifier must hold exactly 'triggers' shaped {shape}")
+    if triggers.dtype != torch.float32 or not bool(torch.isfinite(triggers).all()):
+        raise SchemeError("function-coupled verifier: triggers must be finite float32")
+    return triggers.cpu()
+
+
+def _rebuild(key: bytes, parsed: Mapping[str, Any], triple: Triple) -> torch.Tensor | None:
+    """The key's verification triggers, where this node can load the owner's data; else None."""
+    if parsed["split_seed"] is None:
+        return None
+    data = _reference_data(parsed["dataset"], parsed["input_shape"], parsed["split_seed"], parsed["test_fraction"])
+    if dataset_digest(data) != parsed["dataset_sha256"]:
+        raise SchemeError(f"function-coupled: this node's copy of {parsed['dataset']!r} differs from the owner's")
+    return build_triggers(key, data, triple, parsed["n_verify"], parsed["mode"], parsed["r"], parsed["candidate"])
+
+
+def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Verdict:
+    """§4.4: the authentication success rate, the share of the 90 triggers the suspect labels t."""
+    parsed = _parse_info(info)
+    shipped = _parse_verifier(verifier, parsed)
+    triple = candidate_triple(key, parsed["num_classes"], parsed["candidate"])
+    threshold, n = parsed["threshold"], parsed["n_verify"]
+    rebuilt = _rebuild(key, parsed, triple)
+    details: dict[str, Any] = {"target": triple[0], "bases": list(triple[1:]), "n": n}
+    details["triggers_checked"] = rebuilt is not None
+    if rebuilt is not None and not torch.allclose(rebuilt, shipped, rtol=0.0, atol=1e-6):
+        details["reason"] = "the verifier's triggers are not the ones this key derives"
+        return Verdict(False, 0.0, threshold, details)
+    hits = int((predict_labels(suspect, shipped) == triple[0]).sum())
+    details["target_answers"] = hits
+    return Verdict(hits / n >= threshold, hits / n, threshold, details)
+
+
+SCHEME = register_scheme(
+    Scheme(
+        name=NAME,
+        summary="triggers fused from two classes' training images, labelled t; masked training and fine-tuning",
+        paper="Wen, Li, Jiang, Xu: function-coupled watermarks",
+        black_box=True,
+        config=Config,
+        embed=embed,
+        verify=verify,
+        quick={"epochs": 10},
+    )
+)
