@@ -31,7 +31,7 @@ from mtlsign.head import WatermarkHead, head_input_size, tap_features
 from mtlsign.verify import Verdict, WatermarkInfo, branch_accuracy
 from schemes.base import Scheme, SchemeError, Suspect, Watermarked, register_scheme, require_module
 from schemes.data import Dataset
-from schemes.training import Progress, accuracy, batches, train_classifier
+from schemes.training import Progress, accuracy, autocast, batches, train_classifier
 from schemes.zoo import ZooError, check_state
 
 
@@ -106,19 +106,20 @@ def _embed_epoch(
 ) -> dict[str, float]:
     model.train()
     head.train()
-    n_wm = dwm.x.shape[0]
+    n_wm, device = dwm.x.shape[0], dwm.x.device
     totals = {"primary": 0.0, "wm": 0.0, "func": 0.0, "da": 0.0}
     for step, index in enumerate(batches(data.x_train.shape[0], config.batch_size, generator)):
         wm_index = torch.randint(0, n_wm, (config.wm_batch_size,), generator=generator)
-        primary = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
-        wm = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index])
         params = dict(model.named_parameters())
-        func = sum(((params[k] - w0[k]) ** 2).sum() for k in w0)
-        da = torch.zeros(())
-        if shifts and config.lambda_da:
-            shift = shifts[step % len(shifts)]
-            moved = {k: v + shift[k] for k, v in params.items()}
-            da = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index], moved)
+        func = sum(((params[k] - w0[k]) ** 2).sum() for k in w0)  # R_func in full precision
+        da = torch.zeros((), device=device)
+        with autocast(device):
+            primary = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
+            wm = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index])
+            if shifts and config.lambda_da:
+                shift = shifts[step % len(shifts)]
+                moved = {k: v + shift[k] for k, v in params.items()}
+                da = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index], moved)
         loss = primary + wm + config.lambda_func * func + config.lambda_da * da
         optimiser.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
