@@ -136,7 +136,8 @@ def test_config_refuses_nonsense() -> None:
         new_label.Config(threshold=1.5)
 
 
-@pytest.mark.slow
+@pytest.mark.bars
+@pytest.mark.timeout(1800)
 def test_default_embedding_meets_the_issue_bars() -> None:
     """Digits, LeNet-5, default Config: fidelity within 1.5 points, p̂ ≥ 0.95, and another
     owner's new-label model answers Δ to at most 1 % of this key's samples (all test images)."""
