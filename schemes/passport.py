@@ -62,7 +62,8 @@ Measured (benchmarks/passport_versions.py, LeNet-5 on digits, T1, 100 fakes): V1
 clean accuracy (I ≤ 0) and fakes fall to about 10 % (S ≈ 87 points); V2 does not reproduce the
 paper's S = 82.5: the trainable γ grows until β = Avg(W * p_β) stops mattering, fakes keep about
 97 % and verification cannot tell the owner's passport from another (the report's
-`fakes_stay_below_threshold` is False). V2 is offered for comparison, not for protection.
+`fakes_stay_below_threshold` is False). V2 is offered for comparison, not for protection, and its
+verification fails by design: `verify` requires fake passports to paralyse the suspect.
 """
 
 from __future__ import annotations
@@ -458,9 +459,16 @@ def _suspect_problem(model: nn.Module, shapes: Mapping[str, tuple[int, ...]], x_
     return f"the suspect's passport layers {wrong} take other input shapes" if wrong else None
 
 
+#: Verification also runs the suspect with a few fake T1 passports (a public seed, not the key's):
+#: ownership rests on the *key's* passport making the model work where others paralyse it (§2.4),
+#: so a suspect that works with any passport (V2 here, see above) proves nothing and fails.
+_VERIFY_FAKES, _VERIFY_FAKE_SEED = 5, -1
+
+
 def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Verdict:
     """§3.2: γ, β recomputed from the suspect's weights and the key's passports (never the cached
-    ones); pass iff the accuracy on x_eval is at least M_p − δ and the noise profile agrees."""
+    ones); pass iff the accuracy on x_eval is at least M_p − δ, the noise profile agrees, and fake
+    passports paralyse the suspect (their mean accuracy stays below M_p − δ)."""
     model = require_module(NAME, suspect)
     parsed = _parse_info(info)
     artifact = _parse_verifier(verifier, parsed)
@@ -487,13 +495,21 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
         profile.append({"level": c, "accuracy": got, "expected": mean, "tolerance": tolerance,
                         "agrees": abs(got - mean) <= tolerance})  # fmt: skip
     noise_ok = all(level["agrees"] for level in profile)
+    version, layers = parsed["version"], parsed["layers"]
+    fakes = [
+        _accuracy_with(model, version, fake_passports(_VERIFY_FAKE_SEED, i, version, layers), x, y)
+        for i in range(_VERIFY_FAKES)
+    ]
+    paralysed = statistics.fmean(fakes) < threshold
     details = {
         **base,
         "expected_accuracy": artifact["expected_acc"],
         "noise_profile": profile,
         "noise_agrees": noise_ok,
+        "fake_passport_accuracy": statistics.fmean(fakes),
+        "fakes_paralyse": paralysed,
     }
-    return Verdict(score >= threshold and noise_ok, score, threshold, details)
+    return Verdict(score >= threshold and noise_ok and paralysed, score, threshold, details)
 
 
 SCHEME = register_scheme(

@@ -366,7 +366,8 @@ def test_verification_recomputes_gamma_beta_and_leaves_the_suspect_alone() -> No
     with attached(model, "V3", t1_passports(KEY, "V3", _shapes())):
         with_key = float((model(verifier["x_eval"]).argmax(1) == verifier["y_eval"]).float().mean())
     verdict = passport.verify(model, KEY, verifier, _info(noise_floor=1.0))
-    assert verdict.score == pytest.approx(with_key) and verdict.passed  # threshold 0 − δ: anything passes
+    assert verdict.score == pytest.approx(with_key) and verdict.threshold < 0  # the score clears the bar,
+    assert not verdict.details["fakes_paralyse"] and not verdict.passed  # but fakes do no worse: no proof
     assert all(layer.version is None for layer in passport_layers(model).values())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -424,3 +425,15 @@ def test_default_v3_t1_meets_the_bars_on_digits(digits: Any) -> None:
     assert accuracy(plain, digits.x_test, digits.y_test) > 0.9
     stolen_plain = passport.verify(plain, KEY, wm.verifier, wm.info)
     assert not stolen_plain.passed and stolen_plain.score == 0.0
+
+
+@pytest.mark.slow
+def test_a_model_that_works_with_any_passport_proves_nothing(digits: Any) -> None:
+    """V2 on this small net: the trainable γ makes β's passport irrelevant, so fakes work as well as
+    the key's passport; verification must fail rather than certify every key."""
+    config = make_config(get_scheme("passport"), {**get_scheme("passport").quick, "version": "V2", "n_fakes": 0})
+    wm = passport.embed(_lenet(), digits, KEY, config)
+    own = passport.verify(wm.model, KEY, wm.verifier, wm.info)
+    assert own.score >= own.threshold  # the key's passport works...
+    assert not own.details["fakes_paralyse"] and not own.passed  # ...but so do fakes
+    assert own.details["fake_passport_accuracy"] >= own.threshold
