@@ -38,9 +38,10 @@ Algorithm 1, with these readings of what the paper leaves open (and three deviat
   of the data. Where every node loads the data set without a path (digits), verify rebuilds them
   from the key and fails if the shipped ones differ; elsewhere it queries the shipped ones
   (hash-committed at publish, not provably key-derived) and says so in `triggers_checked`.
-  `info` records the data set, split and SHA-256 of the training tensors; a `Dataset` does not
-  carry its split seed, so embed reloads with the config's seed and with 0 to find it (none
-  found: no rebuilding). A node whose copy hashes otherwise raises (an `error` vote).
+  `info` records the data set, split and SHA-256 of the training tensors. A `Dataset` does not
+  carry its split seed: embed reloads with the config's seed and with 0 to find it and refuses
+  digits data that neither reproduces; verify refuses digits info without a split. A node whose
+  copy hashes otherwise raises (an `error` vote), never a wrong verdict.
 """
 
 from __future__ import annotations
@@ -286,25 +287,27 @@ def _screen(key: bytes, clean: nn.Module, data: Dataset, config: Config) -> tupl
     )
 
 
-def _split_seed(data: Dataset, digest: str, config: Config) -> int | None:
-    """The split seed that reloads exactly `data` without a local path, or None."""
-    if data.name not in _REBUILDABLE:
-        return None
-    for seed in dict.fromkeys((config.seed, 0)):
-        if dataset_digest(_reference_data(data.name, data.input_shape, seed, _TEST_FRACTION)) == digest:
-            return seed
-    return None
+def _source(data: Dataset, config: Config) -> dict[str, Any]:
+    """The data set's name, digest and (for sets every node loads) the split that reloads it exactly."""
+    digest, seed, name, shape = dataset_digest(data), None, data.name, data.input_shape
+    if name in _REBUILDABLE:
+        seeds = list(dict.fromkeys((config.seed, 0)))
+        seed = next((s for s in seeds if dataset_digest(_reference_data(name, shape, s)) == digest), None)
+        if seed is None:
+            raise SchemeError(
+                f"function-coupled: this {name!r} data is not load_dataset({name!r}, seed=s) for s in {seeds} "
+                f"with test_fraction {_TEST_FRACTION}, so no verifier could rebuild its triggers"
+            )
+    fraction = None if seed is None else _TEST_FRACTION
+    return {"dataset": data.name, "split_seed": seed, "test_fraction": fraction, "dataset_sha256": digest}
 
 
-def _info(data: Dataset, config: Config, candidate: int) -> dict[str, Any]:
-    digest = dataset_digest(data)
-    seed = _split_seed(data, digest, config)
+def _info(data: Dataset, config: Config, candidate: int, source: dict[str, Any]) -> dict[str, Any]:
     return {
         "scheme": NAME, "version": VERSION, "mode": config.mode, "r": config.r, "n_train": config.n_train,
         "n_verify": config.n_verify, "threshold": config.threshold, "candidate": candidate,
         "num_classes": data.num_classes, "input_shape": list(data.input_shape), "mean": list(data.mean),
-        "std": list(data.std), "dataset": data.name, "split_seed": seed,
-        "test_fraction": None if seed is None else _TEST_FRACTION, "dataset_sha256": digest,
+        "std": list(data.std), **source,
     }  # fmt: skip
 
 
@@ -313,6 +316,7 @@ def embed(
 ) -> Watermarked:
     """Clean reference, screening, then Algorithm 1 from the same initial weights."""
     started, cpu_started = time.perf_counter(), time.process_time()
+    source = _source(data, config)  # before any training: refuse data no verifier could rebuild
     device = next(model.parameters()).device
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     clean = train_classifier(
@@ -327,7 +331,7 @@ def embed(
     x = torch.cat([x_train, triggers.to(device)])
     y = torch.cat([y_train, torch.full((config.n_train,), triple[0], dtype=torch.int64, device=device)])
     _train_watermarked(model, x, y, (x_train[ft], y_train[ft]), key, config, progress)
-    info = _info(data, config, candidate)
+    info = _info(data, config, candidate, source)
     verifier = {"triggers": triggers[: config.n_verify].clone()}
     verdict = verify(model, key, verifier, info)
     report = {
@@ -346,7 +350,9 @@ def embed(
 
 
 @functools.lru_cache(maxsize=2)
-def _reference_data(name: str, shape: tuple[int, int, int], seed: int, test_fraction: float) -> Dataset:
+def _reference_data(
+    name: str, shape: tuple[int, int, int], seed: int, test_fraction: float = _TEST_FRACTION
+) -> Dataset:
     try:
         return load_dataset(name, input_shape=shape, seed=seed, test_fraction=test_fraction)
     except DataError as exc:
@@ -395,6 +401,7 @@ def _parse_info(info: Mapping[str, Any]) -> dict[str, Any]:
     _require(ok, info, "dataset_sha256", "64 lowercase hex digits")
     seed, fraction = info["split_seed"], info["test_fraction"]
     _require(seed is None or _is_int(seed, 0, 2**32 - 1), info, "split_seed", "null or an integer ≥ 0")
+    _require(seed is not None or info["dataset"] not in _REBUILDABLE, info, "split_seed", "set for this data set")
     _require((seed is None) == (fraction is None), info, "test_fraction", "null exactly when split_seed is")
     _require(fraction is None or _is_number(fraction, 1e-9, 1 - 1e-9), info, "test_fraction", "in (0, 1)")
     return {**info, "input_shape": tuple(shape)}

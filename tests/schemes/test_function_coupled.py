@@ -1,0 +1,355 @@
+"""The function-coupled scheme: Eq. 4–8 mechanics, key-derived triggers, strict info, and one full
+embedding on the digits data against the issue's bars (the `bars` marker)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from schemes import function_coupled as fc
+from schemes.base import SchemeError, get_scheme, make_config
+from schemes.data import Dataset, load_dataset
+from schemes.training import train_classifier
+from schemes.zoo import create_model
+
+KEY = hashlib.sha256(b"function-coupled test key").digest()
+OTHER_KEY = hashlib.sha256(b"function-coupled other key").digest()
+SHAPE = (1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset("digits", seed=0)
+
+
+def _lenet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return create_model("lenet5", num_classes=10, input_shape=SHAPE)
+
+
+def _masks(model: nn.Module, p: float, seed: int = 0) -> dict[str, torch.Tensor]:
+    return fc.draw_masks(model, fc.masked_weight_names(model), p, torch.Generator().manual_seed(seed))
+
+
+def _info(**overrides: object) -> dict[str, Any]:
+    """A valid info that names no rebuildable split (the shipped triggers are queried)."""
+    info: dict[str, Any] = {
+        "scheme": "function-coupled", "version": 1, "mode": "invisible", "r": 0.5, "n_train": 200, "n_verify": 90,
+        "threshold": 0.9, "candidate": 0, "num_classes": 10, "input_shape": [1, 28, 28], "mean": [0.3],
+        "std": [0.32], "dataset": "mnist", "split_seed": None, "test_fraction": None, "dataset_sha256": "ab" * 32,
+    }  # fmt: skip
+    info.update(overrides)
+    return info
+
+
+def _answering(label: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: torch.full((x.shape[0],), label)
+
+
+# --------------------------------------------------------------------------------------------
+# Masked training: Eq. 4–8
+
+
+def test_masks_cover_conv_and_linear_weights_but_not_the_classifier() -> None:
+    model = _lenet()
+    assert fc.masked_weight_names(model) == ["block1.0.weight", "block2.0.weight", "block3.1.weight", "block4.0.weight"]
+    masks = _masks(model, 0.3)
+    kept = torch.cat([m.flatten() for m in masks.values()]).float().mean()
+    assert abs(float(kept) - 0.7) < 0.01  # M ~ Bernoulli(1 − p): p is the drop probability
+    assert torch.equal(masks["block2.0.weight"], _masks(model, 0.3)["block2.0.weight"])
+
+
+def test_masked_forward_is_eq4_and_inference_is_eq5() -> None:
+    model, p = _lenet().train(), 0.3
+    masks = _masks(model, p)
+    x = torch.randn(8, *SHAPE)
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, param in reference.named_parameters():
+            if name in masks:
+                param.mul_(masks[name]).div_(1 - p)
+    assert torch.allclose(fc.masked_forward(model, masks, p, x), reference(x), atol=1e-5)
+    plain = copy.deepcopy(model).eval()
+    model.eval()
+    assert torch.equal(model(x), plain(x))  # Eq. 5: the model's own weights, unmasked and unscaled
+    assert not torch.allclose(model(x), reference.eval()(x), atol=1e-3)
+
+
+def test_eq6_gradient_is_masked_and_scaled() -> None:
+    model, p = _lenet(), 0.25
+    masks = _masks(model, p)
+    x, y = torch.randn(16, *SHAPE), torch.randint(0, 10, (16,))
+    F.cross_entropy(fc.masked_forward(model, masks, p, x), y).backward()  # type: ignore[no-untyped-call]
+    effective = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, param in effective.named_parameters():
+            if name in masks:
+                param.mul_(masks[name]).div_(1 - p)
+    F.cross_entropy(effective(x), y).backward()  # type: ignore[no-untyped-call]
+    params, grads = dict(model.named_parameters()), dict(effective.named_parameters())
+    for name, mask in masks.items():
+        grad = params[name].grad
+        assert grad is not None and bool((grad[~mask] == 0).all())
+        assert torch.allclose(grad, grads[name].grad * mask / (1 - p), atol=1e-6)  # type: ignore[operator]
+
+
+def test_an_update_leaves_masked_entries_unchanged() -> None:
+    model, p = _lenet(), 0.3
+    masks = _masks(model, p)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = {n: v.detach().clone() for n, v in model.named_parameters()}
+    x, y = torch.randn(16, *SHAPE), torch.randint(0, 10, (16,))
+    for _ in range(3):  # Adam's moments would move zero-gradient entries from the second step on
+        fc.masked_step(model, masks, p, optimiser, x, y)
+    fc.finetune_step(model, masks, p, x, y, lr=1e-2)
+    after = dict(model.named_parameters())
+    for name, mask in masks.items():
+        assert torch.equal(after[name][~mask], before[name][~mask])
+        assert not torch.equal(after[name][mask], before[name][mask])
+    assert not torch.equal(after["head.weight"], before["head.weight"])  # the classifier is not masked
+
+
+def test_finetune_step_is_eq7_on_eq8_mean_loss() -> None:
+    model, p, lr = _lenet(), 0.2, 0.5
+    masks = _masks(model, p)
+    x, y = torch.randn(300, *SHAPE), torch.randint(0, 10, (300,))  # more than one chunk
+    expected = copy.deepcopy(model)
+    loss = F.cross_entropy(fc.masked_forward(expected, masks, p, x), y)  # Eq. 8: mean over all of X_ft
+    loss.backward()  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        for param in expected.parameters():
+            param.sub_(lr * param.grad)  # type: ignore[operator]
+    assert abs(fc.finetune_step(model, masks, p, x, y, lr) - float(loss.detach())) < 1e-5
+    for (name, got), want in zip(model.named_parameters(), expected.parameters(), strict=True):
+        assert torch.allclose(got, want, atol=1e-5), name
+        assert got.grad is None
+
+
+def test_one_mask_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: list[dict[str, torch.Tensor]] = []
+    real = fc.draw_masks
+
+    def counting(*args: Any) -> dict[str, torch.Tensor]:
+        drawn.append(real(*args))
+        return drawn[-1]
+
+    monkeypatch.setattr(fc, "draw_masks", counting)
+    steps: list[tuple[int, int]] = []
+    monkeypatch.setattr(fc, "masked_step", lambda model, masks, *_: steps.append((len(drawn), id(masks))) or 0.0)
+    x, y = torch.randn(40, *SHAPE), torch.randint(0, 10, (40,))
+    config = fc.Config(epochs=3, batch_size=16)
+    fc._train_watermarked(_lenet(), x, y, (x[:5], y[:5]), KEY, config, None)
+    assert len(drawn) == 3 and len(steps) == 9
+    assert [epoch for epoch, _ in steps] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert not torch.equal(drawn[0]["block1.0.weight"], drawn[1]["block1.0.weight"])
+
+
+# --------------------------------------------------------------------------------------------
+# Triggers (§4.1)
+
+
+def test_the_triple_comes_from_the_key_and_t_is_no_base_class() -> None:
+    assert fc.candidate_triple(KEY, 10, 0) == fc.candidate_triple(KEY, 10, 0)
+    triples = {fc.candidate_triple(hashlib.sha256(bytes([i])).digest(), 10, 0) for i in range(200)}
+    assert all(len(set(triple)) == 3 for triple in triples)  # t ∉ {b1, b2}, b1 ≠ b2
+    assert len(triples) > 100 and {t for t, _, _ in triples} == set(range(10))
+    assert fc.candidate_triple(KEY, 10, 0) != fc.candidate_triple(KEY, 10, 1)
+    with pytest.raises(SchemeError, match="at least 3 classes"):
+        fc.candidate_triple(KEY, 2, 0)
+
+
+def test_triggers_are_rebuilt_bit_for_bit_from_the_key(digits: Dataset) -> None:
+    triple = fc.candidate_triple(KEY, 10, 0)
+    first = fc.build_triggers(KEY, digits, triple, 200, "invisible", 0.5, 0)
+    assert first.shape == (200, *SHAPE) and first.dtype == torch.float32
+    assert torch.equal(first, fc.build_triggers(KEY, digits, triple, 200, "invisible", 0.5, 0))
+    assert torch.equal(first[:90], fc.build_triggers(KEY, digits, triple, 90, "invisible", 0.5, 0))  # prefix-stable
+    p, q = fc.base_pairs(KEY, digits.y_train, triple, 200, 0)
+    assert bool((digits.y_train[p] == triple[1]).all()) and bool((digits.y_train[q] == triple[2]).all())
+    assert len(set(zip(p.tolist(), q.tolist(), strict=True))) == 200  # distinct pairs
+    assert torch.equal(first, 0.5 * digits.x_train[p] + 0.5 * digits.x_train[q])  # Eq. 3b
+    other = fc.build_triggers(OTHER_KEY, digits, triple, 90, "invisible", 0.5, 0)
+    assert not torch.equal(first[:90], other)
+    # Pinned draws: a change here would change every node's trigger sets.
+    assert triple == (1, 5, 0)
+    assert (p[:3].tolist(), q[:3].tolist()) == ([1416, 1100, 641], [430, 1274, 1360])
+
+
+def test_direct_fusion_layout() -> None:
+    mean, std = (0.3,), (0.5,)
+    first_pixels, second_pixels = torch.rand(2, *SHAPE), torch.rand(2, *SHAPE)
+    fused = fc.fuse((first_pixels - 0.3) / 0.5, (second_pixels - 0.3) / 0.5, "direct", 0.5, mean, std)
+    pixels = fused * 0.5 + 0.3
+    assert fused.shape == (2, *SHAPE)
+    assert torch.allclose(pixels[:, :, :14, :14], F.avg_pool2d(first_pixels, 2), atol=1e-6)  # b1 top-left
+    assert torch.allclose(pixels[:, :, 14:, 14:], F.avg_pool2d(second_pixels, 2), atol=1e-6)  # b2 bottom-right
+    assert torch.allclose(pixels[:, :, :14, 14:], torch.ones(1), atol=1e-6)  # white quadrants (Eq. 2b)
+    assert torch.allclose(pixels[:, :, 14:, :14], torch.ones(1), atol=1e-6)
+
+
+def test_screening_skips_a_triple_the_clean_model_already_answers() -> None:
+    t0, t1 = fc.candidate_triple(KEY, 10, 0)[0], fc.candidate_triple(KEY, 10, 1)[0]
+    assert t0 != t1
+
+    class Constant(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.one_hot(torch.full((x.shape[0],), t0), 10).float() + self.dummy
+
+    data = Dataset("toy", torch.randn(200, *SHAPE), torch.arange(200) % 10, torch.zeros(0), torch.zeros(0), 10,
+                   SHAPE, (0.0,), (1.0,))  # fmt: skip
+    candidate, triple, rate = fc._screen(KEY, Constant(), data, fc.Config(n_train=90))
+    assert (candidate, triple, rate) == (1, fc.candidate_triple(KEY, 10, 1), 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Verification (§4.4) and its inputs
+
+
+def test_verify_takes_a_prediction_function() -> None:
+    t = fc.candidate_triple(KEY, 10, 0)[0]
+    verifier = {"triggers": torch.zeros(90, *SHAPE)}
+    verdict = fc.verify(_answering(t), KEY, verifier, _info())
+    assert verdict.passed and verdict.score == 1.0 and verdict.threshold == 0.9
+    assert verdict.details == {"target": t, "bases": [5, 0], "n": 90, "triggers_checked": False, "target_answers": 90}
+    assert not fc.verify(_answering((t + 1) % 10), KEY, verifier, _info()).passed
+
+
+@pytest.mark.parametrize(
+    ("info", "message"),
+    [
+        ({"scheme": "mtlsign"}, "scheme must be 'function-coupled', got 'mtlsign'"),
+        ({"version": 2}, "version must be 1"),
+        ({"mode": "visible"}, "mode must be one of invisible, direct"),
+        ({"r": 1.5}, r"r must be a number in \[0, 1\], got 1.5"),
+        ({"n_verify": 201}, r"n_verify must be an integer in \[1, n_train\]"),
+        ({"n_verify": True}, "n_verify must be an integer"),
+        ({"threshold": 0}, r"threshold must be a number in \(0, 1\]"),
+        ({"threshold": float("nan")}, "threshold must be a number"),
+        ({"candidate": 4}, r"candidate must be in \[0, 3\], got 4"),
+        ({"num_classes": 2}, "num_classes must be an integer"),
+        ({"input_shape": [1, 28]}, "input_shape must be three integers"),
+        ({"mean": [0.3, 0.3]}, r"mean must be 1 number\(s\), one per channel"),
+        ({"std": [0.0]}, "std must be 1 number.*positive"),
+        ({"dataset": ""}, "dataset must be a name"),
+        ({"dataset_sha256": "AB" * 32}, "dataset_sha256 must be 64 lowercase hex digits"),
+        ({"split_seed": 0}, "test_fraction must be null exactly when split_seed is"),
+        ({"split_seed": -1, "test_fraction": 0.2}, "split_seed must be null or an integer"),
+        ({"split_seed": 0, "test_fraction": 1.0}, r"test_fraction must be in \(0, 1\)"),
+        ({"dataset": "digits"}, "split_seed must be set for this data set, got None"),  # no skipping the rebuild
+        ({"extra": 1}, r"missing fields \[\], unknown fields \['extra'\]"),
+    ],
+)
+def test_bad_info_is_refused_with_its_reason(info: dict[str, Any], message: str) -> None:
+    with pytest.raises(SchemeError, match=f"function-coupled info: {message}"):
+        fc.verify(_answering(0), KEY, {"triggers": torch.zeros(90, *SHAPE)}, _info(**info))
+
+
+def test_missing_info_fields_are_named() -> None:
+    info = _info()
+    del info["candidate"]
+    with pytest.raises(SchemeError, match=r"missing fields \['candidate'\], unknown fields \[\]"):
+        fc.verify(_answering(0), KEY, {"triggers": torch.zeros(90, *SHAPE)}, info)
+    with pytest.raises(SchemeError, match="info must be a JSON object"):
+        fc.verify(_answering(0), KEY, {"triggers": torch.zeros(90, *SHAPE)}, [])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("verifier", "message"),
+    [
+        ({}, r"must hold exactly 'triggers' shaped \(90, 1, 28, 28\)"),
+        ({"triggers": torch.zeros(89, *SHAPE)}, "must hold exactly 'triggers'"),
+        ({"triggers": torch.zeros(90, *SHAPE), "t": torch.zeros(1)}, "must hold exactly 'triggers'"),
+        ({"triggers": torch.zeros(90, *SHAPE, dtype=torch.float64)}, "triggers must be finite float32"),
+        ({"triggers": torch.full((90, *SHAPE), float("nan"))}, "triggers must be finite float32"),
+    ],
+)
+def test_a_malformed_verifier_is_refused(verifier: dict[str, torch.Tensor], message: str) -> None:
+    with pytest.raises(SchemeError, match=f"function-coupled verifier: {message}|function-coupled verifier {message}"):
+        fc.verify(_answering(0), KEY, verifier, _info())
+
+
+def test_tampered_triggers_fail_on_digits(digits: Dataset) -> None:
+    triple = fc.candidate_triple(KEY, 10, 0)
+    triggers = fc.build_triggers(KEY, digits, triple, 90, "invisible", 0.5, 0)
+    info = _info(
+        dataset="digits", split_seed=0, test_fraction=0.2, mean=list(digits.mean), std=list(digits.std),
+        dataset_sha256=fc.dataset_digest(digits),
+    )  # fmt: skip
+    honest = fc.verify(_answering(triple[0]), KEY, {"triggers": triggers}, info)
+    assert honest.passed and honest.details["triggers_checked"]
+    tampered = triggers.clone()
+    tampered[17, 0, 5, 5] += 1e-3
+    verdict = fc.verify(_answering(triple[0]), KEY, {"triggers": tampered}, info)
+    assert not verdict.passed and verdict.score == 0.0
+    assert verdict.details["reason"] == "the verifier's triggers are not the ones this key derives"
+    assert not fc.verify(_answering(triple[0]), OTHER_KEY, {"triggers": triggers}, info).passed
+    with pytest.raises(SchemeError, match="this node's copy of 'digits' differs from the owner's"):
+        fc.verify(_answering(triple[0]), KEY, {"triggers": triggers}, {**info, "dataset_sha256": "0" * 64})
+
+
+def test_embed_refuses_digits_no_verifier_could_rebuild() -> None:
+    odd = load_dataset("digits", seed=0, test_fraction=0.25)
+    with pytest.raises(SchemeError, match=r"this 'digits' data is not load_dataset\('digits', seed=s\) for s in \[0\]"):
+        fc.embed(_lenet(), odd, KEY, fc.Config(epochs=1))
+
+
+def test_config_is_validated_and_registered() -> None:
+    scheme = get_scheme("function-coupled")
+    assert scheme.black_box and scheme.config is fc.Config
+    assert make_config(scheme, {"mode": "direct", "p": "0.2"}) == fc.Config(mode="direct", p=0.2)
+    with pytest.raises(SchemeError, match="need mode in"):
+        make_config(scheme, {"mode": "corners"})
+    with pytest.raises(SchemeError, match="n_verify ≤ n_train"):
+        make_config(scheme, {"n_train": "50"})
+
+
+# --------------------------------------------------------------------------------------------
+# One full embedding (the issue's bars)
+
+
+@pytest.mark.bars
+@pytest.mark.timeout(1800)
+def test_embed_meets_the_bars_on_digits(digits: Dataset) -> None:
+    """Default Config: accuracy within 1.5 points of the clean reference and score ≥ 0.95; verify
+    fails on an independently trained clean LeNet and on a model watermarked under another key."""
+    config = fc.Config()
+    steps: list[int] = []
+    wm = fc.embed(_lenet(0), digits, KEY, config, progress=lambda step, total, _: steps.append(step))
+    report = wm.report
+    assert steps == list(range(1, 2 * config.epochs + 1))
+    assert set(report) >= {"clean_accuracy", "accuracy", "wm_score", "threshold", "seconds", "cpu_seconds"}
+    assert report["accuracy"] >= report["clean_accuracy"] - 0.015, report
+    assert report["wm_score"] >= 0.95, report
+    assert wm.info["split_seed"] == 0 and report["triggers_checked"]
+    assert fc.verify(wm.model, KEY, wm.verifier, wm.info).passed
+
+    clean = train_classifier(
+        _lenet(1), digits.x_train, digits.y_train, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+        generator=torch.Generator().manual_seed(1),
+    )  # fmt: skip
+    on_clean = fc.verify(clean, KEY, wm.verifier, wm.info)
+    assert not on_clean.passed, on_clean
+
+    other = fc.embed(_lenet(0), digits, OTHER_KEY, config)
+    mine = fc.candidate_triple(KEY, 10, wm.info["candidate"])
+    theirs = fc.candidate_triple(OTHER_KEY, 10, other.info["candidate"])
+    assert mine[0] != theirs[0] or {mine[1], mine[2]} != {theirs[1], theirs[2]}  # different behaviours
+    assert other.report["wm_score"] >= 0.95
+    on_other = fc.verify(other.model, KEY, wm.verifier, wm.info)
+    assert not on_other.passed, on_other
+    print(
+        f"clean {report['clean_accuracy']:.4f} acc {report['accuracy']:.4f} score {report['wm_score']:.3f} "
+        f"clean-model {on_clean.score:.3f} other-key {on_other.score:.3f} (triples {mine} / {theirs}) "
+        f"embed {report['seconds']:.1f} s wall {report['cpu_seconds']:.1f} s CPU"
+    )
