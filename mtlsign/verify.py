@@ -30,7 +30,8 @@ class WatermarkInfo:
     scheme: str = "mtlsign"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """A JSON object: tuples become lists, so the dict equals its own JSON round trip."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> WatermarkInfo:

@@ -110,12 +110,13 @@ def _embed_epoch(
     totals = {"primary": 0.0, "wm": 0.0, "func": 0.0, "da": 0.0}
     for step, index in enumerate(batches(data.x_train.shape[0], config.batch_size, generator)):
         wm_index = torch.randint(0, n_wm, (config.wm_batch_size,), generator=generator)
+        with autocast(device):
+            primary = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
+            wm = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index])
         params = dict(model.named_parameters())
         func = sum(((params[k] - w0[k]) ** 2).sum() for k in w0)  # R_func in full precision
         da = torch.zeros((), device=device)
         with autocast(device):
-            primary = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
-            wm = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index])
             if shifts and config.lambda_da:
                 shift = shifts[step % len(shifts)]
                 moved = {k: v + shift[k] for k, v in params.items()}

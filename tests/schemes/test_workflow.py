@@ -81,7 +81,7 @@ def test_a_tampered_key_record_is_refused(bundle: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["verify", "--bundle", str(copy), "--suspect", str(copy)])
     assert result.exit_code == 1 and "key_proof is not the owner's signature" in result.output
     (copy / "key.json").write_text("[]")
-    with pytest.raises(BundleError, match="exactly nonce, owner and key_proof"):
+    with pytest.raises(BundleError, match="exactly the strings nonce, owner and key_proof"):
         load_bundle(copy)
 
 
