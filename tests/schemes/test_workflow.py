@@ -17,6 +17,10 @@ from schemes.bundle import BundleError, load_bundle
 from schemes.workflow import embed_to_bundle
 from schemes.zoo import ModelCard, create_model, save_model
 
+# The module's bundle fixture trains a small MTLSign embedding (about 45 s on an idle 2-core
+# machine); its first test gets room for a loaded one.
+pytestmark = pytest.mark.timeout(900)
+
 SMALL = {"n": 128, "clean_epochs": 8, "embed_epochs": 40, "da_attacks": 1, "da_epochs": 3}
 
 
