@@ -74,8 +74,11 @@ def text_logo(text: str, size: tuple[int, int]) -> torch.Tensor:
     image = Image.new("L", big, 0)
     draw = ImageDraw.Draw(image)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    if right - left > 0.9 * big[0]:  # too wide: scale the font down to 90 % of the width
-        font = ImageFont.load_default(size=max(4.0, font_size * 0.9 * big[0] / (right - left)))
+    for _ in range(8):  # too wide: shrink the font until the text fills at most 90 % of the width
+        if right - left <= 0.9 * big[0] or font_size <= 4:
+            break
+        font_size = max(4.0, 0.95 * font_size * 0.9 * big[0] / (right - left))
+        font = ImageFont.load_default(size=font_size)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     origin = ((big[0] - (right - left)) / 2 - left, (big[1] - (bottom - top)) / 2 - top)
     draw.text(origin, text, fill=255, font=font)

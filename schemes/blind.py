@@ -39,9 +39,14 @@ Choices where the paper is silent, and deviations (spec: /tmp/notes/spec_blind.m
   key samples of the final encoder are computed once and the host trains on exactly those for the
   rest (stops the key accuracy from oscillating while e still moves). The host's learning rate is
   multiplied by `lr_decay` at the same epoch (the paper's step decay, scaled to our schedule).
-* Host optimiser: Adam (`host_lr`), as the project's `train_classifier`, not the paper's SGD 0.1:
-  SGD 0.1 on LeNet-5 with 1,438 training images is needlessly fragile. e and d: Adam(lr, β1 0.5),
-  as §5.1.
+* Host optimiser: SGD with momentum 0.9 and weight decay 5e-4 as the paper (§5.1) and its code,
+  but lr 0.05 instead of 0.1 (0.1 makes LeNet-5 on 1,438 digits swing by 10 points between epochs
+  and left one key at 0.75). Adam 1e-3 (`host_optimizer="adam"`, the spec's first proposal) fits
+  the clean data better (97.2 % vs 96.1 %) but its watermarked hosts lost 2.5 and 3.3 points on
+  the two keys tried (0.3-3.3 on four keys with m = 10), SGD 0.05 between −0.6 and 1.1 on six
+  keys. Plausibly, once the ordinary data are fitted, Adam's normalised steps amplify the key
+  samples' remaining gradients into full-size updates. e and d: Adam(lr, β1 0.5), as §5.1. The
+  clean reference uses the host's optimiser and schedule.
 * T_acc = 0.8 (the paper: "close to 1", no value): every fine-tuned model of its Table 2
   (≥ 84.75 %) stays above it; passed iff score > T_acc (the paper's strict ">").
 * Verifier artifact: the frozen key samples themselves (float32, the model's normalised input
@@ -111,7 +116,10 @@ class Config:
     gamma: float = 0.1
     delta: float = 1.0
     lr: float = 1e-3
-    host_lr: float = 1e-3
+    host_lr: float = 0.05
+    host_optimizer: str = "sgd"
+    host_momentum: float = 0.9
+    host_weight_decay: float = 5e-4
     lr_decay: float = 0.1
     channels: int = 32
     pair_covers: bool = True
@@ -128,6 +136,8 @@ class Config:
             raise ValueError("the weights alpha, beta, gamma and delta must be ≥ 0")
         if self.lr <= 0 or self.host_lr <= 0 or not 0 < self.lr_decay <= 1 or not 1 <= self.channels <= 1024:
             raise ValueError("need lr > 0, host_lr > 0, 0 < lr_decay ≤ 1 and 1 ≤ channels ≤ 1024")
+        if self.host_optimizer not in ("adam", "sgd") or not 0 <= self.host_momentum < 1 or self.host_weight_decay < 0:
+            raise ValueError("need host_optimizer 'adam' or 'sgd', 0 ≤ host_momentum < 1 and host_weight_decay ≥ 0")
         if self.logo_text is not None and self.logo_path is not None:
             raise ValueError("give logo_text or logo_path, not both")
         if self.logo_text is not None:
@@ -310,6 +320,15 @@ def _key_samples(run: _Run) -> torch.Tensor:
     return run.normalise(run.encoder(run.pixels(run.covers), run.logo))
 
 
+def _host_optimiser(model: nn.Module, config: Config) -> torch.optim.Optimizer:
+    """The host's optimiser (the same for the clean reference): Adam, or SGD with momentum as §5.1."""
+    if config.host_optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=config.host_lr, momentum=config.host_momentum, weight_decay=config.host_weight_decay
+        )
+    return torch.optim.Adam(model.parameters(), lr=config.host_lr, weight_decay=config.host_weight_decay)
+
+
 def _scale_lr(optimiser: torch.optim.Optimizer, factor: float) -> None:
     for group in optimiser.param_groups:
         group["lr"] *= factor
@@ -347,7 +366,7 @@ def _clean_reference(model: nn.Module, data: Dataset, config: Config) -> nn.Modu
     clean = copy.deepcopy(model)
     device = next(clean.parameters()).device
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    optimiser = torch.optim.Adam(clean.parameters(), lr=config.host_lr)
+    optimiser = _host_optimiser(clean, config)
     generator = torch.Generator().manual_seed(config.seed)
     clean.train()
     for epoch in range(config.epochs):
@@ -377,7 +396,7 @@ def _setup(model: nn.Module, data: Dataset, key: bytes, config: Config, logo: to
         host=model,
         encoder=encoder,
         discriminator=discriminator,
-        host_opt=torch.optim.Adam(model.parameters(), lr=config.host_lr),
+        host_opt=_host_optimiser(model, config),
         encoder_opt=torch.optim.Adam(encoder.parameters(), lr=config.lr, betas=betas),
         discriminator_opt=torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas),
         logo=(logo.float() / 255).expand(channels, -1, -1).unsqueeze(0).to(device),
@@ -539,6 +558,6 @@ SCHEME = register_scheme(
         config=Config,
         embed=embed,
         verify=verify,
-        quick={"epochs": 10},
+        quick={"epochs": 20},
     )
 )
