@@ -5,7 +5,8 @@ Importing the package registers every scheme module by name: `list_schemes()`, `
 
 from __future__ import annotations
 
-from schemes import function_coupled as _function_coupled  # noqa: F401  # each import registers its scheme
+from schemes import blind as _blind  # noqa: F401  # each import registers its scheme
+from schemes import function_coupled as _function_coupled  # noqa: F401
 from schemes import mtlsign as _mtlsign  # noqa: F401
 from schemes import new_label as _new_label  # noqa: F401
 from schemes import passport as _passport  # noqa: F401

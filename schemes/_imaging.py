@@ -10,19 +10,25 @@
   and records their SHA-256 rather than re-rendering it at verification.
 * `file_logo`: any image Pillow reads, as grey ("L"), resized to the target size (box filter when
   shrinking, bilinear when enlarging).
+* `Encoder` e(x, l) and `Discriminator` d(χ), the blind watermark's image networks (§4.3), built on
+  the meta device so that `keyed_init` draws every weight from a key-derived generator and the
+  global torch generator is never touched.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import warnings
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from torch import nn
 
-__all__ = ["LogoError", "file_logo", "logo_sha256", "ssim", "text_logo"]
+__all__ = ["Discriminator", "Encoder", "LogoError", "file_logo", "keyed_init", "logo_sha256", "ssim", "text_logo"]
 
 _WINDOW = 11
 _SIGMA = 1.5
@@ -30,6 +36,8 @@ _C1 = 0.01**2
 _C2 = 0.03**2
 _SUPERSAMPLE = 4
 _MAX_TEXT = 32
+_LEAK = 0.2
+_M = TypeVar("_M", bound=nn.Module)
 
 
 class LogoError(ValueError):
@@ -110,3 +118,57 @@ def logo_sha256(logo: torch.Tensor) -> str:
     if logo.dtype != torch.uint8 or logo.dim() != 2:
         raise LogoError(f"a logo is a uint8 (H, W) tensor, got {logo.dtype} {tuple(logo.shape)}")
     return hashlib.sha256(logo.contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+class Encoder(nn.Module):
+    """e(x, l): a residual, BatchNorm-free 3×3 CNN on pixels in [0, 1] (§4.3 "lightweight auto-encoder")."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.prep_x = nn.Conv2d(channels, 4, 3, padding=1, device="meta")
+        self.prep_logo = nn.Conv2d(channels, 4, 3, padding=1, device="meta")
+        self.body = nn.ModuleList(
+            [nn.Conv2d(8, hidden, 3, padding=1, device="meta"), nn.Conv2d(hidden, hidden, 3, padding=1, device="meta")]
+        )
+        self.out = nn.Conv2d(hidden, channels, 3, padding=1, device="meta")
+
+    def forward(self, x: torch.Tensor, logo: torch.Tensor) -> torch.Tensor:
+        logo = logo.expand(x.shape[0], -1, -1, -1)
+        h = torch.cat([F.leaky_relu(self.prep_x(x), _LEAK), F.leaky_relu(self.prep_logo(logo), _LEAK)], 1)
+        for layer in self.body:
+            h = F.leaky_relu(layer(h), _LEAK)
+        residual: torch.Tensor = self.out(h)
+        return (x + residual).clamp(0.0, 1.0)
+
+
+class Discriminator(nn.Module):
+    """θ_d of Eq. 9: a logit; σ(θ_d(χ)) = p(Θ = 1 "original" | χ)."""
+
+    def __init__(self, input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(math.prod(input_shape), 64, device="meta"),
+            nn.LeakyReLU(_LEAK),
+            nn.Linear(64, 32, device="meta"),
+            nn.LeakyReLU(_LEAK),
+            nn.Linear(32, 1, device="meta"),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.layers(x).squeeze(1)
+        return logits
+
+
+def keyed_init(module: _M, generator: torch.Generator) -> _M:
+    """Materialise a module built on the meta device on the CPU, with PyTorch's default init of its
+    convolutions and linear layers (Kaiming-uniform, a = √5) drawn from `generator` only."""
+    module = module.to_empty(device="cpu")
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.Conv2d | nn.Linear):
+                nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+                bound = 1 / math.sqrt(layer.weight[0].numel())
+                if layer.bias is not None:
+                    nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return module

@@ -17,7 +17,7 @@ iff acc_g > T_acc (§4.2). Objectives (§4.3), all on images in [0, 1] pixel uni
   step on O_d (line 6), one on O_e (line 7), then one host step on O_h over the m + n merged
   samples (lines 10-12), with x_key as computed before line 7 (detached).
 
-Choices where the paper is silent, and deviations (spec: /tmp/notes/spec_blind.md §6):
+Choices where the paper is silent, and deviations:
 
 * D' (Alg. 1 line 1): n = 100 covers (the paper's 1 % of the data would be 14 digits images, too
   coarse for a 0.95 bar). Targets are balanced (t_i = π(i) mod K, π a key permutation), and each
@@ -75,7 +75,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlsign.verify import Verdict
-from schemes._imaging import LogoError, file_logo, logo_sha256, ssim, text_logo
+from schemes._imaging import Discriminator, Encoder, LogoError, file_logo, keyed_init, logo_sha256, ssim, text_logo
 from schemes.base import (
     Scheme,
     SchemeError,
@@ -99,7 +99,6 @@ _INFO_FIELDS = {
     "scheme", "n", "threshold", "num_classes", "input_shape", "mean", "std", "alpha", "beta", "gamma", "delta",
     "epochs", "logo_sha256", "logo_source", "encoder", "discriminator",
 }  # fmt: skip
-_LEAK = 0.2
 _M = TypeVar("_M", bound=nn.Module)
 
 
@@ -144,58 +143,9 @@ class Config:
             text_logo(self.logo_text, (8, 8))  # validates the text (LogoError is a ValueError)
 
 
-class Encoder(nn.Module):
-    """e(x, l): a residual, BatchNorm-free 3×3 CNN on pixels in [0, 1] (§4.3 "lightweight auto-encoder")."""
-
-    def __init__(self, channels: int, hidden: int) -> None:
-        super().__init__()
-        self.prep_x = nn.Conv2d(channels, 4, 3, padding=1, device="meta")
-        self.prep_logo = nn.Conv2d(channels, 4, 3, padding=1, device="meta")
-        self.body = nn.ModuleList(
-            [nn.Conv2d(8, hidden, 3, padding=1, device="meta"), nn.Conv2d(hidden, hidden, 3, padding=1, device="meta")]
-        )
-        self.out = nn.Conv2d(hidden, channels, 3, padding=1, device="meta")
-
-    def forward(self, x: torch.Tensor, logo: torch.Tensor) -> torch.Tensor:
-        logo = logo.expand(x.shape[0], -1, -1, -1)
-        h = torch.cat([F.leaky_relu(self.prep_x(x), _LEAK), F.leaky_relu(self.prep_logo(logo), _LEAK)], 1)
-        for layer in self.body:
-            h = F.leaky_relu(layer(h), _LEAK)
-        residual: torch.Tensor = self.out(h)
-        return (x + residual).clamp(0.0, 1.0)
-
-
-class Discriminator(nn.Module):
-    """θ_d of Eq. 9: a logit; σ(θ_d(χ)) = p(Θ = 1 "original" | χ)."""
-
-    def __init__(self, input_shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(math.prod(input_shape), 64, device="meta"),
-            nn.LeakyReLU(_LEAK),
-            nn.Linear(64, 32, device="meta"),
-            nn.LeakyReLU(_LEAK),
-            nn.Linear(32, 1, device="meta"),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.layers(x).squeeze(1)
-        return logits
-
-
 def _keyed(module: _M, key: bytes, stream: str, device: torch.device) -> _M:
-    """Materialise a module built on the meta device with PyTorch's default init, drawn from `stream`."""
-    generator = key_generator(key, NAME, stream)
-    module = module.to_empty(device="cpu")
-    with torch.no_grad():
-        for layer in module.modules():
-            if isinstance(layer, nn.Conv2d | nn.Linear):
-                nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
-                bound = 1 / math.sqrt(layer.weight[0].numel())
-                if layer.bias is not None:
-                    nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
-    return module.to(device)
+    """Materialise a meta-device network with PyTorch's default init drawn from the key stream `stream`."""
+    return keyed_init(module, key_generator(key, NAME, stream)).to(device)
 
 
 def key_targets(key: bytes, n: int, num_classes: int) -> torch.Tensor:
@@ -450,7 +400,7 @@ def embed(
         "threshold": config.threshold,
         "null_tail": verdict.details["null_tail"],
         "clean_reference_wm_score": verify(clean, key, verifier, info).score,
-        "cover_accuracy": accuracy(model, run.covers, run.cover_labels),
+        "cover_accuracy": accuracy(model, run.covers, run.cover_labels.cpu()),
         "key_ssim": float(ssim(originals, keyed_pixels).mean()),
         "key_mse": float((originals - keyed_pixels).pow(2).mean()),
         "logo_source": source,
