@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import ConfigError
+from registry.fetch import FetchPolicy
 
 #: The secret the example configs carry: fine on loopback, refused anywhere else.
 EXAMPLE_SECRET = "wmnode-example-community-secret-not-for-real-use"  # noqa: S105 - public on purpose
@@ -26,9 +27,19 @@ _TOP_KEYS = {
     "max_skew_seconds": int,
     "commit_timeout_seconds": int,
     "data_dir": str,
+    "identity_seed": str,
+    "max_artifact_bytes": int,
+    "fetch": dict,
     "members": list,
 }
-_MEMBER_KEYS = {"name": str, "raft": str, "api": str}
+_MEMBER_KEYS = {"name": str, "raft": str, "api": str, "key": str}
+_FETCH_KEYS = {
+    "allow_loopback": bool,
+    "allow_private": bool,
+    "allow_hosts": list,
+    "max_bytes": int,
+    "timeout_seconds": int,
+}
 _REQUIRED = ("community", "name", "raft", "api", "members")
 
 
@@ -63,6 +74,8 @@ class Member:
     name: str
     raft: Address
     api: Address
+    #: The member's Ed25519 public key (hex): its votes and checkpoints are checked against it.
+    key: str | None = None
 
     @property
     def api_url(self) -> str:
@@ -83,6 +96,21 @@ class NodeConfig:
     commit_timeout_s: int = 10
     data_dir: Path | None = None
     source: Path | None = None
+    #: A node identity derived from this string (example and test communities, loopback only).
+    identity_seed: str | None = field(default=None, repr=False)
+    max_artifact_bytes: int = 256 * 2**20
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+
+    @property
+    def member_keys(self) -> tuple[str, ...]:
+        """Every member's public key; a config in which one is missing cannot count votes."""
+        missing = [m.name for m in self.members if m.key is None]
+        if missing:
+            raise ConfigError(
+                f"{self.source or 'config'}: members {', '.join(missing)} have no 'key': votes and "
+                "checkpoints are checked against every member's public key (`wmnode node-key` prints one)"
+            )
+        return tuple(m.key for m in self.members if m.key is not None)
 
     @property
     def me(self) -> Member:
@@ -114,6 +142,8 @@ class NodeConfig:
                 raise ConfigError(f"--dev without a secret is for loopback only; this node binds {where}")
         elif self.uses_example_secret and not self.is_loopback:
             raise ConfigError(f"the example community secret cannot be used off loopback (binds {where}); set your own")
+        if self.identity_seed is not None and not self.is_loopback:
+            raise ConfigError(f"identity_seed is for loopback example communities only (binds {where}); remove it")
 
     def with_data_dir(self, data_dir: Path | None) -> NodeConfig:
         return self if data_dir is None else replace(self, data_dir=data_dir)
@@ -124,7 +154,7 @@ def _check_keys(table: dict[str, Any], allowed: Mapping[str, type], where: str) 
         if key not in allowed:
             raise ConfigError(f"{where}: unknown field {key!r} (allowed: {', '.join(sorted(allowed))})")
         want = allowed[key]
-        if isinstance(value, bool) or not isinstance(value, want):
+        if (isinstance(value, bool) and want is not bool) or not isinstance(value, want):
             raise ConfigError(f"{where}: field {key!r} must be a {want.__name__}, got {type(value).__name__}")
 
 
@@ -133,11 +163,36 @@ def _member(table: object, index: int, source: str) -> Member:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table with name, raft and api")
     _check_keys(table, _MEMBER_KEYS, where)
-    for key in _MEMBER_KEYS:
-        if key not in table:
-            raise ConfigError(f"{where}: missing field {key!r}")
+    for name in ("name", "raft", "api"):
+        if name not in table:
+            raise ConfigError(f"{where}: missing field {name!r}")
+    public: str | None = table.get("key")
+    if public is not None and not (len(public) == 64 and all(c in "0123456789abcdef" for c in public)):
+        raise ConfigError(f"{where}.key: must be a 32-byte Ed25519 public key in lowercase hex")
     return Member(
-        table["name"], Address.parse(table["raft"], f"{where}.raft"), Address.parse(table["api"], f"{where}.api")
+        table["name"],
+        Address.parse(table["raft"], f"{where}.raft"),
+        Address.parse(table["api"], f"{where}.api"),
+        public,
+    )
+
+
+def _fetch_policy(table: dict[str, Any], source: str) -> FetchPolicy:
+    where = f"{source}: fetch"
+    _check_keys(table, _FETCH_KEYS, where)
+    hosts = table.get("allow_hosts", [])
+    if not all(isinstance(h, str) and h and h.isascii() for h in hosts):
+        raise ConfigError(f"{where}.allow_hosts: must be a list of host names")
+    for name in ("max_bytes", "timeout_seconds"):
+        if name in table and table[name] <= 0:
+            raise ConfigError(f"{where}.{name}: must be positive")
+    defaults = FetchPolicy()
+    return FetchPolicy(
+        allow_loopback=table.get("allow_loopback", False),
+        allow_private=table.get("allow_private", False),
+        allow_hosts=tuple(h.lower().rstrip(".") for h in hosts),
+        max_bytes=table.get("max_bytes", defaults.max_bytes),
+        timeout_s=float(table.get("timeout_seconds", defaults.timeout_s)),
     )
 
 
@@ -175,13 +230,19 @@ def parse_config(raw: dict[str, Any], source: str, base: Path) -> NodeConfig:
         max_skew_ms=1000 * raw.get("max_skew_seconds", 300),
         commit_timeout_s=raw.get("commit_timeout_seconds", 10),
         data_dir=(base / raw["data_dir"]) if "data_dir" in raw else None,
+        identity_seed=raw.get("identity_seed"),
+        max_artifact_bytes=raw.get("max_artifact_bytes", 256 * 2**20),
+        fetch=_fetch_policy(raw.get("fetch", {}), source),
     )
     if config.name not in names:
         raise ConfigError(f"{source}: name: {config.name!r} is not one of the members {names}")
     if (config.me.raft, config.me.api) != (config.raft, config.api):
         raise ConfigError(f"{source}: raft/api differ from this node's entry in members")
-    if config.max_skew_ms <= 0 or config.commit_timeout_s <= 0:
-        raise ConfigError(f"{source}: max_skew_seconds and commit_timeout_seconds must be positive")
+    if config.max_skew_ms <= 0 or config.commit_timeout_s <= 0 or config.max_artifact_bytes <= 0:
+        raise ConfigError(f"{source}: max_skew_seconds, commit_timeout_seconds, max_artifact_bytes must be positive")
+    keys = [m.key for m in members if m.key is not None]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"{source}: members: two members share one key")
     return config
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -12,12 +13,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pysyncobj import FAIL_REASON
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.checkpoint import Checkpoint, checkpoint_body, sign_note
-from registry.encoding import MAX_MESSAGE_BYTES, parse_json
+from registry.encoding import MAX_MESSAGE_BYTES, is_hex, parse_json
 from registry.errors import (
     MessageError,
     NotFoundError,
@@ -26,9 +27,10 @@ from registry.errors import (
     UnavailableError,
     WmnodeError,
 )
+from registry.fetch import ArtifactStore, FetchPolicy, pin_url
 from registry.identity import Identity
-from registry.log import REJECTED, Outcome, RegistryLog, check_admission, envelope
-from registry.messages import Message, message_from_json
+from registry.log import REJECTED, Outcome, RegistryLog, envelope
+from registry.messages import ARTIFACT, Claim, Message, message_from_json, uri_kind
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class NodeInfo:
     raft_to_name: dict[str, str]
     max_skew_ms: int
     commit_timeout_s: float
+    fetch: FetchPolicy = FetchPolicy()
 
 
 def now_ms() -> int:
@@ -149,7 +152,9 @@ async def publish(log: RegistryLog, info: NodeInfo, body: bytes) -> tuple[int, d
     existing, code = log.lookup(msg), 200
     if existing is None:
         stamp = now_ms()
-        check_admission(msg, stamp, info.max_skew_ms, log.state.by_key_hash)
+        log.state.admit(msg, stamp, info.max_skew_ms)
+        if isinstance(msg, Claim):
+            await asyncio.to_thread(check_claim_urls, msg, info.fetch)
         existing = await _commit(log, msg, envelope(msg, stamp, info.max_skew_ms), info.commit_timeout_s)
         if existing.status == REJECTED:
             raise RejectedError(existing.reason)
@@ -162,7 +167,37 @@ async def publish(log: RegistryLog, info: NodeInfo, body: bytes) -> tuple[int, d
     }
 
 
-def create_app(log: RegistryLog, identity: Identity, info: NodeInfo) -> ASGIApp:
+def check_claim_urls(claim: Claim, policy: FetchPolicy) -> None:
+    """Refuse, before it commits, a claim whose URLs this node would not fetch (DESIGN §4.5).
+
+    Every node checks again when it fetches; this only spares the community a claim that
+    cannot be verified (a suspect in a private range, say) and tells the claimant why at once.
+    """
+    for name in ("model_uri", "verifier_uri", "info_uri"):
+        uri = getattr(claim, name)
+        if uri_kind(uri) != ARTIFACT:
+            pin_url(uri.removeprefix("predict+"), policy)
+
+
+async def _upload(request: Request, store: ArtifactStore, digest: str) -> tuple[int, dict[str, Any]]:
+    """Spool the body to a temporary file (size-limited), then store it if it hashes to `digest`."""
+    store.path(digest)  # a malformed name is refused before anything is read
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > store.max_bytes:
+        raise PayloadTooLargeError(f"artifact is {length} bytes, over this node's limit of {store.max_bytes}")
+    with tempfile.TemporaryFile() as spool:
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > store.max_bytes:
+                raise PayloadTooLargeError(f"artifact is over this node's limit of {store.max_bytes} bytes")
+            spool.write(chunk)
+        spool.seek(0)
+        created = await asyncio.to_thread(store.put, digest, iter(lambda: spool.read(1 << 16), b""))
+    return (201 if created else 200), {"artifact": f"sha256:{digest}", "size": total, "stored": created}
+
+
+def create_app(log: RegistryLog, identity: Identity, info: NodeInfo, store: ArtifactStore) -> ASGIApp:
     app = FastAPI(title="wmnode registry node", version="1", docs_url=None, redoc_url=None)
 
     @app.exception_handler(WmnodeError)
@@ -210,9 +245,42 @@ def create_app(log: RegistryLog, identity: Identity, info: NodeInfo) -> ASGIApp:
         }
 
     @app.get("/v1/checkpoint")
-    def checkpoint() -> dict[str, Any]:
-        size, root = log.head()
-        return asdict(Checkpoint.create(identity, size, root, now_ms()))
+    def checkpoint(size: int | None = None) -> dict[str, Any]:
+        head, root = log.head()
+        if size is not None:
+            if not 0 <= size <= head:
+                raise NotFoundError(f"size must be 0-{head}, the log's size")
+            head, root = size, log.root(size)
+        return asdict(Checkpoint.create(identity, head, root, now_ms()))
+
+    @app.get("/v1/claims/{index}")
+    def claim(index: int) -> dict[str, Any]:
+        return log.claim_status(index)
+
+    @app.get("/v1/owner")
+    def owner(model_hash: str) -> dict[str, Any]:
+        if not is_hex(model_hash, 32):
+            raise MessageError("model_hash must be 64 lowercase hex digits")
+        standing = log.standing_owner(model_hash)
+        if standing is None:
+            raise NotFoundError(f"no claim has passed on model {model_hash[:16]}… yet")
+        return standing
+
+    @app.put("/v1/artifacts/{digest}")
+    async def put_artifact(digest: str, request: Request) -> JSONResponse:
+        status, payload = await _upload(request, store, digest)
+        return JSONResponse(payload, status_code=status)
+
+    @app.get("/v1/artifacts/{digest}")
+    def get_artifact(digest: str) -> StreamingResponse:
+        if not store.has(digest):
+            raise NotFoundError(f"no artifact sha256:{digest[:64]}")
+        size = store.path(digest).stat().st_size
+        return StreamingResponse(
+            store.iter_file(digest),
+            media_type="application/octet-stream",
+            headers={"content-length": str(size)},
+        )
 
     @app.get("/checkpoint", response_class=PlainTextResponse)
     def checkpoint_note() -> PlainTextResponse:

@@ -30,6 +30,13 @@ class Identity:
     def generate(cls) -> Identity:
         return cls(Ed25519PrivateKey.generate())
 
+    @classmethod
+    def from_seed(cls, seed: str) -> Identity:
+        """A key pair derived from a string: for example and test communities on loopback only
+        (the config loader refuses `identity_seed` anywhere else), where the seed is public."""
+        digest = hashlib.sha256(b"wmnode/identity-seed/v1\x00" + seed.encode()).digest()
+        return cls(Ed25519PrivateKey.from_private_bytes(digest))
+
     @property
     def public_key(self) -> Ed25519PublicKey:
         return self.private_key.public_key()

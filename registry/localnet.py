@@ -16,6 +16,7 @@ from typing import IO, Any
 from node_config import NodeConfig, load_config
 from registry.client import NodeClient
 from registry.errors import NodeError, UnavailableError
+from registry.identity import Identity
 
 
 @dataclass
@@ -185,22 +186,36 @@ def free_ports(n: int) -> list[int]:
 
 
 def write_local_configs(
-    base: Path, n: int = 3, secret: str | None = None, community: str = "wmnode.test/local", commit_timeout_s: int = 10
+    base: Path,
+    n: int = 3,
+    secret: str | None = None,
+    community: str = "wmnode.test/local",
+    commit_timeout_s: int = 10,
+    allow_loopback: bool = True,
 ) -> list[Path]:
-    """Configs for an n-node community on free loopback ports (tests and benchmarks)."""
+    """Configs for an n-node community on free loopback ports (tests and benchmarks).
+
+    Each node's identity derives from a fresh random `identity_seed` (loopback only), so every
+    member's public key can be written into every config before any node starts.
+    """
     base.mkdir(parents=True, exist_ok=True)
     ports = free_ports(2 * n)
+    seeds = [os.urandom(16).hex() for _ in range(n)]
+    keys = [Identity.from_seed(seed).public_hex for seed in seeds]
     members = "".join(
         f'\n[[members]]\nname = "node{i + 1}"\nraft = "127.0.0.1:{ports[i]}"\napi = "127.0.0.1:{ports[n + i]}"\n'
+        f'key = "{keys[i]}"\n'
         for i in range(n)
     )
     secret_line = f'secret = "{secret}"\n' if secret else ""
+    fetch = f"\n[fetch]\nallow_loopback = {'true' if allow_loopback else 'false'}\n"
     paths = []
     for i in range(n):
         path = base / f"node{i + 1}.toml"
         path.write_text(
             f'community = "{community}"\nname = "node{i + 1}"\nraft = "127.0.0.1:{ports[i]}"\n'
-            f'api = "127.0.0.1:{ports[n + i]}"\n{secret_line}commit_timeout_seconds = {commit_timeout_s}\n{members}'
+            f'api = "127.0.0.1:{ports[n + i]}"\n{secret_line}commit_timeout_seconds = {commit_timeout_s}\n'
+            f'identity_seed = "{seeds[i]}"\n{fetch}{members}'
         )
         paths.append(path)
     return paths

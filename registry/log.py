@@ -22,8 +22,9 @@ from pysyncobj.journal import createJournal
 from registry._raft_cipher import RaftCipher
 from registry.encoding import MAX_MESSAGE_BYTES, canonical, parse_json
 from registry.errors import MessageError, NotFoundError, RejectedError, WmnodeError
+from registry.identity import verify_owner_key
 from registry.merkle import MerkleTree, leaf_hash
-from registry.messages import Message, Publish, message_from_json
+from registry.messages import OWNER, Claim, Message, Publish, Vote, message_from_json
 
 logger = logging.getLogger(__name__)
 
@@ -71,21 +72,47 @@ class ValidatedMemo:
             return self._items.pop(hashlib.sha256(data).digest(), None)
 
 
-class LogState(SyncObjConsumer):  # type: ignore[misc]
-    """The replicated state: leaves, their Merkle tree and indexes. Pickled into pysyncobj dumps."""
+@dataclass
+class ClaimState:
+    """A claim's votes as applied: verdict and vote index by node, and the decision once reached."""
 
-    def __init__(self) -> None:
+    publish: int
+    owner: str
+    model_hash: str
+    votes: dict[str, tuple[str, int]]
+    decided: str | None = None
+    decided_at: int = -1
+
+
+class LogState(SyncObjConsumer):  # type: ignore[misc]
+    """The replicated state: leaves, their Merkle tree and indexes. Pickled into pysyncobj dumps.
+
+    `members` (the public keys whose votes count) comes from the community config, which every
+    node shares, so apply decides alike everywhere.
+    """
+
+    def __init__(self, members: frozenset[str] = frozenset()) -> None:
         # Set before SyncObjConsumer.__init__ so pysyncobj leaves them out of its dumps.
         self.lock = threading.RLock()
         self.validated = ValidatedMemo()
+        self.members = members
+        #: Set by apply when a claim or vote lands, so the verifier wakes without polling hard.
+        self.changed = threading.Event()
         super().__init__()
         self.leaves: list[bytes] = []
         self.times: list[int] = []
         self.tree = MerkleTree()
         self.by_body: dict[str, int] = {}
         self.by_key_hash: dict[str, int] = {}
+        self.publishes: dict[int, dict[str, Any]] = {}
+        self.claims: dict[int, ClaimState] = {}
+        self.by_model: dict[str, list[int]] = {}
         self.last_time = 0
         self.rejected = 0
+
+    @property
+    def majority(self) -> int:
+        return len(self.members) // 2 + 1
 
     def _deserialize(self, data: dict[str, Any]) -> None:
         with self.lock:
@@ -117,7 +144,7 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
         existing = self.by_body.get(msg.body_hash())
         if existing is not None:
             return self._outcome(DUPLICATE, existing)
-        check_admission(msg, stamp, skew, self.by_key_hash)
+        self.admit(msg, stamp, skew)
         time = max(stamp, self.last_time)
         index = len(self.leaves)
         leaf = canonical({"index": index, "msg": msg.to_json(), "time": time})
@@ -126,24 +153,74 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
             self.times.append(time)
             self.tree.append(leaf_hash(leaf))
             self.by_body[msg.body_hash()] = index
+            self.last_time = time
             if isinstance(msg, Publish):
                 self.by_key_hash[msg.key_hash] = index
-            self.last_time = time
+                self.publishes[index] = {"owner": msg.owner, "key_hash": msg.key_hash, "nonce": msg.nonce, "time": time}
+            elif isinstance(msg, Claim):
+                self.claims[index] = ClaimState(msg.publish, msg.owner, msg.model_hash, {})
+                self.by_model.setdefault(msg.model_hash, []).append(index)
+                self.changed.set()
+            elif isinstance(msg, Vote):
+                self._count(self.claims[msg.claim], msg, index)
+                self.changed.set()
         return self._outcome(APPENDED, index)
+
+    def _count(self, claim: ClaimState, vote: Vote, index: int) -> None:
+        claim.votes[vote.node] = (vote.verdict, index)
+        if claim.decided is None:
+            tally = sum(1 for verdict, _ in claim.votes.values() if verdict == vote.verdict)
+            if tally >= self.majority:
+                claim.decided, claim.decided_at = vote.verdict, index
 
     def _outcome(self, status: str, index: int) -> Outcome:
         return Outcome(status, index, self.times[index], self.tree.leaf(index).hex())
 
+    def admit(self, msg: Message, stamp: int, skew_ms: int) -> None:
+        """Rules beyond well-formedness (DESIGN §4.1-4.4); deterministic, so apply may run them.
 
-def check_admission(msg: Message, stamp: int, skew_ms: int, by_key_hash: dict[str, int]) -> None:
-    """Rules beyond well-formedness: no back- or forward-dating, one publish per key."""
-    if isinstance(msg, Publish):
-        drift = msg.time - stamp
-        if abs(drift) > skew_ms:
-            when = "backdated" if drift < 0 else "dated in the future"
-            raise RejectedError(f"publish is {when} by {abs(drift) // 1000} s (allowed skew {skew_ms // 1000} s)")
-        if msg.key_hash in by_key_hash:
-            raise RejectedError(f"key_hash already published at index {by_key_hash[msg.key_hash]}")
+        publish: no back- or forward-dating, one publish per key. claim: rests on a publish of the
+        claimant's own whose key_hash the revealed key matches, with a key_proof by that owner.
+        vote: by a member, on a claim, once.
+        """
+        with self.lock:
+            if isinstance(msg, Publish | Claim):
+                _check_time(msg.TYPE, msg.time, stamp, skew_ms)
+            if isinstance(msg, Publish) and msg.key_hash in self.by_key_hash:
+                raise RejectedError(
+                    f"this key is already published (entry #{self.by_key_hash[msg.key_hash]}); "
+                    "a key is published once: embed with a fresh key for another model"
+                )
+            if isinstance(msg, Claim):
+                self._admit_claim(msg)
+            if isinstance(msg, Vote):
+                if msg.claim not in self.claims:
+                    raise RejectedError(f"vote on entry #{msg.claim}, which is not a claim")
+                if msg.node not in self.members:
+                    raise RejectedError(f"votes are taken from members only; {msg.node[:16]}… is not one")
+                if msg.node in self.claims[msg.claim].votes:
+                    raise RejectedError(f"node {msg.node[:16]}… has already voted on claim #{msg.claim}")
+
+    def _admit_claim(self, claim: Claim) -> None:
+        publish = self.publishes.get(claim.publish)
+        if publish is None:
+            raise RejectedError(f"the claim rests on entry #{claim.publish}, which is not a publish")
+        if publish["owner"] != claim.owner:
+            raise RejectedError(
+                f"publish #{claim.publish} belongs to another owner ({publish['owner'][:16]}…); "
+                "a claim rests on the claimant's own publish"
+            )
+        key, proof = bytes.fromhex(claim.key), bytes.fromhex(claim.key_proof)
+        if hashlib.sha256(key).hexdigest() != publish["key_hash"]:
+            raise RejectedError(f"the revealed key does not hash to publish #{claim.publish}'s key_hash")
+        verify_owner_key(claim.owner, bytes.fromhex(publish["nonce"]), key, proof)
+
+
+def _check_time(kind: str, time: int, stamp: int, skew_ms: int) -> None:
+    drift = time - stamp
+    if abs(drift) > skew_ms:
+        when = "backdated" if drift < 0 else "dated in the future"
+        raise RejectedError(f"{kind} is {when} by {abs(drift) // 1000} s (allowed skew {skew_ms // 1000} s)")
 
 
 @dataclass(frozen=True)
@@ -223,8 +300,9 @@ class RegistryLog:
         secret: str | None,
         settings: RaftSettings = RaftSettings(),
         community: str = "",
+        members: frozenset[str] = frozenset(),
     ) -> None:
-        self.state = LogState()
+        self.state = LogState(members)
         journal = dump = None
         if data_dir is not None:
             journal, dump = data_dir / "raft.journal", data_dir / "raft.dump"
@@ -315,6 +393,56 @@ class RegistryLog:
         with self.state.lock:
             path = self.state.tree.consistency_proof(first, second)
         return {"first": first, "second": second, "path": [p.hex() for p in path]}
+
+    def claim_status(self, index: int) -> dict[str, Any]:
+        """A claim, the publish it rests on, its votes and decision, and the standing owner of its
+        model (DESIGN §4.4: when claimants both pass on one model, the earlier publish wins)."""
+        with self.state.lock:
+            claim = self.state.claims.get(index)
+            if claim is None:
+                raise NotFoundError(f"entry #{index} is not a claim (yet)")
+            votes = sorted(claim.votes.values(), key=lambda v: v[1])
+            decided, decided_at, model_hash, publish = claim.decided, claim.decided_at, claim.model_hash, claim.publish
+            members, majority = len(self.state.members), self.state.majority
+        standing = self.standing_owner(model_hash)
+        result = decided
+        if decided == OWNER and standing is not None and standing["owner"] != claim.owner:
+            result = "not-owner"
+        return {
+            "claim": self.entry(index),
+            "publish": self.entry(publish),
+            "votes": [self.entry(i) for _, i in votes],
+            "members": members,
+            "majority": majority,
+            "decided": decided,
+            "decided_at": decided_at if decided is not None else None,
+            "result": result,
+            "standing": standing,
+        }
+
+    def standing_owner(self, model_hash: str) -> dict[str, Any] | None:
+        """Among the claims on `model_hash` decided `owner`, the one whose publish came first."""
+        with self.state.lock:
+            passed = [
+                (self.state.times[c.publish], c.publish, i, c.owner)
+                for i in self.state.by_model.get(model_hash, [])
+                if (c := self.state.claims[i]).decided == OWNER
+            ]
+        if not passed:
+            return None
+        time, publish, claim, owner = min(passed)
+        return {
+            "model_hash": model_hash,
+            "owner": owner,
+            "claim": claim,
+            "publish": publish,
+            "publish_time": time,
+            "passed_claims": sorted(i for _, _, i, _ in passed),
+            "why": (
+                f"claim #{claim} passed and rests on publish #{publish}, the earliest publish among the "
+                f"{len(passed)} claim(s) that passed on this model"
+            ),
+        }
 
     def raft_status(self) -> dict[str, Any]:
         return dict(self.sync.getStatus())

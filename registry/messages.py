@@ -1,8 +1,16 @@
 """Typed, signed protocol messages (DESIGN §4.1) with one canonical encoding.
 
 Every message is a JSON object with `type` and `v`; its signature is Ed25519 over the canonical
-bytes (RFC 8785) of the object without `sig`. Parsing validates every field, so an instance that
-exists is well formed; `verify()` checks the signature.
+bytes (RFC 8785) of the object without `sig`, by the key in its signer field (`owner` for
+publish and claim, `node` for vote). Parsing validates every field, so an instance that exists is
+well formed; `verify()` checks the signature.
+
+    publish   the paper's <Publish: time ‖ hash(key) ‖ hash(cWM) ‖ hash(info)> (MTLSign §3.3)
+    claim     the paper's ownership-verification message OV: the publish it rests on (log index),
+              the suspect (model_uri, model_hash), where the verifier artifact and info are
+              (verifier_uri, info_uri: DESIGN's `info`, as a pointer, since info may hold floats),
+              and the revealed key with its key_proof (DESIGN §4.2)
+    vote      one member node's verdict on one claim (log index), score and threshold per mille
 """
 
 from __future__ import annotations
@@ -20,6 +28,47 @@ from registry.identity import Identity, verify_signature
 #: Integers must survive every JSON implementation (I-JSON, RFC 7493 §2.2).
 MAX_SAFE_INT = 2**53 - 1
 _SCHEME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+MAX_URI_CHARS = 2048
+MAX_REASON_CHARS = 500
+#: Votes: the verification passed, failed, or could not be carried out (fetch, hash, format...).
+OWNER, NOT_OWNER, ERROR = "owner", "not-owner", "error"
+VERDICTS = (OWNER, NOT_OWNER, ERROR)
+#: URI kinds: an artifact in the nodes' store, an http(s) file, a prediction API (black-box).
+ARTIFACT, HTTP, PREDICT = "artifact", "http", "predict"
+_URI_RE = re.compile(r"(?:predict\+)?https?://[\x21-\x7e]+")
+
+
+def uri_kind(uri: str) -> str:
+    """`artifact` for `sha256:<hex>`, `http` for an http(s) URL, `predict` for `predict+http(s)://`.
+
+    Only the syntax is checked here; whether a node may fetch from the host is the fetcher's call
+    (registry.fetch), after DNS resolution.
+    """
+    if uri.startswith("sha256:"):
+        if not is_hex(uri[7:], 32):
+            raise MessageError(f"artifact URI {uri[:80]!r} must be 'sha256:' and 64 lowercase hex digits")
+        return ARTIFACT
+    if not _URI_RE.fullmatch(uri):
+        raise MessageError(
+            f"URI {uri[:80]!r} must be sha256:<hex>, an http(s) URL or predict+http(s)://… (printable ASCII)"
+        )
+    rest = uri.split("://", 1)[1]
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if not authority or "@" in authority:
+        raise MessageError(f"URL {uri[:80]!r} needs a host and may not carry user:password@")
+    return PREDICT if uri.startswith("predict+") else HTTP
+
+
+def _check_uri(name: str, value: object, kinds: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_URI_CHARS:
+        raise MessageError(f"field {name!r} must be a URI of 1-{MAX_URI_CHARS} characters")
+    try:
+        kind = uri_kind(value)
+    except MessageError as exc:
+        raise MessageError(f"field {name!r}: {exc}") from None
+    if kind not in kinds:
+        raise MessageError(f"field {name!r} cannot be a {kind} URI (allowed: {', '.join(kinds)})")
+    return kind
 
 
 def _check_int(name: str, value: object) -> None:
@@ -45,8 +94,9 @@ class Message:
 
     TYPE: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
+    #: The field holding the signer's public key.
+    SIGNER: ClassVar[str] = "owner"
 
-    owner: str
     sig: str
 
     @classmethod
@@ -65,7 +115,7 @@ class Message:
         missing = sorted(names - set(obj))
         if missing:
             raise MessageError(f"missing field(s) in {cls.TYPE!r}: {', '.join(missing)}")
-        _check_hex("owner", obj["owner"], 32)
+        _check_hex(cls.SIGNER, obj[cls.SIGNER], 32)
         _check_hex("sig", obj["sig"], 64)
         cls._validate_fields(obj)
         return cls(**{name: obj[name] for name in names})
@@ -101,11 +151,21 @@ class Message:
         """Identity of the message for de-duplication: SHA-256 of the signed part."""
         return self._body_hash
 
+    @property
+    def signer(self) -> str:
+        signer: str = getattr(self, self.SIGNER)
+        return signer
+
     def verify(self) -> None:
         try:
-            verify_signature(self.owner, bytes.fromhex(self.sig), self._signing_bytes)
+            verify_signature(self.signer, bytes.fromhex(self.sig), self._signing_bytes)
         except VerificationError as exc:
-            raise VerificationError(f"{self.TYPE}: signature does not match owner {self.owner[:16]}…") from exc
+            raise VerificationError(f"{self.TYPE}: signature does not match {self.SIGNER} {self.signer[:16]}…") from exc
+
+    @classmethod
+    def _sign(cls, identity: Identity, unsigned: dict[str, Any]) -> Message:
+        body = {"type": cls.TYPE, "v": cls.VERSION, **unsigned, cls.SIGNER: identity.public_hex}
+        return cls.from_json({**body, "sig": identity.sign(canonical(body)).hex()})
 
 
 @dataclass(frozen=True)
@@ -114,6 +174,7 @@ class Publish(Message):
 
     TYPE: ClassVar[str] = "publish"
 
+    owner: str
     scheme: str
     time: int
     key_hash: str
@@ -145,22 +206,114 @@ class Publish(Message):
     ) -> Publish:
         """Build and sign a publish; validation runs on the result, so bad values fail here."""
         unsigned = {
-            "type": cls.TYPE,
-            "v": cls.VERSION,
             "scheme": scheme,
             "time": time,
             "key_hash": key_hash,
             "verifier_hash": verifier_hash,
             "info_hash": info_hash,
-            "owner": identity.public_hex,
             "nonce": nonce,
         }
-        sig = identity.sign(canonical(unsigned)).hex()
-        return cast(Publish, cls.from_json({**unsigned, "sig": sig}))
+        return cast(Publish, cls._sign(identity, unsigned))
 
 
-#: Message types by their `type` field; the protocol issue adds `claim` and `vote` here.
-MESSAGE_TYPES: dict[str, type[Message]] = {Publish.TYPE: Publish}
+@dataclass(frozen=True)
+class Claim(Message):
+    """The paper's OV (MTLSign §3.3): reveal the key of publish #`publish` against a suspect."""
+
+    TYPE: ClassVar[str] = "claim"
+
+    owner: str
+    publish: int
+    model_uri: str
+    model_hash: str
+    verifier_uri: str
+    info_uri: str
+    key: str
+    key_proof: str
+    time: int
+
+    @classmethod
+    def _validate_fields(cls, obj: dict[str, Any]) -> None:
+        _check_int("publish", obj["publish"])
+        _check_int("time", obj["time"])
+        _check_hex("model_hash", obj["model_hash"], 32)
+        _check_hex("key", obj["key"], 32)
+        _check_hex("key_proof", obj["key_proof"], 64)
+        if _check_uri("model_uri", obj["model_uri"], (ARTIFACT, HTTP, PREDICT)) == ARTIFACT:
+            if obj["model_uri"][7:] != obj["model_hash"]:
+                raise MessageError("field 'model_uri' names an artifact other than model_hash")
+        elif obj["model_uri"].startswith("predict+") and obj["model_hash"] != predict_model_hash(obj["model_uri"]):
+            raise MessageError("field 'model_hash' of a prediction API must be the SHA-256 of its URI")
+        _check_uri("verifier_uri", obj["verifier_uri"], (ARTIFACT, HTTP))
+        _check_uri("info_uri", obj["info_uri"], (ARTIFACT, HTTP))
+
+    @classmethod
+    def create(
+        cls,
+        identity: Identity,
+        *,
+        publish: int,
+        model_uri: str,
+        model_hash: str,
+        verifier_uri: str,
+        info_uri: str,
+        key: bytes,
+        key_proof: bytes,
+        time: int,
+    ) -> Claim:
+        unsigned = {
+            "publish": publish,
+            "model_uri": model_uri,
+            "model_hash": model_hash,
+            "verifier_uri": verifier_uri,
+            "info_uri": info_uri,
+            "key": key.hex(),
+            "key_proof": key_proof.hex(),
+            "time": time,
+        }
+        return cast(Claim, cls._sign(identity, unsigned))
+
+
+def predict_model_hash(uri: str) -> str:
+    """A prediction API has no weights to hash: the model it serves is named by its URI."""
+    return hashlib.sha256(uri.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Vote(Message):
+    """One member's verdict on claim #`claim` (DESIGN §4.1); score and threshold per mille."""
+
+    TYPE: ClassVar[str] = "vote"
+    SIGNER: ClassVar[str] = "node"
+
+    node: str
+    claim: int
+    verdict: str
+    score: int
+    threshold: int
+    reason: str
+
+    @classmethod
+    def _validate_fields(cls, obj: dict[str, Any]) -> None:
+        _check_int("claim", obj["claim"])
+        if obj["verdict"] not in VERDICTS:
+            raise MessageError(f"field 'verdict' must be one of {', '.join(VERDICTS)}")
+        for name in ("score", "threshold"):
+            value = obj[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+                raise MessageError(f"field {name!r} must be an integer per mille (0-1000)")
+        reason = obj["reason"]
+        if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS or not reason.isprintable():
+            raise MessageError(f"field 'reason' must be printable text of at most {MAX_REASON_CHARS} characters")
+
+    @classmethod
+    def create(cls, identity: Identity, *, claim: int, verdict: str, score: int, threshold: int, reason: str) -> Vote:
+        unsigned = {"claim": claim, "verdict": verdict, "score": score, "threshold": threshold, "reason": reason}
+        return cast(Vote, cls._sign(identity, unsigned))
+
+
+#: Message types by their `type` field.
+MESSAGE_TYPES: dict[str, type[Message]] = {Publish.TYPE: Publish, Claim.TYPE: Claim, Vote.TYPE: Vote}
 
 
 def message_from_json(obj: object) -> Message:

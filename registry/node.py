@@ -17,8 +17,10 @@ import uvicorn
 from node_config import NodeConfig
 from registry.api import NodeInfo, create_app
 from registry.errors import NodeError
+from registry.fetch import ArtifactStore, Fetcher
 from registry.identity import Identity, load_or_create_identity
 from registry.log import RegistryLog
+from registry.verifier import VerifierWorker
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,23 @@ def check_port_free(host: str, port: int, what: str) -> None:
             raise NodeError(f"cannot bind the {what} address {host}:{port}: {exc.strerror}") from exc
 
 
+def node_identity(config: NodeConfig, data_dir: Path) -> Identity:
+    """The node's signing key: from `identity_seed` (loopback examples) or `data_dir/node.key`."""
+    if config.identity_seed is not None:
+        return Identity.from_seed(config.identity_seed)
+    return load_or_create_identity(data_dir / "node.key")
+
+
+def check_own_key(config: NodeConfig, identity: Identity) -> None:
+    """A node whose key is not its member entry's would sign votes nobody counts: refuse to start."""
+    _ = config.member_keys  # every member needs a key (raises naming the ones without)
+    if config.me.key != identity.public_hex:
+        raise NodeError(
+            f"this node's key is {identity.public_hex}, but the members entry for {config.name!r} says "
+            f"{config.me.key}; put the node's key in every member's config"
+        )
+
+
 def node_info(config: NodeConfig) -> NodeInfo:
     return NodeInfo(
         name=config.name,
@@ -69,6 +88,7 @@ def node_info(config: NodeConfig) -> NodeInfo:
         raft_to_name={str(m.raft): m.name for m in config.members},
         max_skew_ms=config.max_skew_ms,
         commit_timeout_s=float(config.commit_timeout_s),
+        fetch=config.fetch,
     )
 
 
@@ -98,12 +118,22 @@ def _run_node(config: NodeConfig, dev: bool) -> None:
     check_port_free(config.raft.host, config.raft.port, "Raft")
     check_port_free(config.api.host, config.api.port, "API")
     with locked_data_dir(data_dir_for(config)) as data_dir:
-        identity: Identity = load_or_create_identity(data_dir / "node.key")
+        identity = node_identity(config, data_dir)
+        check_own_key(config, identity)
         log = RegistryLog(
-            str(config.raft), [str(p.raft) for p in config.peers], data_dir, config.secret, community=config.community
+            str(config.raft),
+            [str(p.raft) for p in config.peers],
+            data_dir,
+            config.secret,
+            community=config.community,
+            members=frozenset(config.member_keys),
         )
+        store = ArtifactStore(data_dir / "artifacts", config.max_artifact_bytes)
+        fetcher = Fetcher(store, [p.api_url for p in config.peers], config.fetch)
+        worker = VerifierWorker(log, identity, fetcher, node_info(config))
         try:
-            app = create_app(log, identity, node_info(config))
+            worker.start()
+            app = create_app(log, identity, node_info(config), store)
             server = uvicorn.Server(
                 uvicorn.Config(
                     app,
@@ -127,4 +157,5 @@ def _run_node(config: NodeConfig, dev: bool) -> None:
             if not server.started:
                 raise NodeError(f"could not serve the API on {config.api} (port in use?)")
         finally:
+            worker.stop()
             log.close()

@@ -2,6 +2,12 @@
 
 Artifacts follow DESIGN §4.5: weights travel as safetensors next to a small JSON card naming the
 architecture, its arguments, input shape and normalisation. Loading never unpickles anything.
+
+The card is also written into the safetensors header's `__metadata__` (key `wmnode.card`), so
+`model.safetensors` alone is a complete model artifact: that one file is what a claim points at
+and what nodes fetch. Loading from untrusted bytes builds the carded architecture on the `meta`
+device first and checks the weights against it, so a card cannot make a node allocate more than
+the (size-limited) weights file holds.
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ __all__ = [
     "create_model",
     "list_models",
     "load_model",
+    "model_from_bytes",
+    "model_to_bytes",
     "read_card",
     "read_json_file",
     "read_weights",
+    "read_weights_bytes",
     "register_model",
     "save_model",
 ]
@@ -46,6 +55,9 @@ CARD_FILE = "model.json"
 MAX_CARD_BYTES = 64 * 1024
 #: How many offending keys an error message lists before it says "...".
 _SHOWN_KEYS = 5
+#: The safetensors metadata key that carries the card.
+CARD_METADATA_KEY = "wmnode.card"
+_MAX_HEADER_BYTES = 16 * 2**20
 
 _ModelT = TypeVar("_ModelT", bound=nn.Module)
 _MODELS: dict[str, type[nn.Module]] = {}
@@ -220,7 +232,7 @@ def save_model(model: nn.Module, card: ModelCard, directory: Path) -> tuple[Path
     directory.mkdir(parents=True, exist_ok=True)
     weights_path, card_path = directory / WEIGHTS_FILE, directory / CARD_FILE
     tmp_weights = weights_path.with_name(weights_path.name + ".tmp")
-    safetensors.torch.save_file(state, tmp_weights, metadata={"format": "pt"})
+    safetensors.torch.save_file(state, tmp_weights, metadata=_metadata(card))
     os.replace(tmp_weights, weights_path)
     tmp_card = card_path.with_name(card_path.name + ".tmp")
     tmp_card.write_bytes(card.to_bytes())
@@ -228,20 +240,98 @@ def save_model(model: nn.Module, card: ModelCard, directory: Path) -> tuple[Path
     return weights_path, card_path
 
 
+def _metadata(card: ModelCard) -> dict[str, str]:
+    return {"format": "pt", CARD_METADATA_KEY: json.dumps(card.to_json(), sort_keys=True, separators=(",", ":"))}
+
+
+def model_to_bytes(model: nn.Module, card: ModelCard) -> bytes:
+    """The one-file artifact: safetensors weights with the card in the header's metadata."""
+    state = {key: value.detach().to("cpu").contiguous().clone() for key, value in model.state_dict().items()}
+    with torch.device("meta"):
+        reference = create_model(card.arch, num_classes=card.num_classes, input_shape=card.input_shape)
+    check_state(reference.state_dict(), state)
+    return safetensors.torch.save(state, metadata=_metadata(card))
+
+
+def _header(data: bytes, what: str) -> dict[str, Any]:
+    """The safetensors header of `data`, strictly parsed (length-checked, no duplicate fields)."""
+    if len(data) < 10:
+        raise ZooError(f"{what} is not a safetensors file")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if not 2 <= header_len <= min(_MAX_HEADER_BYTES, len(data) - 8) or data[8:9] != b"{":
+        raise ZooError(f"{what} is not a safetensors file (a pickle or torch.save file is never loaded)")
+    try:
+        header = json.loads(data[8 : 8 + header_len], object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except ValueError as exc:
+        raise ZooError(f"{what}: the safetensors header is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ZooError(f"{what}: the safetensors header is not a JSON object")
+    return header
+
+
+def card_from_metadata(header: dict[str, Any], what: str) -> ModelCard:
+    metadata = header.get("__metadata__") or {}
+    text = metadata.get(CARD_METADATA_KEY) if isinstance(metadata, dict) else None
+    if not isinstance(text, str) or len(text) > MAX_CARD_BYTES:
+        raise ZooError(f"{what} carries no model card (safetensors metadata {CARD_METADATA_KEY!r})")
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except ValueError as exc:
+        raise ZooError(f"{what}: its model card is not valid JSON: {exc}") from exc
+    return ModelCard.from_json(obj)
+
+
+def _build(card: ModelCard, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The carded architecture with `state` loaded, checked on `meta` before any allocation."""
+    with torch.device("meta"):
+        skeleton = create_model(card.arch, num_classes=card.num_classes, input_shape=card.input_shape)
+    check_state(skeleton.state_dict(), state)
+    model = create_model(card.arch, num_classes=card.num_classes, input_shape=card.input_shape)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model
+
+
+def read_weights_bytes(data: bytes, what: str) -> dict[str, torch.Tensor]:
+    """Tensors from untrusted safetensors bytes (header checked strictly first)."""
+    _header(data, what)
+    try:
+        return safetensors.torch.load(data)
+    except (safetensors.SafetensorError, ValueError) as exc:
+        raise ZooError(f"{what} is not a valid safetensors file: {exc}") from exc
+
+
+def model_from_bytes(data: bytes, *, max_bytes: int = 512 * 2**20, what: str = "model") -> tuple[nn.Module, ModelCard]:
+    """Load a one-file artifact (`model_to_bytes`) from untrusted bytes; eval mode, on the CPU."""
+    if len(data) > max_bytes:
+        raise ZooError(f"{what} is {len(data)} bytes, over the limit of {max_bytes}")
+    card = card_from_metadata(_header(data, what), what)
+    return _build(card, read_weights_bytes(data, what)), card
+
+
 def load_model(directory_or_file: Path, *, max_bytes: int = 512 * 2**20) -> tuple[nn.Module, ModelCard]:
     """Build the carded architecture and load its safetensors weights; the model is in eval mode.
 
-    Accepts an artifact directory or the `.safetensors` file with its `.json` card beside it.
-    Never unpickles: a file that is not safetensors is refused before any tensor is read.
+    Accepts an artifact directory, the `.safetensors` file with its `.json` card beside it, or a
+    `.safetensors` file alone that carries its card in its metadata. Never unpickles: a file
+    that is not safetensors is refused before any tensor is read.
     """
-    weights_path, card_path = _artifact_paths(Path(directory_or_file))
-    card = read_card(card_path)
-    model = create_model(card.arch, num_classes=card.num_classes, input_shape=card.input_shape)
-    state = read_weights(weights_path, max_bytes)
-    check_state(model.state_dict(), state)
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    return model, card
+    path = Path(directory_or_file)
+    if path.is_dir():
+        weights_path, card_path = path / WEIGHTS_FILE, path / CARD_FILE
+    elif path.suffix == ".safetensors":
+        weights_path, card_path = path, path.with_suffix(".json")
+    else:
+        raise ZooError(f"{path} is neither an artifact directory nor a .safetensors file")
+    if not weights_path.is_file():
+        raise ZooError(f"missing model file: {weights_path}")
+    if card_path.is_file():
+        card = read_card(card_path)
+        return _build(card, read_weights(weights_path, max_bytes)), card
+    data = _read_limited(weights_path, max_bytes, "weights file")
+    if CARD_METADATA_KEY not in (_header(data, str(weights_path)).get("__metadata__") or {}):
+        raise ZooError(f"missing model file: {card_path} (and {weights_path} carries no card of its own)")
+    return model_from_bytes(data, max_bytes=max_bytes, what=str(weights_path))
 
 
 def read_card(path: Path) -> ModelCard:
@@ -256,19 +346,6 @@ def read_json_file(path: Path, limit: int, what: str) -> Any:
         return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ZooError(f"{what} {path} is not valid JSON: {exc}") from exc
-
-
-def _artifact_paths(path: Path) -> tuple[Path, Path]:
-    if path.is_dir():
-        weights_path, card_path = path / WEIGHTS_FILE, path / CARD_FILE
-    elif path.suffix == ".safetensors":
-        weights_path, card_path = path, path.with_suffix(".json")
-    else:
-        raise ZooError(f"{path} is neither an artifact directory nor a .safetensors file")
-    for needed in (weights_path, card_path):
-        if not needed.is_file():
-            raise ZooError(f"missing model file: {needed}")
-    return weights_path, card_path
 
 
 def _read_limited(path: Path, limit: int, what: str) -> bytes:

@@ -10,7 +10,7 @@ import click
 from node_config import load_config
 from registry.cli._common import echo_json, fmt_ms, json_option, node_option, short
 from registry.client import NodeClient
-from registry.node import run_node
+from registry.node import data_dir_for, node_identity, run_node
 
 
 @click.command()
@@ -31,6 +31,24 @@ from registry.node import run_node
 def start(config_path: Path, data_dir: Path | None, dev: bool) -> None:
     """Join a community and serve the node's API until interrupted."""
     run_node(load_config(config_path).with_data_dir(data_dir), dev=dev)
+
+
+@click.command("node-key")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Node config (TOML).",
+)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def node_key(config_path: Path, data_dir: Path | None) -> None:
+    """Print this node's public key (creating its key file on first use), for every member's config."""
+    config = load_config(config_path).with_data_dir(data_dir)
+    directory = data_dir_for(config)
+    if config.identity_seed is None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    click.echo(node_identity(config, directory).public_hex)
 
 
 def format_status(s: dict[str, Any]) -> str:
@@ -54,8 +72,13 @@ def status(node: str, as_json: bool) -> None:
 
 def format_entry(e: dict[str, Any]) -> str:
     msg = e["msg"]
-    what = f"{msg['type']:<8} scheme={msg.get('scheme', '-')} key_hash={short(msg.get('key_hash'))}"
-    return f"#{e['index']:<5} {fmt_ms(e['time'])} {what} owner={short(msg['owner'])} leaf={short(e['leaf_hash'])}"
+    if msg["type"] == "publish":
+        what = f"scheme={msg['scheme']} key_hash={short(msg['key_hash'])} owner={short(msg['owner'])}"
+    elif msg["type"] == "claim":
+        what = f"on publish #{msg['publish']} model={short(msg['model_hash'])} owner={short(msg['owner'])}"
+    else:
+        what = f"on claim #{msg['claim']} {msg['verdict']} ({msg['score']}‰) node={short(msg['node'])}"
+    return f"#{e['index']:<5} {fmt_ms(e['time'])} {msg['type']:<8} {what} leaf={short(e['leaf_hash'])}"
 
 
 @click.command(name="log")
@@ -74,4 +97,4 @@ def log_(node: str, limit: int, as_json: bool) -> None:
         click.echo(format_entry(entry))
 
 
-COMMANDS = [start, status, log_]
+COMMANDS = [start, node_key, status, log_]

@@ -15,19 +15,25 @@ import uvicorn
 from registry.api import NodeInfo, create_app
 from registry.checkpoint import Checkpoint, open_note
 from registry.encoding import MAX_MESSAGE_BYTES
+from registry.fetch import ArtifactStore
 from registry.identity import Identity
 from registry.log import RegistryLog
 from registry.merkle import verify_consistency, verify_inclusion
 from tests.helpers import PublishFactory, free_ports, now_ms
 
 Http = httpx.Client
+ARTIFACT_LIMIT = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Identity, RegistryLog]]:
     port, api_port = free_ports(2)
-    log = RegistryLog(f"127.0.0.1:{port}", [], tmp_path_factory.mktemp("api"), "a-test-secret-0123456789")
     identity = Identity.generate()
+    data_dir = tmp_path_factory.mktemp("api")
+    log = RegistryLog(
+        f"127.0.0.1:{port}", [], data_dir, "a-test-secret-0123456789", members=frozenset({identity.public_hex})
+    )
+    store = ArtifactStore(data_dir / "artifacts", ARTIFACT_LIMIT)
     info = NodeInfo(
         name="solo",
         community="wmnode.test/api",
@@ -38,7 +44,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Clien
     )
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(log, identity, info), host="127.0.0.1", port=api_port, log_level="warning", lifespan="off"
+            create_app(log, identity, info, store), host="127.0.0.1", port=api_port, log_level="warning", lifespan="off"
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -96,7 +102,8 @@ def _bad_bodies(make_publish: PublishFactory) -> list[tuple[bytes, int, str]]:
         (make_publish(time=now_ms() - 3_600_000).canonical_bytes(), 409, "backdated by 3600 s"),
         (b'{"type": "publish", "pad": "' + b"x" * MAX_MESSAGE_BYTES + b'"}', 413, "over the limit of 65536 bytes"),
         (b"{not json", 400, "not valid JSON"),
-        (b'{"type": "vote", "v": 1}', 400, "unknown message type 'vote'"),
+        (b'{"type": "ballot", "v": 1}', 400, "unknown message type 'ballot'"),
+        (b'{"type": "vote", "v": 1}', 400, r"missing field\(s\) in 'vote'"),
     ]
 
 

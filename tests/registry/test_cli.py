@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from node_config import EXAMPLE_SECRET, example_config
+from node_config import EXAMPLE_SECRET, example_config, load_config
 from registry.cli import main
 from registry.identity import read_identity
 from tests.helpers import free_ports
@@ -122,8 +122,22 @@ def test_the_example_config_starts_as_it_is_and_warns_about_its_secret(tmp_path:
             assert time.monotonic() < deadline and proc.poll() is None, seen
             seen += proc.stdout.readline()
         assert "EXAMPLE community secret" in seen
-        assert stat.S_IMODE((tmp_path / "d" / "node.key").stat().st_mode) == 0o600
+        assert load_config(example_config(1)).me.key[:16] in seen  # the example identity matches its entry
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
     assert proc.returncode == 0
+
+
+def test_node_key_creates_a_private_key_file_and_prints_its_public_half(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(
+        example_config(1).read_text().replace('identity_seed = "wmnode-example-node1-not-for-real-use"', "")
+    )
+    result = CliRunner().invoke(main, ["node-key", "--config", str(config), "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    key_file = tmp_path / "d" / "node.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert result.output.strip() == read_identity(key_file).public_hex
+    again = CliRunner().invoke(main, ["node-key", "--config", str(config), "--data-dir", str(tmp_path / "d")])
+    assert again.output == result.output  # created once, read afterwards

@@ -91,7 +91,7 @@ def test_a_key_is_published_once(single: RegistryLog, make_publish: PublishFacto
     first = make_publish()
     assert single.submit_sync(envelope(first, now_ms(), SKEW)).status == APPENDED
     again = single.submit_sync(envelope(make_publish(key_hash=first.key_hash), now_ms(), SKEW))
-    assert again.status == REJECTED and "key_hash already published at index 0" in again.reason
+    assert again.status == REJECTED and "already published (entry #0)" in again.reason
 
 
 def test_restart_from_the_data_dir_keeps_every_entry(tmp_path: Path, make_publish: PublishFactory) -> None:

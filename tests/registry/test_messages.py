@@ -79,7 +79,7 @@ def test_a_signature_by_someone_else_fails(make_publish: PublishFactory) -> None
         (lambda o: o.update(scheme="MTL Sign"), "'scheme' must be a lowercase name"),
         (lambda o: o.update(sig="00"), "'sig' must be 64 bytes"),
         (lambda o: o.update(v=2), "'v' must be 1"),
-        (lambda o: o.update(type="vote"), "unknown message type 'vote'"),
+        (lambda o: o.update(type="ballot"), "unknown message type 'ballot'"),
     ],
 )
 def test_malformed_publish_is_refused_with_a_clear_message(make_publish: PublishFactory, mutate, fragment: str) -> None:  # type: ignore[no-untyped-def]

@@ -24,6 +24,8 @@ from schemes.zoo import (
     create_model,
     list_models,
     load_model,
+    model_from_bytes,
+    model_to_bytes,
     register_model,
     save_model,
 )
@@ -376,10 +378,14 @@ def test_load_names_the_missing_file(tmp_path: Path, saved: tuple[nn.Module, Mod
         load_model(empty)
     directory = saved[2]
     (directory / CARD_FILE).unlink()
+    weights = directory / WEIGHTS_FILE
+    assert load_model(directory)[1] == saved[1]  # the weights file carries its card
+    state = safetensors.torch.load_file(weights)
+    safetensors.torch.save_file(state, weights)  # a bare safetensors file, no card inside
     with pytest.raises(ZooError, match=f"missing model file: {directory / CARD_FILE}"):
         load_model(directory)
     with pytest.raises(ZooError, match=f"missing model file: {directory / CARD_FILE}"):
-        load_model(directory / WEIGHTS_FILE)
+        load_model(weights)
     with pytest.raises(ZooError, match="neither an artifact directory nor a .safetensors file"):
         load_model(tmp_path / "nowhere.pt")
 
@@ -438,3 +444,32 @@ def test_load_never_unpickles(
         with pytest.raises(ZooError, match="is not a safetensors file"):
             load_model(directory)
     assert not marker.exists()
+
+
+def test_the_weights_file_alone_is_a_complete_artifact(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
+    card = ModelCard("lenet5", 10, (1, 28, 28), (0.5,), (0.25,), {"dataset": "digits"})
+    data = model_to_bytes(model, card)
+    loaded, loaded_card = model_from_bytes(data)
+    assert loaded_card == card
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(loaded(x), model.eval()(x))
+    save_model(model, card, tmp_path)
+    (tmp_path / "model.json").unlink()  # the card also travels inside the safetensors header
+    assert load_model(tmp_path / "model.safetensors")[1] == card
+
+
+def test_untrusted_model_bytes_are_checked_before_anything_is_allocated() -> None:
+    model = create_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    with pytest.raises(ZooError, match="carries no model card"):
+        model_from_bytes(safetensors.torch.save(state))
+    huge = ModelCard("lenet5", 10**8, (1, 28, 28), (0.5,), (0.25,))
+    greedy = safetensors.torch.save(state, metadata={"wmnode.card": json.dumps(huge.to_json())})
+    with pytest.raises(ZooError, match="shape mismatch"):  # judged on the meta device: no 48 GB allocated
+        model_from_bytes(greedy)
+    with pytest.raises(ZooError, match="not a safetensors file"):
+        model_from_bytes(b"\x80\x04\x95" + b"\x00" * 64)  # a pickle
+    with pytest.raises(ZooError, match="over the limit"):
+        model_from_bytes(greedy, max_bytes=1000)

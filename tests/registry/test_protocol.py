@@ -1,0 +1,193 @@
+"""Claims and votes in the replicated log (one process, three member keys): admission and decision."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from registry.errors import MessageError, VerificationError
+from registry.identity import Identity, derive_owner_key
+from registry.log import APPENDED, REJECTED, RegistryLog, envelope
+from registry.messages import Claim, Publish, Vote, message_from_json, predict_model_hash
+from tests.helpers import free_ports, now_ms
+
+SKEW = 300_000
+MEMBERS = [Identity.from_seed(f"protocol-test-member-{i}") for i in range(3)]
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[RegistryLog]:
+    (port,) = free_ports(1)
+    log = RegistryLog(
+        f"127.0.0.1:{port}", [], tmp_path, "a-test-secret-0123456789", members=frozenset(m.public_hex for m in MEMBERS)
+    )
+    yield log
+    log.close()
+
+
+def submit(log: RegistryLog, msg: Publish | Claim | Vote, stamp: int | None = None) -> tuple[str, int, str]:
+    out = log.submit_sync(envelope(msg, now_ms() if stamp is None else stamp, SKEW))
+    return out.status, out.index, out.reason
+
+
+def publish(log: RegistryLog, owner: Identity) -> tuple[int, bytes, bytes]:
+    nonce = os.urandom(16)
+    key = derive_owner_key(owner, nonce)
+    msg = Publish.create(
+        owner,
+        scheme="mtlsign",
+        time=now_ms(),
+        key_hash=key.key_hash,
+        verifier_hash="ab" * 32,
+        info_hash="cd" * 32,
+        nonce=nonce.hex(),
+    )
+    status, index, _ = submit(log, msg)
+    assert status == APPENDED
+    return index, key.key, key.key_proof
+
+
+def claim(owner: Identity, publish_index: int, key: bytes, proof: bytes, model: str = "ee" * 32) -> Claim:
+    return Claim.create(
+        owner,
+        publish=publish_index,
+        model_uri=f"sha256:{model}",
+        model_hash=model,
+        verifier_uri="sha256:" + "ab" * 32,
+        info_uri="https://example.org/info.json",
+        key=key,
+        key_proof=proof,
+        time=now_ms(),
+    )
+
+
+def vote(node: Identity, claim_index: int, verdict: str) -> Vote:
+    return Vote.create(node, claim=claim_index, verdict=verdict, score=990, threshold=700, reason="test")
+
+
+def test_claim_and_vote_round_trip_through_json_and_check_their_signatures() -> None:
+    owner = Identity.generate()
+    c = claim(owner, 0, os.urandom(32), os.urandom(64))
+    assert message_from_json(c.to_json()) == c
+    v = vote(MEMBERS[0], 1, "owner")
+    assert message_from_json(v.to_json()) == v and v.signer == MEMBERS[0].public_hex
+    forged = {**v.to_json(), "verdict": "not-owner"}
+    with pytest.raises(VerificationError, match="signature does not match node"):
+        message_from_json(forged)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("model_uri", "file:///etc/passwd", "must be sha256:<hex>, an http"),
+        ("model_uri", "http://user:pw@example.org/m", "user:password@"),
+        ("model_uri", "sha256:" + "00" * 32, "names an artifact other than model_hash"),
+        ("model_uri", "predict+http://example.org/v1/predict", "SHA-256 of its URI"),
+        ("verifier_uri", "predict+https://example.org/v1/predict", "cannot be a predict URI"),
+        ("info_uri", "https://" + "a" * 3000, "URI of 1-2048 characters"),
+        ("publish", -1, "out of range"),
+        ("key", "zz" * 32, "'key' must be 32 bytes"),
+    ],
+)
+def test_claims_with_bad_fields_are_refused_naming_the_field(field: str, value: object, fragment: str) -> None:
+    obj = claim(Identity.generate(), 0, os.urandom(32), os.urandom(64)).to_json()
+    obj[field] = value
+    with pytest.raises(MessageError, match=fragment):
+        Claim.from_json(obj)
+
+
+def test_a_prediction_api_is_named_by_the_hash_of_its_uri() -> None:
+    uri = "predict+http://127.0.0.1:9000/v1/predict"
+    obj = claim(Identity.generate(), 0, os.urandom(32), os.urandom(64)).to_json()
+    obj.update(model_uri=uri, model_hash=predict_model_hash(uri))
+    assert Claim.from_json(obj).model_hash == hashlib.sha256(uri.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("vote_obj", "fragment"),
+    [
+        ({"verdict": "maybe"}, "'verdict' must be one of"),
+        ({"score": 1001}, "per mille"),
+        ({"threshold": True}, "per mille"),
+        ({"reason": "line\nbreak"}, "printable"),
+    ],
+)
+def test_votes_with_bad_fields_are_refused(vote_obj: dict[str, object], fragment: str) -> None:
+    obj = {**vote(MEMBERS[0], 1, "owner").to_json(), **vote_obj}
+    with pytest.raises(MessageError, match=fragment):
+        Vote.from_json(obj)
+
+
+def test_a_claim_needs_the_claimants_own_publish_and_a_key_that_checks(log: RegistryLog) -> None:
+    owner, other = Identity.generate(), Identity.generate()
+    index, key, proof = publish(log, owner)
+    other_index, other_key, other_proof = publish(log, other)
+
+    status, _, reason = submit(log, claim(owner, other_index, other_key, other_proof))
+    assert status == REJECTED and "belongs to another owner" in reason  # a stolen key does not help
+    status, _, reason = submit(log, claim(other, index, key, proof))
+    assert status == REJECTED and "belongs to another owner" in reason
+    status, _, reason = submit(log, claim(owner, index, os.urandom(32), proof))
+    assert status == REJECTED and "does not hash to publish #0's key_hash" in reason
+    forged_proof = Identity.generate().sign(b"wmnode/key/v1")
+    forged_key = hashlib.sha256(b"wmnode/key/v1" + forged_proof).digest()
+    status, _, reason = submit(log, claim(owner, index, forged_key, forged_proof))
+    assert status == REJECTED and "does not hash" in reason
+    status, _, reason = submit(log, claim(owner, 5, key, proof))
+    assert status == REJECTED and "not a publish" in reason
+    assert submit(log, claim(owner, index, key, proof))[0] == APPENDED
+    assert log.size() == 3
+
+
+def test_a_forged_key_proof_for_the_published_key_is_refused(log: RegistryLog) -> None:
+    owner = Identity.generate()
+    index, key, proof = publish(log, owner)
+    bad = bytearray(proof)
+    bad[0] ^= 1
+    status, _, reason = submit(log, claim(owner, index, key, bytes(bad)))
+    assert status == REJECTED and "key_proof is not the owner's signature on the nonce" in reason
+
+
+def test_a_claim_is_decided_by_a_majority_of_members_and_each_votes_once(log: RegistryLog) -> None:
+    owner = Identity.generate()
+    index, key, proof = publish(log, owner)
+    _, c, _ = submit(log, claim(owner, index, key, proof))
+    assert submit(log, vote(Identity.generate(), c, "owner"))[2].startswith("votes are taken from members only")
+    assert submit(log, vote(MEMBERS[0], index, "owner"))[2] == f"vote on entry #{index}, which is not a claim"
+    assert submit(log, vote(MEMBERS[0], c, "owner"))[0] == APPENDED
+    second = Vote.create(MEMBERS[0], claim=c, verdict="not-owner", score=0, threshold=700, reason="again")
+    assert "has already voted" in submit(log, second)[2]
+    status = log.claim_status(c)
+    assert status["decided"] is None and status["majority"] == 2 and len(status["votes"]) == 1
+    assert submit(log, vote(MEMBERS[1], c, "not-owner"))[0] == APPENDED  # a liar: 1 owner, 1 not-owner
+    assert log.claim_status(c)["decided"] is None
+    _, decisive, _ = submit(log, vote(MEMBERS[2], c, "owner"))
+    status = log.claim_status(c)
+    assert (status["decided"], status["decided_at"], status["result"]) == ("owner", decisive, "owner")
+    assert [v["msg"]["node"] for v in status["votes"]] == [m.public_hex for m in MEMBERS]
+
+
+def test_when_two_claimants_pass_on_one_model_the_earlier_publish_wins(log: RegistryLog) -> None:
+    owner, thief = Identity.generate(), Identity.generate()
+    owner_publish, owner_key, owner_proof = publish(log, owner)
+    thief_publish, thief_key, thief_proof = publish(log, thief)
+    model = "77" * 32
+    _, thief_claim, _ = submit(log, claim(thief, thief_publish, thief_key, thief_proof, model))
+    for member in MEMBERS[:2]:
+        submit(log, vote(member, thief_claim, "owner"))
+    assert log.standing_owner(model)["owner"] == thief.public_hex  # until the owner claims
+    _, owner_claim, _ = submit(log, claim(owner, owner_publish, owner_key, owner_proof, model))
+    for member in MEMBERS[1:]:
+        submit(log, vote(member, owner_claim, "owner"))
+    standing = log.standing_owner(model)
+    assert standing is not None
+    assert (standing["owner"], standing["claim"], standing["publish"]) == (owner.public_hex, owner_claim, owner_publish)
+    assert standing["passed_claims"] == [thief_claim, owner_claim]
+    assert log.claim_status(thief_claim)["decided"] == "owner"
+    assert log.claim_status(thief_claim)["result"] == "not-owner"  # it passed, but published later
+    assert log.claim_status(owner_claim)["result"] == "owner"
+    assert log.standing_owner("00" * 32) is None
