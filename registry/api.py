@@ -253,6 +253,13 @@ def create_app(log: RegistryLog, identity: Identity, info: NodeInfo, store: Arti
             head, root = size, log.root(size)
         return asdict(Checkpoint.create(identity, head, root, now_ms()))
 
+    @app.get("/v1/publishes/{key_hash}")
+    def publish_by_key(key_hash: str) -> dict[str, Any]:
+        index = log.state.by_key_hash.get(key_hash)
+        if index is None:
+            raise NotFoundError(f"no publish with key_hash {key_hash[:64]}")
+        return log.entry(index)
+
     @app.get("/v1/claims/{index}")
     def claim(index: int) -> dict[str, Any]:
         return log.claim_status(index)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import httpx
 
-from registry.errors import UnavailableError, error_class
+from registry.errors import UnavailableError, VerificationError, error_class
 from registry.messages import Message
 
 
@@ -62,8 +63,33 @@ class NodeClient:
             params["start"] = start
         return self._json("GET", "/v1/entries", params=params)  # type: ignore[no-any-return]
 
-    def checkpoint(self) -> dict[str, Any]:
-        return self._json("GET", "/v1/checkpoint")  # type: ignore[no-any-return]
+    def checkpoint(self, size: int | None = None) -> dict[str, Any]:
+        params = {} if size is None else {"size": size}
+        return self._json("GET", "/v1/checkpoint", params=params)  # type: ignore[no-any-return]
+
+    def publish_by_key(self, key_hash: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/publishes/{key_hash}")  # type: ignore[no-any-return]
+
+    def claim(self, index: int) -> dict[str, Any]:
+        """A claim with its publish, votes, decision and the standing owner of its model."""
+        return self._json("GET", f"/v1/claims/{index}")  # type: ignore[no-any-return]
+
+    def owner(self, model_hash: str) -> dict[str, Any]:
+        return self._json("GET", "/v1/owner", params={"model_hash": model_hash})  # type: ignore[no-any-return]
+
+    def put_artifact(self, data: bytes) -> str:
+        """Upload bytes to the node's artifact store; returns their `sha256:<hex>` URI."""
+        digest = hashlib.sha256(data).hexdigest()
+        self._request(
+            "PUT", f"/v1/artifacts/{digest}", content=data, headers={"content-type": "application/octet-stream"}
+        )
+        return f"sha256:{digest}"
+
+    def get_artifact(self, digest: str) -> bytes:
+        data = self._request("GET", f"/v1/artifacts/{digest}").content
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise VerificationError(f"node {self.url} sent bytes that do not hash to {digest[:16]}…")
+        return data
 
     def checkpoint_note(self) -> str:
         return self._request("GET", "/checkpoint").text

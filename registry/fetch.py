@@ -197,9 +197,15 @@ class ArtifactStore:
         Refuses (and keeps nothing of) a body over the size limit or one that hashes otherwise.
         """
         final = self.path(digest)
-        if final.is_file():
-            for _ in chunks:  # drain, so the sender sees a normal answer
-                pass
+        if final.is_file():  # stored once; still tell a sender whose bytes are not what it named
+            hasher, total = hashlib.sha256(), 0
+            for chunk in chunks:
+                total += len(chunk)
+                if total > self.max_bytes:
+                    raise PayloadTooLargeError(f"artifact is over this node's limit of {self.max_bytes} bytes")
+                hasher.update(chunk)
+            if hasher.hexdigest() != digest:
+                raise FetchError(f"artifact hash mismatch: the body hashes to {hasher.hexdigest()}, not {digest}")
             return False
         final.parent.mkdir(mode=0o700, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".upload-")

@@ -84,7 +84,9 @@ def node_info(config: NodeConfig) -> NodeInfo:
     return NodeInfo(
         name=config.name,
         community=config.community,
-        members=tuple({"name": m.name, "raft": str(m.raft), "api": m.api_url} for m in config.members),
+        members=tuple(
+            {"name": m.name, "raft": str(m.raft), "api": m.api_url, "key": m.key or ""} for m in config.members
+        ),
         raft_to_name={str(m.raft): m.name for m in config.members},
         max_skew_ms=config.max_skew_ms,
         commit_timeout_s=float(config.commit_timeout_s),

@@ -3,9 +3,12 @@ write key samples as images for a person to look at."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,12 @@ from mtlsign.pikey import key_sequence
 from mtlsign.qr import qr_modules, render
 from mtlsign.verify import Verdict, WatermarkInfo
 from registry.identity import Identity, derive_owner_key
+from schemes.attacks import prune_global_l1
 from schemes.base import SchemeError, get_scheme, make_config
 from schemes.bundle import Bundle, KeyRecord, load_bundle, save_bundle
 from schemes.data import load_dataset
-from schemes.training import Progress, default_device
-from schemes.zoo import ModelCard, create_model, load_model
+from schemes.training import Progress, accuracy, default_device, train_classifier
+from schemes.zoo import ModelCard, create_model, load_model, save_model
 
 
 def embed_to_bundle(
@@ -35,16 +39,20 @@ def embed_to_bundle(
     overrides: dict[str, Any] | None = None,
     progress: Progress | None = None,
     nonce: bytes | None = None,
+    start_from: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Derive an owner-bound key (DESIGN §4.2) from a fresh nonce (or the one given, to repeat an
-    embedding), embed `scheme` into a fresh `arch` model (or the variant the scheme asks for),
-    write the bundle; returns the report."""
+    embedding), embed `scheme` into a fresh `arch` model (or the variant the scheme asks for), or
+    into `start_from` (an existing model of that architecture: the overwriting attack), write the
+    bundle; returns the report."""
     spec = get_scheme(scheme)
     config = make_config(spec, overrides)
     data = load_dataset(dataset, path=data_path, seed=config.seed)
     model_arch, num_classes = spec.model_arch(arch), data.num_classes + spec.extra_classes
     torch.manual_seed(config.seed)  # the initial weights, in the one place a model is created
     model = create_model(model_arch, num_classes=num_classes, input_shape=data.input_shape).to(default_device())
+    if start_from is not None:
+        model.load_state_dict(start_from.state_dict())
     nonce = os.urandom(16) if nonce is None else nonce
     owner_key = derive_owner_key(identity, nonce)
     wm = spec.embed(model, data, owner_key.key, config, progress)
@@ -94,3 +102,83 @@ def write_samples(bundle_dir: Path, n: int, out: Path, scale: int = 4) -> list[d
         listing.append({"file": name, "integer": int(seq.integers[i]), "label": int(seq.labels[i])})
     (out / "samples.json").write_text(json.dumps(listing, indent=2) + "\n")
     return listing
+
+
+def attack_model(
+    model_path: Path,
+    kind: str,
+    out: Path,
+    *,
+    dataset: str = "digits",
+    data_path: Path | None = None,
+    epochs: int = 5,
+    lr: float = 5e-4,
+    amount: float = 0.3,
+    seed: int = 1,
+    identity: Identity | None = None,
+    scheme: str = "mtlsign",
+    overrides: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The thief's moves on a stolen model file: `finetune` every layer on the thief's data, `prune`
+    the smallest weights, or `overwrite` (embed the thief's own watermark into the stolen weights,
+    skipping the scheme's clean training, and write the thief's bundle)."""
+    started = time.perf_counter()
+    model, card = load_model(model_path)
+    data = load_dataset(dataset, path=data_path)  # the default split: `seed` drives the training only
+    if data.input_shape != card.input_shape:
+        raise SchemeError(f"{dataset} has inputs {data.input_shape}; the model takes {card.input_shape}")
+    before = accuracy(model, data.x_test, data.y_test)
+    if kind == "finetune":
+        generator = torch.Generator().manual_seed(seed)
+        attacked = train_classifier(
+            copy.deepcopy(model),
+            data.x_train,
+            data.y_train,
+            epochs=epochs,
+            lr=lr,
+            batch_size=64,
+            generator=generator,
+            progress=progress,
+        )
+    elif kind == "prune":
+        attacked = prune_global_l1(model, amount)
+    elif kind == "overwrite":
+        if identity is None:
+            raise SchemeError("the overwriting attack embeds the thief's watermark: it needs the thief's identity")
+        report = embed_to_bundle(
+            identity,
+            card.arch,
+            dataset,
+            out,
+            scheme=scheme,
+            data_path=data_path,
+            overrides={**_skip_clean_training(scheme), **(overrides or {})},
+            progress=progress,
+            start_from=model,
+        )
+        overwritten, _ = load_model(out)
+        return {
+            **report,
+            "kind": kind,
+            "accuracy_before": before,
+            "accuracy": accuracy(overwritten, data.x_test, data.y_test),  # on the same split as `before`
+            "seconds": time.perf_counter() - started,
+        }
+    else:
+        raise SchemeError(f"unknown attack {kind!r}: finetune, prune or overwrite")
+    attacked.eval()
+    save_model(attacked, card, out)
+    return {
+        "kind": kind,
+        "accuracy_before": before,
+        "accuracy": accuracy(attacked, data.x_test, data.y_test),
+        "out": str(out),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _skip_clean_training(scheme: str) -> dict[str, Any]:
+    """The option that skips a scheme's own clean training, where it has one (MTLSign's)."""
+    names = {f.name for f in dataclasses.fields(get_scheme(scheme).config)}
+    return {"clean_epochs": 0} if "clean_epochs" in names else {}

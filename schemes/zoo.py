@@ -225,14 +225,12 @@ def save_model(model: nn.Module, card: ModelCard, directory: Path) -> tuple[Path
 
     The state dict must be exactly what `card` describes, so whatever is saved can be loaded.
     """
-    state = {key: value.detach().to("cpu").contiguous().clone() for key, value in model.state_dict().items()}
-    reference = create_model(card.arch, num_classes=card.num_classes, input_shape=card.input_shape)
-    check_state(reference.state_dict(), state)
+    data = model_to_bytes(model, card)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_path, card_path = directory / WEIGHTS_FILE, directory / CARD_FILE
     tmp_weights = weights_path.with_name(weights_path.name + ".tmp")
-    safetensors.torch.save_file(state, tmp_weights, metadata=_metadata(card))
+    tmp_weights.write_bytes(data)
     os.replace(tmp_weights, weights_path)
     tmp_card = card_path.with_name(card_path.name + ".tmp")
     tmp_card.write_bytes(card.to_bytes())
@@ -245,12 +243,26 @@ def _metadata(card: ModelCard) -> dict[str, str]:
 
 
 def model_to_bytes(model: nn.Module, card: ModelCard) -> bytes:
-    """The one-file artifact: safetensors weights with the card in the header's metadata."""
+    """The one-file artifact: safetensors weights with the card in the header's metadata.
+
+    The bytes are a function of the weights and the card alone (the header is rewritten with
+    sorted keys), so one model always has one hash: claimants who upload the same model name it
+    alike, which is what lets the registry see two claims on one model.
+    """
     state = {key: value.detach().to("cpu").contiguous().clone() for key, value in model.state_dict().items()}
     with torch.device("meta"):
         reference = create_model(card.arch, num_classes=card.num_classes, input_shape=card.input_shape)
     check_state(reference.state_dict(), state)
-    return safetensors.torch.save(state, metadata=_metadata(card))
+    return _canonical_header(safetensors.torch.save(state, metadata=_metadata(card)))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """Re-serialise a safetensors header with sorted keys (the library writes its metadata map in
+    hash order), padded with spaces to 8 bytes as the format does; the tensor bytes are unchanged."""
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.dumps(json.loads(data[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data[8 + length :]
 
 
 def _header(data: bytes, what: str) -> dict[str, Any]:

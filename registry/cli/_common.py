@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,3 +41,31 @@ def fmt_ms(ms: int) -> str:
 
 def short(value: str | None, n: int = 12) -> str:
     return "-" if value is None else value[:n] + ("…" if len(value) > n else "")
+
+
+def progress_bar(label: str) -> Callable[[int, int, str], None]:
+    """A tqdm bar on stderr (when it is a terminal) fed by the schemes' progress callbacks."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=label, unit="epoch", leave=False, file=sys.stderr, disable=not sys.stderr.isatty())
+
+    def progress(step: int, total: int, message: str) -> None:
+        bar.total = total
+        bar.n = step
+        bar.set_postfix_str(message)
+        bar.refresh()
+
+    return progress
+
+
+def parse_options(options: tuple[str, ...], n: int | None, seed: int) -> dict[str, str | int]:
+    """`-o NAME=VALUE` options (plus --n and --seed) for `schemes.make_config`."""
+    parsed: dict[str, str | int] = {"seed": seed}
+    if n is not None:
+        parsed["n"] = n
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{option!r} is not NAME=VALUE", param_hint="--option")
+        parsed[name.strip().replace("-", "_")] = value.strip()
+    return parsed

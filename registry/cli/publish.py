@@ -1,4 +1,4 @@
-"""`wmnode publish`: sign and record a publish message (a prepared record, for now)."""
+"""`wmnode publish`: sign a publish message from a bundle (or a prepared record) and wait for commit."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from registry.cli._common import echo_json, fmt_ms, json_option, load_identity, 
 from registry.client import NodeClient
 from registry.errors import MessageError
 from registry.messages import Publish
+from registry.ownership import publish_bundle
 from registry.receipt import fetch_receipt
 
 _RECORD_FIELDS = {"scheme", "key_hash", "verifier_hash", "info_hash", "nonce"}
@@ -38,11 +39,18 @@ def read_record(path: Path) -> dict[str, Any]:
     help="The owner's key file (wmnode keygen).",
 )
 @click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The bundle `wmnode embed` wrote; its receipt is saved in it.",
+)
+@click.option(
     "--record",
     "record_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="JSON with scheme, key_hash, verifier_hash, info_hash and nonce.",
+    default=None,
+    help="Instead of a bundle: JSON with scheme, key_hash, verifier_hash, info_hash and nonce.",
 )
 @click.option(
     "--receipt",
@@ -52,13 +60,28 @@ def read_record(path: Path) -> dict[str, Any]:
     help="Write the receipt (entry, signed checkpoint, inclusion proof) here.",
 )
 @json_option
-def publish(node: str, identity_path: Path, record_path: Path, receipt_path: Path | None, as_json: bool) -> None:
-    """Sign a publish message now and wait until the community commits it."""
+def publish(
+    node: str,
+    identity_path: Path,
+    bundle_dir: Path | None,
+    record_path: Path | None,
+    receipt_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Sign a publish message now and wait until the community commits it (before releasing the model)."""
+    if (bundle_dir is None) == (record_path is None):
+        raise click.UsageError("give --bundle (or, for a prepared record, --record), not both")
     identity = load_identity(identity_path)
-    msg = Publish.create(identity, time=time.time_ns() // 1_000_000, **read_record(record_path))
     with NodeClient(node) as client:
-        result = client.submit(msg)
-        receipt = fetch_receipt(client, result["index"])
+        if bundle_dir is not None:
+            receipt = publish_bundle(client, identity, bundle_dir)
+            entry = receipt["entry"]
+            result = {k: entry[k] for k in ("index", "time", "leaf_hash")} | {"status": receipt.pop("status")}
+        else:
+            assert record_path is not None
+            msg = Publish.create(identity, time=time.time_ns() // 1_000_000, **read_record(record_path))
+            result = client.submit(msg)
+            receipt = fetch_receipt(client, result["index"])
     if receipt_path is not None:
         receipt_path.write_text(json.dumps(receipt, indent=2, sort_keys=True))
     if as_json:
@@ -66,6 +89,8 @@ def publish(node: str, identity_path: Path, record_path: Path, receipt_path: Pat
         return
     click.echo(f"{result['status']}: entry #{result['index']} at {fmt_ms(result['time'])}, leaf {result['leaf_hash']}")
     click.echo(f"included in checkpoint size {receipt['checkpoint']['size']} root {receipt['checkpoint']['root']}")
+    if bundle_dir is not None:
+        click.echo(f"receipt saved in {bundle_dir / 'receipt.json'}; the model may be released now")
 
 
 COMMANDS = [publish]

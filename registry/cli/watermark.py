@@ -9,38 +9,11 @@ The ML stack is imported inside the commands, so `wmnode` stays light for the no
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from registry.cli._common import echo_json, json_option, load_identity
-
-
-def _progress_bar(label: str) -> Callable[[int, int, str], None]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, desc=label, unit="epoch", leave=False, file=sys.stderr, disable=not sys.stderr.isatty())
-
-    def progress(step: int, total: int, message: str) -> None:
-        bar.total = total
-        bar.n = step
-        bar.set_postfix_str(message)
-        bar.refresh()
-
-    return progress
-
-
-def _parse_options(options: tuple[str, ...], n: int | None, seed: int) -> dict[str, str | int]:
-    parsed: dict[str, str | int] = {"seed": seed}
-    if n is not None:
-        parsed["n"] = n
-    for option in options:
-        name, sep, value = option.partition("=")
-        if not sep or not name.strip():
-            raise click.BadParameter(f"{option!r} is not NAME=VALUE", param_hint="--option")
-        parsed[name.strip().replace("-", "_")] = value.strip()
-    return parsed
+from registry.cli._common import echo_json, json_option, load_identity, parse_options, progress_bar
 
 
 @click.command()
@@ -93,8 +66,8 @@ def embed(
         out,
         scheme=scheme,
         data_path=data_path,
-        overrides=_parse_options(options, n, seed),
-        progress=_progress_bar("embedding"),
+        overrides=parse_options(options, n, seed),
+        progress=progress_bar("embedding"),
     )
     if as_json:
         echo_json(report)

@@ -140,6 +140,8 @@ def test_the_store_keeps_only_bytes_that_hash_to_their_name(tmp_path: Path) -> N
     assert not store.has(digest) and not list((tmp_path / "a").rglob(".upload-*"))
     assert store.put(digest, [data[:5], data[5:]]) is True
     assert store.put(digest, [data]) is False  # stored once
+    with pytest.raises(Exception, match="hash mismatch"):
+        store.put(digest, [b"other bytes"])  # told, even though the name is stored already
     assert store.read(digest, 1000) == data
     with pytest.raises(PayloadTooLargeError):
         store.put(hashlib.sha256(b"y" * 2000).hexdigest(), [b"y" * 2000])

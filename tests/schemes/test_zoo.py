@@ -455,7 +455,9 @@ def test_the_weights_file_alone_is_a_complete_artifact(tmp_path: Path) -> None:
     assert loaded_card == card
     x = torch.randn(4, 1, 28, 28)
     assert torch.equal(loaded(x), model.eval()(x))
+    assert all(model_to_bytes(model, card) == data for _ in range(5))  # one model, one hash
     save_model(model, card, tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == data
     (tmp_path / "model.json").unlink()  # the card also travels inside the safetensors header
     assert load_model(tmp_path / "model.safetensors")[1] == card
 

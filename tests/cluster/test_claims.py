@@ -1,0 +1,339 @@
+"""Ownership claims end to end: three node processes fetch, verify, vote and decide (DESIGN §4.4)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from node_config import load_config
+from registry.certificate import build_certificate, verify_certificate
+from registry.client import NodeClient
+from registry.errors import MessageError, RejectedError, VerificationError, WmnodeError
+from registry.identity import Identity
+from registry.localnet import LocalCommunity
+from registry.messages import Claim, Vote
+from registry.ownership import BundleFiles, claim_suspect, publish_bundle, wait_decided
+from schemes import get_scheme
+from schemes.serving import PATH, prediction_app
+from schemes.workflow import attack_model, embed_to_bundle
+from schemes.zoo import load_model, model_to_bytes
+from tests.cluster.community import start_community, write_configs
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("claims")
+
+
+@pytest.fixture(scope="module")
+def community(base: Path) -> Iterator[LocalCommunity]:
+    c = start_community(base / "community")
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def owner() -> Identity:
+    return Identity.generate()
+
+
+@pytest.fixture(scope="module")
+def owner_bundle(base: Path, owner: Identity, community: LocalCommunity) -> Path:
+    """A quick MTLSign embedding on LeNet-5/digits, published before it is released."""
+    bundle = base / "owner"
+    embed_to_bundle(owner, "lenet5", "digits", bundle, scheme="mtlsign", overrides=get_scheme("mtlsign").quick)
+    with community.client(0) as client:
+        publish_bundle(client, owner, bundle)
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def finetuned(base: Path, owner_bundle: Path) -> Path:
+    out = base / "finetuned"
+    attack_model(owner_bundle, "finetune", out, epochs=2, seed=3)
+    return out
+
+
+def seeds(community: LocalCommunity) -> list[Identity]:
+    """The member identities (test configs derive them from a seed in the config)."""
+    return [Identity.from_seed(load_config(n.config_path).identity_seed or "") for n in community.nodes]
+
+
+def ensure_all_running(community: LocalCommunity) -> None:
+    for node in community.nodes:
+        if not node.running:
+            node.start()
+    community.wait_ready(timeout=60)
+
+
+def test_the_owners_claim_on_a_fine_tuned_copy_is_decided_owner_with_a_checkable_certificate(
+    community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
+) -> None:
+    with community.client(1) as client:  # any node takes a claim
+        status = claim_suspect(client, owner, owner_bundle, str(finetuned), timeout_s=120)
+    assert (status["decided"], status["result"]) == ("owner", "owner"), status["votes"]
+    verdicts = {v["msg"]["node"]: v["msg"]["verdict"] for v in status["votes"]}
+    assert len(verdicts) >= 2 and set(verdicts.values()) == {"owner"}
+    assert all(v["msg"]["score"] >= v["msg"]["threshold"] for v in status["votes"])
+
+    cert = build_certificate(status, [n.url for n in community.nodes])
+    members = [m.public_hex for m in seeds(community)]
+    summary = verify_certificate(cert, members)
+    assert summary["decided"] == "owner" and summary["checkpoint_signers"] == 3
+    tampered = {**cert, "votes": [{**v, "msg": {**v["msg"], "verdict": "not-owner"}} for v in cert["votes"]]}
+    with pytest.raises(VerificationError):
+        verify_certificate(tampered, members)
+    with pytest.raises(VerificationError, match="a majority is 2"):
+        verify_certificate(cert, [Identity.generate().public_hex for _ in range(3)])  # not this community's keys
+
+
+def test_with_one_node_stopped_the_other_two_decide(
+    community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
+) -> None:
+    community.nodes[2].stop()
+    try:
+        community.wait_ready(timeout=60)
+        with community.client(0) as client:
+            status = claim_suspect(client, owner, owner_bundle, str(finetuned), timeout_s=120)
+        assert status["decided"] == "owner" and len(status["votes"]) == 2
+    finally:
+        ensure_all_running(community)
+
+
+def test_a_restarted_node_votes_once_on_the_claims_it_missed(
+    community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
+) -> None:
+    community.nodes[2].kill()
+    try:
+        community.wait_ready(timeout=60)
+        with community.client(0) as client:
+            status = claim_suspect(client, owner, owner_bundle, str(finetuned), timeout_s=120)
+            index = status["claim"]["index"]
+            community.nodes[2].start()
+            community.wait_ready(timeout=60)
+            deadline = time.monotonic() + 120
+            while len(client.claim(index)["votes"]) < 3:
+                assert time.monotonic() < deadline, "the restarted node never voted"
+                time.sleep(0.1)
+            community.nodes[2].stop()  # and once more: it must not vote again after this restart
+            community.nodes[2].start()
+            community.wait_ready(timeout=60)
+            time.sleep(2)
+            votes = client.claim(index)["votes"]
+        assert len(votes) == 3 and len({v["msg"]["node"] for v in votes}) == 3
+    finally:
+        ensure_all_running(community)
+
+
+def test_a_member_that_votes_against_the_truth_does_not_change_the_outcome(
+    community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
+) -> None:
+    liar = seeds(community)[2]
+    community.nodes[2].stop()  # its verifier is off; the test casts its (false) vote instead
+    try:
+        community.wait_ready(timeout=60)
+        with community.client(0) as client:
+            bundle = BundleFiles.read(owner_bundle)
+            key, proof = bundle.owner_key(owner)
+            data = model_to_bytes(*load_model(finetuned))
+            uri = client.put_artifact(data)
+            msg = Claim.create(
+                owner,
+                publish=client.publish_by_key(hashlib.sha256(key).hexdigest())["index"],
+                model_uri=uri,
+                model_hash=uri[7:],
+                verifier_uri=client.put_artifact(bundle.verifier),
+                info_uri=client.put_artifact(bundle.info),
+                key=key,
+                key_proof=proof,
+                time=time.time_ns() // 1_000_000,
+            )
+            index = client.submit(msg)["index"]
+            client.submit(Vote.create(liar, claim=index, verdict="not-owner", score=0, threshold=700, reason="lie"))
+            status = wait_decided(client, index, 120)
+        assert status["decided"] == "owner"
+        assert [v["msg"]["verdict"] for v in status["votes"]] == ["not-owner", "owner", "owner"]
+        with pytest.raises(RejectedError, match="already voted"):
+            with community.client(0) as client:
+                client.submit(Vote.create(liar, claim=index, verdict="owner", score=0, threshold=700, reason="again"))
+        with pytest.raises(RejectedError, match="members only"):
+            with community.client(0) as client:
+                outsider = Identity.generate()
+                client.submit(Vote.create(outsider, claim=index, verdict="owner", score=0, threshold=0, reason="x"))
+    finally:
+        ensure_all_running(community)
+
+
+def _claim_msg(client: NodeClient, owner: Identity, bundle_dir: Path, model_uri: str, model_hash: str) -> Claim:
+    bundle = BundleFiles.read(bundle_dir)
+    key, proof = bundle.owner_key(owner)
+    return Claim.create(
+        owner,
+        publish=client.publish_by_key(hashlib.sha256(key).hexdigest())["index"],
+        model_uri=model_uri,
+        model_hash=model_hash,
+        verifier_uri=client.put_artifact(bundle.verifier),
+        info_uri=client.put_artifact(bundle.info),
+        key=key,
+        key_proof=proof,
+        time=time.time_ns() // 1_000_000,
+    )
+
+
+def test_bad_claims_are_refused_before_anyone_votes(
+    community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
+) -> None:
+    data = model_to_bytes(*load_model(finetuned))
+    digest = hashlib.sha256(data).hexdigest()
+    with community.client(0) as client:
+        size = client.status()["size"]
+        with pytest.raises(WmnodeError, match="hash mismatch"):  # a tampered upload never lands
+            client._request("PUT", f"/v1/artifacts/{digest}", content=data[:-1] + b"\x00")
+        good = _claim_msg(client, owner, owner_bundle, f"sha256:{digest}", digest)
+
+        forged = good.to_json()
+        forged["key_proof"] = Identity.generate().sign(b"wmnode/key/v1").hex()
+        forged_msg = Claim.create(
+            owner,
+            **{k: forged[k] for k in ("publish", "model_uri", "model_hash", "verifier_uri", "info_uri", "time")},
+            key=bytes.fromhex(forged["key"]),
+            key_proof=bytes.fromhex(forged["key_proof"]),
+        )
+        with pytest.raises(VerificationError, match="key_proof is not the owner's signature"):
+            client.submit(forged_msg)
+
+        stranger = Identity.generate()
+        theft = Claim.create(
+            stranger,
+            **{k: getattr(good, k) for k in ("publish", "model_uri", "model_hash", "verifier_uri", "info_uri", "time")},
+            key=bytes.fromhex(good.key),
+            key_proof=bytes.fromhex(good.key_proof),
+        )
+        with pytest.raises(RejectedError, match="belongs to another owner"):
+            client.submit(theft)
+
+        private = "http://10.0.0.7/model.safetensors"
+        with pytest.raises(WmnodeError, match="private range"):
+            client.submit(_claim_msg(client, owner, owner_bundle, private, digest))
+        with pytest.raises(MessageError, match="must be sha256:<hex>, an http"):
+            client.post_raw(_with(good, model_uri="file:///etc/passwd"))
+        assert client.status()["size"] == size  # nothing appended
+
+
+def _with(claim: Claim, **changes: Any) -> bytes:
+    return json.dumps({**claim.to_json(), **changes}).encode()
+
+
+class _FileServer:
+    """Serve one byte string over http on loopback (the 'URL of a model file' suspect)."""
+
+    def __init__(self, body: bytes) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.send_header("content-length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.body = body
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/model.safetensors"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_model_url_whose_bytes_changed_is_voted_an_error(
+    community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
+) -> None:
+    data = model_to_bytes(*load_model(finetuned))
+    server = _FileServer(data)
+    try:
+        with community.client(0) as client:
+            honest = claim_suspect(client, owner, owner_bundle, server.url, timeout_s=120)
+            assert honest["decided"] == "owner"  # fetched by http(s), hash-checked, verified
+            server.body = data[:-4] + b"\x00\x00\x00\x00"  # swapped after the claimant hashed it
+            msg = _claim_msg(client, owner, owner_bundle, server.url, hashlib.sha256(data).hexdigest())
+            index = client.submit(msg)["index"]
+            status = wait_decided(client, index, 120)
+        assert status["decided"] == "error"
+        assert all("hash mismatch" in v["msg"]["reason"] for v in status["votes"])
+    finally:
+        server.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("scheme", ["new-label", "function-coupled", "blind"])
+def test_a_black_box_claim_against_a_served_model_is_decided_owner(
+    base: Path, community: LocalCommunity, scheme: str
+) -> None:
+    owner = Identity.generate()
+    bundle = base / f"bb-{scheme}"
+    embed_to_bundle(owner, "lenet5", "digits", bundle, scheme=scheme, overrides=get_scheme(scheme).quick)
+    model, card = load_model(bundle)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(prediction_app(model, card), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        with community.client(0) as client:
+            publish_bundle(client, owner, bundle)
+            status = claim_suspect(client, owner, bundle, f"http://127.0.0.1:{port}{PATH}", timeout_s=180)
+        assert status["claim"]["msg"]["model_uri"].startswith("predict+http://")
+        assert status["decided"] == "owner", [v["msg"]["reason"] for v in status["votes"]]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_community_that_does_not_allow_loopback_refuses_a_loopback_suspect(
+    base: Path, owner: Identity, owner_bundle: Path
+) -> None:
+    configs = write_configs(base / "strict", n=1)
+    configs[0].write_text(configs[0].read_text().replace("allow_loopback = true", "allow_loopback = false"))
+    strict = LocalCommunity(configs, base / "strict" / "run")
+    strict.start()
+    try:
+        strict.wait_ready(timeout=60)
+        with strict.client(0) as client:
+            publish_bundle(client, owner, owner_bundle, save_receipt=False)
+            msg = _claim_msg(client, owner, owner_bundle, "http://127.0.0.1:9/model.safetensors", "00" * 32)
+            with pytest.raises(WmnodeError, match="loopback address"):
+                client.submit(msg)
+            assert client.status()["size"] == 1  # the publish only
+    finally:
+        strict.stop()
