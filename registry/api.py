@@ -197,7 +197,13 @@ async def _upload(request: Request, store: ArtifactStore, digest: str) -> tuple[
     return (201 if created else 200), {"artifact": f"sha256:{digest}", "size": total, "stored": created}
 
 
-def create_app(log: RegistryLog, identity: Identity, info: NodeInfo, store: ArtifactStore) -> ASGIApp:
+def create_app(
+    log: RegistryLog,
+    identity: Identity,
+    info: NodeInfo,
+    store: ArtifactStore,
+    verifier_ready: Callable[[], bool] = lambda: False,
+) -> ASGIApp:
     app = FastAPI(title="wmnode registry node", version="1", docs_url=None, redoc_url=None)
 
     @app.exception_handler(WmnodeError)
@@ -242,6 +248,7 @@ def create_app(log: RegistryLog, identity: Identity, info: NodeInfo, store: Arti
             "size": size,
             "root": root.hex(),
             "members": list(info.members),
+            "verifier_ready": verifier_ready(),
         }
 
     @app.get("/v1/checkpoint")

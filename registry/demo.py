@@ -39,7 +39,7 @@ def run_demo(base_dir: Path, out_dir: Path, say: Callable[[str], None]) -> Path:
     community = LocalCommunity(configs, base_dir)
     say(f"1. starting the local community: 3 nodes on loopback (data and logs in {base_dir})")
     with community:
-        statuses = community.wait_ready(timeout=60)
+        statuses = community.wait_ready(timeout=120, verifiers=True)
         say(f"   leader {next(s for s in statuses if s is not None)['leader']}; every node runs a verifier")
         client = community.client(0)
         names = member_names(client.status())

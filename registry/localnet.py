@@ -138,17 +138,21 @@ class LocalCommunity:
                 raise NodeError(f"timed out after {timeout:g} s waiting for {what}; statuses: {statuses}\n{tails}")
             time.sleep(0.05)
 
-    def wait_ready(self, timeout: float = 30.0) -> list[dict[str, Any] | None]:
-        """Every running node is up and all of them agree on one leader."""
+    def wait_ready(self, timeout: float = 30.0, verifiers: bool = False) -> list[dict[str, Any] | None]:
+        """Every running node is up and all of them agree on one leader (and, with `verifiers`,
+        every node's verifier has loaded the schemes, so a claim is judged at once)."""
 
         def ready(statuses: list[dict[str, Any] | None]) -> bool:
             up = [s for n, s in zip(self.nodes, statuses, strict=True) if n.running]
             if len(up) != sum(n.running for n in self.nodes) or any(s is None for s in up):
                 return False
+            if verifiers and not all(s is not None and s.get("verifier_ready") for s in up):
+                return False
             leaders = {s["leader"] for s in up if s is not None}
             return len(leaders) == 1 and None not in leaders
 
-        return self.wait_for(ready, timeout, "a leader agreed by every running node")
+        what = "a leader agreed by every running node" + (" and every verifier ready" if verifiers else "")
+        return self.wait_for(ready, timeout, what)
 
     def wait_converged(self, size: int | None = None, timeout: float = 30.0) -> list[dict[str, Any] | None]:
         """Every running node reports the same size and root (and `size`, when given)."""

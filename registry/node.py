@@ -94,21 +94,33 @@ def node_info(config: NodeConfig) -> NodeInfo:
     )
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _Stopper:
+    """SIGTERM before the API serves: unwind (through `finally`) while only start-up code runs;
+    once the server object exists, ask it to exit instead, so the signal can never land as an
+    exception inside some other thread's clean-up (Python would print and ignore it there)."""
+
+    def __init__(self) -> None:
+        self.server: uvicorn.Server | None = None
+        self.requested = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self.server is None:
+            raise KeyboardInterrupt
+        self.server.should_exit = True
 
 
 def run_node(config: NodeConfig, dev: bool = False) -> None:
     """Start the node and serve until SIGINT/SIGTERM; the log is closed cleanly on the way out."""
-    # uvicorn handles SIGTERM once it serves; until then, a SIGTERM still unwinds through `finally`.
-    signal.signal(signal.SIGTERM, _interrupt)
+    stopper = _Stopper()
+    signal.signal(signal.SIGTERM, stopper)  # uvicorn installs its own while it serves
     try:
-        _run_node(config, dev)
+        _run_node(config, dev, stopper)
     except KeyboardInterrupt:
         logger.info("node %s stopped before it finished starting", config.name)
 
 
-def _run_node(config: NodeConfig, dev: bool) -> None:
+def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper) -> None:
     config.check_secret(dev)
     if config.uses_example_secret:
         logger.warning(
@@ -134,8 +146,7 @@ def _run_node(config: NodeConfig, dev: bool) -> None:
         fetcher = Fetcher(store, [p.api_url for p in config.peers], config.fetch)
         worker = VerifierWorker(log, identity, fetcher, node_info(config))
         try:
-            worker.start()
-            app = create_app(log, identity, node_info(config), store)
+            app = create_app(log, identity, node_info(config), store, worker.ready.is_set)
             server = uvicorn.Server(
                 uvicorn.Config(
                     app,
@@ -155,9 +166,14 @@ def _run_node(config: NodeConfig, dev: bool) -> None:
                 config.raft,
                 data_dir,
             )
+            stopper.server = server
+            if stopper.requested:
+                return
+            worker.start()
             server.run()
-            if not server.started:
+            if not server.started and not stopper.requested:
                 raise NodeError(f"could not serve the API on {config.api} (port in use?)")
         finally:
+            stopper.server = None
             worker.stop()
             log.close()

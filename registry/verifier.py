@@ -120,6 +120,8 @@ class VerifierWorker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="verifier", daemon=True)
         self._done: set[int] = set()
+        #: Set once torch and the schemes are loaded and the log is replayed (GET /v1/status says).
+        self.ready = threading.Event()
 
     def start(self) -> None:
         self._thread.start()
@@ -127,7 +129,8 @@ class VerifierWorker:
     def stop(self) -> None:
         self._stop.set()
         self.log.state.changed.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -135,6 +138,7 @@ class VerifierWorker:
         try:
             self._warm_up()
             self._wait_caught_up()
+            self.ready.set()
             while not self._stop.is_set():
                 self.log.state.changed.clear()
                 for index in self._pending():

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import uvicorn
 
 from node_config import load_config
@@ -337,3 +338,106 @@ def test_a_community_that_does_not_allow_loopback_refuses_a_loopback_suspect(
             assert client.status()["size"] == 1  # the publish only
     finally:
         strict.stop()
+
+
+def _wmnode(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from registry.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_the_command_line_publishes_claims_certifies_and_names_the_owner(
+    base: Path, community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
+) -> None:
+    from registry.identity import write_identity
+
+    key_file = base / "cli-owner.key"
+    if not key_file.exists():
+        write_identity(owner, key_file)
+    node = community.nodes[0].url
+    again = _wmnode("publish", "--node", node, "--identity", str(key_file), "--bundle", str(owner_bundle))
+    assert again.exit_code == 1 and "already published" in again.output
+
+    weak = base / "cli-weak"  # a one-epoch embedding: published fine, but its watermark is nowhere
+    embed_to_bundle(
+        owner, "lenet5", "digits", weak, scheme="mtlsign",
+        overrides={"n": 16, "clean_epochs": 1, "embed_epochs": 1, "da_attacks": 0, "lambda_da": 0.0},
+    )  # fmt: skip
+    published = _wmnode("publish", "--node", node, "--identity", str(key_file), "--bundle", str(weak))
+    assert published.exit_code == 0 and (weak / "receipt.json").is_file(), published.output
+
+    cert = base / "cli.certificate.json"
+    won = _wmnode(
+        "claim", "--node", node, "--identity", str(key_file), "--bundle", str(owner_bundle),
+        "--suspect", str(finetuned), "--certificate", str(cert),
+    )  # fmt: skip
+    assert won.exit_code == 0, won.output
+    assert "result: owner" in won.output and won.output.count(" owner ") >= 2  # every vote is printed
+    checked = _wmnode("certificate", "verify", str(cert), "--config", str(community.nodes[1].config_path))
+    assert checked.exit_code == 0 and "certificate holds" in checked.output, checked.output
+    stranger = _wmnode("certificate", "verify", str(cert), "--member-key", Identity.generate().public_hex)
+    assert stranger.exit_code == 1 and "a majority is 1" in stranger.output
+
+    model_hash = json.loads(cert.read_text())["claim"]["msg"]["model_hash"]
+    standing = _wmnode("owner", "--node", node, "--model", model_hash, "--json")
+    assert standing.exit_code == 0 and json.loads(standing.output)["owner"] == owner.public_hex
+
+    lost = _wmnode(
+        "claim", "--node", node, "--identity", str(key_file), "--bundle", str(weak), "--suspect", str(finetuned),
+        "--certificate", str(base / "lost.json"),
+    )  # fmt: skip
+    assert lost.exit_code == 1 and "result: not-owner" in lost.output, lost.output
+
+    refused = _wmnode(
+        "claim", "--node", node, "--identity", str(key_file), "--bundle", str(weak),
+        "--suspect", "predict+http://10.0.0.7/v1/predict",  # said to be an API: the claimant does not probe it
+    )  # fmt: skip
+    assert refused.exit_code == 2 and "private range" in refused.output
+
+
+def test_attack_and_serve_model_commands(base: Path, owner_bundle: Path) -> None:
+    pruned = base / "cli-pruned"
+    out = _wmnode("attack", str(owner_bundle), "--kind", "prune", "--amount", "0.5", "--out", str(pruned), "--json")
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert (pruned / "model.safetensors").is_file() and 0 <= report["accuracy"] <= 1
+    model, _ = load_model(pruned)
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros >= 0.45
+
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = _free_port()
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-m", "registry.cli", "serve-model", str(pruned), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}{PATH}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                described = httpx.get(url).json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None, "serve-model did not start"
+                time.sleep(0.1)
+        assert described["kind"] == "wmnode-predict" and described["input_shape"] == [1, 28, 28]
+        from registry.fetch import FetchPolicy
+        from schemes.serving import RemotePredictor, encode_batch
+
+        x = torch.randn(5, 1, 28, 28)
+        labels = RemotePredictor("predict+" + url, FetchPolicy(allow_loopback=True))(x)
+        assert torch.equal(labels, model(x).argmax(dim=1))
+        bad = httpx.post(url, json={**encode_batch(x), "shape": [5, 3, 28, 28]})
+        assert bad.status_code == 400 and "shape must be" in bad.json()["detail"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
