@@ -33,7 +33,7 @@ from schemes.workflow import attack_model, embed_to_bundle
 from schemes.zoo import load_model, model_to_bytes
 from tests.cluster.community import start_community, write_configs
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
