@@ -1,5 +1,11 @@
 """Ownership certificates (DESIGN §4.4): one JSON file that anyone can check offline.
 
+A certificate proves the outcome of the vote on one claim: that a majority of the members found
+(or did not find) the claimant's watermark in the suspect. It does not prove that the claimant is
+the model's standing owner: when two claimants pass on one model the earlier publish wins, which
+the registry answers online (`GET /v1/owner`, `wmnode owner`); compare the certificates' publish
+times offline.
+
 A certificate holds the claim, the publish it rests on and the members' signed votes, each as its
 log entry with an inclusion proof, plus checkpoints of one tree size signed by a majority of the
 members. `verify_certificate` needs nothing but the file and the members' public keys (from a
@@ -116,7 +122,7 @@ def _verify(cert: dict[str, Any], members: set[str]) -> dict[str, Any]:
     decided = None
     for entry in sorted(cert["votes"], key=lambda e: e["index"]):
         vote = message_from_json(entry["msg"])
-        if not isinstance(vote, Vote) or vote.claim != claim_entry["index"]:
+        if not isinstance(vote, Vote) or vote.claim != claim_entry["index"] or vote.claim_hash != claim.body_hash():
             raise VerificationError(f"entry #{entry['index']} is not a vote on this claim")
         if vote.node not in members or vote.node in voters:
             raise VerificationError(f"vote #{entry['index']} is not a first vote by a member")

@@ -98,6 +98,8 @@ def parse_json(data: bytes, *, limit: int = MAX_MESSAGE_BYTES) -> Any:
         raise MessageError(f"message is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except RecursionError as exc:
         raise MessageError("message is nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer past Python's int-string digit limit
+        raise MessageError(f"message is not valid JSON: {exc}") from exc
 
 
 def is_hex(value: object, nbytes: int | None = None) -> bool:

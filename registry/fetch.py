@@ -21,6 +21,7 @@ import ipaddress
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,12 +122,16 @@ def _client(timeout_s: float) -> httpx.Client:
     return httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False)
 
 
-def _read_limited(chunks: Iterable[bytes], limit: int, what: str) -> bytes:
+def _read_limited(chunks: Iterable[bytes], limit: int, what: str, deadline: float) -> bytes:
+    """At most `limit` bytes, all of them before `deadline` (time.monotonic): httpx's timeout is
+    per read, so a server trickling a byte at a time would otherwise hold a verifier for days."""
     out, total = bytearray(), 0
     for chunk in chunks:
         total += len(chunk)
         if total > limit:
             raise FetchError(f"{what} is larger than the limit of {limit} bytes")
+        if time.monotonic() > deadline:
+            raise FetchError(f"{what} did not arrive in time (the whole transfer is limited, not each read)")
         out += chunk
     return bytes(out)
 
@@ -144,7 +149,9 @@ def _send(client: httpx.Client, method: str, target: Target, limit: int, what: s
             length = response.headers.get("content-length", "")
             if length.isdigit() and int(length) > limit:
                 raise FetchError(f"{what} is {length} bytes, over the limit of {limit}")
-            return _read_limited(response.iter_bytes(_CHUNK), limit, what), response.headers.get("content-type", "")
+            deadline = time.monotonic() + client.timeout.read if client.timeout.read else float("inf")
+            body = _read_limited(response.iter_bytes(), limit, what, deadline)
+            return body, response.headers.get("content-type", "")
     except httpx.HTTPError as exc:
         raise FetchError(f"cannot fetch {what}: {type(exc).__name__}: {exc}") from None
 
@@ -271,7 +278,8 @@ class Fetcher:
                         if response.status_code != 200:
                             failures.append(f"{peer}: HTTP {response.status_code}")
                             continue
-                        data = _read_limited(response.iter_bytes(_CHUNK), limit, f"artifact from {peer}")
+                        deadline = time.monotonic() + self.policy.timeout_s
+                        data = _read_limited(response.iter_bytes(), limit, f"artifact from {peer}", deadline)
                 except (httpx.HTTPError, FetchError) as exc:
                     failures.append(f"{peer}: {exc}")
                     continue
@@ -290,5 +298,4 @@ class Fetcher:
             return self.artifact(expected_hash, limit)
         data = http_get(uri, self.policy, limit)
         check_hash(data, expected_hash, what)
-        self.store.put(expected_hash, [data])
-        return data
+        return data  # not kept: every node fetches a URL itself, and a stranger's files fill no disk

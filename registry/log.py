@@ -79,6 +79,7 @@ class ClaimState:
     publish: int
     owner: str
     model_hash: str
+    body_hash: str
     votes: dict[str, tuple[str, int]]
     decided: str | None = None
     decided_at: int = -1
@@ -158,7 +159,7 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
                 self.by_key_hash[msg.key_hash] = index
                 self.publishes[index] = {"owner": msg.owner, "key_hash": msg.key_hash, "nonce": msg.nonce, "time": time}
             elif isinstance(msg, Claim):
-                self.claims[index] = ClaimState(msg.publish, msg.owner, msg.model_hash, {})
+                self.claims[index] = ClaimState(msg.publish, msg.owner, msg.model_hash, msg.body_hash(), {})
                 self.by_model.setdefault(msg.model_hash, []).append(index)
                 self.changed.set()
             elif isinstance(msg, Vote):
@@ -196,6 +197,8 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
             if isinstance(msg, Vote):
                 if msg.claim not in self.claims:
                     raise RejectedError(f"vote on entry #{msg.claim}, which is not a claim")
+                if msg.claim_hash != self.claims[msg.claim].body_hash:
+                    raise RejectedError(f"vote names another claim than the one at entry #{msg.claim}")
                 if msg.node not in self.members:
                     raise RejectedError(f"votes are taken from members only; {msg.node[:16]}… is not one")
                 if msg.node in self.claims[msg.claim].votes:

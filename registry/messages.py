@@ -10,7 +10,9 @@ well formed; `verify()` checks the signature.
               the suspect (model_uri, model_hash), where the verifier artifact and info are
               (verifier_uri, info_uri: DESIGN's `info`, as a pointer, since info may hold floats),
               and the revealed key with its key_proof (DESIGN §4.2)
-    vote      one member node's verdict on one claim (log index), score and threshold per mille
+    vote      one member node's verdict on one claim (its log index and the hash of its signed part,
+              so a vote cannot be replayed onto another claim that got the same index elsewhere),
+              score and threshold per mille
 """
 
 from __future__ import annotations
@@ -288,6 +290,7 @@ class Vote(Message):
 
     node: str
     claim: int
+    claim_hash: str
     verdict: str
     score: int
     threshold: int
@@ -296,6 +299,7 @@ class Vote(Message):
     @classmethod
     def _validate_fields(cls, obj: dict[str, Any]) -> None:
         _check_int("claim", obj["claim"])
+        _check_hex("claim_hash", obj["claim_hash"], 32)
         if obj["verdict"] not in VERDICTS:
             raise MessageError(f"field 'verdict' must be one of {', '.join(VERDICTS)}")
         for name in ("score", "threshold"):
@@ -307,8 +311,25 @@ class Vote(Message):
             raise MessageError(f"field 'reason' must be printable text of at most {MAX_REASON_CHARS} characters")
 
     @classmethod
-    def create(cls, identity: Identity, *, claim: int, verdict: str, score: int, threshold: int, reason: str) -> Vote:
-        unsigned = {"claim": claim, "verdict": verdict, "score": score, "threshold": threshold, "reason": reason}
+    def create(
+        cls,
+        identity: Identity,
+        *,
+        claim: int,
+        claim_hash: str,
+        verdict: str,
+        score: int,
+        threshold: int,
+        reason: str,
+    ) -> Vote:
+        unsigned = {
+            "claim": claim,
+            "claim_hash": claim_hash,
+            "verdict": verdict,
+            "score": score,
+            "threshold": threshold,
+            "reason": reason,
+        }
         return cast(Vote, cls._sign(identity, unsigned))
 
 

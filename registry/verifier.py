@@ -120,6 +120,8 @@ class VerifierWorker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="verifier", daemon=True)
         self._done: set[int] = set()
+        #: Votes judged but not yet committed (a quorum outage): resubmitted, never re-judged.
+        self._unsent: dict[int, Vote] = {}
         #: Set once torch and the schemes are loaded and the log is replayed (GET /v1/status says).
         self.ready = threading.Event()
 
@@ -174,6 +176,13 @@ class VerifierWorker:
             return sorted(i for i, c in self.log.state.claims.items() if me not in c.votes and i not in self._done)
 
     def _handle(self, index: int) -> None:
+        vote = self._unsent.pop(index, None) or self._judge(index)
+        if self._submit(vote):
+            self._done.add(index)
+        else:
+            self._unsent[index] = vote  # tried again on the next pass
+
+    def _judge(self, index: int) -> Vote:
         entry = self.log.entry(index)
         claim = Claim.from_json(entry["msg"])
         assert isinstance(claim, Claim)
@@ -187,19 +196,19 @@ class VerifierWorker:
             logger.exception("claim #%d: verification raised", index)
             result = Judgement(ERROR, 0, 0, f"internal error: {type(exc).__name__}")
         logger.info("claim #%d: %s (%s) in %.2f s", index, result.verdict, result.reason, time.perf_counter() - started)
-        vote = Vote.create(
+        return Vote.create(
             self.identity,
             claim=index,
+            claim_hash=claim.body_hash(),
             verdict=result.verdict,
             score=result.score,
             threshold=result.threshold,
             reason="".join(c if c.isprintable() else " " for c in result.reason)[:500],
         )
-        self._submit(vote)
-        self._done.add(index)
 
-    def _submit(self, vote: Vote) -> None:
-        """Submit until committed (or refused: already voted); resubmitting is safe."""
+    def _submit(self, vote: Vote) -> bool:
+        """Submit until committed or refused (already voted): True; False when the community
+        could not commit it for a while (the caller keeps the vote and tries again later)."""
         deadline = time.monotonic() + 10 * self.info.commit_timeout_s
         while not self._stop.is_set() and time.monotonic() < deadline:
             done = threading.Event()
@@ -219,6 +228,7 @@ class VerifierWorker:
                 outcome = box[0][0]
                 if outcome.status == REJECTED:
                     logger.warning("vote on claim #%d refused: %s", vote.claim, outcome.reason)
-                return
+                return True
             self._stop.wait(0.2)
-        logger.warning("vote on claim #%d not committed; it is retried after a restart", vote.claim)
+        logger.warning("vote on claim #%d not committed yet; it is kept and submitted again", vote.claim)
+        return False

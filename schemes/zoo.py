@@ -415,9 +415,20 @@ def check_state(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch
         for key in set(expected) & set(actual)
         if actual[key].shape != expected[key].shape
     )
+    # Dtypes too: 1-byte tensors loaded into float32 parameters would take 4x the file's size.
+    retyped = sorted(
+        f"{key} {actual[key].dtype} != {expected[key].dtype}"
+        for key in set(expected) & set(actual)
+        if actual[key].dtype != expected[key].dtype
+    )
     problems = [
         f"{label}: {_some(items)}"
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched))
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatch", mismatched),
+            ("dtype mismatch", retyped),
+        )
         if items
     ]
     if problems:

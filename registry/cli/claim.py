@@ -184,6 +184,10 @@ def certificate_verify(path: Path, config_path: Path | None, member_keys: tuple[
         f"#{summary['publish']} at {fmt_ms(summary['publish_time'])}; checkpoint signed by "
         f"{summary['checkpoint_signers']} of {len(set(keys))} members"
     )
+    click.echo(
+        "it proves the community's vote on this claim; who stands as the model's owner when several "
+        "claimants pass (the earliest publish) is answered by `wmnode owner --model HASH`"
+    )
 
 
 COMMANDS = [claim, owner, certificate]

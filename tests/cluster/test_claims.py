@@ -175,17 +175,34 @@ def test_a_member_that_votes_against_the_truth_does_not_change_the_outcome(
                 time=time.time_ns() // 1_000_000,
             )
             index = client.submit(msg)["index"]
-            client.submit(Vote.create(liar, claim=index, verdict="not-owner", score=0, threshold=700, reason="lie"))
+            lie = Vote.create(
+                liar, claim=index, claim_hash=msg.body_hash(), verdict="not-owner", score=0, threshold=700, reason="lie"
+            )
+            client.submit(lie)
             status = wait_decided(client, index, 120)
         assert status["decided"] == "owner"
         assert [v["msg"]["verdict"] for v in status["votes"]] == ["not-owner", "owner", "owner"]
         with pytest.raises(RejectedError, match="already voted"):
             with community.client(0) as client:
-                client.submit(Vote.create(liar, claim=index, verdict="owner", score=0, threshold=700, reason="again"))
+                client.submit(
+                    Vote.create(
+                        liar, claim=index, claim_hash=msg.body_hash(), verdict="owner", score=0, threshold=0, reason="x"
+                    )
+                )
         with pytest.raises(RejectedError, match="members only"):
             with community.client(0) as client:
                 outsider = Identity.generate()
-                client.submit(Vote.create(outsider, claim=index, verdict="owner", score=0, threshold=0, reason="x"))
+                client.submit(
+                    Vote.create(
+                        outsider,
+                        claim=index,
+                        claim_hash=msg.body_hash(),
+                        verdict="owner",
+                        score=0,
+                        threshold=0,
+                        reason="x",
+                    )
+                )
     finally:
         ensure_all_running(community)
 

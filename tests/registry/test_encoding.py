@@ -105,3 +105,8 @@ def test_canonical_refuses_lone_surrogates_and_big_integers() -> None:
         canonical({"a": 2**53})
     with pytest.raises(MessageError, match="cannot canonicalise a set"):
         canonical({"a": {1}})
+
+
+def test_an_integer_too_long_for_python_is_a_message_error_not_a_crash() -> None:
+    with pytest.raises(MessageError, match="not valid JSON"):
+        parse_json(b'{"time": ' + b"1" * 5000 + b"}")

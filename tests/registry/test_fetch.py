@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -92,6 +93,18 @@ class _Handler(BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        if self.path == "/trickle":  # one byte every 0.2 s: each read is quick, the whole is not
+            self.send_response(200)
+            self.send_header("content-length", "100")
+            self.end_headers()
+            for _ in range(100):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.2)
+            return
         status, headers, body = self.routes.get(self.path, (404, {}, b"no"))
         self.send_response(status)
         for name, value in headers.items():
@@ -129,6 +142,13 @@ def test_fetching_is_size_limited_and_never_follows_a_redirect(server: str) -> N
         http_get(f"{server}/moved", LOOPBACK)
     with pytest.raises(FetchError, match="loopback"):
         http_get(f"{server}/small", OPEN)
+
+
+def test_a_server_that_trickles_is_cut_off_by_the_whole_transfers_deadline(server: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="did not arrive in time"):
+        http_get(f"{server}/trickle", FetchPolicy(allow_loopback=True, timeout_s=1.0))
+    assert time.monotonic() - started < 3
 
 
 def test_the_store_keeps_only_bytes_that_hash_to_their_name(tmp_path: Path) -> None:

@@ -65,8 +65,13 @@ def claim(owner: Identity, publish_index: int, key: bytes, proof: bytes, model: 
     )
 
 
-def vote(node: Identity, claim_index: int, verdict: str) -> Vote:
-    return Vote.create(node, claim=claim_index, verdict=verdict, score=990, threshold=700, reason="test")
+def vote(node: Identity, claim_index: int, verdict: str, log: RegistryLog | None = None) -> Vote:
+    """A vote naming the claim at `claim_index` in `log` by its hash (a dummy hash without a log)."""
+    state = log.state.claims.get(claim_index) if log is not None else None
+    claim_hash = state.body_hash if state is not None else "00" * 32
+    return Vote.create(
+        node, claim=claim_index, claim_hash=claim_hash, verdict=verdict, score=990, threshold=700, reason="test"
+    )
 
 
 def test_claim_and_vote_round_trip_through_json_and_check_their_signatures() -> None:
@@ -156,16 +161,17 @@ def test_a_claim_is_decided_by_a_majority_of_members_and_each_votes_once(log: Re
     owner = Identity.generate()
     index, key, proof = publish(log, owner)
     _, c, _ = submit(log, claim(owner, index, key, proof))
-    assert submit(log, vote(Identity.generate(), c, "owner"))[2].startswith("votes are taken from members only")
-    assert submit(log, vote(MEMBERS[0], index, "owner"))[2] == f"vote on entry #{index}, which is not a claim"
-    assert submit(log, vote(MEMBERS[0], c, "owner"))[0] == APPENDED
-    second = Vote.create(MEMBERS[0], claim=c, verdict="not-owner", score=0, threshold=700, reason="again")
+    assert submit(log, vote(Identity.generate(), c, "owner", log))[2].startswith("votes are taken from members only")
+    assert submit(log, vote(MEMBERS[0], index, "owner", log))[2] == f"vote on entry #{index}, which is not a claim"
+    assert "names another claim" in submit(log, vote(MEMBERS[0], c, "owner"))[2]  # right index, wrong hash
+    assert submit(log, vote(MEMBERS[0], c, "owner", log))[0] == APPENDED
+    second = vote(MEMBERS[0], c, "not-owner", log)
     assert "has already voted" in submit(log, second)[2]
     status = log.claim_status(c)
     assert status["decided"] is None and status["majority"] == 2 and len(status["votes"]) == 1
-    assert submit(log, vote(MEMBERS[1], c, "not-owner"))[0] == APPENDED  # a liar: 1 owner, 1 not-owner
+    assert submit(log, vote(MEMBERS[1], c, "not-owner", log))[0] == APPENDED  # a liar: 1 owner, 1 not-owner
     assert log.claim_status(c)["decided"] is None
-    _, decisive, _ = submit(log, vote(MEMBERS[2], c, "owner"))
+    _, decisive, _ = submit(log, vote(MEMBERS[2], c, "owner", log))
     status = log.claim_status(c)
     assert (status["decided"], status["decided_at"], status["result"]) == ("owner", decisive, "owner")
     assert [v["msg"]["node"] for v in status["votes"]] == [m.public_hex for m in MEMBERS]
@@ -178,11 +184,11 @@ def test_when_two_claimants_pass_on_one_model_the_earlier_publish_wins(log: Regi
     model = "77" * 32
     _, thief_claim, _ = submit(log, claim(thief, thief_publish, thief_key, thief_proof, model))
     for member in MEMBERS[:2]:
-        submit(log, vote(member, thief_claim, "owner"))
+        submit(log, vote(member, thief_claim, "owner", log))
     assert log.standing_owner(model)["owner"] == thief.public_hex  # until the owner claims
     _, owner_claim, _ = submit(log, claim(owner, owner_publish, owner_key, owner_proof, model))
     for member in MEMBERS[1:]:
-        submit(log, vote(member, owner_claim, "owner"))
+        submit(log, vote(member, owner_claim, "owner", log))
     standing = log.standing_owner(model)
     assert standing is not None
     assert (standing["owner"], standing["claim"], standing["publish"]) == (owner.public_hex, owner_claim, owner_publish)

@@ -475,3 +475,13 @@ def test_untrusted_model_bytes_are_checked_before_anything_is_allocated() -> Non
         model_from_bytes(b"\x80\x04\x95" + b"\x00" * 64)  # a pickle
     with pytest.raises(ZooError, match="over the limit"):
         model_from_bytes(greedy, max_bytes=1000)
+
+
+def test_weights_of_another_dtype_are_refused() -> None:
+    model = create_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state["head.weight"] = torch.zeros_like(state["head.weight"], dtype=torch.uint8)  # a quarter of the bytes
+    card = ModelCard("lenet5", 10, (1, 28, 28), (0.5,), (0.25,))
+    data = safetensors.torch.save(state, metadata={"wmnode.card": json.dumps(card.to_json())})
+    with pytest.raises(ZooError, match="dtype mismatch: head.weight torch.uint8 != torch.float32"):
+        model_from_bytes(data)
