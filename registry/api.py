@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import tempfile
 import time
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pysyncobj import FAIL_REASON
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from registry.asgi import read_body, send_json
 from registry.checkpoint import Checkpoint, checkpoint_body, sign_note
 from registry.encoding import MAX_MESSAGE_BYTES, is_hex, parse_json
 from registry.errors import (
@@ -63,34 +63,8 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes:
-    """The request body, refused past MAX_MESSAGE_BYTES before it is all read."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > MAX_MESSAGE_BYTES:
-            raise _too_large(int(value))
-    chunks, total, more = [], 0, True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise MessageError("client went away before sending the whole body")
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > MAX_MESSAGE_BYTES:
-            raise _too_large(total)
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
-
-
 def error_payload(exc: WmnodeError) -> dict[str, str]:
     return {"error": type(exc).__name__, "detail": exc.diagnostics()}
-
-
-async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
-    body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class _PublishFastPath:
@@ -105,14 +79,10 @@ class _PublishFastPath:
             await self.app(scope, receive, send)
             return
         try:
-            status, payload = await self.publish(await _read_body(scope, receive))
+            status, payload = await self.publish(await read_body(scope, receive, MAX_MESSAGE_BYTES))
         except WmnodeError as exc:
             status, payload = exc.http_status, error_payload(exc)
-        await _send_json(send, status, payload)
-
-
-def _too_large(size: int) -> PayloadTooLargeError:
-    return PayloadTooLargeError(f"message is over the limit of {MAX_MESSAGE_BYTES} bytes (got at least {size})")
+        await send_json(send, status, payload)
 
 
 def _resolve(future: asyncio.Future[tuple[Outcome | None, int]], result: tuple[Outcome | None, int]) -> None:

@@ -273,15 +273,13 @@ class Fetcher:
         failures = []
         with _client(self.policy.timeout_s) as client:
             for peer in self.peer_urls:
+                # A member's address comes from this node's own config: no policy check, same limits.
+                parts = urlsplit(peer)
+                target = Target(f"{peer}/v1/artifacts/{digest}", parts.netloc, parts.hostname or "")
                 try:
-                    with client.stream("GET", f"{peer}/v1/artifacts/{digest}") as response:
-                        if response.status_code != 200:
-                            failures.append(f"{peer}: HTTP {response.status_code}")
-                            continue
-                        deadline = time.monotonic() + self.policy.timeout_s
-                        data = _read_limited(response.iter_bytes(), limit, f"artifact from {peer}", deadline)
-                except (httpx.HTTPError, FetchError) as exc:
-                    failures.append(f"{peer}: {exc}")
+                    data, _ = _send(client, "GET", target, limit, f"artifact from {peer}")
+                except FetchError as exc:
+                    failures.append(str(exc))
                     continue
                 if sha256_hex(data) != digest:
                     failures.append(f"{peer}: sent bytes with another hash")

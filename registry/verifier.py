@@ -18,7 +18,6 @@ was submitted twice is refused by apply, so every member votes at most once per 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -29,7 +28,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON
 
 from registry.api import NodeInfo, now_ms
-from registry.errors import WmnodeError
+from registry.errors import VerificationError, WmnodeError
 from registry.fetch import Fetcher
 from registry.identity import Identity, verify_owner_key
 from registry.log import REJECTED, Outcome, RegistryLog, envelope
@@ -53,25 +52,8 @@ def per_mille(value: float) -> int:
     return max(0, min(1000, round(1000 * float(value))))
 
 
-def _strict_json(data: bytes, what: str) -> Any:
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        if len({k for k, _ in pairs}) != len(pairs):
-            raise ValueError("an object repeats a field")
-        return dict(pairs)
-
-    def no_constants(name: str) -> float:
-        raise ValueError(f"non-finite number {name}")
-
-    try:
-        return json.loads(data, object_pairs_hook=no_duplicates, parse_constant=no_constants)
-    except ValueError as exc:
-        raise WmnodeError(f"{what} is not valid JSON: {exc}") from None
-
-
 def judge(claim: Claim, publish: dict[str, Any], fetcher: Fetcher) -> Judgement:
     """Verify one claim against the publish it rests on (the `msg` of that log entry)."""
-    from registry.errors import VerificationError
-
     key, proof = bytes.fromhex(claim.key), bytes.fromhex(claim.key_proof)
     if hashlib.sha256(key).hexdigest() != publish["key_hash"]:
         raise VerificationError("the revealed key does not hash to the publish's key_hash")
@@ -82,10 +64,10 @@ def judge(claim: Claim, publish: dict[str, Any], fetcher: Fetcher) -> Judgement:
     from schemes.bundle import MAX_VERIFIER_BYTES
     from schemes.serving import RemotePredictor
     from schemes.training import default_device
-    from schemes.zoo import model_from_bytes, read_weights_bytes
+    from schemes.zoo import model_from_bytes, read_weights_bytes, strict_json
 
     info_bytes = fetcher.fetch(claim.info_uri, publish["info_hash"], MAX_INFO_BYTES, "info")
-    info = _strict_json(info_bytes, "info")
+    info = strict_json(info_bytes, "info")
     if not isinstance(info, dict) or info.get("scheme") != publish["scheme"]:
         raise WmnodeError(f"info does not describe a {publish['scheme']!r} watermark")
     scheme = get_scheme(publish["scheme"])

@@ -25,7 +25,8 @@ import torch
 from starlette.types import Receive, Scope, Send
 from torch import nn
 
-from registry.errors import MessageError, PayloadTooLargeError, WmnodeError
+from registry.asgi import read_body, send_json
+from registry.errors import MessageError, WmnodeError
 from registry.fetch import FetchError, FetchPolicy, http_post
 from schemes.zoo import ModelCard
 
@@ -86,29 +87,6 @@ def prediction_app(model: nn.Module, card: ModelCard, max_batch: int = MAX_BATCH
         "max_batch": max_batch,
     }
 
-    async def send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def read_body(scope: Scope, receive: Receive) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise PayloadTooLargeError(f"request is over the limit of {limit} bytes")
-        chunks, total, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise MessageError("client went away")
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > limit:
-                raise PayloadTooLargeError(f"request is over the limit of {limit} bytes")
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
-
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
@@ -122,7 +100,7 @@ def prediction_app(model: nn.Module, card: ModelCard, max_batch: int = MAX_BATCH
             await send_json(send, 405, {"error": "MessageError", "detail": "GET or POST"})
             return
         try:
-            raw = await read_body(scope, receive)
+            raw = await read_body(scope, receive, limit, "request")
             try:
                 obj = json.loads(raw)
             except ValueError as exc:

@@ -46,6 +46,7 @@ __all__ = [
     "read_weights_bytes",
     "register_model",
     "save_model",
+    "strict_json",
 ]
 
 #: File names inside an artifact directory.
@@ -272,10 +273,7 @@ def _header(data: bytes, what: str) -> dict[str, Any]:
     (header_len,) = struct.unpack("<Q", data[:8])
     if not 2 <= header_len <= min(_MAX_HEADER_BYTES, len(data) - 8) or data[8:9] != b"{":
         raise ZooError(f"{what} is not a safetensors file (a pickle or torch.save file is never loaded)")
-    try:
-        header = json.loads(data[8 : 8 + header_len], object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except ValueError as exc:
-        raise ZooError(f"{what}: the safetensors header is not valid JSON: {exc}") from exc
+    header = strict_json(data[8 : 8 + header_len], f"{what}: the safetensors header")
     if not isinstance(header, dict):
         raise ZooError(f"{what}: the safetensors header is not a JSON object")
     return header
@@ -286,11 +284,7 @@ def card_from_metadata(header: dict[str, Any], what: str) -> ModelCard:
     text = metadata.get(CARD_METADATA_KEY) if isinstance(metadata, dict) else None
     if not isinstance(text, str) or len(text) > MAX_CARD_BYTES:
         raise ZooError(f"{what} carries no model card (safetensors metadata {CARD_METADATA_KEY!r})")
-    try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except ValueError as exc:
-        raise ZooError(f"{what}: its model card is not valid JSON: {exc}") from exc
-    return ModelCard.from_json(obj)
+    return ModelCard.from_json(strict_json(text, f"{what}: its model card"))
 
 
 def _build(card: ModelCard, state: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -353,11 +347,15 @@ def read_card(path: Path) -> ModelCard:
 
 def read_json_file(path: Path, limit: int, what: str) -> Any:
     """Strict JSON from an untrusted file: size-limited, no repeated fields, no NaN/Infinity."""
-    raw = _read_limited(path, limit, what)
+    return strict_json(_read_limited(path, limit, what), f"{what} {path}")
+
+
+def strict_json(data: bytes | str, what: str) -> Any:
+    """Strict JSON from untrusted bytes: no repeated fields, no NaN/Infinity; `what` names it in errors."""
     try:
-        return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ZooError(f"{what} {path} is not valid JSON: {exc}") from exc
+        raise ZooError(f"{what} is not valid JSON: {exc}") from exc
 
 
 def _read_limited(path: Path, limit: int, what: str) -> bytes:

@@ -57,22 +57,14 @@ def format_vote(vote: dict[str, Any], names: dict[str, str]) -> str:
 )
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=180, show_default=True)
 @json_option
-def claim(
-    node: str,
-    identity_path: Path,
-    bundle_dir: Path,
-    suspect: str,
-    certificate_path: Path | None,
-    timeout_s: float,
-    as_json: bool,
-) -> None:
+def claim(**options: Any) -> None:
     """Reveal the key against a suspect and let every node verify and vote.
 
     Exits 0 when the community decides you own the suspect, 1 when it decides you do not, and
     2 when it cannot decide (or the claim is refused).
     """
     try:
-        code = _claim(node, identity_path, bundle_dir, suspect, certificate_path, timeout_s, as_json)
+        code = _claim(**options)
     except WmnodeError as exc:
         click.echo(f"error: {exc.diagnostics()}", err=True)
         code = EXIT_UNDECIDED

@@ -159,21 +159,7 @@ def test_a_member_that_votes_against_the_truth_does_not_change_the_outcome(
     try:
         community.wait_ready(timeout=60)
         with community.client(0) as client:
-            bundle = BundleFiles.read(owner_bundle)
-            key, proof = bundle.owner_key(owner)
-            data = model_to_bytes(*load_model(finetuned))
-            uri = client.put_artifact(data)
-            msg = Claim.create(
-                owner,
-                publish=client.publish_by_key(hashlib.sha256(key).hexdigest())["index"],
-                model_uri=uri,
-                model_hash=uri[7:],
-                verifier_uri=client.put_artifact(bundle.verifier),
-                info_uri=client.put_artifact(bundle.info),
-                key=key,
-                key_proof=proof,
-                time=time.time_ns() // 1_000_000,
-            )
+            msg = _claim_msg(client, owner, owner_bundle, *_uploaded(client, finetuned))
             index = client.submit(msg)["index"]
             lie = Vote.create(
                 liar, claim=index, claim_hash=msg.body_hash(), verdict="not-owner", score=0, threshold=700, reason="lie"
