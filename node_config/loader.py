@@ -12,6 +12,7 @@ from typing import Any
 
 from registry.errors import ConfigError
 from registry.fetch import FetchPolicy
+from registry.infos import DEFAULT_POLICY, ReferenceSpec, VerificationPolicy, parse_policy, parse_references
 
 #: The secret the example configs carry: fine on loopback, refused anywhere else.
 EXAMPLE_SECRET = "wmnode-example-community-secret-not-for-real-use"  # noqa: S105 - public on purpose
@@ -30,6 +31,8 @@ _TOP_KEYS = {
     "identity_seed": str,
     "max_artifact_bytes": int,
     "fetch": dict,
+    "verification": dict,
+    "references": list,
     "members": list,
 }
 _MEMBER_KEYS = {"name": str, "raft": str, "api": str, "key": str}
@@ -100,6 +103,10 @@ class NodeConfig:
     identity_seed: str | None = field(default=None, repr=False)
     max_artifact_bytes: int = 256 * 2**20
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    #: How claims are judged (floors, caps, references, judges): the same on every member.
+    verification: VerificationPolicy = DEFAULT_POLICY
+    #: Reference models this node trains and records at first start (`[[references]]`).
+    references: tuple[ReferenceSpec, ...] = ()
 
     @property
     def member_keys(self) -> tuple[str, ...]:
@@ -233,6 +240,8 @@ def parse_config(raw: dict[str, Any], source: str, base: Path) -> NodeConfig:
         identity_seed=raw.get("identity_seed"),
         max_artifact_bytes=raw.get("max_artifact_bytes", 256 * 2**20),
         fetch=_fetch_policy(raw.get("fetch", {}), source),
+        verification=parse_policy(raw.get("verification", {}), f"{source}: verification"),
+        references=parse_references(raw.get("references", []), f"{source}: references"),
     )
     if config.name not in names:
         raise ConfigError(f"{source}: name: {config.name!r} is not one of the members {names}")

@@ -29,6 +29,7 @@ from registry.errors import (
 )
 from registry.fetch import ArtifactStore, FetchPolicy, pin_url
 from registry.identity import Identity
+from registry.infos import DEFAULT_POLICY, VerificationPolicy, card_from_artifact, check_against_card, parse_info
 from registry.log import REJECTED, Outcome, RegistryLog, envelope
 from registry.messages import ARTIFACT, Claim, Message, message_from_json, uri_kind
 
@@ -57,6 +58,7 @@ class NodeInfo:
     max_skew_ms: int
     commit_timeout_s: float
     fetch: FetchPolicy = FetchPolicy()
+    verification: VerificationPolicy = DEFAULT_POLICY
 
 
 def now_ms() -> int:
@@ -116,7 +118,9 @@ async def _commit(log: RegistryLog, msg: Message, data: bytes, timeout: float) -
         await asyncio.sleep(_RETRY_PAUSE_S)
 
 
-async def publish(log: RegistryLog, info: NodeInfo, body: bytes) -> tuple[int, dict[str, Any]]:
+async def publish(
+    log: RegistryLog, info: NodeInfo, body: bytes, store: ArtifactStore | None = None
+) -> tuple[int, dict[str, Any]]:
     """Validate a signed message, commit it (or find it already stored); status and answer."""
     msg = message_from_json(parse_json(body))
     existing, code = log.lookup(msg), 200
@@ -125,6 +129,8 @@ async def publish(log: RegistryLog, info: NodeInfo, body: bytes) -> tuple[int, d
         log.state.admit(msg, stamp, info.max_skew_ms)
         if isinstance(msg, Claim):
             await asyncio.to_thread(check_claim_urls, msg, info.fetch)
+            if store is not None:
+                await asyncio.to_thread(check_claim_info, log, msg, store, info.verification)
         existing = await _commit(log, msg, envelope(msg, stamp, info.max_skew_ms), info.commit_timeout_s)
         if existing.status == REJECTED:
             raise RejectedError(existing.reason)
@@ -147,6 +153,44 @@ def check_claim_urls(claim: Claim, policy: FetchPolicy) -> None:
         uri = getattr(claim, name)
         if uri_kind(uri) != ARTIFACT:
             pin_url(uri.removeprefix("predict+"), policy)
+
+
+#: DESIGN §4.1: info is a small JSON object.
+MAX_INFO_BYTES = 64 * 1024
+
+
+def check_claim_info(log: RegistryLog, claim: Claim, store: ArtifactStore, policy: VerificationPolicy) -> None:
+    """Refuse, before it commits, a claim whose info is out of the community's bounds (DESIGN §6.1
+    rule 2, §6.2) or does not fit the suspect's card: no judge is ever started for it.
+
+    The info must already be in this node's store (`wmnode claim` uploads it first); so must a
+    suspect model named by artifact, whose card is read from its safetensors header (no torch).
+    """
+    if uri_kind(claim.info_uri) != ARTIFACT:
+        raise RejectedError("info_uri must name an artifact in the nodes' store (upload the info first)")
+    digest = claim.info_uri.removeprefix("sha256:")
+    if not store.has(digest):
+        raise RejectedError(f"the info {claim.info_uri[:23]}… is not in this node's store; upload it first")
+    if store.path(digest).stat().st_size > MAX_INFO_BYTES:
+        raise RejectedError(f"the info is over {MAX_INFO_BYTES} bytes")
+    with log.state.lock:
+        publish = log.state.publishes.get(claim.publish)
+    scheme = publish["scheme"] if publish is not None else ""
+    typed = parse_info(scheme, parse_json(store.path(digest).read_bytes(), limit=MAX_INFO_BYTES), policy)
+    if uri_kind(claim.model_uri) == ARTIFACT and store.has(claim.model_hash):
+        with open(store.path(claim.model_hash), "rb") as handle:
+            head = handle.read(8 + 16 * 2**10)
+        check_against_card(typed, card_from_artifact(_header_bytes(head, store.path(claim.model_hash))))
+
+
+def _header_bytes(head: bytes, path: Any) -> bytes:
+    """The safetensors length prefix and header of a stored model (the header may exceed `head`)."""
+    if len(head) >= 8:
+        length = int.from_bytes(head[:8], "little")
+        if 8 + length > len(head) and length <= 16 * 2**20:
+            with open(path, "rb") as handle:
+                return handle.read(8 + length)
+    return head
 
 
 async def _upload(request: Request, store: ArtifactStore, digest: str) -> tuple[int, dict[str, Any]]:
@@ -173,6 +217,7 @@ def create_app(
     info: NodeInfo,
     store: ArtifactStore,
     verifier_ready: Callable[[], bool] = lambda: False,
+    references_ready: Callable[[], bool] = lambda: True,
 ) -> ASGIApp:
     app = FastAPI(title="wmnode registry node", version="1", docs_url=None, redoc_url=None)
 
@@ -219,7 +264,13 @@ def create_app(
             "root": root.hex(),
             "members": list(info.members),
             "verifier_ready": verifier_ready(),
+            "references_ready": references_ready(),
+            "references": len(log.state.admitted_references()),
         }
+
+    @app.get("/v1/references")
+    def references() -> dict[str, Any]:
+        return {"references": log.state.admitted_references()}
 
     @app.get("/v1/checkpoint")
     def checkpoint(size: int | None = None) -> dict[str, Any]:
@@ -286,4 +337,4 @@ def create_app(
             raise NotFoundError("size must be non-negative")
         return {"size": size, "root": log.root(size).hex()}
 
-    return _PublishFastPath(app, lambda body: publish(log, info, body))
+    return _PublishFastPath(app, lambda body: publish(log, info, body, store))

@@ -11,6 +11,14 @@ log entry with an inclusion proof, plus checkpoints of one tree size signed by a
 members. `verify_certificate` needs nothing but the file and the members' public keys (from a
 community config): it recomputes every leaf hash and proof, every signature, the key checks of the
 claim, and the decision from the votes in log order.
+
+People read a certificate without the tool, so its stated fields must agree with what the tool
+recomputes, or it is refused: `decided` is the decision; `result` is the decision, or `not-owner`
+when the decision is `owner` and the stated `standing` names another owner whose publish came
+first; each entry's `leaf_hash`; the `community` when the caller names the expected one. The
+standing is an online fact (later claims can change it), so only what the file proves is checked:
+its fields' types, its model, and that where it names this claim or this publish it names them as
+they are.
 """
 
 from __future__ import annotations
@@ -20,11 +28,11 @@ from typing import Any
 
 from registry.checkpoint import Checkpoint
 from registry.client import NodeClient
-from registry.encoding import canonical
+from registry.encoding import canonical, is_hex
 from registry.errors import UnavailableError, VerificationError, WmnodeError
 from registry.identity import verify_owner_key
 from registry.merkle import leaf_hash, verify_inclusion
-from registry.messages import Claim, Publish, Vote, message_from_json
+from registry.messages import NOT_OWNER, OWNER, Claim, Publish, Vote, message_from_json
 
 VERSION = 1
 
@@ -72,17 +80,126 @@ def _check_entry(entry: dict[str, Any], proofs: dict[str, Any], size: int, root:
     if not isinstance(path, list):
         raise VerificationError(f"no inclusion proof for entry #{index}")
     verify_inclusion(leaf, index, size, [bytes.fromhex(p) for p in path], root)
+    stated = entry.get("leaf_hash")
+    if stated is not None and stated != leaf.hex():
+        raise VerificationError(
+            f"certificate states leaf_hash {_short(stated)} for entry #{index} but its entry hashes to "
+            f"{_short(leaf.hex())}"
+        )
 
 
-def verify_certificate(cert: dict[str, Any], members: list[str]) -> dict[str, Any]:
-    """Check a certificate against the members' public keys; the decision it proves.
+def _short(value: object) -> str:
+    return f"{str(value)[:16]}…"
 
-    Raises `VerificationError` naming the first thing that does not hold.
+
+def verify_certificate(cert: dict[str, Any], members: list[str], community: str | None = None) -> dict[str, Any]:
+    """Check a certificate against the members' public keys; the decision and result it proves.
+
+    `community`, when given, is the expected community name: a certificate that states another
+    is refused. Raises `VerificationError` naming the first thing that does not hold.
     """
     try:
-        return _verify(cert, set(members))
+        summary = _verify(cert, set(members))
+        _check_community(cert.get("community"), community)
+        if cert["decided"] != summary["decided"]:
+            raise VerificationError(
+                f"certificate states decided {cert['decided']!r:.40} but its votes decide {summary['decided']!r}"
+            )
+        summary["standing"] = _check_standing(cert.get("standing"), summary)
+        summary["result"] = _check_result(cert["result"], summary)
+        return summary
     except (KeyError, TypeError, ValueError) as exc:
         raise VerificationError(f"malformed certificate: {type(exc).__name__}: {exc}") from None
+
+
+def _check_community(stated: object, expected: str | None) -> None:
+    if expected is not None and stated not in (None, "") and stated != expected:
+        raise VerificationError(
+            f"certificate states community {stated!r:.80} but the expected community is {expected!r}"
+        )
+
+
+def _check_standing(standing: object, facts: dict[str, Any]) -> dict[str, Any] | None:
+    """The stated standing owner, checked as far as the file proves it (its types, its model, and
+    what it says of this claim and this publish)."""
+    if standing is None:
+        return None
+    if not isinstance(standing, dict):
+        raise VerificationError(f"certificate's standing must be an object or null, got {type(standing).__name__}")
+    for name in ("claim", "publish", "publish_time"):
+        value = standing.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise VerificationError(f"certificate's standing.{name} must be a non-negative integer, got {value!r:.40}")
+    if not is_hex(standing.get("owner"), 32):
+        raise VerificationError(
+            f"certificate's standing.owner must be 64 lowercase hex digits, got {standing.get('owner')!r:.40}"
+        )
+    if "model_hash" in standing and standing["model_hash"] != facts["model_hash"]:
+        raise VerificationError(
+            f"certificate's standing.model_hash {_short(standing['model_hash'])} disagrees with the claim's "
+            f"model_hash {_short(facts['model_hash'])}"
+        )
+    if standing["claim"] == facts["claim"]:
+        _agree(standing, facts, ("owner", "publish", "publish_time"), f"claim #{facts['claim']}'s")
+        if facts["decided"] != OWNER:
+            raise VerificationError(
+                f"certificate's standing names claim #{facts['claim']}, which its votes decide "
+                f"{facts['decided']!r}; only a passing claim stands"
+            )
+    if standing["publish"] == facts["publish"]:
+        _agree(standing, facts, ("owner", "publish_time"), f"publish #{facts['publish']}'s")
+    # The standing owner is the earliest publish among the passing claims (RegistryLog.standing_owner);
+    # when this claim passed, it is one of them.
+    if facts["decided"] == OWNER and _rank(standing) > _rank(facts):
+        raise VerificationError(
+            f"certificate's standing names publish #{standing['publish']} at {standing['publish_time']}, after "
+            f"this claim's publish #{facts['publish']} at {facts['publish_time']}; this claim passed, so the "
+            "earliest passing publish cannot be later"
+        )
+    return dict(standing)
+
+
+def _rank(obj: dict[str, Any]) -> tuple[int, int]:
+    """The order of publishes in `standing_owner`: publish time, then log index."""
+    return obj["publish_time"], obj["publish"]
+
+
+def _agree(standing: dict[str, Any], facts: dict[str, Any], names: tuple[str, ...], whose: str) -> None:
+    for name in names:
+        if standing[name] != facts[name]:
+            stated, real = (
+                (_short(standing[name]), _short(facts[name])) if name == "owner" else (standing[name], facts[name])
+            )
+            raise VerificationError(f"certificate's standing.{name} {stated} disagrees with {whose} {name} {real}")
+
+
+def _check_result(result: object, facts: dict[str, Any]) -> str:
+    """`result` is the decision, or `not-owner` when this claim passed but another owner's publish
+    came first (RegistryLog.claim_status)."""
+    decided: str = facts["decided"]
+    standing = facts["standing"]
+    outranked = (
+        decided == OWNER
+        and standing is not None
+        and standing["owner"] != facts["owner"]
+        and _rank(standing) < _rank(facts)
+    )
+    if outranked:
+        if result != NOT_OWNER:
+            raise VerificationError(
+                f"certificate states result {result!r:.40} but its standing names another owner "
+                f"{_short(standing['owner'])}, whose publish #{standing['publish']} came first: the result is "
+                f"{NOT_OWNER!r}"
+            )
+        return NOT_OWNER
+    if result != decided:
+        why = ""
+        if decided == OWNER and result == NOT_OWNER:
+            why = (
+                " and it names no standing owner" if standing is None else " and the standing names this claim's owner"
+            )
+        raise VerificationError(f"certificate states result {result!r:.40} but its votes decide {decided!r}{why}")
+    return decided
 
 
 def _verify(cert: dict[str, Any], members: set[str]) -> dict[str, Any]:

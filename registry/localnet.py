@@ -148,6 +148,11 @@ class LocalCommunity:
                 return False
             if verifiers and not all(s is not None and s.get("verifier_ready") for s in up):
                 return False
+            if verifiers and not all(s is not None and s.get("references_ready") for s in up):
+                return False
+            wanted = max(len(n.config.references) for n in self.nodes)
+            if verifiers and not all(s is not None and s.get("references", 0) >= wanted for s in up):
+                return False
             leaders = {s["leader"] for s in up if s is not None}
             return len(leaders) == 1 and None not in leaders
 
@@ -196,11 +201,13 @@ def write_local_configs(
     community: str = "wmnode.test/local",
     commit_timeout_s: int = 10,
     allow_loopback: bool = True,
+    extra: str = "",
 ) -> list[Path]:
     """Configs for an n-node community on free loopback ports (tests and benchmarks).
 
     Each node's identity derives from a fresh random `identity_seed` (loopback only), so every
-    member's public key can be written into every config before any node starts.
+    member's public key can be written into every config before any node starts. `extra` is TOML
+    appended to every config (a `[verification]` table, `[[references]]`).
     """
     base.mkdir(parents=True, exist_ok=True)
     ports = free_ports(2 * n)
@@ -219,7 +226,7 @@ def write_local_configs(
         path.write_text(
             f'community = "{community}"\nname = "node{i + 1}"\nraft = "127.0.0.1:{ports[i]}"\n'
             f'api = "127.0.0.1:{ports[n + i]}"\n{secret_line}commit_timeout_seconds = {commit_timeout_s}\n'
-            f'identity_seed = "{seeds[i]}"\n{fetch}{members}'
+            f'identity_seed = "{seeds[i]}"\n{fetch}{members}\n{extra}'
         )
         paths.append(path)
     return paths

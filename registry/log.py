@@ -24,7 +24,7 @@ from registry.encoding import MAX_MESSAGE_BYTES, canonical, parse_json
 from registry.errors import MessageError, NotFoundError, RejectedError, WmnodeError
 from registry.identity import verify_owner_key
 from registry.merkle import MerkleTree, leaf_hash
-from registry.messages import OWNER, Claim, Message, Publish, Vote, message_from_json
+from registry.messages import OWNER, Claim, Message, Publish, Reference, Vote, message_from_json
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
         self.publishes: dict[int, dict[str, Any]] = {}
         self.claims: dict[int, ClaimState] = {}
         self.by_model: dict[str, list[int]] = {}
+        #: Reference models: slot -> model_hash -> the members that recorded it (DESIGN §6.1 rule 3).
+        self.references: dict[tuple[str, int, str, str, str], dict[str, set[str]]] = {}
         self.last_time = 0
         self.rejected = 0
 
@@ -157,7 +159,13 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
             self.last_time = time
             if isinstance(msg, Publish):
                 self.by_key_hash[msg.key_hash] = index
-                self.publishes[index] = {"owner": msg.owner, "key_hash": msg.key_hash, "nonce": msg.nonce, "time": time}
+                self.publishes[index] = {
+                    "owner": msg.owner,
+                    "key_hash": msg.key_hash,
+                    "nonce": msg.nonce,
+                    "time": time,
+                    "scheme": msg.scheme,
+                }
             elif isinstance(msg, Claim):
                 self.claims[index] = ClaimState(msg.publish, msg.owner, msg.model_hash, msg.body_hash(), {})
                 self.by_model.setdefault(msg.model_hash, []).append(index)
@@ -165,7 +173,21 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
             elif isinstance(msg, Vote):
                 self._count(self.claims[msg.claim], msg, index)
                 self.changed.set()
+            elif isinstance(msg, Reference):
+                self.references.setdefault(msg.slot, {}).setdefault(msg.model_hash, set()).add(msg.node)
         return self._outcome(APPENDED, index)
+
+    def admitted_references(self) -> list[dict[str, Any]]:
+        """The reference models a majority of members recorded, one per slot."""
+        with self.lock:
+            out = []
+            for slot, hashes in sorted(self.references.items()):
+                for model_hash, nodes in sorted(hashes.items()):
+                    if len(nodes & self.members) >= self.majority:
+                        arch, classes, shape, dataset, recipe = slot
+                        out.append({"arch": arch, "num_classes": classes, "input_shape": shape, "dataset": dataset,
+                                    "recipe": recipe, "model_hash": model_hash, "members": len(nodes)})  # fmt: skip
+            return out
 
     def _count(self, claim: ClaimState, vote: Vote, index: int) -> None:
         claim.votes[vote.node] = (vote.verdict, index)
@@ -194,6 +216,11 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
                 )
             if isinstance(msg, Claim):
                 self._admit_claim(msg)
+            if isinstance(msg, Reference):
+                if msg.node not in self.members:
+                    raise RejectedError(f"references are recorded by members only; {msg.node[:16]}… is not one")
+                if any(msg.node in nodes for nodes in self.references.get(msg.slot, {}).values()):
+                    raise RejectedError(f"node {msg.node[:16]}… has already recorded a reference for {msg.slot}")
             if isinstance(msg, Vote):
                 if msg.claim not in self.claims:
                     raise RejectedError(f"vote on entry #{msg.claim}, which is not a claim")

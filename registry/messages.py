@@ -12,7 +12,8 @@ well formed; `verify()` checks the signature.
               and the revealed key with its key_proof (DESIGN §4.2)
     vote      one member node's verdict on one claim (its log index and the hash of its signed part,
               so a vote cannot be replayed onto another claim that got the same index elsewhere),
-              score and threshold per mille
+              score and threshold per mille, the false-positive bound the verdict rests on (a decimal
+              string: per mille cannot hold 3e-8) and the reference models it was checked against
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any, ClassVar, cast
 
+from registry.bounds import BOUND_RE
 from registry.encoding import canonical, is_hex, parse_json
 from registry.errors import MessageError, VerificationError
 from registry.identity import Identity, verify_signature
@@ -32,6 +34,8 @@ MAX_SAFE_INT = 2**53 - 1
 _SCHEME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 MAX_URI_CHARS = 2048
 MAX_REASON_CHARS = 500
+#: A vote names at most this many reference models (comma-separated SHA-256 hex).
+MAX_VOTE_REFERENCES = 16
 #: Votes: the verification passed, failed, or could not be carried out (fetch, hash, format...).
 OWNER, NOT_OWNER, ERROR = "owner", "not-owner", "error"
 VERDICTS = (OWNER, NOT_OWNER, ERROR)
@@ -283,9 +287,14 @@ def predict_model_hash(uri: str) -> str:
 
 @dataclass(frozen=True)
 class Vote(Message):
-    """One member's verdict on claim #`claim` (DESIGN §4.1); score and threshold per mille."""
+    """One member's verdict on claim #`claim` (DESIGN §4.1, §6.1); score and threshold per mille.
+
+    `fp_bound` is the chance that a model independent of the key passes, as the node bounded it
+    (registry.bounds); `references` the model hashes of the community's reference models the
+    verification also ran on (comma-separated, empty when none matched the suspect)."""
 
     TYPE: ClassVar[str] = "vote"
+    VERSION: ClassVar[int] = 2
     SIGNER: ClassVar[str] = "node"
 
     node: str
@@ -295,6 +304,8 @@ class Vote(Message):
     score: int
     threshold: int
     reason: str
+    fp_bound: str
+    references: str
 
     @classmethod
     def _validate_fields(cls, obj: dict[str, Any]) -> None:
@@ -309,6 +320,14 @@ class Vote(Message):
         reason = obj["reason"]
         if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS or not reason.isprintable():
             raise MessageError(f"field 'reason' must be printable text of at most {MAX_REASON_CHARS} characters")
+        bound = obj["fp_bound"]
+        if not isinstance(bound, str) or not BOUND_RE.fullmatch(bound):
+            raise MessageError("field 'fp_bound' must be a decimal string like '2.30e-09'")
+        refs = obj["references"]
+        if not isinstance(refs, str) or len(refs) > MAX_VOTE_REFERENCES * 65:
+            raise MessageError(f"field 'references' must name at most {MAX_VOTE_REFERENCES} reference models")
+        if refs and not all(is_hex(r, 32) for r in refs.split(",")):
+            raise MessageError("field 'references' must be comma-separated SHA-256 hex digests")
 
     @classmethod
     def create(
@@ -321,6 +340,8 @@ class Vote(Message):
         score: int,
         threshold: int,
         reason: str,
+        fp_bound: str = "1.00e+00",
+        references: tuple[str, ...] = (),
     ) -> Vote:
         unsigned = {
             "claim": claim,
@@ -329,12 +350,86 @@ class Vote(Message):
             "score": score,
             "threshold": threshold,
             "reason": reason,
+            "fp_bound": fp_bound,
+            "references": ",".join(references),
         }
         return cast(Vote, cls._sign(identity, unsigned))
 
 
+_ARCH_RE = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+_SHAPE_RE = re.compile(r"[1-9][0-9]{0,3}x[1-9][0-9]{0,3}x[1-9][0-9]{0,3}")
+
+
+@dataclass(frozen=True)
+class Reference(Message):
+    """A member's record of a reference model (DESIGN §6.1 rule 3): a model independent of every
+    claimant, trained by `recipe` with `seed` on `dataset`, whose weights travel by `model_hash`.
+
+    A reference counts once a majority of the members have recorded the same hash for the same
+    (arch, num_classes, input_shape, dataset, recipe): one lying member cannot plant a model."""
+
+    TYPE: ClassVar[str] = "reference"
+    SIGNER: ClassVar[str] = "node"
+
+    node: str
+    arch: str
+    num_classes: int
+    input_shape: str
+    dataset: str
+    recipe: str
+    seed: int
+    model_hash: str
+
+    @classmethod
+    def _validate_fields(cls, obj: dict[str, Any]) -> None:
+        for name in ("arch", "dataset", "recipe"):
+            if not isinstance(obj[name], str) or not _ARCH_RE.fullmatch(obj[name]):
+                raise MessageError(f"field {name!r} must be a short lowercase name")
+        if not isinstance(obj["input_shape"], str) or not _SHAPE_RE.fullmatch(obj["input_shape"]):
+            raise MessageError("field 'input_shape' must be CxHxW, like '1x28x28'")
+        _check_int("num_classes", obj["num_classes"])
+        _check_int("seed", obj["seed"])
+        if not 1 <= obj["num_classes"] <= 100_000:
+            raise MessageError("field 'num_classes' must be 1-100000")
+        _check_hex("model_hash", obj["model_hash"], 32)
+
+    @property
+    def slot(self) -> tuple[str, int, str, str, str]:
+        """What a reference stands for; members agree on one model hash per slot."""
+        return (self.arch, self.num_classes, self.input_shape, self.dataset, self.recipe)
+
+    @classmethod
+    def create(
+        cls,
+        identity: Identity,
+        *,
+        arch: str,
+        num_classes: int,
+        input_shape: str,
+        dataset: str,
+        recipe: str,
+        seed: int,
+        model_hash: str,
+    ) -> Reference:
+        unsigned = {
+            "arch": arch,
+            "num_classes": num_classes,
+            "input_shape": input_shape,
+            "dataset": dataset,
+            "recipe": recipe,
+            "seed": seed,
+            "model_hash": model_hash,
+        }
+        return cast(Reference, cls._sign(identity, unsigned))
+
+
 #: Message types by their `type` field.
-MESSAGE_TYPES: dict[str, type[Message]] = {Publish.TYPE: Publish, Claim.TYPE: Claim, Vote.TYPE: Vote}
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    Publish.TYPE: Publish,
+    Claim.TYPE: Claim,
+    Vote.TYPE: Vote,
+    Reference.TYPE: Reference,
+}
 
 
 def message_from_json(obj: object) -> Message:

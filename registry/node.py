@@ -91,6 +91,7 @@ def node_info(config: NodeConfig) -> NodeInfo:
         max_skew_ms=config.max_skew_ms,
         commit_timeout_s=float(config.commit_timeout_s),
         fetch=config.fetch,
+        verification=config.verification,
     )
 
 
@@ -144,9 +145,11 @@ def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper) -> None:
         )
         store = ArtifactStore(data_dir / "artifacts", config.max_artifact_bytes)
         fetcher = Fetcher(store, [p.api_url for p in config.peers], config.fetch)
-        worker = VerifierWorker(log, identity, fetcher, node_info(config))
+        worker = VerifierWorker(log, identity, fetcher, node_info(config), data_dir, config.references)
         try:
-            app = create_app(log, identity, node_info(config), store, worker.ready.is_set)
+            app = create_app(
+                log, identity, node_info(config), store, worker.ready.is_set, worker.references_done.is_set
+            )
             server = uvicorn.Server(
                 uvicorn.Config(
                     app,

@@ -1,18 +1,25 @@
-"""The verifier on every node (DESIGN §1, §4.4): judge each committed claim, record a signed vote.
+"""The verifier on every node (DESIGN §1, §4.4, §6): judge each committed claim, record a signed vote.
 
-Apply only records a claim; this worker thread, never the apply path, does the heavy part. For
-every claim in the log that lacks this node's vote it
+Apply only records a claim; this worker, never the apply path, does the heavy part, and the
+heaviest part runs in judge processes (registry.judges) with memory, CPU and wall-clock limits.
+For every claim in the log that lacks this node's vote it
 
 1. re-checks the revealed key against the publish's key_hash and the owner's key_proof;
-2. fetches the info and the verifier artifact and checks them against the publish's hashes;
-3. fetches the suspect (store, peers or guarded http(s)) and checks it against the claim's
-   model_hash, then loads it from safetensors only; a prediction API (black-box schemes only) is
-   queried through `RemotePredictor` under the same fetch policy;
-4. runs the publish's scheme, looked up by name, and votes `owner` / `not-owner`, or `error` with
-   the reason when any step above could not be carried out.
+2. fetches the info and checks it against the publish's hash and the community's floors and caps
+   (registry.infos: a claim below them is voted `not-owner`, before any work);
+3. fetches the verifier artifact and the suspect (store, peers or guarded http(s)), checks their
+   hashes and the suspect's card against the info;
+4. picks the reference models that match the suspect (recorded by a majority of members);
+5. hands all of it to a judge, which runs the scheme on the suspect and on the references and
+   decides (schemes.judge), and votes with the judge's verdict, false-positive bound and the
+   references it checked; `error` with the reason when any step could not be carried out.
 
-A node that restarts finds its own earlier votes in the log and skips those claims; a vote that
-was submitted twice is refused by apply, so every member votes at most once per claim.
+Fairness (§6.2): claims are served round robin by claimant, so a burst from one claimant waits
+its turn behind another's single claim, and `judges` claims run at once. A claim being judged is
+marked on disk (data_dir/judging/INDEX); a node killed mid-judgement finds the mark at restart and
+votes `error` on that claim instead of judging it again, so it neither loops on a claim that
+kills it nor votes twice (apply refuses a second vote anyway). At first start the node also trains
+and records the reference models its config lists (`[[references]]`), in a judge.
 """
 
 from __future__ import annotations
@@ -20,24 +27,36 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pysyncobj import FAIL_REASON
 
 from registry.api import NodeInfo, now_ms
+from registry.encoding import parse_json
 from registry.errors import VerificationError, WmnodeError
-from registry.fetch import Fetcher
+from registry.fetch import ArtifactStore, Fetcher
 from registry.identity import Identity, verify_owner_key
+from registry.infos import Info, InfoError, ReferenceSpec, card_from_artifact, check_against_card, parse_info
+from registry.judges import Judge, JudgeLimitError, Limits
 from registry.log import REJECTED, Outcome, RegistryLog, envelope
-from registry.messages import ERROR, NOT_OWNER, OWNER, PREDICT, Claim, Vote, uri_kind
+from registry.messages import ERROR, NOT_OWNER, PREDICT, Claim, Message, Reference, Vote, uri_kind
 
 logger = logging.getLogger(__name__)
 
 MAX_INFO_BYTES = 64 * 1024
+MAX_VERIFIER_BYTES = 64 * 2**20
+#: Schemes whose verification reads only labels, so a prediction API may stand in for the model.
+BLACK_BOX = frozenset({"new-label", "function-coupled", "blind"})
 _IDLE_S = 0.5
+_HEADER_LIMIT = 16 * 2**20
+#: Training a reference is the community's own work, not a stranger's: it gets a longer clock.
+_BUILD_WALL_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -46,103 +65,118 @@ class Judgement:
     score: int
     threshold: int
     reason: str
+    fp_bound: str = "1.00e+00"
+    references: tuple[str, ...] = ()
 
 
-def per_mille(value: float) -> int:
-    return max(0, min(1000, round(1000 * float(value))))
+def read_card(path: Path) -> dict[str, Any]:
+    """A stored model's card, from its safetensors header only."""
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if length > _HEADER_LIMIT:
+            raise InfoError("the suspect model's safetensors header is over 16 MiB")
+        handle.seek(0)
+        return card_from_artifact(handle.read(8 + length))
 
 
-def judge(claim: Claim, publish: dict[str, Any], fetcher: Fetcher) -> Judgement:
-    """Verify one claim against the publish it rests on (the `msg` of that log entry)."""
-    key, proof = bytes.fromhex(claim.key), bytes.fromhex(claim.key_proof)
-    if hashlib.sha256(key).hexdigest() != publish["key_hash"]:
-        raise VerificationError("the revealed key does not hash to the publish's key_hash")
-    verify_owner_key(claim.owner, bytes.fromhex(publish["nonce"]), key, proof)
+class _Files:
+    """Paths of what a judge reads: store files as they are, fetched URLs spooled to temp files."""
 
-    # Torch and the schemes load on first use (the worker warms them up at start).
-    from schemes.base import get_scheme
-    from schemes.bundle import MAX_VERIFIER_BYTES
-    from schemes.serving import RemotePredictor
-    from schemes.training import default_device
-    from schemes.zoo import model_from_bytes, read_weights_bytes, strict_json
+    def __init__(self, store: ArtifactStore, fetcher: Fetcher, spool: Path) -> None:
+        self.store, self.fetcher, self.spool = store, fetcher, spool
+        self.temps: list[Path] = []
 
-    info_bytes = fetcher.fetch(claim.info_uri, publish["info_hash"], MAX_INFO_BYTES, "info")
-    info = strict_json(info_bytes, "info")
-    if not isinstance(info, dict) or info.get("scheme") != publish["scheme"]:
-        raise WmnodeError(f"info does not describe a {publish['scheme']!r} watermark")
-    scheme = get_scheme(publish["scheme"])
-    verifier = read_weights_bytes(
-        fetcher.fetch(claim.verifier_uri, publish["verifier_hash"], MAX_VERIFIER_BYTES, "verifier artifact"),
-        "verifier artifact",
-    )
-    suspect: Any
-    if uri_kind(claim.model_uri) == PREDICT:
-        if not scheme.black_box:
-            raise WmnodeError(f"{scheme.name} is a white-box scheme: it needs the model's weights, not an API")
-        suspect = RemotePredictor(claim.model_uri, fetcher.policy)
-    else:
-        data = fetcher.fetch(claim.model_uri, claim.model_hash, fetcher.policy.max_bytes, "suspect model")
-        model, _ = model_from_bytes(data, max_bytes=fetcher.policy.max_bytes, what="suspect model")
-        suspect = model.to(default_device())
-    verdict = scheme.verify(suspect, key, verifier, info)
-    word = "found" if verdict.passed else "not found"
-    return Judgement(
-        OWNER if verdict.passed else NOT_OWNER,
-        per_mille(verdict.score),
-        per_mille(verdict.threshold),
-        f"{scheme.name} watermark {word}: score {verdict.score:.3f}, threshold {verdict.threshold:g}",
-    )
+    def get(self, uri: str, digest: str, limit: int, what: str) -> Path:
+        if uri_kind(uri) == "artifact":
+            self.fetcher.fetch(uri, digest, limit, what)  # into the store (from a peer if need be)
+            return self.store.path(digest)
+        data = self.fetcher.fetch(uri, digest, limit, what)
+        self.spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.spool, prefix="fetched-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        self.temps.append(Path(name))
+        return Path(name)
+
+    def clean(self) -> None:
+        for path in self.temps:
+            path.unlink(missing_ok=True)
 
 
 class VerifierWorker:
-    """One thread per node: judge claims in log order, submit each vote until it commits."""
+    """Judges claims in judge processes, fairly across claimants; submits each vote until it commits."""
 
-    def __init__(self, log: RegistryLog, identity: Identity, fetcher: Fetcher, info: NodeInfo) -> None:
+    def __init__(
+        self,
+        log: RegistryLog,
+        identity: Identity,
+        fetcher: Fetcher,
+        info: NodeInfo,
+        data_dir: Path | None = None,
+        references: tuple[ReferenceSpec, ...] = (),
+    ) -> None:
         self.log, self.identity, self.fetcher, self.info = log, identity, fetcher, info
+        self.policy = info.verification
+        self.references = references
+        self.work_dir = (data_dir or Path(tempfile.mkdtemp(prefix="wmnode-verifier-"))) / "judging"
+        threads = int(os.environ.get("WMNODE_VERIFY_THREADS", "0")) or 1
+        self.judges = [Judge(f"judge-{i}", threads) for i in range(self.policy.judges)]
+        self.limits = Limits(
+            self.policy.judge_memory_mib * 2**20, self.policy.judge_cpu_seconds, float(self.policy.judge_wall_seconds)
+        )
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="verifier", daemon=True)
+        self._lock = threading.Condition()
         self._done: set[int] = set()
+        self._in_flight: set[int] = set()
         #: Votes judged but not yet committed (a quorum outage): resubmitted, never re-judged.
         self._unsent: dict[int, Vote] = {}
-        #: Set once torch and the schemes are loaded and the log is replayed (GET /v1/status says).
+        #: Round robin by claimant: the tick at which each claimant was last served.
+        self._served: dict[str, int] = {}
+        self._tick = 0
+        self._threads: list[threading.Thread] = []
+        #: Set once the judges are up and the log is replayed; then once the references are recorded.
         self.ready = threading.Event()
+        self.references_done = threading.Event()
 
     def start(self) -> None:
-        self._thread.start()
+        self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for judge in self.judges:
+            judge.start()
+        starter = threading.Thread(target=self._start, name="verifier", daemon=True)
+        starter.start()
+        self._threads.append(starter)
 
     def stop(self) -> None:
         self._stop.set()
         self.log.state.changed.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        with self._lock:
+            self._lock.notify_all()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=10)
+        for judge in self.judges:
+            judge.stop()
 
-    # -- the loop ----------------------------------------------------------------------------
+    # -- start-up ----------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _start(self) -> None:
         try:
-            self._warm_up()
+            for judge in self.judges:
+                if not judge.wait_ready():
+                    logger.error("judge %s did not start", judge.name)
             self._wait_caught_up()
+            self._settle_interrupted()
+            if self._stop.is_set():
+                return
             self.ready.set()
-            while not self._stop.is_set():
-                self.log.state.changed.clear()
-                for index in self._pending():
-                    if self._stop.is_set():
-                        return
-                    self._handle(index)
-                self.log.state.changed.wait(_IDLE_S)
+            # The first judge trains the configured references, then serves; the others serve now.
+            for i, judge in enumerate(self.judges):
+                thread = threading.Thread(target=self._serve, args=(judge, i == 0), name=judge.name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            self._watch()
         except Exception:  # noqa: BLE001 - a dead verifier must say so in the node's log
-            logger.exception("the verifier thread stopped")
-
-    def _warm_up(self) -> None:
-        """Import torch and the schemes now, so the first claim is not charged for it."""
-        import torch
-
-        import schemes  # noqa: F401 - registers every scheme
-
-        threads = int(os.environ.get("WMNODE_VERIFY_THREADS", "0")) or max(
-            1, (os.cpu_count() or 1) // max(1, len(self.info.members))
-        )
-        torch.set_num_threads(threads)
+            logger.exception("the verifier stopped")
 
     def _wait_caught_up(self) -> None:
         """After a restart, replay the log first: the claims this node voted on carry its vote."""
@@ -152,32 +186,204 @@ class VerifierWorker:
                 return
             self._stop.wait(0.05)
 
-    def _pending(self) -> list[int]:
+    def _settle_interrupted(self) -> None:
+        """Claims this node was judging when it died: an `error` vote each, never a second judgement."""
+        for mark in sorted(self.work_dir.glob("claim-*")):
+            index = int(mark.name.removeprefix("claim-")) if mark.name[6:].isdigit() else -1
+            claim = self.log.state.claims.get(index)
+            if claim is not None and self.identity.public_hex not in claim.votes:
+                logger.warning("claim #%d was being judged when this node stopped; voting error", index)
+                result = Judgement(ERROR, 0, 0, "this node stopped while judging the claim; it does not judge it again")
+                msg = Claim.from_json(self.log.entry(index)["msg"])
+                assert isinstance(msg, Claim)
+                self._unsent[index] = self._vote(index, msg, result)
+            mark.unlink(missing_ok=True)
+        for temp in self.work_dir.glob("fetched-*"):
+            temp.unlink(missing_ok=True)
+
+    def _build_references(self, judge: Judge) -> None:
+        """Train and record the configured reference models this node has not recorded yet."""
+        me = self.identity.public_hex
+        for spec in self.references:
+            if self._stop.is_set():
+                return
+            slot_nodes = self.log.state.references.get(
+                (_arch_of(spec), _classes_of(spec), spec.shape_text, spec.dataset, spec.recipe), {}
+            )
+            if any(me in nodes for nodes in slot_nodes.values()):
+                continue
+            started = time.perf_counter()
+            out = self.work_dir / f"reference-{spec.recipe}.safetensors"
+            try:
+                answer = judge.run({"op": "build", **spec.job(), "out": str(out)},
+                                            Limits(self.limits.memory_bytes, 3600, _BUILD_WALL_S))  # fmt: skip
+                if "error" in answer:
+                    raise WmnodeError(answer["error"])
+                digest = self.fetcher.store.put_bytes(out.read_bytes())
+            except (WmnodeError, JudgeLimitError, OSError) as exc:
+                logger.error("reference %s could not be built: %s", spec.recipe, exc)
+                continue
+            finally:
+                out.unlink(missing_ok=True)
+            msg = Reference.create(
+                self.identity, arch=answer["arch"], num_classes=answer["num_classes"], input_shape=spec.shape_text,
+                dataset=spec.dataset, recipe=spec.recipe, seed=spec.seed, model_hash=digest,
+            )  # fmt: skip
+            self._submit(msg)
+            logger.info("reference %s %s built in %.1f s: %s", spec.recipe, spec.arch, time.perf_counter() - started,
+                        digest[:16])  # fmt: skip
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Wake the judges' threads whenever apply records a claim or a vote."""
+        while not self._stop.is_set():
+            self.log.state.changed.clear()
+            with self._lock:
+                self._lock.notify_all()
+            self.log.state.changed.wait(_IDLE_S)
+
+    def _serve(self, judge: Judge, builds: bool = False) -> None:
+        if builds:
+            self._build_references(judge)
+            self.references_done.set()
+        while not self._stop.is_set():
+            with self._lock:
+                index = self._take()
+                if index is None:
+                    self._lock.wait(_IDLE_S)
+                    continue
+            try:
+                self._handle(index, judge)
+            except Exception:  # noqa: BLE001 - one claim must not stop the judge's thread
+                logger.exception("claim #%d could not be handled", index)
+                self._done.add(index)
+            finally:
+                with self._lock:
+                    self._in_flight.discard(index)
+                    self._lock.notify_all()
+
+    def _take(self) -> int | None:
+        """The next claim to judge: the lowest pending one of the claimant served longest ago."""
         me = self.identity.public_hex
         with self.log.state.lock:
-            return sorted(i for i, c in self.log.state.claims.items() if me not in c.votes and i not in self._done)
+            pending = [
+                (i, c.owner) for i, c in sorted(self.log.state.claims.items())
+                if me not in c.votes and i not in self._done and i not in self._in_flight
+            ]  # fmt: skip
+        if not pending:
+            return None
+        first: dict[str, int] = {}
+        for index, owner in pending:
+            first.setdefault(owner, index)
+        owner = min(first, key=lambda o: (self._served.get(o, -1), first[o]))
+        self._tick += 1
+        self._served[owner] = self._tick
+        self._in_flight.add(first[owner])
+        return first[owner]
 
-    def _handle(self, index: int) -> None:
-        vote = self._unsent.pop(index, None) or self._judge(index)
+    def _handle(self, index: int, judge: Judge) -> None:
+        vote = self._unsent.pop(index, None)
+        if vote is None:
+            mark = self.work_dir / f"claim-{index}"
+            mark.write_text(str(now_ms()))
+            try:
+                vote = self._judge(index, judge)
+            finally:
+                mark.unlink(missing_ok=True)
         if self._submit(vote):
             self._done.add(index)
         else:
             self._unsent[index] = vote  # tried again on the next pass
 
-    def _judge(self, index: int) -> Vote:
-        entry = self.log.entry(index)
-        claim = Claim.from_json(entry["msg"])
+    def _judge(self, index: int, judge: Judge) -> Vote:
+        claim = Claim.from_json(self.log.entry(index)["msg"])
         assert isinstance(claim, Claim)
         started = time.perf_counter()
+        files = _Files(self.fetcher.store, self.fetcher, self.work_dir)
         try:
             publish = self.log.entry(claim.publish)["msg"]
-            result = judge(claim, publish, self.fetcher)
+            job = self._prepare(claim, publish, files)
+            answer = judge.run(job, self.limits) if isinstance(job, dict) else None
+            if answer is None:
+                result = job if isinstance(job, Judgement) else Judgement(ERROR, 0, 0, "nothing to judge")
+            elif "error" in answer:
+                result = Judgement(ERROR, 0, 0, str(answer["error"])[:500])
+            else:
+                result = Judgement(
+                    answer["verdict"], answer["score"], answer["threshold"], answer["reason"], answer["fp_bound"],
+                    tuple(answer["references"]),
+                )  # fmt: skip
+        except InfoError as exc:
+            result = Judgement(NOT_OWNER, 0, 0, f"refused: {exc.diagnostics()}"[:500])
+        except JudgeLimitError as exc:
+            result = Judgement(ERROR, 0, 0, str(exc)[:500])
         except WmnodeError as exc:
             result = Judgement(ERROR, 0, 0, exc.diagnostics()[:500])
-        except Exception as exc:  # noqa: BLE001 - a bad artifact must not kill the verifier
-            logger.exception("claim #%d: verification raised", index)
-            result = Judgement(ERROR, 0, 0, f"internal error: {type(exc).__name__}")
+        finally:
+            files.clean()
         logger.info("claim #%d: %s (%s) in %.2f s", index, result.verdict, result.reason, time.perf_counter() - started)
+        return self._vote(index, claim, result)
+
+    def _prepare(self, claim: Claim, publish: dict[str, Any], files: _Files) -> dict[str, Any] | Judgement:
+        """Everything torch-free: key, info and its floors, artifacts, card, references; the judge's job."""
+        key, proof = bytes.fromhex(claim.key), bytes.fromhex(claim.key_proof)
+        if hashlib.sha256(key).hexdigest() != publish["key_hash"]:
+            raise VerificationError("the revealed key does not hash to the publish's key_hash")
+        verify_owner_key(claim.owner, bytes.fromhex(publish["nonce"]), key, proof)
+        scheme = publish["scheme"]
+        info_path = files.get(claim.info_uri, publish["info_hash"], MAX_INFO_BYTES, "info")
+        typed = parse_info(scheme, parse_json(info_path.read_bytes(), limit=MAX_INFO_BYTES), self.policy)
+        verifier_path = files.get(claim.verifier_uri, publish["verifier_hash"], MAX_VERIFIER_BYTES, "verifier")
+        card: dict[str, Any] | None = None
+        model_path: Path | None = None
+        if uri_kind(claim.model_uri) == PREDICT:
+            if scheme not in BLACK_BOX:
+                raise WmnodeError(f"{scheme} is a white-box scheme: it needs the model's weights, not an API")
+        else:
+            model_path = files.get(claim.model_uri, claim.model_hash, self.fetcher.policy.max_bytes, "suspect model")
+            card = read_card(model_path)
+            check_against_card(typed, card)
+        references = self._matching_references(typed, card)
+        if not references and self.policy.require_references:
+            shape = "x".join(map(str, typed.input_shape))
+            return Judgement(ERROR, 0, 0, f"no reference model matches the suspect ({shape}); this community "
+                                          "decides no claim without one")  # fmt: skip
+        floors = self.policy.floors(scheme)
+        return {
+            "op": "judge",
+            "scheme": scheme,
+            "key": claim.key,
+            "info_path": str(info_path),
+            "verifier_path": str(verifier_path),
+            "model_path": None if model_path is None else str(model_path),
+            "predict_uri": claim.model_uri if model_path is None else None,
+            "fetch": {**self.fetcher.policy.__dict__, "allow_hosts": list(self.fetcher.policy.allow_hosts)},
+            "references": references,
+            "threshold_floor": getattr(floors, "min_threshold", getattr(floors, "min_gamma", 0.0)),
+            "max_false_positive": self.policy.max_false_positive,
+        }
+
+    def _matching_references(self, info: Info, card: dict[str, Any] | None) -> list[dict[str, str]]:
+        """Admitted references of the suspect's architecture, classes and input shape (a prediction
+        API shows none of them but the shape: every reference of that shape and data set)."""
+        shape = "x".join(map(str, info.input_shape))
+        dataset = getattr(info, "dataset", None)
+        out = []
+        for ref in self.log.state.admitted_references():
+            if ref["input_shape"] != shape or (dataset is not None and ref["dataset"] != dataset):
+                continue
+            if card is not None and (ref["arch"], ref["num_classes"]) != (card.get("arch"), card.get("num_classes")):
+                continue
+            try:
+                self.fetcher.artifact(ref["model_hash"], self.fetcher.policy.max_bytes)
+            except WmnodeError as exc:
+                logger.warning("reference %s is on no reachable member: %s", ref["model_hash"][:16], exc)
+                continue
+            out.append({"model_hash": ref["model_hash"], "path": str(self.fetcher.store.path(ref["model_hash"]))})
+        return out[:16]
+
+    def _vote(self, index: int, claim: Claim, result: Judgement) -> Vote:
         return Vote.create(
             self.identity,
             claim=index,
@@ -186,31 +392,41 @@ class VerifierWorker:
             score=result.score,
             threshold=result.threshold,
             reason="".join(c if c.isprintable() else " " for c in result.reason)[:500],
+            fp_bound=result.fp_bound,
+            references=result.references,
         )
 
-    def _submit(self, vote: Vote) -> bool:
+    def _submit(self, msg: Message) -> bool:
         """Submit until committed or refused (already voted): True; False when the community
         could not commit it for a while (the caller keeps the vote and tries again later)."""
         deadline = time.monotonic() + 10 * self.info.commit_timeout_s
         while not self._stop.is_set() and time.monotonic() < deadline:
             done = threading.Event()
             box: list[tuple[Outcome | None, int]] = []
-
-            def _cb(
-                res: Outcome | None,
-                err: int,
-                box: list[tuple[Outcome | None, int]] = box,
-                done: threading.Event = done,
-            ) -> None:
-                box.append((res, err))
-                done.set()
-
-            self.log.submit(envelope(vote, now_ms(), self.info.max_skew_ms), _cb, validated=vote)
+            self.log.submit(envelope(msg, now_ms(), self.info.max_skew_ms), _collector(box, done), validated=msg)
             if done.wait(self.info.commit_timeout_s) and box[0][1] == FAIL_REASON.SUCCESS and box[0][0] is not None:
                 outcome = box[0][0]
                 if outcome.status == REJECTED:
-                    logger.warning("vote on claim #%d refused: %s", vote.claim, outcome.reason)
+                    logger.warning("%s refused: %s", msg.TYPE, outcome.reason)
                 return True
             self._stop.wait(0.2)
-        logger.warning("vote on claim #%d not committed yet; it is kept and submitted again", vote.claim)
+        logger.warning("%s not committed yet; it is kept and submitted again", msg.TYPE)
         return False
+
+
+def _collector(box: list[tuple[Outcome | None, int]], done: threading.Event) -> Callable[[Outcome | None, int], None]:
+    def _cb(res: Outcome | None, err: int) -> None:
+        box.append((res, err))
+        done.set()
+
+    return _cb
+
+
+def _arch_of(spec: ReferenceSpec) -> str:
+    return f"{spec.arch}-passport" if spec.recipe == "passport" else spec.arch
+
+
+def _classes_of(spec: ReferenceSpec) -> int:
+    from registry.infos import EMBEDDED_DATASETS
+
+    return EMBEDDED_DATASETS[spec.dataset] + (1 if spec.recipe == "new-label" else 0)

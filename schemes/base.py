@@ -108,6 +108,9 @@ class Scheme:
     model_arch: Callable[[str], str] = field(default=lambda arch: arch)
     #: Outputs the scheme adds to the task's classes (new label: the extra class Δ).
     extra_classes: int = 0
+    #: How a vote bounds the chance that a model independent of the key passes (DESIGN §6.1 rule 3):
+    #: "binomial" (the exact tail P[Bin(n, p) ≥ k]) or "chernoff" (MTLSign's appendix A).
+    bound: str = "binomial"
     #: Config overrides for a seconds-long embedding on the digits data (contract tests, smoke runs).
     quick: Mapping[str, object] = field(default_factory=dict)
 

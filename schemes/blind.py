@@ -50,9 +50,15 @@ Choices where the paper is silent, and deviations:
 * T_acc = 0.8 (the paper: "close to 1", no value): every fine-tuned model of its Table 2
   (≥ 84.75 %) stays above it; passed iff score > T_acc (the paper's strict ">").
 * Verifier artifact: the frozen key samples themselves (float32, the model's normalised input
-  space) and the logo (uint8), not the encoder: a node may hold none of the owner's training images,
-  a logo render and a float forward pass are not bit-exact across machines, and §3.2 keeps the
-  encoder confidential. The targets are rebuilt from the key; the logo's SHA-256 is in info.
+  space) and the logo (uint8), not the encoder: a logo render and a float forward pass are not
+  bit-exact across machines, and §3.2 keeps the encoder confidential. The targets are rebuilt from
+  the key; the logo's SHA-256 is in info.
+* Binding the shipped samples to the key (DESIGN §6.1 rule 1): the covers come from the key over
+  the community's copy of the data (`schemes.community`; `embed` refuses other data before any
+  training), and a judge counts a key sample only if it lies within `min_ssim` (SSIM, Eq. 8) of
+  its key-chosen cover, whose true label is never the target. So a claimant cannot ship generic
+  images of a natural class: every counted sample is its cover, barely changed, asked for a label
+  the cover does not have.
 * Secrets from named key streams (scheme prefix "blind"): "targets", "offsets", "covers", "logo"
   (its text when no logo is configured), "encoder-init", "discriminator-init", "batches" (host
   batch order and the cover cycle's start). `Config.seed` only orders the clean reference's batches.
@@ -61,7 +67,6 @@ Choices where the paper is silent, and deviations:
 from __future__ import annotations
 
 import copy
-import math
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -75,6 +80,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlsign.verify import Verdict
+from registry.bounds import binomial_tail
+from registry.infos import BlindInfo, InfoError
 from schemes._imaging import Discriminator, Encoder, LogoError, file_logo, keyed_init, logo_sha256, ssim, text_logo
 from schemes.base import (
     Scheme,
@@ -88,6 +95,7 @@ from schemes.base import (
     predict_labels,
     register_scheme,
 )
+from schemes.community import community_data, pixels, require_community_data
 from schemes.data import Dataset
 from schemes.training import Progress, accuracy, autocast, batches
 
@@ -96,7 +104,8 @@ DISCRIMINATOR_ARCH = "mlp-64-32"
 LOGO_SOURCES = ("file", "key", "text")
 _ENCODER_ARCH = re.compile(r"residual-cnn-([1-9][0-9]{0,3})")
 _INFO_FIELDS = {
-    "scheme", "n", "threshold", "num_classes", "input_shape", "mean", "std", "alpha", "beta", "gamma", "delta",
+    "scheme", "dataset", "min_ssim", "n", "threshold", "num_classes", "input_shape", "mean", "std", "alpha",
+    "beta", "gamma", "delta",
     "epochs", "logo_sha256", "logo_source", "encoder", "discriminator",
 }  # fmt: skip
 _M = TypeVar("_M", bound=nn.Module)
@@ -106,6 +115,7 @@ _M = TypeVar("_M", bound=nn.Module)
 class Config:
     n: int = 100
     threshold: float = 0.8
+    min_ssim: float = 0.9
     epochs: int = 50
     freeze_fraction: float = 0.2
     batch_size: int = 100
@@ -129,6 +139,8 @@ class Config:
     def __post_init__(self) -> None:
         if not 1 <= self.n <= 10_000 or not 0 < self.threshold < 1 or self.epochs < 1:
             raise ValueError("need 1 ≤ n ≤ 10000, 0 < threshold < 1 and epochs ≥ 1")
+        if not 0 <= self.min_ssim <= 1:
+            raise ValueError("need 0 ≤ min_ssim ≤ 1")
         if not 0 <= self.freeze_fraction < 1 or self.batch_size < 1 or self.wm_batch_size < 1:
             raise ValueError("need 0 ≤ freeze_fraction < 1, batch_size ≥ 1 and wm_batch_size ≥ 1")
         if min(self.alpha, self.beta, self.gamma, self.delta) < 0:
@@ -362,6 +374,8 @@ def _setup(model: nn.Module, data: Dataset, key: bytes, config: Config, logo: to
 def _info(data: Dataset, config: Config, logo: torch.Tensor, source: str) -> dict[str, Any]:
     return {
         "scheme": NAME,
+        "dataset": data.name,
+        "min_ssim": config.min_ssim,
         "n": config.n,
         "threshold": config.threshold,
         "num_classes": data.num_classes,
@@ -385,6 +399,7 @@ def embed(
 ) -> Watermarked:
     """Algorithm 1 on the host `model` (from its initial weights); the clean reference trains alongside."""
     started = time.perf_counter()
+    require_community_data(data, NAME)  # before any training: the covers must be rebuildable
     clean = _clean_reference(model, data, config)
     logo, source = make_logo(key, config, data.input_shape[1:])
     run = _setup(model, data, key, config, logo)
@@ -402,6 +417,7 @@ def embed(
         "clean_reference_wm_score": verify(clean, key, verifier, info).score,
         "cover_accuracy": accuracy(model, run.covers, run.cover_labels.cpu()),
         "key_ssim": float(ssim(originals, keyed_pixels).mean()),
+        "key_ssim_min": float(ssim(originals, keyed_pixels).min()),
         "key_mse": float((originals - keyed_pixels).pow(2).mean()),
         "logo_source": source,
         "seconds": time.perf_counter() - started,
@@ -470,32 +486,36 @@ def _key_samples_from(verifier: Mapping[str, torch.Tensor], info: Mapping[str, A
     return samples
 
 
-def binomial_tail(n: int, k: int, p: float) -> float:
-    """P[Bin(n, p) ≥ k], summed in log space."""
-    if k <= 0 or p >= 1:
-        return 1.0
-    if k > n or p <= 0:
-        return 0.0
-    terms = [
-        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
-        for i in range(k, n + 1)
-    ]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+def cover_ssim(key: bytes, samples: torch.Tensor, info: Mapping[str, Any]) -> torch.Tensor:
+    """SSIM of each key sample to its key-chosen cover in the community's copy of the data."""
+    try:
+        typed = BlindInfo.from_json(info)
+    except InfoError as exc:
+        raise SchemeError(str(exc)) from None
+    assert isinstance(typed, BlindInfo)
+    data = community_data(typed.dataset, typed.input_shape)
+    if any(abs(a - b) > 1e-6 for a, b in zip((*info["mean"], *info["std"]), (*data.mean, *data.std), strict=True)):
+        raise SchemeError(f"blind info: mean and std are not the normalisation of the community's {typed.dataset!r}")
+    covers = key_covers(key, key_targets(key, typed.n, typed.num_classes), data.y_train, typed.num_classes)
+    return ssim(pixels(data.x_train[covers], data.mean, data.std), pixels(samples, data.mean, data.std))
 
 
 def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Verdict:
     """Eq. 4: acc_g = the fraction of the key samples the suspect labels t_key; passed iff acc_g > T_acc.
 
+    A sample counts only within `min_ssim` of its key-chosen cover (see the module docstring).
     details["null_tail"] is P[Bin(n, 1/(K−1)) ≥ matches]: about the chance that a model which
     ignores this key matches as often (its targets are uniform over the K − 1 other classes)."""
     parsed = _parse_info(info)
     samples = _key_samples_from(verifier, parsed)
     n, classes = parsed["n"], parsed["num_classes"]
-    matches = int((predict_labels(suspect, samples) == key_targets(key, n, classes)).sum())
+    close = cover_ssim(key, samples, parsed) >= parsed["min_ssim"]
+    hit = predict_labels(suspect, samples) == key_targets(key, n, classes)
+    matches = int((hit & close).sum())
     score = matches / n
     chance = 1 / (classes - 1)
-    details = {"n": n, "matches": matches, "chance_rate": chance, "null_tail": binomial_tail(n, matches, chance)}
+    details = {"n": n, "matches": matches, "samples_near_cover": int(close.sum()), "chance_rate": chance,
+               "null_tail": binomial_tail(n, matches, chance)}  # fmt: skip
     return Verdict(score > parsed["threshold"], score, parsed["threshold"], details)
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from mtlsign import verify as algorithm1
+from mtlsign.bound import PAPER_GUESS_ACCURACY_MAX
 from mtlsign.dwm import WatermarkSet, build_dwm
 from mtlsign.head import WatermarkHead, head_input_size, tap_features
 from mtlsign.verify import Verdict, WatermarkInfo, branch_accuracy
@@ -200,7 +201,15 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
         parsed = WatermarkInfo.from_json(dict(info))
     except (TypeError, ValueError) as exc:
         raise SchemeError(f"mtlsign info: {exc}") from exc
-    return algorithm1.verify(model, key, load_head(model, verifier, parsed), parsed)
+    taps = getattr(model, "wm_taps", None)
+    if taps is not None and tuple(taps) != parsed.taps:
+        # cWM reads the early layers the zoo names (§3.2): a claimant may not point it at others.
+        raise SchemeError(f"mtlsign info: taps {list(parsed.taps)} are not this architecture's {list(taps)}")
+    verdict = algorithm1.verify(model, key, load_head(model, verifier, parsed), parsed)
+    # Null (§4.1, appendix A): a watermark branch that ignores the key guesses each label bit right
+    # with probability at most 0.575, the top of the range the paper saw for random cWM heads.
+    details = {**verdict.details, "chance_rate": PAPER_GUESS_ACCURACY_MAX}
+    return Verdict(verdict.passed, verdict.score, verdict.threshold, details)
 
 
 SCHEME = register_scheme(
@@ -212,6 +221,7 @@ SCHEME = register_scheme(
         config=Config,
         embed=embed,
         verify=verify,
+        bound="chernoff",
         quick={"n": 128, "clean_epochs": 8, "embed_epochs": 40, "da_attacks": 1, "da_epochs": 3},
     )
 )

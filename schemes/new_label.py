@@ -32,8 +32,11 @@ Choices the paper leaves open:
   output Δ. Against other new-label models (which all have one) a verdict needs a count: passed
   iff at least `threshold`·n of the n = 100 queries answer Δ (binomial tail against a 1 %
   cross-key Δ rate at n = 100, t = 25: below 1e-30).
-* The verifier artifact carries the n clean images of D2 in pixel units (`x_verify`), because a
-  node may hold no copy of the owner's data; ε, β·ε and the query order come from the key.
+* D2 comes from the key over data every member holds (DESIGN §6.1 rule 1): the first n test images
+  of the key permutation "verify-x" of the community's split (`schemes.community`), so the verifier
+  artifact is empty and a claimant cannot choose the images it is judged on. Δ must be the one
+  output the task does not have (index `num_classes`), so a model without the extra class can
+  never answer it; `embed` refuses data no member could rebuild D2 from.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import torch
 from torch import nn
 
 from mtlsign.verify import Verdict
+from registry.infos import InfoError, NewLabelInfo
 from schemes.base import (
     Scheme,
     SchemeError,
@@ -57,11 +61,11 @@ from schemes.base import (
     predict_labels,
     register_scheme,
 )
+from schemes.community import community_data, pixels, require_community_data
 from schemes.data import Dataset
 from schemes.training import Progress, accuracy, autocast, batches, clean_baseline
 
 NAME = "new-label"
-_INFO_FIELDS = {"scheme", "delta", "beta", "n", "threshold", "input_shape", "mean", "std"}
 
 
 @dataclass(frozen=True)
@@ -143,11 +147,24 @@ def _train(
     model.eval()
 
 
+def train_on_key(model: nn.Module, data: Dataset, key: bytes, config: Config, progress: Progress | None = None) -> int:
+    """KsGen on the first α·|D| training images of the key's permutation, then TrEmb; the count of K."""
+    mean, std = _pixel_stats(data.input_shape, data.mean, data.std)
+    chosen = key_permutation(key, NAME, "train-x", data.x_train.shape[0])[
+        : max(1, round(config.alpha * data.x_train.shape[0]))
+    ]
+    pattern = epsilon(key, data.input_shape)
+    keyed = key_samples(_pixels(data.x_train[torch.from_numpy(chosen)], mean, std), pattern, config.beta, mean, std)
+    _train(model, data, keyed, data.num_classes, config, progress)
+    return int(chosen.shape[0])
+
+
 def embed(
     model: nn.Module, data: Dataset, key: bytes, config: Config = Config(), progress: Progress | None = None
 ) -> Watermarked:
     """KsGen on the training data, TrEmb from scratch, and the verifier's D2 from the test data."""
     started = time.perf_counter()
+    require_community_data(data, NAME)  # before any training: D2 must be rebuildable by every node
     delta = data.num_classes
     clean = clean_baseline(
         model, data.x_train, data.y_train, data.x_test, data.y_test,
@@ -155,17 +172,11 @@ def embed(
     )  # fmt: skip
     mean, std = _pixel_stats(data.input_shape, data.mean, data.std)
     pattern = epsilon(key, data.input_shape)
-    chosen = key_permutation(key, NAME, "train-x", data.x_train.shape[0])[
-        : max(1, round(config.alpha * data.x_train.shape[0]))
-    ]
-    keyed = key_samples(_pixels(data.x_train[torch.from_numpy(chosen)], mean, std), pattern, config.beta, mean, std)
-    _train(model, data, keyed, delta, config, progress)
+    trained = train_on_key(model, data, key, config, progress)
     n = min(config.n, data.x_test.shape[0])
-    verify_x = _pixels(
-        data.x_test[torch.from_numpy(key_permutation(key, NAME, "verify-x", data.x_test.shape[0])[:n])], mean, std
-    )
     info = {
         "scheme": NAME,
+        "dataset": data.name,
         "delta": delta,
         "beta": config.beta,
         "n": n,
@@ -174,7 +185,7 @@ def embed(
         "mean": list(data.mean),
         "std": list(data.std),
     }
-    verifier = {"x_verify": verify_x.contiguous()}
+    verifier: dict[str, torch.Tensor] = {}
     verdict = verify(model, key, verifier, info)
     all_test = key_samples(_pixels(data.x_test, mean, std), pattern, config.beta, mean, std)
     report = {
@@ -184,37 +195,31 @@ def embed(
         "threshold": config.threshold,
         "wm_score_all_test": float((predict_labels(model, all_test) == delta).float().mean()),
         "delta_rate_on_clean_test": float((predict_labels(model, data.x_test) == delta).float().mean()),
-        "key_samples_trained": int(chosen.shape[0]),
+        "key_samples_trained": trained,
         **{k: verdict.details[k] for k in ("q_first", "expected_queries", "query_bound")},
         "seconds": time.perf_counter() - started,
     }
     return Watermarked(model, verifier, info, report)
 
 
-def _parse_info(info: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(info, Mapping) or set(info) != _INFO_FIELDS or info["scheme"] != NAME:
-        raise SchemeError(f"new-label info must hold exactly {sorted(_INFO_FIELDS)} with scheme 'new-label'")
-    shape = info["input_shape"]
-    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and 0 < v <= 4096 for v in shape)):
-        raise SchemeError("new-label info: input_shape must be three positive integers")
-    for name in ("mean", "std"):
-        values = info[name]
-        if not (
-            isinstance(values, list) and len(values) == shape[0] and all(isinstance(v, int | float) for v in values)
-        ):
-            raise SchemeError(f"new-label info: {name} must hold one number per channel")
-    if min(info["std"]) <= 0:
-        raise SchemeError("new-label info: std must be positive")
-    delta, n = info["delta"], info["n"]
-    if isinstance(delta, bool) or not isinstance(delta, int) or not 1 <= delta <= 100_000:
-        raise SchemeError("new-label info: delta must be a class index ≥ 1")
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000:
-        raise SchemeError("new-label info: n must be an integer in [1, 10000]")
-    for name in ("beta", "threshold"):
-        value = info[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-            raise SchemeError(f"new-label info: {name} must be in (0, 1]")
-    return dict(info)
+def parse_info(info: Mapping[str, Any]) -> NewLabelInfo:
+    try:
+        parsed = NewLabelInfo.from_json(info)
+    except InfoError as exc:
+        raise SchemeError(str(exc)) from None
+    assert isinstance(parsed, NewLabelInfo)
+    return parsed
+
+
+def verification_images(key: bytes, info: NewLabelInfo) -> torch.Tensor:
+    """D2 (§3.2 Ver) in pixel units: the key's choice of n test images of the community's split."""
+    data = community_data(info.dataset, info.input_shape)
+    if info.n > data.x_test.shape[0]:
+        raise SchemeError(f"new-label info: n {info.n} is more than the {data.x_test.shape[0]} test images")
+    if any(abs(a - b) > 1e-6 for a, b in zip((*info.mean, *info.std), (*data.mean, *data.std), strict=True)):
+        raise SchemeError(f"new-label info: mean and std are not the normalisation of the community's {info.dataset!r}")
+    chosen = torch.from_numpy(key_permutation(key, NAME, "verify-x", data.x_test.shape[0])[: info.n])
+    return pixels(data.x_test[chosen], data.mean, data.std)
 
 
 def _query_figures(answers: torch.Tensor) -> dict[str, Any]:
@@ -235,22 +240,21 @@ def _query_figures(answers: torch.Tensor) -> dict[str, Any]:
 
 def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Verdict:
     """Ver: query K' = KsGen(S, D2) in the key's order; pass iff at least threshold·n answers are Δ."""
-    parsed = _parse_info(info)
-    shape = tuple(parsed["input_shape"])
-    x_verify = verifier.get("x_verify")
-    if set(verifier) != {"x_verify"} or x_verify is None or tuple(x_verify.shape) != (parsed["n"], *shape):
-        raise SchemeError(
-            f"new-label verifier must hold exactly x_verify shaped ({parsed['n']}, {', '.join(map(str, shape))})"
-        )
-    if x_verify.dtype != torch.float32 or not bool(((x_verify >= 0) & (x_verify <= 1)).all()):
-        raise SchemeError("new-label verifier: x_verify must be float32 pixels in [0, 1]")
-    mean, std = _pixel_stats(shape, parsed["mean"], parsed["std"])
-    order = torch.from_numpy(key_permutation(key, NAME, "query-order", parsed["n"]))
-    queries = key_samples(x_verify[order], epsilon(key, shape), parsed["beta"], mean, std)
-    answers = predict_labels(suspect, queries) == parsed["delta"]
+    parsed = parse_info(info)
+    if len(verifier):
+        raise SchemeError("new-label verifier must be empty: D2 comes from the key, never from the claimant")
+    shape = parsed.input_shape
+    mean, std = _pixel_stats(shape, parsed.mean, parsed.std)
+    x_verify = verification_images(key, parsed)
+    order = torch.from_numpy(key_permutation(key, NAME, "query-order", parsed.n))
+    queries = key_samples(x_verify[order], epsilon(key, shape), parsed.beta, mean, std)
+    answers = predict_labels(suspect, queries) == parsed.delta
     figures = _query_figures(answers)
-    score = figures["delta_answers"] / parsed["n"]
-    return Verdict(score >= parsed["threshold"], score, parsed["threshold"], figures)
+    # Null: a model independent of the key answers Δ at most this often (none without the extra
+    # class; about 1 % for other new-label models, trained with decoys).
+    figures["chance_rate"] = 0.01
+    score = figures["delta_answers"] / parsed.n
+    return Verdict(score >= parsed.threshold, score, parsed.threshold, figures)
 
 
 SCHEME = register_scheme(

@@ -46,8 +46,9 @@ step. Choices the paper leaves open (its supplement with the hyperparameters is 
   which is the working model an owner deploys and a thief steals; otherwise the passport-derived ones
   are zero and the model is paralysed without its passport. Verification never reads the cache: it
   recomputes γ, β from the suspect's weights and the key's passports.
-* Verification set: `n_eval` test samples chosen by the key (the verifier artifact carries them, as a
-  node may hold no copy of the owner's data). Score = accuracy with the passports; threshold =
+* Verification set: `n_eval` test samples of the community's copy of the data, chosen by the key
+  permutation `eval-x`, with their true labels (DESIGN §6.1 rule 1: never from the claimant;
+  `embed` refuses data no node holds). Score = accuracy with the passports; threshold =
   M_p − δ with δ = 0.10 (the paper gives none; fakes and foreign models score about 0.1).
 * Noise profile: levels c ∈ {5, 10, 25, 50} % of every passport's elements (chosen by the key
   permutation `noise/<c·10⁴>/<draw>/<kind>/<path>/mask`), e ~ U[-1, 1] added to them (values from the
@@ -80,6 +81,7 @@ import torch
 from torch import nn
 
 from mtlsign.verify import Verdict
+from registry.infos import InfoError, PassportInfo
 from schemes._passport_layer import (
     KINDS,
     TYPES,
@@ -103,13 +105,17 @@ from schemes.base import (
     register_scheme,
     require_module,
 )
+from schemes.community import community_data, require_community_data
 from schemes.data import Dataset
 from schemes.training import Progress, accuracy, autocast, batches, train_classifier
 from schemes.zoo import create_model
 
 NAME = "passport"
-_INFO_FIELDS = {"scheme", "version", "passport_type", "layers", "delta", "noise_draws", "noise_sigmas", "noise_floor"}
-_FIXED_TENSORS = ("x_eval", "y_eval", "expected_acc", "noise_levels", "noise_mean", "noise_std")
+_INFO_FIELDS = {
+    "scheme", "version", "passport_type", "layers", "delta", "noise_draws", "noise_sigmas", "noise_floor",
+    "dataset", "n_eval", "input_shape", "mean", "std", "num_classes",
+}  # fmt: skip
+_FIXED_TENSORS = ("expected_acc", "noise_levels", "noise_mean", "noise_std")
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,12 @@ def _noise_accuracies(
     ]
 
 
+def evaluation_set(key: bytes, data: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """§3.2's pre-determined test set: the key's choice of n test samples, with their true labels."""
+    chosen = torch.from_numpy(key_permutation(key, NAME, "eval-x", data.x_test.shape[0])[:n])
+    return data.x_test[chosen].cpu().contiguous(), data.y_test[chosen].cpu().contiguous()
+
+
 def _clean_reference(model: nn.Module, data: Dataset, config: Config, progress: Progress | None) -> nn.Module:
     """The plain architecture with the passport model's initial conv/FC weights, trained alike (A_o)."""
     plain = getattr(type(model), "plain_arch", None)
@@ -226,6 +238,20 @@ def _train(
                 progress(config.epochs + epoch + 1, 2 * config.epochs, f"passport loss {total:.2f}")
         _recalibrate(model, data.x_train, config.batch_size)
     model.eval()
+
+
+def train_with_passports(
+    model: nn.Module,
+    data: Dataset,
+    passports: Mapping[str, Passports],
+    config: Config,
+    progress: Progress | None = None,
+) -> None:
+    """Train a passport-variant model from scratch with `passports` and cache the valid γ, β."""
+    _train(model, data, passports, config, progress)
+    with attached(model, config.version, passports):
+        for layer in passport_layers(model).values():
+            layer.cache(config.ship_hidden)
 
 
 @torch.no_grad()
@@ -279,17 +305,14 @@ def _passports(
 def _verifier(
     model: nn.Module, key: bytes, config: Config, passports: Mapping[str, Passports], data: Dataset
 ) -> dict[str, torch.Tensor]:
-    """What a node cannot derive from the key: the evaluation set, M_p, the noise profile M_{p^e(c)}
-    (mean and std over the draws of each level) and, for T2/T3, the passports."""
-    chosen = torch.from_numpy(key_permutation(key, NAME, "eval-x", data.x_test.shape[0])[: config.n_eval])
-    x_eval, y_eval = data.x_test[chosen].cpu().contiguous(), data.y_test[chosen].cpu().contiguous()
+    """What a node cannot derive from the key: M_p, the noise profile M_{p^e(c)} (mean and std over
+    the draws of each level) and, for T2/T3, the passports."""
+    x_eval, y_eval = evaluation_set(key, data, config.n_eval)
     levels = torch.tensor(config.noise_levels, dtype=torch.float32)
     noise = _noise_accuracies(
         model, key, config.version, passports, levels.tolist(), config.noise_draws, x_eval, y_eval
     )
     verifier = {
-        "x_eval": x_eval,
-        "y_eval": y_eval,
         "expected_acc": torch.tensor([_accuracy_with(model, config.version, passports, x_eval, y_eval)]),
         "noise_levels": levels,
         "noise_mean": torch.tensor([statistics.fmean(a) for a in noise], dtype=torch.float32),
@@ -307,6 +330,7 @@ def embed(
     """Train the clean reference and the passport model, measure fakes and the noise profile, cache
     γ, β for publication, and verify the result."""
     started, cpu_started = time.perf_counter(), time.process_time()
+    require_community_data(data, NAME)  # before any training: the evaluation set must be rebuildable
     layers = passport_layers(model)
     if not layers:
         raise SchemeError("passport needs a passport-variant model (create it as '<arch>-passport')")
@@ -332,6 +356,12 @@ def embed(
         "noise_draws": config.noise_draws,
         "noise_sigmas": config.noise_sigmas,
         "noise_floor": config.noise_floor,
+        "dataset": data.name,
+        "n_eval": min(config.n_eval, data.x_test.shape[0]),
+        "input_shape": list(data.input_shape),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "num_classes": data.num_classes,
     }
     verdict = verify(model, key, verifier, info)
     report = {
@@ -383,11 +413,13 @@ def _parse_info(info: Mapping[str, Any]) -> dict[str, Any]:
         ):
             raise SchemeError(f"passport info: layer {path!r} needs a passport shape [1, C, H, W] or [1, features]")
         shapes[path] = tuple(shape)
-    draws = info["noise_draws"]
-    if isinstance(draws, bool) or not isinstance(draws, int) or not 1 <= draws <= 100:
-        raise SchemeError("passport info: noise_draws must be an integer in [1, 100]")
+    try:
+        typed = PassportInfo.from_json(info)
+    except InfoError as exc:
+        raise SchemeError(str(exc)) from None
     return {
         **info,
+        "typed": typed,
         "layers": shapes,
         "delta": _number(info, "delta", 0, 1),
         "noise_sigmas": _number(info, "noise_sigmas", 0, 100),
@@ -420,15 +452,13 @@ def _parse_verifier(verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any
         or not all(isinstance(v, torch.Tensor) for v in verifier.values())
     ):
         raise SchemeError(f"passport verifier must hold exactly the tensors {sorted(expected)}")
-    x_eval, levels = verifier["x_eval"], verifier["noise_levels"]
-    if x_eval.dim() != 4 or not 1 <= x_eval.shape[0] <= 100_000 or levels.dim() != 1 or levels.shape[0] > 32:
-        raise SchemeError("passport verifier: x_eval must hold 1 to 100000 images, noise_levels at most 32 levels")
-    n, k = x_eval.shape[0], levels.shape[0]
+    levels = verifier["noise_levels"]
+    if levels.dim() != 1 or levels.shape[0] > 32:
+        raise SchemeError("passport verifier: noise_levels must hold at most 32 levels")
+    k = levels.shape[0]
     out: dict[str, Any] = {
-        "x_eval": _tensor(verifier, "x_eval", torch.float32, tuple(x_eval.shape)),
-        "y_eval": _tensor(verifier, "y_eval", torch.int64, (n,)),
         "expected_acc": float(_tensor(verifier, "expected_acc", torch.float32, (1,))[0]),
-        **{name: _tensor(verifier, name, torch.float32, (k,)).tolist() for name in _FIXED_TENSORS[3:]},
+        **{name: _tensor(verifier, name, torch.float32, (k,)).tolist() for name in _FIXED_TENSORS[1:]},
     }
     if not (
         0 <= out["expected_acc"] <= 1
@@ -473,8 +503,13 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
     parsed = _parse_info(info)
     artifact = _parse_verifier(verifier, parsed)
     threshold = artifact["expected_acc"] - parsed["delta"]
+    typed: PassportInfo = parsed["typed"]
+    data = community_data(typed.dataset, typed.input_shape)
+    if typed.num_classes != data.num_classes or typed.n_eval > data.x_test.shape[0]:
+        raise SchemeError(f"passport info: num_classes and n_eval do not fit the community's {typed.dataset!r}")
+    x, y = evaluation_set(key, data, typed.n_eval)
     base = {"version": parsed["version"], "passport_type": parsed["passport_type"]}
-    problem = _suspect_problem(model, parsed["layers"], artifact["x_eval"])
+    problem = _suspect_problem(model, parsed["layers"], x)
     if problem is not None:
         return Verdict(False, 0.0, threshold, {**base, "reason": problem})
     model = copy.deepcopy(model).eval()  # attaching passports never touches the caller's model
@@ -482,7 +517,6 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
         passports = t1_passports(key, parsed["version"], parsed["layers"])
     else:
         passports = artifact["passports"]
-    x, y = artifact["x_eval"], artifact["y_eval"]
     score = _accuracy_with(model, parsed["version"], passports, x, y)
     noise = _noise_accuracies(
         model, key, parsed["version"], passports, artifact["noise_levels"], parsed["noise_draws"], x, y
@@ -508,6 +542,9 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
         "noise_agrees": noise_ok,
         "fake_passport_accuracy": statistics.fmean(fakes),
         "fakes_paralyse": paralysed,
+        "n": typed.n_eval,
+        # Null: a model independent of the key runs with the key's passports as with a fake one.
+        "chance_rate": max(1 / typed.num_classes, max(fakes)),
     }
     return Verdict(score >= threshold and noise_ok and paralysed, score, threshold, details)
 

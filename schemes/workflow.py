@@ -20,6 +20,7 @@ from mtlsign.pikey import key_sequence
 from mtlsign.qr import qr_modules, render
 from mtlsign.verify import Verdict, WatermarkInfo
 from registry.identity import Identity, derive_owner_key
+from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
 from schemes.attacks import prune_global_l1
 from schemes.base import SchemeError, get_scheme, make_config
 from schemes.bundle import Bundle, KeyRecord, load_bundle, save_bundle
@@ -47,7 +48,8 @@ def embed_to_bundle(
     bundle; returns the report."""
     spec = get_scheme(scheme)
     config = make_config(spec, overrides)
-    data = load_dataset(dataset, path=data_path, seed=config.seed)
+    # The community's split (registry.infos): every node can then rebuild key-derived inputs from it.
+    data = load_dataset(dataset, path=data_path, seed=COMMUNITY_SPLIT_SEED, test_fraction=COMMUNITY_TEST_FRACTION)
     model_arch, num_classes = spec.model_arch(arch), data.num_classes + spec.extra_classes
     torch.manual_seed(config.seed)  # the initial weights, in the one place a model is created
     model = create_model(model_arch, num_classes=num_classes, input_shape=data.input_shape).to(default_device())

@@ -154,10 +154,14 @@ def certificate() -> None:
 @click.option("--member-key", "member_keys", multiple=True, help="A member's public key (hex); repeat per member.")
 @json_option
 def certificate_verify(path: Path, config_path: Path | None, member_keys: tuple[str, ...], as_json: bool) -> None:
-    """Check a certificate offline against the members' public keys; exit 0 when it holds."""
-    keys = list(member_keys)
+    """Check a certificate offline against the members' public keys; exit 0 when it holds.
+
+    With --config, a certificate that names another community is refused too.
+    """
+    keys, community = list(member_keys), None
     if config_path is not None:
-        keys += list(load_config(config_path).member_keys)
+        config = load_config(config_path)
+        keys, community = keys + list(config.member_keys), config.community
     if not keys:
         raise ConfigError("give the members' public keys: --config COMMUNITY.toml or --member-key HEX (repeated)")
     try:
@@ -166,16 +170,22 @@ def certificate_verify(path: Path, config_path: Path | None, member_keys: tuple[
         raise VerificationError(f"{path} is not JSON: {exc}") from exc
     if not isinstance(cert, dict):
         raise VerificationError(f"{path} is not a certificate")
-    summary = verify_certificate(cert, keys)
+    summary = verify_certificate(cert, keys, community)
     if as_json:
         echo_json(summary)
         return
     click.echo(
         f"certificate holds: claim #{summary['claim']} on model {short(summary['model_hash'], 16)} decided "
-        f"{summary['decided']} ({summary['tally']}), owner {short(summary['owner'], 16)}, publish "
-        f"#{summary['publish']} at {fmt_ms(summary['publish_time'])}; checkpoint signed by "
+        f"{summary['decided']} ({summary['tally']}), result {summary['result']}, owner {short(summary['owner'], 16)}, "
+        f"publish #{summary['publish']} at {fmt_ms(summary['publish_time'])}; checkpoint signed by "
         f"{summary['checkpoint_signers']} of {len(set(keys))} members"
     )
+    standing = summary["standing"]
+    if summary["result"] != summary["decided"] and standing is not None:
+        click.echo(
+            f"when it was written, the model's standing owner was {short(standing['owner'], 16)}: publish "
+            f"#{standing['publish']} ({fmt_ms(standing['publish_time'])}) came before this claim's"
+        )
     click.echo(
         "it proves the community's vote on this claim; who stands as the model's owner when several "
         "claimants pass (the earliest publish) is answered by `wmnode owner --model HASH`"

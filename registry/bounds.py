@@ -1,0 +1,63 @@
+"""False-positive bounds a vote rests on (DESIGN §6.1 rule 3), as numbers and as decimal strings.
+
+A verification asks n questions of the suspect and passes with at least k right answers. Under the
+null hypothesis (the suspect is independent of the claimant's key) each answer is right with
+probability at most p, the scheme's chance rate or, when higher, the best rate the community's
+reference models reached on the same questions. Then
+
+* "binomial": P[pass] ≤ P[Bin(n, p) ≥ k], the exact tail, summed in log space;
+* "chernoff": MTLSign's appendix A, P[X ≥ γN] ≤ ((1 − p + p·e^λ)/e^(γλ))^N at the best λ,
+  which is exp(−N·KL(γ ‖ p)).
+
+Both treat the n answers as independent; that is what the reference models check empirically.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+BOUND_KINDS = ("binomial", "chernoff")
+#: A bound travels as a decimal string in scientific notation with three significant digits.
+BOUND_RE = re.compile(r"[0-9]\.[0-9]{2}e[-+][0-9]{2,3}")
+
+
+def binomial_tail(n: int, k: int, p: float) -> float:
+    """P[Bin(n, p) ≥ k], summed in log space."""
+    if k <= 0 or p >= 1:
+        return 1.0
+    if k > n or p <= 0:
+        return 0.0
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
+        for i in range(k, n + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def chernoff_tail(n: int, k: int, p: float) -> float:
+    """Appendix A of MTLSign at its best λ: exp(−n·KL(k/n ‖ p)) when k/n > p, else 1."""
+    gamma = k / n
+    if gamma <= p:
+        return 1.0
+    if p <= 0:
+        return 0.0
+    if gamma >= 1:
+        return math.exp(n * math.log(p))
+    kl = gamma * math.log(gamma / p) + (1 - gamma) * math.log((1 - gamma) / (1 - p))
+    return math.exp(-n * kl)
+
+
+def false_positive_bound(kind: str, n: int, threshold: float, p: float) -> float:
+    """The chance that a key-independent model passes `threshold` on n questions at rate p."""
+    if kind not in BOUND_KINDS:
+        raise ValueError(f"unknown bound {kind!r}; known: {', '.join(BOUND_KINDS)}")
+    k = math.ceil(threshold * n - 1e-9)
+    p = min(1.0, max(0.0, p))
+    return binomial_tail(n, k, p) if kind == "binomial" else chernoff_tail(n, k, p)
+
+
+def bound_text(value: float) -> str:
+    """`value` as the decimal string a vote carries ("2.30e-09"); per mille cannot hold 3e-8."""
+    return f"{min(1.0, max(0.0, value)):.2e}"

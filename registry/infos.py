@@ -1,0 +1,587 @@
+"""What a claim's `info` may say, and the community's floors on it (DESIGN §6.1 rule 2, §6.2).
+
+Every scheme's public parameters are parsed once into a typed, frozen `Info`, and checked against
+the community's `VerificationPolicy` before any work: a claimant chooses its watermark before it
+publishes, but never the bar it is judged by (threshold, N, β, query counts), the data its
+verification inputs are drawn from (only data every member holds: `EMBEDDED_DATASETS` or a set
+the community pins), or an extra class Δ that the task already has. Torch-free: the API checks
+a claim's info when the claim arrives, before it commits, and every judge checks it again.
+
+The floors here are the built-in minimums; a community config may raise them (`[verification]`),
+never lower them, and a claimant's info can only meet them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
+
+from registry.errors import ConfigError, MessageError, RejectedError
+
+#: Data sets every node holds without a path: scikit-learn's bundled digits, split by the community
+#: as `load_dataset("digits", seed=COMMUNITY_SPLIT_SEED, test_fraction=COMMUNITY_TEST_FRACTION)`.
+EMBEDDED_DATASETS = {"digits": 10}
+COMMUNITY_SPLIT_SEED = 0
+COMMUNITY_TEST_FRACTION = 0.2
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_DIM = 4096
+
+
+class InfoError(RejectedError):
+    """A claim's info is malformed, below the community's floors or over its caps."""
+
+
+# --------------------------------------------------------------------------------------------
+# The community's policy
+
+
+@dataclass(frozen=True)
+class MtlsignFloors:
+    min_n: int = 600  # §4.1: N = 600 with γ = 0.7
+    min_gamma: float = 0.7
+    #: The head may read pooled taps only up to pool × pool: a larger view gives a head trained
+    #: on other models enough capacity to read any backbone (the "universal head").
+    max_pool: int = 4
+    max_hidden: int = 256
+    max_taps: int = 4
+
+
+@dataclass(frozen=True)
+class NewLabelFloors:
+    min_n: int = 100
+    min_threshold: float = 0.25
+    min_beta: float = 0.1
+
+
+@dataclass(frozen=True)
+class FunctionCoupledFloors:
+    min_n_verify: int = 90  # §4.4
+    min_threshold: float = 0.9
+
+
+@dataclass(frozen=True)
+class BlindFloors:
+    min_n: int = 100
+    min_threshold: float = 0.8
+    #: Each key sample must stay this close (SSIM, §4.3 Eq. 8) to its key-chosen cover.
+    min_ssim: float = 0.9
+
+
+@dataclass(frozen=True)
+class PassportFloors:
+    min_eval: int = 200
+    min_threshold: float = 0.5
+    #: T2/T3 passports are images the claimant ships; only key-derived T1 passports are judged.
+    types: tuple[str, ...] = ("T1",)
+
+
+@dataclass(frozen=True)
+class VerificationPolicy:
+    """A community's rules for judging claims; every node of a community holds the same."""
+
+    mtlsign: MtlsignFloors = MtlsignFloors()
+    new_label: NewLabelFloors = NewLabelFloors()
+    function_coupled: FunctionCoupledFloors = FunctionCoupledFloors()
+    blind: BlindFloors = BlindFloors()
+    passport: PassportFloors = PassportFloors()
+    #: The largest false-positive bound an `owner` vote may rest on (DESIGN §6.1 rule 3).
+    max_false_positive: float = 1e-6
+    #: Caps on the work one claim can cause (§6.2): inputs × C × H × W, queries to an API.
+    max_input_elements: int = 8_000_000
+    max_queries: int = 2_000
+    #: Without a reference model that matches the suspect, vote `error` (undecided) instead of judging.
+    require_references: bool = False
+    #: Judges: child processes per node, and each one's limits.
+    judges: int = 2
+    judge_memory_mib: int = 2048
+    judge_cpu_seconds: int = 120
+    judge_wall_seconds: int = 60
+
+    def floors(self, scheme: str) -> Any:
+        return getattr(self, scheme.replace("-", "_"))
+
+
+DEFAULT_POLICY = VerificationPolicy()
+_FLOOR_TABLES = ("mtlsign", "new_label", "function_coupled", "blind", "passport")
+#: Floors a community may only raise ("min_*"), caps it may only lower ("max_*").
+_GLOBAL_BOUNDS: dict[str, tuple[float, float]] = {
+    "max_false_positive": (1e-300, 1e-2),
+    "max_input_elements": (1, 8_000_000),
+    "max_queries": (1, 2_000),
+    "judges": (2, 64),
+    "judge_memory_mib": (256, 65_536),
+    "judge_cpu_seconds": (1, 3_600),
+    "judge_wall_seconds": (1, 3_600),
+}
+
+
+def parse_policy(table: Mapping[str, Any], where: str) -> VerificationPolicy:
+    """The `[verification]` table of a community config; floors may only rise, caps only fall."""
+    policy = DEFAULT_POLICY
+    for name, value in table.items():
+        if name in _FLOOR_TABLES:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}.{name} must be a table")
+            floors = _raise_floors(getattr(policy, name), value, f"{where}.{name}")
+            policy = replace(policy, **{name: floors})
+        elif name == "require_references":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.require_references must be true or false")
+            policy = replace(policy, require_references=value)
+        elif name in _GLOBAL_BOUNDS:
+            low, high = _GLOBAL_BOUNDS[name]
+            kind = float if name == "max_false_positive" else int
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise ConfigError(f"{where}.{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+            if kind is int and not isinstance(value, int):
+                raise ConfigError(f"{where}.{name} must be an integer")
+            policy = replace(policy, **{name: kind(value)})  # type: ignore[arg-type]
+        else:
+            allowed = sorted([*_FLOOR_TABLES, *_GLOBAL_BOUNDS, "require_references"])
+            raise ConfigError(f"{where}: unknown field {name!r} (allowed: {', '.join(allowed)})")
+    return policy
+
+
+def _raise_floors(floors: Any, table: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(floors)}
+    changes: dict[str, Any] = {}
+    for name, value in table.items():
+        if name not in known:
+            raise ConfigError(f"{where}: unknown field {name!r} (allowed: {', '.join(sorted(known))})")
+        current = getattr(floors, name)
+        if name == "types":
+            if not isinstance(value, list) or not value or not set(value) <= set(current):
+                raise ConfigError(f"{where}.types must be a non-empty subset of {list(current)}")
+            changes[name] = tuple(value)
+            continue
+        if isinstance(value, bool) or not isinstance(value, type(current) | int):
+            raise ConfigError(f"{where}.{name} must be a {type(current).__name__}")
+        lowers = value < current if name.startswith("min_") else value > current
+        if lowers or (name.startswith("min_") and isinstance(current, float) and value > 1):
+            rule = "at least" if name.startswith("min_") else "at most"
+            raise ConfigError(f"{where}.{name} must be {rule} the built-in {current} (communities may only tighten)")
+        changes[name] = type(current)(value)
+    return replace(floors, **changes)
+
+
+# --------------------------------------------------------------------------------------------
+# Typed infos
+
+
+def _fail(scheme: str, name: str, rule: str, value: object) -> InfoError:
+    return InfoError(f"{scheme} info: {name} must be {rule}, got {str(value)[:80]!r}")
+
+
+def _int(obj: Mapping[str, Any], scheme: str, name: str, low: int, high: int) -> int:
+    value = obj[name]
+    if type(value) is not int or not low <= value <= high:
+        raise _fail(scheme, name, f"an integer in [{low}, {high}]", value)
+    return value
+
+
+def _num(obj: Mapping[str, Any], scheme: str, name: str, low: float, high: float) -> float:
+    value = obj[name]
+    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+        raise _fail(scheme, name, f"a number in [{low:g}, {high:g}]", value)
+    return float(value)
+
+
+def _shape(obj: Mapping[str, Any], scheme: str) -> tuple[int, int, int]:
+    value = obj["input_shape"]
+    if not (isinstance(value, list) and len(value) == 3 and all(type(v) is int and 1 <= v <= _MAX_DIM for v in value)):
+        raise _fail(scheme, "input_shape", f"three integers in [1, {_MAX_DIM}]", value)
+    return (value[0], value[1], value[2])
+
+
+def _channels(obj: Mapping[str, Any], scheme: str, name: str, channels: int, low: float) -> tuple[float, ...]:
+    value = obj[name]
+    ok = isinstance(value, list) and len(value) == channels
+    ok = ok and all(type(v) in (int, float) and math.isfinite(v) and low < v < 1e6 for v in value)
+    if not ok:
+        raise _fail(scheme, name, f"{channels} finite number(s), one per channel", value)
+    return tuple(float(v) for v in value)
+
+
+def _dataset(obj: Mapping[str, Any], scheme: str) -> str:
+    name = obj["dataset"]
+    if name not in EMBEDDED_DATASETS:
+        raise InfoError(
+            f"{scheme} info: dataset {str(name)[:40]!r} is not a data set every member holds "
+            f"({', '.join(sorted(EMBEDDED_DATASETS))}), so no node could rebuild the verification inputs "
+            "from the key"
+        )
+    return str(name)
+
+
+@dataclass(frozen=True)
+class Info:
+    """Common part of every scheme's info; subclasses add their fields, `_parse` and `check`."""
+
+    SCHEME: ClassVar[str] = ""
+    FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    input_shape: tuple[int, int, int]
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, obj: object) -> Info:
+        if not isinstance(obj, Mapping):
+            raise InfoError("info must be a JSON object")
+        missing, unknown = sorted(cls.FIELDS - set(obj)), sorted(set(obj) - cls.FIELDS)
+        if missing or unknown:
+            raise InfoError(f"{cls.SCHEME} info: missing fields {missing}, unknown fields {unknown}")
+        if obj["scheme"] != cls.SCHEME:
+            raise InfoError(f"info describes a {str(obj['scheme'])[:40]!r} watermark, not {cls.SCHEME!r}")
+        return cls._parse(obj)
+
+    @classmethod
+    def _parse(cls, obj: Mapping[str, Any]) -> Info:
+        raise NotImplementedError
+
+    def check(self, policy: VerificationPolicy) -> None:
+        """Refuse info below the community's floors or over its caps (InfoError naming the field)."""
+        raise NotImplementedError
+
+    @property
+    def queries(self) -> int:
+        """Inputs the judge sends the suspect (one pass); capped by the policy."""
+        raise NotImplementedError
+
+    def _check_work(self, policy: VerificationPolicy, count: int) -> None:
+        elements = count * math.prod(self.input_shape)
+        if count > policy.max_queries or elements > policy.max_input_elements:
+            raise InfoError(
+                f"{self.SCHEME} info: {count} inputs of {list(self.input_shape)} ({elements} elements) exceed the "
+                f"community's caps ({policy.max_queries} inputs, {policy.max_input_elements} elements)"
+            )
+
+    def _floor(self, name: str, value: float, least: float) -> None:
+        if value < least:
+            raise InfoError(f"{self.SCHEME} info: {name} {value:g} is below the community's floor {least:g}")
+
+
+@dataclass(frozen=True)
+class MtlsignInfo(Info):
+    SCHEME: ClassVar[str] = "mtlsign"
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"scheme", "n", "gamma", "taps", "pool", "hidden", "input_shape", "mean", "std"}
+    )
+
+    n: int = 0
+    gamma: float = 0.0
+    taps: tuple[str, ...] = ()
+    pool: int = 0
+    hidden: int = 0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    @classmethod
+    def _parse(cls, obj: Mapping[str, Any]) -> Info:
+        s, shape = cls.SCHEME, _shape(obj, cls.SCHEME)
+        taps = obj["taps"]
+        if not (isinstance(taps, list) and 1 <= len(taps) <= 64 and all(isinstance(t, str) and 0 < len(t) <= 200
+                                                                       for t in taps)):  # fmt: skip
+            raise _fail(s, "taps", "a list of module paths", taps)
+        return cls(
+            shape, obj, _int(obj, s, "n", 2, 100_000), _num(obj, s, "gamma", 0.5, 1.0), tuple(taps),
+            _int(obj, s, "pool", 1, 64), _int(obj, s, "hidden", 1, 4096),
+            _channels(obj, s, "mean", shape[0], -1e6), _channels(obj, s, "std", shape[0], 0.0),
+        )  # fmt: skip
+
+    def check(self, policy: VerificationPolicy) -> None:
+        f: MtlsignFloors = policy.mtlsign
+        self._floor("n", self.n, f.min_n)
+        self._floor("gamma", self.gamma, f.min_gamma)
+        for name, value, cap in (("pool", self.pool, f.max_pool), ("hidden", self.hidden, f.max_hidden),
+                                 ("number of taps", len(self.taps), f.max_taps)):  # fmt: skip
+            if value > cap:
+                raise InfoError(f"mtlsign info: {name} {value} is over the community's cap {cap}")
+        self._check_work(policy, self.n)
+
+    @property
+    def queries(self) -> int:
+        return self.n
+
+
+@dataclass(frozen=True)
+class NewLabelInfo(Info):
+    SCHEME: ClassVar[str] = "new-label"
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"scheme", "dataset", "delta", "beta", "n", "threshold", "input_shape", "mean", "std"}
+    )
+
+    dataset: str = ""
+    delta: int = 0
+    beta: float = 0.0
+    n: int = 0
+    threshold: float = 0.0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    @classmethod
+    def _parse(cls, obj: Mapping[str, Any]) -> Info:
+        s, shape = cls.SCHEME, _shape(obj, cls.SCHEME)
+        return cls(
+            shape, obj, _dataset(obj, s), _int(obj, s, "delta", 1, 100_000), _num(obj, s, "beta", 1e-9, 1.0),
+            _int(obj, s, "n", 1, 100_000), _num(obj, s, "threshold", 1e-9, 1.0),
+            _channels(obj, s, "mean", shape[0], -1e6), _channels(obj, s, "std", shape[0], 0.0),
+        )  # fmt: skip
+
+    def check(self, policy: VerificationPolicy) -> None:
+        f: NewLabelFloors = policy.new_label
+        classes = EMBEDDED_DATASETS[self.dataset]
+        if self.delta != classes:
+            raise InfoError(
+                f"new-label info: Δ must be the one output the task does not have, class {classes} of "
+                f"{self.dataset!r} (its classes are 0-{classes - 1}); got {self.delta}"
+            )
+        self._floor("n", self.n, f.min_n)
+        self._floor("threshold", self.threshold, f.min_threshold)
+        self._floor("beta", self.beta, f.min_beta)
+        self._check_work(policy, self.n)
+
+    @property
+    def queries(self) -> int:
+        return self.n
+
+
+@dataclass(frozen=True)
+class FunctionCoupledInfo(Info):
+    SCHEME: ClassVar[str] = "function-coupled"
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"scheme", "version", "mode", "r", "n_train", "n_verify", "threshold", "candidate", "num_classes",
+         "input_shape", "mean", "std", "dataset", "split_seed", "test_fraction", "dataset_sha256"}
+    )  # fmt: skip
+
+    dataset: str = ""
+    n_verify: int = 0
+    threshold: float = 0.0
+    num_classes: int = 0
+    split_seed: int = 0
+    test_fraction: float = 0.0
+
+    @classmethod
+    def _parse(cls, obj: Mapping[str, Any]) -> Info:
+        s, shape = cls.SCHEME, _shape(obj, cls.SCHEME)
+        if obj["split_seed"] is None or obj["test_fraction"] is None:
+            raise InfoError("function-coupled info: the triggers must come from a data set every node holds")
+        return cls(
+            shape, obj, _dataset(obj, s), _int(obj, s, "n_verify", 1, 100_000), _num(obj, s, "threshold", 1e-9, 1.0),
+            _int(obj, s, "num_classes", 3, 100_000), _int(obj, s, "split_seed", 0, 2**32 - 1),
+            _num(obj, s, "test_fraction", 1e-9, 1 - 1e-9),
+        )  # fmt: skip
+
+    def check(self, policy: VerificationPolicy) -> None:
+        f: FunctionCoupledFloors = policy.function_coupled
+        _community_split(self.SCHEME, self.split_seed, self.test_fraction)
+        if self.num_classes != EMBEDDED_DATASETS[self.dataset]:
+            raise InfoError(f"function-coupled info: num_classes must be {self.dataset!r}'s, got {self.num_classes}")
+        self._floor("n_verify", self.n_verify, f.min_n_verify)
+        self._floor("threshold", self.threshold, f.min_threshold)
+        self._check_work(policy, self.n_verify)
+
+    @property
+    def queries(self) -> int:
+        return self.n_verify
+
+
+def _community_split(scheme: str, seed: int, fraction: float) -> None:
+    if (seed, fraction) != (COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION):
+        raise InfoError(
+            f"{scheme} info: the data must be split as the community splits it (split_seed "
+            f"{COMMUNITY_SPLIT_SEED}, test_fraction {COMMUNITY_TEST_FRACTION}), got {seed} and {fraction}"
+        )
+
+
+@dataclass(frozen=True)
+class BlindInfo(Info):
+    SCHEME: ClassVar[str] = "blind"
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"scheme", "dataset", "n", "threshold", "num_classes", "input_shape", "mean", "std", "alpha", "beta",
+         "gamma", "delta", "epochs", "logo_sha256", "logo_source", "encoder", "discriminator", "min_ssim"}
+    )  # fmt: skip
+
+    dataset: str = ""
+    n: int = 0
+    threshold: float = 0.0
+    num_classes: int = 0
+    min_ssim: float = 0.0
+
+    @classmethod
+    def _parse(cls, obj: Mapping[str, Any]) -> Info:
+        s, shape = cls.SCHEME, _shape(obj, cls.SCHEME)
+        return cls(
+            shape, obj, _dataset(obj, s), _int(obj, s, "n", 1, 100_000), _num(obj, s, "threshold", 1e-9, 1.0),
+            _int(obj, s, "num_classes", 2, 100_000), _num(obj, s, "min_ssim", 0.0, 1.0),
+        )  # fmt: skip
+
+    def check(self, policy: VerificationPolicy) -> None:
+        f: BlindFloors = policy.blind
+        if self.num_classes != EMBEDDED_DATASETS[self.dataset]:
+            raise InfoError(f"blind info: num_classes must be {self.dataset!r}'s, got {self.num_classes}")
+        self._floor("n", self.n, f.min_n)
+        self._floor("threshold", self.threshold, f.min_threshold)
+        self._floor("min_ssim", self.min_ssim, f.min_ssim)
+        self._check_work(policy, self.n)
+
+    @property
+    def queries(self) -> int:
+        return self.n
+
+
+@dataclass(frozen=True)
+class PassportInfo(Info):
+    SCHEME: ClassVar[str] = "passport"
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"scheme", "version", "passport_type", "layers", "delta", "noise_sigmas", "noise_floor", "noise_draws",
+         "dataset", "n_eval", "input_shape", "mean", "std", "num_classes"}
+    )  # fmt: skip
+
+    dataset: str = ""
+    passport_type: str = ""
+    n_eval: int = 0
+    noise_draws: int = 0
+    num_classes: int = 0
+
+    @classmethod
+    def _parse(cls, obj: Mapping[str, Any]) -> Info:
+        s, shape = cls.SCHEME, _shape(obj, cls.SCHEME)
+        kind = obj["passport_type"]
+        if kind not in ("T1", "T2", "T3"):
+            raise _fail(s, "passport_type", "T1, T2 or T3", kind)
+        return cls(
+            shape, obj, _dataset(obj, s), kind, _int(obj, s, "n_eval", 1, 100_000),
+            _int(obj, s, "noise_draws", 1, 100), _int(obj, s, "num_classes", 2, 100_000),
+        )  # fmt: skip
+
+    def check(self, policy: VerificationPolicy) -> None:
+        f: PassportFloors = policy.passport
+        if self.passport_type not in f.types:
+            raise InfoError(
+                f"passport info: {self.passport_type} passports are images the claimant ships, not derived from "
+                f"the key; this community judges {', '.join(f.types)} passports only"
+            )
+        if self.num_classes != EMBEDDED_DATASETS[self.dataset]:
+            raise InfoError(f"passport info: num_classes must be {self.dataset!r}'s, got {self.num_classes}")
+        self._floor("n_eval", self.n_eval, f.min_eval)
+        self._check_work(policy, self.n_eval)
+
+    @property
+    def queries(self) -> int:
+        return self.n_eval
+
+
+INFO_TYPES: dict[str, type[Info]] = {
+    t.SCHEME: t for t in (MtlsignInfo, NewLabelInfo, FunctionCoupledInfo, BlindInfo, PassportInfo)
+}
+
+
+def parse_info(scheme: str, obj: object, policy: VerificationPolicy = DEFAULT_POLICY) -> Info:
+    """The typed info of a claim on a `scheme` publish, checked against the community's policy."""
+    kind = INFO_TYPES.get(scheme)
+    if kind is None:
+        raise InfoError(f"this community judges no {scheme[:40]!r} claims; schemes: {', '.join(sorted(INFO_TYPES))}")
+    info = kind.from_json(obj)
+    info.check(policy)
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# The suspect's card, read torch-free from a model artifact's safetensors header
+
+
+def card_from_artifact(data: bytes) -> dict[str, Any]:
+    """The card a model artifact carries in its safetensors metadata (`wmnode.card`)."""
+    if len(data) < 8:
+        raise MessageError("the suspect model is not a safetensors file")
+    (length,) = struct.unpack("<Q", data[:8])
+    if not 2 <= length <= min(len(data) - 8, 16 * 2**20):
+        raise MessageError("the suspect model's safetensors header is malformed")
+    try:
+        header = json.loads(data[8 : 8 + length])
+        card = json.loads(header["__metadata__"]["wmnode.card"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MessageError("the suspect model carries no model card in its metadata") from exc
+    if not isinstance(card, dict):
+        raise MessageError("the suspect model's card is not a JSON object")
+    return card
+
+
+def check_against_card(info: Info, card: Mapping[str, Any]) -> None:
+    """DESIGN §6.2: the verification inputs are shaped as the suspect takes them, normalised as it does."""
+    shape = card.get("input_shape")
+    if shape != list(info.input_shape):
+        raise InfoError(
+            f"{info.SCHEME} info: input_shape {list(info.input_shape)} is not the suspect's {str(shape)[:40]}"
+        )
+    for name in ("mean", "std"):
+        mine = getattr(info, name, None)
+        if mine is None or mine == ():
+            continue
+        theirs = card.get(name)
+        same = isinstance(theirs, list) and len(theirs) == len(mine)
+        same = same and all(
+            isinstance(t, int | float) and abs(float(t) - m) <= 1e-6 for t, m in zip(theirs or (), mine, strict=False)
+        )
+        if not same:
+            raise InfoError(f"{info.SCHEME} info: {name} is not the suspect's normalisation")
+
+
+# --------------------------------------------------------------------------------------------
+# Reference models a node builds (DESIGN §6.1 rule 3)
+
+REFERENCE_RECIPES = ("plain", "new-label", "passport")
+_REFERENCE_KEYS = {"recipe": str, "arch": str, "dataset": str, "input_shape": list, "seed": int, "epochs": int}
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """One `[[references]]` entry: a reference model this node trains and records at first start."""
+
+    recipe: str
+    arch: str = "lenet5"
+    dataset: str = "digits"
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    seed: int = 1
+    epochs: int = 10
+
+    @property
+    def shape_text(self) -> str:
+        return "x".join(str(v) for v in self.input_shape)
+
+    def job(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "arch": self.arch, "dataset": self.dataset,
+                "input_shape": list(self.input_shape), "seed": self.seed, "epochs": self.epochs}  # fmt: skip
+
+
+def parse_references(items: object, where: str) -> tuple[ReferenceSpec, ...]:
+    """The `[[references]]` tables of a node config."""
+    if not isinstance(items, list):
+        raise ConfigError(f"{where} must be a list of tables ([[references]])")
+    specs = []
+    for i, table in enumerate(items):
+        at = f"{where}[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{at} must be a table")
+        for name, value in table.items():
+            want = _REFERENCE_KEYS.get(name)
+            if want is None:
+                raise ConfigError(f"{at}: unknown field {name!r} (allowed: {', '.join(sorted(_REFERENCE_KEYS))})")
+            if isinstance(value, bool) or not isinstance(value, want):
+                raise ConfigError(f"{at}.{name} must be a {want.__name__}")
+        if table.get("recipe") not in REFERENCE_RECIPES:
+            raise ConfigError(f"{at}.recipe must be one of {', '.join(REFERENCE_RECIPES)}")
+        if table.get("dataset", "digits") not in EMBEDDED_DATASETS:
+            raise ConfigError(f"{at}.dataset must be one of {', '.join(sorted(EMBEDDED_DATASETS))}")
+        shape = table.get("input_shape", [1, 28, 28])
+        if not (len(shape) == 3 and all(type(v) is int and 1 <= v <= 512 for v in shape)):
+            raise ConfigError(f"{at}.input_shape must be three integers in [1, 512]")
+        if not 0 <= table.get("seed", 1) <= 2**31 or not 1 <= table.get("epochs", 10) <= 1000:
+            raise ConfigError(f"{at}: seed must be in [0, 2^31] and epochs in [1, 1000]")
+        specs.append(ReferenceSpec(**{**table, "input_shape": tuple(shape)}))
+    return tuple(specs)

@@ -1,0 +1,189 @@
+"""A judge: the child process in which a node verifies claims (DESIGN §6.2), `python -m schemes.judge`.
+
+The node (registry.judges) starts a few of these ahead of time, so torch and the schemes are
+imported once and reference models stay loaded; each then serves one job at a time, as one line
+of JSON on stdin answered by one line of JSON on stdout (never a pickle: the node reads what a
+process that handled a stranger's files wrote). The node watches each judge's memory and wall
+clock and kills it past its limits; the judge caps its own CPU time per job with RLIMIT_CPU.
+
+Jobs:
+
+* `judge`: run the publish's scheme on the suspect, then on every reference model that matches it
+  (DESIGN §6.1 rule 3), and decide: `owner` only when the suspect passes, no reference passes, the
+  threshold meets the community's floor and the false-positive bound (registry.bounds, at the
+  larger of the scheme's chance rate and the references' best score) is within the community's
+  maximum.
+* `build`: train a reference model (schemes.references) and write it as one model artifact.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import schemes  # noqa: F401 - registers every scheme
+from registry.bounds import bound_text, false_positive_bound
+from registry.errors import WmnodeError
+from registry.fetch import FetchPolicy
+from schemes.base import Verdict, get_scheme
+from schemes.references import Recipe, build_reference
+from schemes.serving import RemotePredictor
+from schemes.zoo import model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
+
+_REFERENCES: dict[str, nn.Module] = {}
+_MAX_CACHED = 16
+
+
+def _limit_cpu(seconds: int) -> None:
+    """This job may use `seconds` more CPU seconds; then the kernel sends SIGXCPU (which kills)."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    spent = int(used.ru_utime + used.ru_stime) + 1
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = spent + seconds
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _reference(model_hash: str, path: str, max_bytes: int) -> nn.Module:
+    model = _REFERENCES.get(model_hash)
+    if model is None:
+        model, _ = model_from_bytes(Path(path).read_bytes(), max_bytes=max_bytes, what="reference model")
+        if len(_REFERENCES) >= _MAX_CACHED:
+            _REFERENCES.pop(next(iter(_REFERENCES)))
+        _REFERENCES[model_hash] = model
+    return model
+
+
+def _per_mille(value: float) -> int:
+    return max(0, min(1000, round(1000 * float(value))))
+
+
+def judge(job: dict[str, Any]) -> dict[str, Any]:
+    """One claim: the suspect, then the matching references; the vote's fields."""
+    scheme = get_scheme(job["scheme"])
+    key = bytes.fromhex(job["key"])
+    info = strict_json(Path(job["info_path"]).read_bytes(), "info")
+    verifier = read_weights_bytes(Path(job["verifier_path"]).read_bytes(), "verifier artifact")
+    policy = FetchPolicy(**{**job["fetch"], "allow_hosts": tuple(job["fetch"]["allow_hosts"])})
+    suspect: Any
+    if job.get("predict_uri"):
+        suspect = RemotePredictor(job["predict_uri"], policy)
+    else:
+        suspect, _ = model_from_bytes(Path(job["model_path"]).read_bytes(), max_bytes=policy.max_bytes,
+                                      what="suspect model")  # fmt: skip
+    verdict = scheme.verify(suspect, key, verifier, info)
+    checked, best, passing = [], 0.0, []
+    for ref in job["references"]:
+        model = _reference(ref["model_hash"], ref["path"], policy.max_bytes)
+        try:
+            result = scheme.verify(model, key, verifier, info)
+            ref_score, ref_passed = result.score, result.passed
+        except WmnodeError:  # a reference this scheme cannot read at all passes nothing
+            ref_score, ref_passed = 0.0, False
+        checked.append(ref["model_hash"])
+        best = max(best, ref_score)
+        if ref_passed:
+            passing.append((ref["model_hash"], ref_score))
+    return _decide(job, scheme.name, scheme.bound, verdict, checked, best, passing)
+
+
+def _decide(
+    job: dict[str, Any],
+    name: str,
+    kind: str,
+    verdict: Verdict,
+    checked: list[str],
+    best: float,
+    passing: list[tuple[str, float]],
+) -> dict[str, Any]:
+    n = int(verdict.details.get("n", 0))
+    chance = float(verdict.details.get("chance_rate", 0.5))
+    p = max(chance, best)
+    bound = false_positive_bound(kind, n, verdict.threshold, p) if n > 0 else 1.0
+    word = "found" if verdict.passed else "not found"
+    reason = f"{name} watermark {word}: score {verdict.score:.3f}, threshold {verdict.threshold:g}"
+    verdict_word = "owner" if verdict.passed else "not-owner"
+    if verdict.passed and verdict.threshold < job["threshold_floor"]:
+        verdict_word = "not-owner"
+        reason += f"; the threshold is below the community's floor {job['threshold_floor']:g}"
+    elif verdict.passed and passing:
+        verdict_word = "not-owner"
+        reason += f"; reference model {passing[0][0][:12]}… passes too (score {passing[0][1]:.3f}): proves nothing"
+    elif verdict.passed and bound > job["max_false_positive"]:
+        verdict_word = "not-owner"
+        reason += f"; false-positive bound {bound:.2e} is over the community's maximum {job['max_false_positive']:g}"
+    reason += f"; null p {p:.3f}, " + (f"{len(checked)} reference model(s)" if checked else "no reference model matches")
+    if "reason" in verdict.details:
+        reason += f" ({verdict.details['reason']})"
+    return {
+        "verdict": verdict_word,
+        "score": _per_mille(verdict.score),
+        "threshold": _per_mille(verdict.threshold),
+        "reason": reason,
+        "fp_bound": bound_text(bound),
+        "references": checked,
+    }
+
+
+def build(job: dict[str, Any]) -> dict[str, Any]:
+    """Train the reference `job` names and write it to `job["out"]`, through this machine's cache.
+
+    Members of one community on one machine (the local example, the demo, tests) would train the
+    same recipe on the same software bit for bit; the cache (keyed by the recipe and the torch
+    version, under a file lock) lets the first one train and the others read its file. Members on
+    their own machines train each for themselves, which is what makes a majority of equal hashes
+    mean something."""
+    recipe = Recipe(job["recipe"], job["arch"], job["dataset"], tuple(job["input_shape"]), job["seed"], job["epochs"])
+    spec = json.dumps({**{k: job[k] for k in ("recipe", "arch", "dataset", "input_shape", "seed", "epochs")},
+                       "torch": torch.__version__, "format": 1}, sort_keys=True)  # fmt: skip
+    cache = Path(os.environ.get("WMNODE_REFERENCE_CACHE") or Path.home() / ".cache" / "wmnode" / "references")
+    cache.mkdir(parents=True, exist_ok=True)
+    entry = cache / (hashlib.sha256(spec.encode()).hexdigest() + ".safetensors")
+    with open(cache / "LOCK", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not entry.is_file():
+            model, card = build_reference(recipe)
+            tmp = entry.with_suffix(".tmp")
+            tmp.write_bytes(model_to_bytes(model, card))
+            os.replace(tmp, entry)
+    data = entry.read_bytes()
+    _, card = model_from_bytes(data, what="cached reference model")
+    Path(job["out"]).write_bytes(data)
+    return {"num_classes": card.num_classes, "arch": card.arch, "bytes": len(data)}
+
+
+def _serve(stdin: Any, stdout: Any) -> None:
+    threads = int(os.environ.get("WMNODE_JUDGE_THREADS", "1"))
+    torch.set_num_threads(max(1, threads))
+    stdout.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
+    stdout.flush()
+    for line in stdin:
+        started = time.perf_counter()
+        try:
+            job = json.loads(line)
+            _limit_cpu(int(job.get("cpu_seconds", 60)))
+            answer = (judge if job["op"] == "judge" else build)(job)
+        except WmnodeError as exc:
+            answer = {"error": exc.diagnostics()[:500]}
+        except Exception as exc:  # noqa: BLE001 - a bad artifact must not kill the judge
+            answer = {"error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"}
+        answer["seconds"] = time.perf_counter() - started
+        stdout.write(json.dumps(answer) + "\n")
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    # The protocol owns stdout: anything a library prints goes to stderr instead.
+    protocol, sys.stdout = sys.stdout, sys.stderr
+    _serve(sys.stdin, protocol)
