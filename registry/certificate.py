@@ -237,6 +237,7 @@ def _verify(cert: dict[str, Any], members: set[str]) -> dict[str, Any]:
     tally: dict[str, int] = {}
     voters: set[str] = set()
     decided = None
+    votes: list[dict[str, Any]] = []
     for entry in sorted(cert["votes"], key=lambda e: e["index"]):
         vote = message_from_json(entry["msg"])
         if not isinstance(vote, Vote) or vote.claim != claim_entry["index"] or vote.claim_hash != claim.body_hash():
@@ -244,6 +245,8 @@ def _verify(cert: dict[str, Any], members: set[str]) -> dict[str, Any]:
         if vote.node not in members or vote.node in voters:
             raise VerificationError(f"vote #{entry['index']} is not a first vote by a member")
         voters.add(vote.node)
+        votes.append({"index": entry["index"], "node": vote.node, "verdict": vote.verdict, "fp_bound": vote.fp_bound,
+                      "references": [r for r in vote.references.split(",") if r]})  # fmt: skip
         tally[vote.verdict] = tally.get(vote.verdict, 0) + 1
         if decided is None and tally[vote.verdict] >= majority:
             decided = vote.verdict
@@ -258,4 +261,5 @@ def _verify(cert: dict[str, Any], members: set[str]) -> dict[str, Any]:
         "owner": claim.owner,
         "model_hash": claim.model_hash,
         "checkpoint_signers": len(signed),
+        "votes": votes,
     }

@@ -77,6 +77,10 @@ class NodeClient:
     def owner(self, model_hash: str) -> dict[str, Any]:
         return self._json("GET", "/v1/owner", params={"model_hash": model_hash})  # type: ignore[no-any-return]
 
+    def references(self) -> dict[str, Any]:
+        """The reference models a majority of the members recorded."""
+        return self._json("GET", "/v1/references")  # type: ignore[no-any-return]
+
     def put_artifact(self, data: bytes) -> str:
         """Upload bytes to the node's artifact store; returns their `sha256:<hex>` URI."""
         digest = hashlib.sha256(data).hexdigest()

@@ -1,15 +1,19 @@
 """`wmnode demo`: the whole story on one machine, on the digits data that ships with scikit-learn.
 
-A community of three nodes starts on loopback. An owner trains LeNet-5, embeds MTLSign and publishes
-before releasing the model. A thief steals it, fine-tunes and prunes it, overwrites it with a
-watermark of its own and publishes later. The owner claims the thief's copy and wins by majority;
-the thief's claim on the same copy passes verification but loses on the timestamps; a claim with a
-wrong key is refused. The owner's certificate is checked offline at the end.
+A community of three nodes starts on loopback and trains its reference models. A squatter
+publishes generic watermark records before any model exists. An owner trains LeNet-5, embeds
+MTLSign and publishes before releasing the model. The squatter's claims on the released model
+fail: one is refused on arrival, the other is judged and loses. A thief steals the model,
+fine-tunes and prunes it, overwrites it with a watermark of its own and publishes later. The owner
+claims the thief's copy and wins by majority; the thief's claim on the same copy passes verification
+but loses on the timestamps; a claim with a wrong key is refused. The owner's certificate is checked offline at the end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,15 +22,15 @@ from typing import Any
 from node_config import example_config, load_config
 from registry.certificate import build_certificate, verify_certificate
 from registry.cli.claim import format_vote, member_names
-from registry.errors import WmnodeError
-from registry.identity import Identity
+from registry.errors import RejectedError, WmnodeError
+from registry.identity import Identity, derive_owner_key
 from registry.localnet import LocalCommunity
-from registry.messages import Claim
-from registry.ownership import claim_suspect, publish_bundle
+from registry.messages import Claim, Publish
+from registry.ownership import claim_suspect, publish_bundle, suspect_uri, wait_decided
 
 #: MTLSign for the demo: a shorter budget than the paper-scale default, the same mechanics.
-OWNER_OPTIONS = {"n": 300, "clean_epochs": 12, "embed_epochs": 16, "da_attacks": 2, "da_epochs": 5}
-THIEF_OPTIONS = {"n": 300, "embed_epochs": 8, "da_attacks": 1, "da_epochs": 3, "lambda_da": 0.0}
+OWNER_OPTIONS = {"n": 600, "clean_epochs": 12, "embed_epochs": 16, "da_attacks": 2, "da_epochs": 5}
+THIEF_OPTIONS = {"n": 600, "embed_epochs": 8, "da_attacks": 1, "da_epochs": 3, "lambda_da": 0.0}
 
 
 def run_demo(base_dir: Path, out_dir: Path, say: Callable[[str], None]) -> Path:
@@ -39,12 +43,16 @@ def run_demo(base_dir: Path, out_dir: Path, say: Callable[[str], None]) -> Path:
     community = LocalCommunity(configs, base_dir)
     say(f"1. starting the local community: 3 nodes on loopback (data and logs in {base_dir})")
     with community:
-        statuses = community.wait_ready(timeout=120, verifiers=True)
-        say(f"   leader {next(s for s in statuses if s is not None)['leader']}; every node runs a verifier")
+        statuses = community.wait_ready(timeout=600, verifiers=True)
+        say(f"   leader {next(s for s in statuses if s is not None)['leader']}; every node runs judges")
         client = community.client(0)
         names = member_names(client.status())
+        refs = client.references()["references"]
+        say(f"   reference models recorded by a majority: {', '.join(r['recipe'] + ' ' + r['arch'] for r in refs)}")
 
-        owner, thief = Identity.generate(), Identity.generate()  # in memory: the demo keeps no key files
+        owner, thief, squatter = Identity.generate(), Identity.generate(), Identity.generate()
+        say(f"1b. a squatter ({squatter.public_hex[:12]}…) publishes two generic records before any model exists")
+        squats = [_squat(client, squatter, *record) for record in _squatter_records()]
         say(f"2. the owner ({owner.public_hex[:12]}…) trains LeNet-5 on digits and embeds MTLSign")
         owner_bundle = out_dir / "owner-bundle"
         report = embed_to_bundle(owner, "lenet5", "digits", owner_bundle, scheme="mtlsign", overrides=OWNER_OPTIONS)
@@ -57,6 +65,15 @@ def run_demo(base_dir: Path, out_dir: Path, say: Callable[[str], None]) -> Path:
             f"   published before release: entry #{receipt['entry']['index']}, leaf "
             f"{receipt['entry']['leaf_hash'][:16]}…, in checkpoint size {receipt['checkpoint']['size']}"
         )
+
+        say("2b. the squatter claims the released model with its early records")
+        uri, digest = suspect_uri(client, str(owner_bundle))
+        for what, record in squats:
+            outcome = _claim_squat(client, squatter, record, uri, digest)
+            if outcome.get("result") == "owner":
+                raise WmnodeError(f"the squatter won with {what}: {outcome}")
+            say(f"   {what}: " + (outcome.get("refused") or f"decided {outcome['decided']}: "
+                + outcome["votes"][0]["msg"]["reason"][:150]))  # fmt: skip
 
         say(f"3. a thief ({thief.public_hex[:12]}…) steals the released model and launders it")
         tuned = attack_model(owner_bundle, "finetune", out_dir / "stolen-finetuned", epochs=3, seed=7)
@@ -131,6 +148,59 @@ def run_demo(base_dir: Path, out_dir: Path, say: Callable[[str], None]) -> Path:
     )
     say(f"done in {time.perf_counter() - started:.0f} s; the owner's certificate: {cert_path}")
     return cert_path
+
+
+def _squatter_records() -> list[tuple[str, str, dict[str, Any], bytes]]:
+    """Generic records a squatter can publish before any model exists (DESIGN §6.1): new label with
+    an existing class as Δ and shipped images of a "1", and MTLSign with a watermark head of its own."""
+    import safetensors.torch
+
+    from mtlsign.head import WatermarkHead, head_input_size
+    from schemes.community import community_data
+    from schemes.zoo import create_model
+
+    data = community_data("digits", (1, 28, 28))
+    common = {"input_shape": [1, 28, 28], "mean": list(data.mean), "std": list(data.std)}
+    ones = safetensors.torch.save({"x_verify": data.x_test[data.y_test == 1][:100].contiguous()})
+    lenet = create_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
+    taps = tuple(lenet.wm_taps)  # type: ignore[arg-type]
+    head = WatermarkHead(head_input_size(lenet, taps, (1, 28, 28), 4), 256, 4)
+    head_bytes = safetensors.torch.save({k: v.detach().contiguous() for k, v in head.state_dict().items()})
+    return [
+        ("new label, Δ = class 1, images of a 1", "new-label",
+         {"scheme": "new-label", "dataset": "digits", "delta": 1, "beta": 0.3, "n": 100, "threshold": 0.25, **common},
+         ones),
+        ("MTLSign, a head of its own", "mtlsign",
+         {"scheme": "mtlsign", "n": 600, "gamma": 0.7, "taps": list(taps), "pool": 4, "hidden": 256, **common},
+         head_bytes),
+    ]  # fmt: skip
+
+
+def _squat(
+    client: Any, squatter: Identity, what: str, scheme: str, info: dict[str, Any], verifier: bytes
+) -> tuple[str, dict[str, Any]]:
+    nonce, info_bytes = os.urandom(16), json.dumps(info, sort_keys=True).encode()
+    msg = Publish.create(
+        squatter, scheme=scheme, time=time.time_ns() // 1_000_000, key_hash=derive_owner_key(squatter, nonce).key_hash,
+        verifier_hash=hashlib.sha256(verifier).hexdigest(), info_hash=hashlib.sha256(info_bytes).hexdigest(),
+        nonce=nonce.hex(),
+    )  # fmt: skip
+    index = client.submit(msg)["index"]
+    return what, {"index": index, "nonce": nonce, "info": info_bytes, "verifier": verifier}
+
+
+def _claim_squat(client: Any, squatter: Identity, record: dict[str, Any], uri: str, digest: str) -> dict[str, Any]:
+    key = derive_owner_key(squatter, record["nonce"])
+    msg = Claim.create(
+        squatter, publish=record["index"], model_uri=uri, model_hash=digest,
+        verifier_uri=client.put_artifact(record["verifier"]), info_uri=client.put_artifact(record["info"]),
+        key=key.key, key_proof=key.key_proof, time=time.time_ns() // 1_000_000,
+    )  # fmt: skip
+    try:
+        index = client.submit(msg)["index"]
+    except RejectedError as exc:
+        return {"refused": f"refused on arrival: {exc.diagnostics()}"}
+    return dict(wait_decided(client, index, 120))
 
 
 def _require(status: dict[str, Any], result: str, what: str) -> None:

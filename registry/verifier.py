@@ -264,18 +264,28 @@ class VerifierWorker:
                     self._lock.notify_all()
 
     def _take(self) -> int | None:
-        """The next claim to judge: the lowest pending one of the claimant served longest ago."""
+        """The next claim to judge: the lowest pending one of the claimant served longest ago.
+
+        One claimant holds at most `judges − 1` judges at once, so a burst of slow claims from one
+        claimant always leaves a judge free for the next claimant's claim."""
         me = self.identity.public_hex
         with self.log.state.lock:
             pending = [
                 (i, c.owner) for i, c in sorted(self.log.state.claims.items())
                 if me not in c.votes and i not in self._done and i not in self._in_flight
             ]  # fmt: skip
-        if not pending:
-            return None
+            busy: dict[str, int] = {}
+            for index in self._in_flight:
+                claim = self.log.state.claims.get(index)
+                if claim is not None:
+                    busy[claim.owner] = busy.get(claim.owner, 0) + 1
+        share = max(1, len(self.judges) - 1)
         first: dict[str, int] = {}
         for index, owner in pending:
-            first.setdefault(owner, index)
+            if busy.get(owner, 0) < share:
+                first.setdefault(owner, index)
+        if not first:
+            return None
         owner = min(first, key=lambda o: (self._served.get(o, -1), first[o]))
         self._tick += 1
         self._served[owner] = self._tick

@@ -27,8 +27,8 @@ def community_data(name: str, input_shape: tuple[int, int, int]) -> Dataset:
         return load_dataset(
             name, input_shape=input_shape, seed=COMMUNITY_SPLIT_SEED, test_fraction=COMMUNITY_TEST_FRACTION
         )
-    except DataError as exc:
-        raise SchemeError(f"cannot load the community's copy of {name!r}: {exc}") from exc
+    except DataError as exc:  # the node's own fault, not the claimant's: an `error` vote
+        raise DataError(f"cannot load the community's copy of {name!r}: {exc}") from exc
 
 
 def dataset_digest(data: Dataset) -> str:

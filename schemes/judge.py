@@ -33,12 +33,12 @@ from torch import nn
 
 import schemes  # noqa: F401 - registers every scheme
 from registry.bounds import bound_text, false_positive_bound
-from registry.errors import WmnodeError
+from registry.errors import MessageError, WmnodeError
 from registry.fetch import FetchPolicy
-from schemes.base import Verdict, get_scheme
+from schemes.base import SchemeError, Verdict, get_scheme
 from schemes.references import Recipe, build_reference
 from schemes.serving import RemotePredictor
-from schemes.zoo import model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
+from schemes.zoo import ZooError, model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
 
 _REFERENCES: dict[str, nn.Module] = {}
 _MAX_CACHED = 16
@@ -73,16 +73,23 @@ def judge(job: dict[str, Any]) -> dict[str, Any]:
     """One claim: the suspect, then the matching references; the vote's fields."""
     scheme = get_scheme(job["scheme"])
     key = bytes.fromhex(job["key"])
-    info = strict_json(Path(job["info_path"]).read_bytes(), "info")
-    verifier = read_weights_bytes(Path(job["verifier_path"]).read_bytes(), "verifier artifact")
     policy = FetchPolicy(**{**job["fetch"], "allow_hosts": tuple(job["fetch"]["allow_hosts"])})
-    suspect: Any
-    if job.get("predict_uri"):
-        suspect = RemotePredictor(job["predict_uri"], policy)
-    else:
-        suspect, _ = model_from_bytes(Path(job["model_path"]).read_bytes(), max_bytes=policy.max_bytes,
-                                      what="suspect model")  # fmt: skip
-    verdict = scheme.verify(suspect, key, verifier, info)
+    try:
+        info = strict_json(Path(job["info_path"]).read_bytes(), "info")
+        verifier = read_weights_bytes(Path(job["verifier_path"]).read_bytes(), "verifier artifact")
+        suspect: Any
+        if job.get("predict_uri"):
+            suspect = RemotePredictor(job["predict_uri"], policy)
+        else:
+            suspect, _ = model_from_bytes(
+                Path(job["model_path"]).read_bytes(), max_bytes=policy.max_bytes, what="suspect model"
+            )
+        verdict = scheme.verify(suspect, key, verifier, info)
+    except (SchemeError, ZooError, MessageError) as exc:
+        # The claimant's artifacts (or the suspect it named) cannot carry this watermark: the
+        # claim proves nothing, which is `not-owner`, not a failure of this node.
+        return {"verdict": "not-owner", "score": 0, "threshold": 0, "reason": f"refused: {exc.diagnostics()}"[:500],
+                "fp_bound": bound_text(1.0), "references": []}  # fmt: skip
     checked, best, passing = [], 0.0, []
     for ref in job["references"]:
         model = _reference(ref["model_hash"], ref["path"], policy.max_bytes)
@@ -123,7 +130,9 @@ def _decide(
     elif verdict.passed and bound > job["max_false_positive"]:
         verdict_word = "not-owner"
         reason += f"; false-positive bound {bound:.2e} is over the community's maximum {job['max_false_positive']:g}"
-    reason += f"; null p {p:.3f}, " + (f"{len(checked)} reference model(s)" if checked else "no reference model matches")
+    reason += f"; null p {p:.3f}, " + (
+        f"{len(checked)} reference model(s)" if checked else "no reference model matches"
+    )
     if "reason" in verdict.details:
         reason += f" ({verdict.details['reason']})"
     return {

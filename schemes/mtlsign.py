@@ -222,6 +222,6 @@ SCHEME = register_scheme(
         embed=embed,
         verify=verify,
         bound="chernoff",
-        quick={"n": 128, "clean_epochs": 8, "embed_epochs": 40, "da_attacks": 1, "da_epochs": 3},
+        quick={"n": 600, "clean_epochs": 8, "embed_epochs": 40, "da_attacks": 1, "da_epochs": 3},
     )
 )

@@ -27,7 +27,7 @@ def member_names(status: dict[str, Any]) -> dict[str, str]:
 def format_vote(vote: dict[str, Any], names: dict[str, str]) -> str:
     msg = vote["msg"]
     who = names.get(msg["node"], short(msg["node"], 16))
-    score = f"score {msg['score']}‰ / {msg['threshold']}‰"
+    score = f"score {msg['score']}‰ / {msg['threshold']}‰, bound {msg.get('fp_bound', '?')}"
     return f"  vote #{vote['index']} {who:<8} {msg['verdict']:<9} {score}: {msg['reason']}"
 
 
@@ -180,6 +180,12 @@ def certificate_verify(path: Path, config_path: Path | None, member_keys: tuple[
         f"publish #{summary['publish']} at {fmt_ms(summary['publish_time'])}; checkpoint signed by "
         f"{summary['checkpoint_signers']} of {len(set(keys))} members"
     )
+    for vote in summary["votes"]:
+        refs = ", ".join(short(r, 12) for r in vote["references"]) or "none"
+        click.echo(
+            f"  vote #{vote['index']} by {short(vote['node'], 16)}: {vote['verdict']}, false-positive bound "
+            f"{vote['fp_bound']}, reference models checked: {refs}"
+        )
     standing = summary["standing"]
     if summary["result"] != summary["decided"] and standing is not None:
         click.echo(

@@ -103,7 +103,9 @@ def _bad_bodies(make_publish: PublishFactory) -> list[tuple[bytes, int, str]]:
         (b'{"type": "publish", "pad": "' + b"x" * MAX_MESSAGE_BYTES + b'"}', 413, "over the limit of 65536 bytes"),
         (b"{not json", 400, "not valid JSON"),
         (b'{"type": "ballot", "v": 1}', 400, "unknown message type 'ballot'"),
-        (b'{"type": "vote", "v": 1}', 400, r"missing field\(s\) in 'vote'"),
+        (b'{"type": "vote", "v": 1}', 400, "field 'v' must be 2 for 'vote'"),  # votes carry fp_bound since v2
+        (b'{"type": "vote", "v": 2}', 400, r"missing field\(s\) in 'vote'"),
+        (b'{"type": "reference", "v": 1}', 400, r"missing field\(s\) in 'reference'"),
     ]
 
 
