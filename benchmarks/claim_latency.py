@@ -4,7 +4,8 @@ Starts three node processes on loopback, embeds MTLSign (the scheme's quick conf
 default with --full) on the digits data, publishes, then claims several suspects (the model pruned
 by 1 %, 2 %, ...: each one new to every node, so every claim includes fetching it from a peer) and
 prints, per claim, the time from submit to a majority decision, with each node's own fetch-and-verify
-time from its log. Run: .venv/bin/python benchmarks/claim_latency.py
+time from its log. The community requires reference models and records a plain LeNet-5, so every
+judgement includes the null-model check (DESIGN §6.1 rule 3). Run: .venv/bin/python benchmarks/claim_latency.py
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from schemes.attacks import prune_global_l1
 from schemes.workflow import embed_to_bundle
 from schemes.zoo import load_model, save_model
 
+REFERENCES = '[verification]\nrequire_references = true\n\n[[references]]\nrecipe = "plain"\n'
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--claims", type=int, default=5)
-    parser.add_argument("--full", action="store_true", help="MTLSign's default config (N = 600) instead of quick")
+    parser.add_argument("--full", action="store_true", help="MTLSign's default config instead of quick (both N = 600)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wmnode-claim-bench-") as tmp:
         base = Path(tmp)
@@ -39,9 +42,10 @@ def main() -> None:
         print(
             f"embedded MTLSign (N = {report.get('n', options.get('n', 600))}) in {time.perf_counter() - started:.0f} s"
         )
-        community = LocalCommunity(write_local_configs(base / "cfg", 3, secret="bench-secret-0123456789"), base / "run")
+        configs = write_local_configs(base / "cfg", 3, secret="bench-secret-0123456789", extra=REFERENCES)
+        community = LocalCommunity(configs, base / "run")
         with community:
-            community.wait_ready(timeout=60, verifiers=True)
+            community.wait_ready(timeout=900, verifiers=True)
             with community.client(0) as client:
                 publish_bundle(client, owner, base / "bundle")
                 times = []
@@ -52,7 +56,10 @@ def main() -> None:
                     status = claim_suspect(client, owner, base / "bundle", str(suspect), timeout_s=120)
                     assert status["decided"] == "owner", status["votes"]
                     times.append(status["seconds_to_decision"])
-                    print(f"claim {i + 1}: decided {status['decided']} in {times[-1]:.3f} s")
+                    refs = {len([r for r in v["msg"]["references"].split(",") if r]) for v in status["votes"]}
+                    bounds = sorted({v["msg"]["fp_bound"] for v in status["votes"]})
+                    print(f"claim {i + 1}: decided {status['decided']} in {times[-1]:.3f} s "
+                          f"(references checked per vote: {sorted(refs)}, bounds {bounds})")  # fmt: skip
         verify_times = [
             float(m)
             for node in community.nodes

@@ -12,7 +12,14 @@ from typing import Any
 
 from registry.errors import ConfigError
 from registry.fetch import FetchPolicy
-from registry.infos import DEFAULT_POLICY, ReferenceSpec, VerificationPolicy, parse_policy, parse_references
+from registry.infos import (
+    DEFAULT_POLICY,
+    ReferenceSpec,
+    VerificationPolicy,
+    parse_datasets,
+    parse_policy,
+    parse_references,
+)
 
 #: The secret the example configs carry: fine on loopback, refused anywhere else.
 EXAMPLE_SECRET = "wmnode-example-community-secret-not-for-real-use"  # noqa: S105 - public on purpose
@@ -33,6 +40,7 @@ _TOP_KEYS = {
     "fetch": dict,
     "verification": dict,
     "references": list,
+    "datasets": list,
     "members": list,
 }
 _MEMBER_KEYS = {"name": str, "raft": str, "api": str, "key": str}
@@ -240,7 +248,10 @@ def parse_config(raw: dict[str, Any], source: str, base: Path) -> NodeConfig:
         identity_seed=raw.get("identity_seed"),
         max_artifact_bytes=raw.get("max_artifact_bytes", 256 * 2**20),
         fetch=_fetch_policy(raw.get("fetch", {}), source),
-        verification=parse_policy(raw.get("verification", {}), f"{source}: verification"),
+        verification=replace(
+            parse_policy(raw.get("verification", {}), f"{source}: verification"),
+            datasets=parse_datasets(raw.get("datasets", []), f"{source}: datasets", base),
+        ),
         references=parse_references(raw.get("references", []), f"{source}: references"),
     )
     if config.name not in names:

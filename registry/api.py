@@ -29,7 +29,16 @@ from registry.errors import (
 )
 from registry.fetch import ArtifactStore, FetchPolicy, pin_url
 from registry.identity import Identity
-from registry.infos import DEFAULT_POLICY, VerificationPolicy, card_from_artifact, check_against_card, parse_info
+from registry.infos import (
+    DEFAULT_POLICY,
+    VerificationPolicy,
+    card_from_artifact,
+    check_against_card,
+    check_verifier,
+    parse_info,
+    safetensors_header,
+    tensor_names,
+)
 from registry.log import REJECTED, Outcome, RegistryLog, envelope
 from registry.messages import ARTIFACT, Claim, Message, message_from_json, uri_kind
 
@@ -177,20 +186,10 @@ def check_claim_info(log: RegistryLog, claim: Claim, store: ArtifactStore, polic
         publish = log.state.publishes.get(claim.publish)
     scheme = publish["scheme"] if publish is not None else ""
     typed = parse_info(scheme, parse_json(store.path(digest).read_bytes(), limit=MAX_INFO_BYTES), policy)
+    if uri_kind(claim.verifier_uri) == ARTIFACT and store.has(claim.verifier_uri[7:]):
+        check_verifier(typed, tensor_names(safetensors_header(store.path(claim.verifier_uri[7:]))))
     if uri_kind(claim.model_uri) == ARTIFACT and store.has(claim.model_hash):
-        with open(store.path(claim.model_hash), "rb") as handle:
-            head = handle.read(8 + 16 * 2**10)
-        check_against_card(typed, card_from_artifact(_header_bytes(head, store.path(claim.model_hash))))
-
-
-def _header_bytes(head: bytes, path: Any) -> bytes:
-    """The safetensors length prefix and header of a stored model (the header may exceed `head`)."""
-    if len(head) >= 8:
-        length = int.from_bytes(head[:8], "little")
-        if 8 + length > len(head) and length <= 16 * 2**20:
-            with open(path, "rb") as handle:
-                return handle.read(8 + length)
-    return head
+        check_against_card(typed, card_from_artifact(safetensors_header(store.path(claim.model_hash))))
 
 
 async def _upload(request: Request, store: ArtifactStore, digest: str) -> tuple[int, dict[str, Any]]:

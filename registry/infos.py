@@ -13,12 +13,14 @@ never lower them, and a claimant's info can only meet them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from registry.errors import ConfigError, MessageError, RejectedError
@@ -34,6 +36,93 @@ _MAX_DIM = 4096
 
 class InfoError(RejectedError):
     """A claim's info is malformed, below the community's floors or over its caps."""
+
+
+# --------------------------------------------------------------------------------------------
+# Data sets a community pins
+
+
+PINNED_FORMATS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "npz")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
+
+
+@dataclass(frozen=True)
+class PinnedDataset:
+    """A data set every member keeps a copy of (`[[datasets]]`), pinned by a manifest of its files.
+
+    The manifest is the SHA-256 of the lines "<sha256 of the file>  <path relative to `path`>\n" of
+    every regular file, sorted by path (a file alone: its own name). Files, not decoded tensors,
+    are pinned: a float tensor's bits may change across torch versions and devices."""
+
+    name: str
+    format: str
+    path: Path
+    manifest_sha256: str
+    num_classes: int
+
+    def job(self) -> dict[str, Any]:
+        return {"name": self.name, "format": self.format, "path": str(self.path), "num_classes": self.num_classes}
+
+
+def manifest_digest(path: Path) -> str:
+    """The manifest SHA-256 of a file or of every regular file under a directory (symlinks refused)."""
+    if path.is_symlink():
+        raise ConfigError(f"{path}: a pinned data set may not be a symbolic link")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink())
+    if not files:
+        raise ConfigError(f"{path}: no files to pin")
+    lines = []
+    for file in files:
+        if file.is_symlink():
+            raise ConfigError(f"{file}: a pinned data set may not hold symbolic links")
+        digest = hashlib.sha256()
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        name = file.name if file == path else file.relative_to(path).as_posix()
+        lines.append(f"{digest.hexdigest()}  {name}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def check_pinned(dataset: PinnedDataset) -> None:
+    """Refuse a node whose copy of a pinned data set is not the community's."""
+    try:
+        got = manifest_digest(dataset.path)
+    except OSError as exc:
+        raise ConfigError(f"data set {dataset.name!r}: cannot read {dataset.path}: {exc.strerror}") from exc
+    if got != dataset.manifest_sha256:
+        raise ConfigError(
+            f"data set {dataset.name!r}: the files at {dataset.path} have manifest {got}, not the community's "
+            f"{dataset.manifest_sha256}: this node would rebuild other verification inputs than its peers"
+        )
+
+
+_DATASET_KEYS = {"name": str, "format": str, "path": str, "manifest_sha256": str, "num_classes": int}
+
+
+def parse_datasets(items: object, where: str, base: Path) -> tuple[PinnedDataset, ...]:
+    """The `[[datasets]]` tables of a node config (paths relative to the config's folder)."""
+    if not isinstance(items, list):
+        raise ConfigError(f"{where} must be a list of tables ([[datasets]])")
+    out: list[PinnedDataset] = []
+    for i, table in enumerate(items):
+        at = f"{where}[{i}]"
+        if not isinstance(table, dict) or set(table) != set(_DATASET_KEYS):
+            raise ConfigError(f"{at} must be a table with exactly {', '.join(sorted(_DATASET_KEYS))}")
+        for name, want in _DATASET_KEYS.items():
+            if isinstance(table[name], bool) or not isinstance(table[name], want):
+                raise ConfigError(f"{at}.{name} must be a {want.__name__}")
+        if not _NAME_RE.fullmatch(table["name"]) or table["name"] in EMBEDDED_DATASETS:
+            raise ConfigError(f"{at}.name must be a short lowercase name other than {sorted(EMBEDDED_DATASETS)}")
+        if table["format"] not in PINNED_FORMATS:
+            raise ConfigError(f"{at}.format must be one of {', '.join(PINNED_FORMATS)}")
+        if not _HEX64.fullmatch(table["manifest_sha256"]) or not 2 <= table["num_classes"] <= 100_000:
+            raise ConfigError(f"{at}: manifest_sha256 must be 64 lowercase hex digits, num_classes 2-100000")
+        if any(d.name == table["name"] for d in out):
+            raise ConfigError(f"{at}.name {table['name']!r} is pinned twice")
+        out.append(PinnedDataset(table["name"], table["format"], base / table["path"], table["manifest_sha256"],
+                                 table["num_classes"]))  # fmt: skip
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,9 +190,24 @@ class VerificationPolicy:
     judge_memory_mib: int = 2048
     judge_cpu_seconds: int = 120
     judge_wall_seconds: int = 60
+    #: Data sets the community pins besides the embedded ones (`[[datasets]]`).
+    datasets: tuple[PinnedDataset, ...] = ()
 
     def floors(self, scheme: str) -> Any:
         return getattr(self, scheme.replace("-", "_"))
+
+    def classes_of(self, dataset: str) -> int:
+        """The number of classes of a data set every member holds; InfoError for any other."""
+        if dataset in EMBEDDED_DATASETS:
+            return EMBEDDED_DATASETS[dataset]
+        for pinned in self.datasets:
+            if pinned.name == dataset:
+                return pinned.num_classes
+        held = sorted([*EMBEDDED_DATASETS, *(d.name for d in self.datasets)])
+        raise InfoError(
+            f"data set {dataset[:40]!r} is not one every member holds ({', '.join(held)}), so no node could "
+            "rebuild the verification inputs from the key"
+        )
 
 
 DEFAULT_POLICY = VerificationPolicy()
@@ -209,13 +313,9 @@ def _channels(obj: Mapping[str, Any], scheme: str, name: str, channels: int, low
 
 def _dataset(obj: Mapping[str, Any], scheme: str) -> str:
     name = obj["dataset"]
-    if name not in EMBEDDED_DATASETS:
-        raise InfoError(
-            f"{scheme} info: dataset {str(name)[:40]!r} is not a data set every member holds "
-            f"({', '.join(sorted(EMBEDDED_DATASETS))}), so no node could rebuild the verification inputs "
-            "from the key"
-        )
-    return str(name)
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise _fail(scheme, "dataset", "a data set's name", name)
+    return name
 
 
 @dataclass(frozen=True)
@@ -224,6 +324,9 @@ class Info:
 
     SCHEME: ClassVar[str] = ""
     FIELDS: ClassVar[frozenset[str]] = frozenset()
+    #: The tensors the verifier artifact may hold (None: whatever the scheme's own parser takes);
+    #: empty where every input comes from the key, so shipped inputs are refused on arrival.
+    VERIFIER: ClassVar[frozenset[str] | None] = None
 
     input_shape: tuple[int, int, int]
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -311,6 +414,7 @@ class MtlsignInfo(Info):
 @dataclass(frozen=True)
 class NewLabelInfo(Info):
     SCHEME: ClassVar[str] = "new-label"
+    VERIFIER: ClassVar[frozenset[str] | None] = frozenset()
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"scheme", "dataset", "delta", "beta", "n", "threshold", "input_shape", "mean", "std"}
     )
@@ -334,7 +438,7 @@ class NewLabelInfo(Info):
 
     def check(self, policy: VerificationPolicy) -> None:
         f: NewLabelFloors = policy.new_label
-        classes = EMBEDDED_DATASETS[self.dataset]
+        classes = policy.classes_of(self.dataset)
         if self.delta != classes:
             raise InfoError(
                 f"new-label info: Δ must be the one output the task does not have, class {classes} of "
@@ -353,6 +457,7 @@ class NewLabelInfo(Info):
 @dataclass(frozen=True)
 class FunctionCoupledInfo(Info):
     SCHEME: ClassVar[str] = "function-coupled"
+    VERIFIER: ClassVar[frozenset[str] | None] = frozenset()
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"scheme", "version", "mode", "r", "n_train", "n_verify", "threshold", "candidate", "num_classes",
          "input_shape", "mean", "std", "dataset", "split_seed", "test_fraction", "dataset_sha256"}
@@ -379,7 +484,7 @@ class FunctionCoupledInfo(Info):
     def check(self, policy: VerificationPolicy) -> None:
         f: FunctionCoupledFloors = policy.function_coupled
         _community_split(self.SCHEME, self.split_seed, self.test_fraction)
-        if self.num_classes != EMBEDDED_DATASETS[self.dataset]:
+        if self.num_classes != policy.classes_of(self.dataset):
             raise InfoError(f"function-coupled info: num_classes must be {self.dataset!r}'s, got {self.num_classes}")
         self._floor("n_verify", self.n_verify, f.min_n_verify)
         self._floor("threshold", self.threshold, f.min_threshold)
@@ -401,6 +506,7 @@ def _community_split(scheme: str, seed: int, fraction: float) -> None:
 @dataclass(frozen=True)
 class BlindInfo(Info):
     SCHEME: ClassVar[str] = "blind"
+    VERIFIER: ClassVar[frozenset[str] | None] = frozenset({"key_samples", "logo"})
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"scheme", "dataset", "n", "threshold", "num_classes", "input_shape", "mean", "std", "alpha", "beta",
          "gamma", "delta", "epochs", "logo_sha256", "logo_source", "encoder", "discriminator", "min_ssim"}
@@ -422,7 +528,7 @@ class BlindInfo(Info):
 
     def check(self, policy: VerificationPolicy) -> None:
         f: BlindFloors = policy.blind
-        if self.num_classes != EMBEDDED_DATASETS[self.dataset]:
+        if self.num_classes != policy.classes_of(self.dataset):
             raise InfoError(f"blind info: num_classes must be {self.dataset!r}'s, got {self.num_classes}")
         self._floor("n", self.n, f.min_n)
         self._floor("threshold", self.threshold, f.min_threshold)
@@ -437,6 +543,7 @@ class BlindInfo(Info):
 @dataclass(frozen=True)
 class PassportInfo(Info):
     SCHEME: ClassVar[str] = "passport"
+    VERIFIER: ClassVar[frozenset[str] | None] = frozenset({"expected_acc", "noise_levels", "noise_mean", "noise_std"})
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"scheme", "version", "passport_type", "layers", "delta", "noise_sigmas", "noise_floor", "noise_draws",
          "dataset", "n_eval", "input_shape", "mean", "std", "num_classes"}
@@ -466,7 +573,7 @@ class PassportInfo(Info):
                 f"passport info: {self.passport_type} passports are images the claimant ships, not derived from "
                 f"the key; this community judges {', '.join(f.types)} passports only"
             )
-        if self.num_classes != EMBEDDED_DATASETS[self.dataset]:
+        if self.num_classes != policy.classes_of(self.dataset):
             raise InfoError(f"passport info: num_classes must be {self.dataset!r}'s, got {self.num_classes}")
         self._floor("n_eval", self.n_eval, f.min_eval)
         self._check_work(policy, self.n_eval)
@@ -497,19 +604,56 @@ def parse_info(scheme: str, obj: object, policy: VerificationPolicy = DEFAULT_PO
 
 def card_from_artifact(data: bytes) -> dict[str, Any]:
     """The card a model artifact carries in its safetensors metadata (`wmnode.card`)."""
-    if len(data) < 8:
-        raise MessageError("the suspect model is not a safetensors file")
-    (length,) = struct.unpack("<Q", data[:8])
-    if not 2 <= length <= min(len(data) - 8, 16 * 2**20):
-        raise MessageError("the suspect model's safetensors header is malformed")
+    header = _header(data, "the suspect model")
     try:
-        header = json.loads(data[8 : 8 + length])
         card = json.loads(header["__metadata__"]["wmnode.card"])
     except (ValueError, KeyError, TypeError) as exc:
         raise MessageError("the suspect model carries no model card in its metadata") from exc
     if not isinstance(card, dict):
         raise MessageError("the suspect model's card is not a JSON object")
     return card
+
+
+def safetensors_header(path: Path) -> bytes:
+    """The length prefix and header of a stored safetensors file (at most 16 MiB of header)."""
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+        if length > 16 * 2**20:
+            raise MessageError(f"{path.name}: safetensors header over 16 MiB")
+        return prefix + handle.read(length)
+
+
+def tensor_names(data: bytes) -> set[str]:
+    """The tensor names in a safetensors header (`data` holds at least the header)."""
+    header = _header(data, "the verifier artifact")
+    return {name for name in header if name != "__metadata__"}
+
+
+def check_verifier(info: Info, names: set[str]) -> None:
+    """Refuse shipped inputs where the scheme rebuilds them from the key (DESIGN §6.1 rule 1)."""
+    if info.VERIFIER is not None and not names <= info.VERIFIER:
+        extra = ", ".join(sorted(names - info.VERIFIER))[:200]
+        allowed = ", ".join(sorted(info.VERIFIER)) or "nothing"
+        raise InfoError(
+            f"{info.SCHEME}: the verifier artifact ships {extra}, but this scheme's verification inputs come "
+            f"from the key; it may hold {allowed}"
+        )
+
+
+def _header(data: bytes, what: str) -> dict[str, Any]:
+    if len(data) < 8:
+        raise MessageError(f"{what} is not a safetensors file")
+    (length,) = struct.unpack("<Q", data[:8])
+    if not 2 <= length <= min(len(data) - 8, 16 * 2**20):
+        raise MessageError(f"{what}'s safetensors header is malformed")
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except ValueError as exc:
+        raise MessageError(f"{what}'s safetensors header is not JSON") from exc
+    if not isinstance(header, dict):
+        raise MessageError(f"{what}'s safetensors header is not a JSON object")
+    return header
 
 
 def check_against_card(info: Info, card: Mapping[str, Any]) -> None:

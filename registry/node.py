@@ -19,6 +19,7 @@ from registry.api import NodeInfo, create_app
 from registry.errors import NodeError
 from registry.fetch import ArtifactStore, Fetcher
 from registry.identity import Identity, load_or_create_identity
+from registry.infos import check_pinned
 from registry.log import RegistryLog
 from registry.verifier import VerifierWorker
 
@@ -130,6 +131,8 @@ def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper) -> None:
         )
     elif config.secret is None:
         logger.warning("dev mode: Raft traffic is neither encrypted nor authenticated (loopback only)")
+    for dataset in config.verification.datasets:  # before anything starts: a wrong copy judges wrongly
+        check_pinned(dataset)
     check_port_free(config.raft.host, config.raft.port, "Raft")
     check_port_free(config.api.host, config.api.port, "API")
     with locked_data_dir(data_dir_for(config)) as data_dir:

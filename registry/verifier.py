@@ -42,7 +42,17 @@ from registry.encoding import parse_json
 from registry.errors import VerificationError, WmnodeError
 from registry.fetch import ArtifactStore, Fetcher
 from registry.identity import Identity, verify_owner_key
-from registry.infos import Info, InfoError, ReferenceSpec, card_from_artifact, check_against_card, parse_info
+from registry.infos import (
+    Info,
+    InfoError,
+    ReferenceSpec,
+    card_from_artifact,
+    check_against_card,
+    check_verifier,
+    parse_info,
+    safetensors_header,
+    tensor_names,
+)
 from registry.judges import Judge, JudgeLimitError, Limits
 from registry.log import REJECTED, Outcome, RegistryLog, envelope
 from registry.messages import ERROR, NOT_OWNER, PREDICT, Claim, Message, Reference, Vote, uri_kind
@@ -54,7 +64,6 @@ MAX_VERIFIER_BYTES = 64 * 2**20
 #: Schemes whose verification reads only labels, so a prediction API may stand in for the model.
 BLACK_BOX = frozenset({"new-label", "function-coupled", "blind"})
 _IDLE_S = 0.5
-_HEADER_LIMIT = 16 * 2**20
 #: Training a reference is the community's own work, not a stranger's: it gets a longer clock.
 _BUILD_WALL_S = 900.0
 
@@ -67,16 +76,6 @@ class Judgement:
     reason: str
     fp_bound: str = "1.00e+00"
     references: tuple[str, ...] = ()
-
-
-def read_card(path: Path) -> dict[str, Any]:
-    """A stored model's card, from its safetensors header only."""
-    with path.open("rb") as handle:
-        length = int.from_bytes(handle.read(8), "little")
-        if length > _HEADER_LIMIT:
-            raise InfoError("the suspect model's safetensors header is over 16 MiB")
-        handle.seek(0)
-        return card_from_artifact(handle.read(8 + length))
 
 
 class _Files:
@@ -345,6 +344,7 @@ class VerifierWorker:
         info_path = files.get(claim.info_uri, publish["info_hash"], MAX_INFO_BYTES, "info")
         typed = parse_info(scheme, parse_json(info_path.read_bytes(), limit=MAX_INFO_BYTES), self.policy)
         verifier_path = files.get(claim.verifier_uri, publish["verifier_hash"], MAX_VERIFIER_BYTES, "verifier")
+        check_verifier(typed, tensor_names(safetensors_header(verifier_path)))
         card: dict[str, Any] | None = None
         model_path: Path | None = None
         if uri_kind(claim.model_uri) == PREDICT:
@@ -352,7 +352,7 @@ class VerifierWorker:
                 raise WmnodeError(f"{scheme} is a white-box scheme: it needs the model's weights, not an API")
         else:
             model_path = files.get(claim.model_uri, claim.model_hash, self.fetcher.policy.max_bytes, "suspect model")
-            card = read_card(model_path)
+            card = card_from_artifact(safetensors_header(model_path))
             check_against_card(typed, card)
         references = self._matching_references(typed, card)
         if not references and self.policy.require_references:
@@ -372,6 +372,7 @@ class VerifierWorker:
             "references": references,
             "threshold_floor": getattr(floors, "min_threshold", getattr(floors, "min_gamma", 0.0)),
             "max_false_positive": self.policy.max_false_positive,
+            "datasets": [d.job() for d in self.policy.datasets],
         }
 
     def _matching_references(self, info: Info, card: dict[str, Any] | None) -> list[dict[str, str]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -17,13 +19,31 @@ from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, EMBEDD
 from schemes.base import SchemeError
 from schemes.data import DataError, Dataset, load_dataset
 
+#: Data sets the community pins (name -> format, path, classes); the node checked their manifests.
+_PINNED: dict[str, tuple[str, Path, int]] = {}
+
+
+def pin(name: str, fmt: str, path: Path, num_classes: int) -> None:
+    """Make a pinned data set (registry.infos.PinnedDataset) available under its community name."""
+    if _PINNED.get(name) != (fmt, path, num_classes):
+        _PINNED[name] = (fmt, path, num_classes)
+        community_data.cache_clear()
+
+
+def held_datasets() -> list[str]:
+    return sorted([*EMBEDDED_DATASETS, *_PINNED])
+
 
 @functools.lru_cache(maxsize=4)
 def community_data(name: str, input_shape: tuple[int, int, int]) -> Dataset:
-    """Data set `name` at `input_shape`, split with the community's seed and test fraction."""
-    if name not in EMBEDDED_DATASETS:
-        raise SchemeError(f"{name!r} is not a data set every member holds ({', '.join(sorted(EMBEDDED_DATASETS))})")
+    """Data set `name` at `input_shape`: an embedded one split with the community's seed and test
+    fraction, or a pinned one as its files split it."""
+    if name not in EMBEDDED_DATASETS and name not in _PINNED:
+        raise SchemeError(f"{name!r} is not a data set every member holds ({', '.join(held_datasets())})")
     try:
+        if name in _PINNED:
+            fmt, path, _ = _PINNED[name]
+            return replace(load_dataset(fmt, input_shape=input_shape, path=path), name=name)
         return load_dataset(
             name, input_shape=input_shape, seed=COMMUNITY_SPLIT_SEED, test_fraction=COMMUNITY_TEST_FRACTION
         )
@@ -42,15 +62,15 @@ def dataset_digest(data: Dataset) -> str:
 
 def require_community_data(data: Dataset, scheme: str) -> Dataset:
     """The community's copy of `data`, refusing data from which no node could rebuild `scheme`'s inputs."""
-    if data.name not in EMBEDDED_DATASETS:
+    if data.name not in EMBEDDED_DATASETS and data.name not in _PINNED:
         raise SchemeError(
             f"{scheme}: no community could verify a claim on a model watermarked over {data.name!r}: its "
             f"verification inputs must be rebuilt from the key over data every member holds "
-            f"({', '.join(sorted(EMBEDDED_DATASETS))}); embed over one of those, or use mtlsign, whose key "
-            "samples are generated from the key alone"
+            f"({', '.join(held_datasets())}); embed over one of those, have the community pin this data "
+            "(`[[datasets]]` with its manifest), or use mtlsign, whose key samples are generated from the key alone"
         )
     reference = community_data(data.name, data.input_shape)
-    if dataset_digest(reference) != dataset_digest(data):
+    if dataset_digest(reference) != dataset_digest(data):  # a pinned set: the same files, the same split
         raise SchemeError(
             f"{scheme}: this {data.name!r} data is not the community's split (seed {COMMUNITY_SPLIT_SEED}, "
             f"test fraction {COMMUNITY_TEST_FRACTION}), so no node could rebuild the verification inputs"

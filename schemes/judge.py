@@ -36,6 +36,7 @@ from registry.bounds import bound_text, false_positive_bound
 from registry.errors import MessageError, WmnodeError
 from registry.fetch import FetchPolicy
 from schemes.base import SchemeError, Verdict, get_scheme
+from schemes.community import pin
 from schemes.references import Recipe, build_reference
 from schemes.serving import RemotePredictor
 from schemes.zoo import ZooError, model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
@@ -73,6 +74,8 @@ def judge(job: dict[str, Any]) -> dict[str, Any]:
     """One claim: the suspect, then the matching references; the vote's fields."""
     scheme = get_scheme(job["scheme"])
     key = bytes.fromhex(job["key"])
+    for dataset in job.get("datasets", []):  # checked against the community's manifest at node start
+        pin(dataset["name"], dataset["format"], Path(dataset["path"]), dataset["num_classes"])
     policy = FetchPolicy(**{**job["fetch"], "allow_hosts": tuple(job["fetch"]["allow_hosts"])})
     try:
         info = strict_json(Path(job["info_path"]).read_bytes(), "info")

@@ -27,6 +27,7 @@ def test_the_registry_never_imports_the_ml_stack() -> None:
     """STYLE §3: the node's log and API stay light; verification reaches schemes through a registry."""
     code = (
         "import sys, registry, registry.api, registry.cli, registry.node, registry.log\n"
+        "import registry.bounds, registry.infos, registry.judges, registry.verifier\n"
         "heavy = sorted(m for m in ('torch', 'schemes', 'mtlsign', 'numpy') if m in sys.modules)\n"
         "print(','.join(heavy))"
     )

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from registry.encoding import canonical
 from registry.errors import MessageError, VerificationError
 from registry.identity import Identity, derive_owner_key
 from registry.log import APPENDED, REJECTED, RegistryLog, envelope
-from registry.messages import Claim, Publish, Vote, message_from_json, predict_model_hash
+from registry.messages import Claim, Publish, Reference, Vote, message_from_json, predict_model_hash
 from tests.helpers import free_ports, now_ms
 
 SKEW = 300_000
@@ -29,7 +30,7 @@ def log(tmp_path: Path) -> Iterator[RegistryLog]:
     log.close()
 
 
-def submit(log: RegistryLog, msg: Publish | Claim | Vote, stamp: int | None = None) -> tuple[str, int, str]:
+def submit(log: RegistryLog, msg: Publish | Claim | Vote | Reference, stamp: int | None = None) -> tuple[str, int, str]:
     out = log.submit_sync(envelope(msg, now_ms() if stamp is None else stamp, SKEW))
     return out.status, out.index, out.reason
 
@@ -119,6 +120,9 @@ def test_a_prediction_api_is_named_by_the_hash_of_its_uri() -> None:
         ({"score": 1001}, "per mille"),
         ({"threshold": True}, "per mille"),
         ({"reason": "line\nbreak"}, "printable"),
+        ({"fp_bound": "0.000001"}, "'fp_bound' must be a decimal string like '2.30e-09'"),
+        ({"references": "AB" * 32}, "'references' must be comma-separated SHA-256 hex digests"),
+        ({"v": 1}, "'v' must be 2 for 'vote'"),
     ],
 )
 def test_votes_with_bad_fields_are_refused(vote_obj: dict[str, object], fragment: str) -> None:
@@ -197,3 +201,87 @@ def test_when_two_claimants_pass_on_one_model_the_earlier_publish_wins(log: Regi
     assert log.claim_status(thief_claim)["result"] == "not-owner"  # it passed, but published later
     assert log.claim_status(owner_claim)["result"] == "owner"
     assert log.standing_owner("00" * 32) is None
+
+
+def test_a_vote_records_its_bound_and_references_in_the_log(log: RegistryLog) -> None:
+    owner = Identity.generate()
+    index, key, proof = publish(log, owner)
+    _, c, _ = submit(log, claim(owner, index, key, proof))
+    state = log.state.claims[c]
+    cast = Vote.create(
+        MEMBERS[0], claim=c, claim_hash=state.body_hash, verdict="owner", score=990, threshold=700, reason="found",
+        fp_bound="3.10e-22", references=("aa" * 32, "bb" * 32),
+    )  # fmt: skip
+    status, at, _ = submit(log, cast)
+    assert status == APPENDED
+    msg = log.entry(at)["msg"]
+    assert (msg["v"], msg["fp_bound"], msg["references"]) == (2, "3.10e-22", "aa" * 32 + "," + "bb" * 32)
+    assert log.claim_status(c)["votes"][0]["msg"] == cast.to_json()
+
+
+# -- reference models (DESIGN §6.1 rule 3) ------------------------------------------------------
+
+
+def reference(node: Identity, model_hash: str, **overrides: object) -> Reference:
+    fields: dict[str, object] = {"arch": "lenet5", "num_classes": 10, "input_shape": "1x28x28", "dataset": "digits"}
+    fields.update({"recipe": "plain", "seed": 1, **overrides})
+    return Reference.create(node, model_hash=model_hash, **fields)  # type: ignore[arg-type]
+
+
+def submit_raw(log: RegistryLog, obj: dict[str, object]) -> tuple[str, int, str]:
+    """Submit a message object as it is (apply validates it again), bypassing the API's checks."""
+    out = log.submit_sync(canonical({"msg": obj, "skew_ms": SKEW, "stamp": now_ms()}))
+    return out.status, out.index, out.reason
+
+
+def test_references_are_recorded_by_members_only_once_per_slot(log: RegistryLog) -> None:
+    honest = "11" * 32
+    status, _, reason = submit(log, reference(Identity.generate(), honest))
+    assert status == REJECTED and reason.startswith("references are recorded by members only;")
+    first = reference(MEMBERS[0], honest)
+    status, at, _ = submit(log, first)
+    assert status == APPENDED
+    assert submit(log, first)[:2] == ("duplicate", at)  # a retry is stored once
+    for again in (reference(MEMBERS[0], "22" * 32), reference(MEMBERS[0], honest, seed=2)):
+        status, _, reason = submit(log, again)
+        assert status == REJECTED
+        assert reason == (
+            f"node {MEMBERS[0].public_hex[:16]}… has already recorded a reference for "
+            "('lenet5', 10, '1x28x28', 'digits', 'plain')"
+        )
+    # Another slot (recipe, shape, data set) is another record.
+    assert submit(log, reference(MEMBERS[0], "33" * 32, recipe="new-label"))[0] == APPENDED
+    assert submit(log, reference(MEMBERS[0], "44" * 32, input_shape="1x32x32"))[0] == APPENDED
+    assert log.state.admitted_references() == []  # one member is not a majority
+
+
+def test_a_reference_counts_once_a_majority_records_the_same_hash(log: RegistryLog) -> None:
+    honest = "11" * 32
+    submit(log, reference(MEMBERS[0], honest))
+    assert log.state.admitted_references() == []
+    submit(log, reference(MEMBERS[1], honest))
+    assert log.state.admitted_references() == [
+        {"arch": "lenet5", "num_classes": 10, "input_shape": "1x28x28", "dataset": "digits", "recipe": "plain",
+         "model_hash": honest, "members": 2},
+    ]  # fmt: skip
+    submit(log, reference(MEMBERS[2], honest))
+    assert [r["members"] for r in log.state.admitted_references()] == [3]
+
+
+def test_a_lying_member_never_plants_a_reference(log: RegistryLog) -> None:
+    honest, planted = "11" * 32, "66" * 32
+    liar = MEMBERS[0]
+    assert submit(log, reference(liar, planted))[0] == APPENDED
+    # It cannot speak for another member: a reference signed by the liar in member 1's name.
+    forged = {**reference(liar, planted).to_json(), "node": MEMBERS[1].public_hex}
+    with pytest.raises(VerificationError, match="reference: signature does not match node"):
+        message_from_json(forged)
+    status, _, reason = submit_raw(log, forged)
+    assert status == REJECTED and "signature does not match node" in reason
+    # Nor vote twice for its model; the honest majority's model is the one that counts.
+    assert submit(log, reference(liar, planted, seed=9))[0] == REJECTED
+    submit(log, reference(MEMBERS[1], honest))
+    assert log.state.admitted_references() == []  # 1 against 1: nothing yet
+    submit(log, reference(MEMBERS[2], honest))
+    assert [r["model_hash"] for r in log.state.admitted_references()] == [honest]
+    assert log.state.references[("lenet5", 10, "1x28x28", "digits", "plain")][planted] == {liar.public_hex}

@@ -14,10 +14,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from registry.infos import InfoError, parse_info
 from schemes import blind
 from schemes._imaging import Discriminator, Encoder, file_logo, gaussian_window, logo_sha256, ssim, text_logo
-from schemes.base import SchemeError, get_scheme, make_config
-from schemes.data import load_dataset
+from schemes.base import SchemeError, get_scheme, make_config, predict_labels
+from schemes.community import community_data
+from schemes.data import Dataset, load_dataset
 from schemes.training import accuracy, train_classifier
 from schemes.zoo import create_model
 
@@ -31,15 +33,22 @@ def _logo() -> torch.Tensor:
     return text_logo("ACME", SHAPE[1:])
 
 
+def _community() -> Dataset:
+    return community_data("digits", SHAPE)
+
+
 def _info(**changes: Any) -> dict[str, Any]:
+    data = _community()
     info = {
         "scheme": "blind",
+        "dataset": "digits",
+        "min_ssim": 0.9,
         "n": N,
         "threshold": 0.8,
         "num_classes": 10,
         "input_shape": list(SHAPE),
-        "mean": [0.2],
-        "std": [0.3],
+        "mean": list(data.mean),
+        "std": list(data.std),
         "alpha": 3.0,
         "beta": 5.0,
         "gamma": 0.1,
@@ -53,9 +62,15 @@ def _info(**changes: Any) -> dict[str, Any]:
     return {**info, **changes}
 
 
+def _covers(key: bytes = KEY, n: int = N) -> torch.Tensor:
+    """The key's covers in the community's training split (normalised, as the model takes them)."""
+    data = _community()
+    return data.x_train[blind.key_covers(key, blind.key_targets(key, n, 10), data.y_train, 10)].clone()
+
+
 def _verifier(n: int = N) -> dict[str, torch.Tensor]:
-    samples = torch.randn((n, *SHAPE), generator=torch.Generator().manual_seed(0))
-    return {"key_samples": samples, "logo": _logo()}
+    """Key samples that are their covers exactly: SSIM 1, the best an encoder could do."""
+    return {"key_samples": _covers(n=n), "logo": _logo()}
 
 
 class _Lookup(nn.Module):
@@ -227,11 +242,13 @@ def test_verify_counts_key_targets_and_passes_above_the_threshold() -> None:
     owner = blind.verify(_Lookup(verifier["key_samples"], targets), KEY, verifier, _info())
     assert owner.passed and owner.score == 1.0 and owner.threshold == 0.8
     assert owner.details["n"] == N and owner.details["matches"] == N and owner.details["null_tail"] < 1e-15
+    assert owner.details["samples_near_cover"] == N and owner.details["chance_rate"] == pytest.approx(1 / 9)
     wrong_key = blind.verify(_Lookup(verifier["key_samples"], targets), OTHER, verifier, _info())
     assert not wrong_key.passed and wrong_key.score < 0.5
     exactly = targets.clone()
     exactly[:4] = (exactly[:4] + 1) % 10  # 16 of 20 = 0.8: not above T_acc
-    assert not blind.verify(_Lookup(verifier["key_samples"], exactly), KEY, verifier, _info()).passed
+    at_bar = blind.verify(_Lookup(verifier["key_samples"], exactly), KEY, verifier, _info())
+    assert not at_bar.passed and at_bar.score == 0.8 and at_bar.details["matches"] == 16
 
 
 def test_verify_takes_a_prediction_function() -> None:
@@ -253,32 +270,45 @@ def test_the_verifier_survives_safetensors(tmp_path: Path) -> None:
     assert blind.verify(model, KEY, reloaded, _info()).score == 1.0
 
 
+def _without(name: str) -> dict[str, Any]:
+    return {k: v for k, v in _info().items() if k != name}
+
+
 @pytest.mark.parametrize(
-    ("info", "fragment"),
+    ("changes", "fragment"),
     [
-        (_info(extra=1), "must hold exactly"),
-        (_info(scheme="new-label"), "must hold exactly"),
-        ({k: v for k, v in _info().items() if k != "logo_sha256"}, "must hold exactly"),
-        (_info(input_shape=[1, 28]), "input_shape must be three"),
-        (_info(input_shape=[1, 28, 28.0]), "input_shape must be three"),
-        (_info(mean=[0.1, 0.2]), "mean must hold one number per channel"),
-        (_info(std=[0.0]), "std must be positive"),
-        (_info(n=0), "n must be an integer"),
-        (_info(n=True), "n must be an integer"),
-        (_info(num_classes=1), "num_classes must be an integer"),
-        (_info(epochs="50"), "epochs must be an integer"),
-        (_info(threshold=1.0), r"threshold must be a number in \(0, 1\)"),
-        (_info(threshold="0.8"), "threshold must be a number"),
-        (_info(gamma=-0.1), "gamma must be a number"),
-        (_info(logo_sha256="ABC"), "logo_sha256 must be 64 lowercase hex"),
-        (_info(logo_source="path"), "logo_source must be one of file, key, text"),
-        (_info(encoder="unet"), "encoder must be 'residual-cnn-<channels>'"),
-        (_info(discriminator="cnn"), "discriminator 'mlp-64-32'"),
+        ({"extra": 1}, "must hold exactly"),
+        ({"scheme": "new-label"}, "must hold exactly"),
+        ({"input_shape": [1, 28]}, "input_shape must be three"),
+        ({"input_shape": [1, 28, 28.0]}, "input_shape must be three"),
+        ({"mean": [0.1, 0.2]}, "mean must hold one number per channel"),
+        ({"std": [0.0]}, "std must be positive"),
+        ({"n": 0}, "n must be an integer"),
+        ({"n": True}, "n must be an integer"),
+        ({"num_classes": 1}, "num_classes must be an integer"),
+        ({"epochs": "50"}, "epochs must be an integer"),
+        ({"threshold": 1.0}, r"threshold must be a number in \(0, 1\)"),
+        ({"threshold": "0.8"}, "threshold must be a number"),
+        ({"gamma": -0.1}, "gamma must be a number"),
+        ({"logo_sha256": "ABC"}, "logo_sha256 must be 64 lowercase hex"),
+        ({"logo_source": "path"}, "logo_source must be one of file, key, text"),
+        ({"encoder": "unet"}, "encoder must be 'residual-cnn-<channels>'"),
+        ({"discriminator": "cnn"}, "discriminator 'mlp-64-32'"),
+        ({"min_ssim": 1.5}, r"min_ssim must be a number in \[0, 1\]"),
+        ({"min_ssim": "0.9"}, "min_ssim must be a number"),
+        ({"mean": [0.5]}, "mean and std are not the normalisation of the community's 'digits'"),
+        ({"std": [0.25]}, "mean and std are not the normalisation of the community's 'digits'"),
     ],
 )
-def test_bad_info_is_refused_by_name(info: dict[str, Any], fragment: str) -> None:
+def test_bad_info_is_refused_by_name(changes: dict[str, Any], fragment: str) -> None:
     with pytest.raises(SchemeError, match=fragment):
-        blind.verify(lambda x: torch.zeros(x.shape[0]), KEY, _verifier(), info)
+        blind.verify(lambda x: torch.zeros(x.shape[0]), KEY, _verifier(), _info(**changes))
+
+
+@pytest.mark.parametrize("name", ["logo_sha256", "dataset", "min_ssim"])
+def test_info_missing_a_field_is_refused(name: str) -> None:
+    with pytest.raises(SchemeError, match="blind info must hold exactly"):
+        blind.verify(lambda x: torch.zeros(x.shape[0]), KEY, _verifier(), _without(name))
 
 
 def _tampered(**changes: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -286,21 +316,109 @@ def _tampered(**changes: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    ("verifier", "fragment"),
+    ("broken", "fragment"),
     [
-        ({"key_samples": _verifier()["key_samples"]}, "exactly key_samples and logo"),
-        (_tampered(extra=torch.zeros(1)), "exactly key_samples and logo"),
-        (_verifier(N - 1), r"float32 shaped \(20, 1, 28, 28\)"),
-        (_tampered(key_samples=_verifier()["key_samples"].double()), "float32 shaped"),
-        (_tampered(key_samples=torch.full((N, *SHAPE), float("nan"))), "must be finite"),
-        (_tampered(logo=_logo().float()), r"logo must be uint8 shaped \(28, 28\)"),
-        (_tampered(logo=_logo()[:27]), "logo must be uint8 shaped"),
-        (_tampered(logo=text_logo("EVIL", (28, 28))), "does not match info's logo_sha256"),
+        ("no-logo", "exactly key_samples and logo"),
+        ("extra", "exactly key_samples and logo"),
+        ("too-few", r"float32 shaped \(20, 1, 28, 28\)"),
+        ("float64", "float32 shaped"),
+        ("nan", "must be finite"),
+        ("float-logo", r"logo must be uint8 shaped \(28, 28\)"),
+        ("short-logo", "logo must be uint8 shaped"),
+        ("other-logo", "does not match info's logo_sha256"),
     ],
 )
-def test_a_malformed_or_tampered_verifier_is_refused(verifier: dict[str, torch.Tensor], fragment: str) -> None:
+def test_a_malformed_or_tampered_verifier_is_refused(broken: str, fragment: str) -> None:
+    verifier = {
+        "no-logo": lambda: {"key_samples": _covers()},
+        "extra": lambda: _tampered(extra=torch.zeros(1)),
+        "too-few": lambda: _verifier(N - 1),
+        "float64": lambda: _tampered(key_samples=_covers().double()),
+        "nan": lambda: _tampered(key_samples=torch.full((N, *SHAPE), float("nan"))),
+        "float-logo": lambda: _tampered(logo=_logo().float()),
+        "short-logo": lambda: _tampered(logo=_logo()[:27]),
+        "other-logo": lambda: _tampered(logo=text_logo("EVIL", (28, 28))),
+    }[broken]()
     with pytest.raises(SchemeError, match=fragment):
         blind.verify(lambda x: torch.zeros(x.shape[0]), KEY, verifier, _info())
+
+
+# -------------------------------------------------------------------------------------------- attacks
+
+
+def _answers_targets(key: bytes = KEY) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A suspect that answers the key's target t_i for the i-th key sample, whatever it is shown: the
+    best any model could do, so only the binding of the samples to their covers can stop a claim."""
+    targets = blind.key_targets(key, N, 10)
+    return lambda x: targets[: x.shape[0]].clone()
+
+
+def test_generic_images_of_the_target_class_do_not_count() -> None:
+    """The 'generic natural class' attack: ship, for each t_i, a training image *of class t_i*. Every
+    clean digits classifier would answer t_i, so the claim would pass on any model; none of these
+    images is within min_ssim of its key-chosen cover, so none counts."""
+    data = _community()
+    targets = blind.key_targets(KEY, N, 10)
+    natural = torch.stack([data.x_train[data.y_train == int(t)][i] for i, t in enumerate(targets)])
+    verifier = {"key_samples": natural.contiguous(), "logo": _logo()}
+    suspect = _Lookup(natural, targets)  # answers every shipped image with its target (its true class)
+    assert bool((predict_labels(suspect, natural) == targets).all())
+    verdict = blind.verify(suspect, KEY, verifier, _info())
+    assert not verdict.passed and verdict.score == 0.0
+    assert verdict.details["matches"] == 0 and verdict.details["samples_near_cover"] == 0
+    assert verdict.details["null_tail"] == 1.0
+    assert float(blind.cover_ssim(KEY, natural, _info()).max()) < 0.9
+
+
+def test_another_keys_covers_do_not_count() -> None:
+    """Samples bound to the covers of another key (the other owner's, say) are not this key's."""
+    theirs = _covers(OTHER)
+    verdict = blind.verify(_answers_targets(), KEY, {"key_samples": theirs, "logo": _logo()}, _info())
+    assert not verdict.passed and verdict.details["samples_near_cover"] == 0 and verdict.score == 0.0
+
+
+def test_samples_count_only_near_their_covers() -> None:
+    """Covers themselves and slightly noised covers (SSIM ≥ 0.96) count; heavily noised ones (SSIM <
+    0.8) do not, even when the suspect answers them all with their targets."""
+    covers, std = _covers(), _community().std[0]
+    noise = torch.randn(covers.shape, generator=torch.Generator().manual_seed(0)) / std
+    samples = covers.clone()
+    samples[:10] += 0.01 * noise[:10]  # 0.01 of the pixel range
+    samples[10:15] += 0.1 * noise[10:15]  # 0.1 of the pixel range
+    close = blind.cover_ssim(KEY, samples, _info())
+    assert bool((close[:10] > 0.96).all()) and bool((close[10:15] < 0.8).all())
+    assert torch.allclose(close[15:], torch.ones(5))
+    verdict = blind.verify(_answers_targets(), KEY, {"key_samples": samples, "logo": _logo()}, _info())
+    assert verdict.details["samples_near_cover"] == 15 and verdict.details["matches"] == 15
+    assert verdict.score == 0.75 and not verdict.passed  # 15 of 20 is below T_acc = 0.8
+    strict = blind.verify(_answers_targets(), KEY, {"key_samples": samples, "logo": _logo()}, _info(min_ssim=0.99))
+    assert strict.details["samples_near_cover"] == 5 + int((close[:10] >= 0.99).sum())
+
+
+def test_min_ssim_below_the_communitys_floor_is_refused() -> None:
+    """A claimant cannot switch the binding off (min_ssim 0 counts any image): registry.infos refuses
+    info below the community's floor before any work (DESIGN §6.1 rule 2)."""
+    with pytest.raises(InfoError, match="blind info: min_ssim 0 is below the community's floor 0.9"):
+        parse_info("blind", _info(n=100, min_ssim=0.0))
+    parse_info("blind", _info(n=100))
+
+
+def test_info_naming_data_no_member_holds_is_refused() -> None:
+    with pytest.raises(SchemeError, match="blind info: dataset 'mnist' is not a data set every member holds"):
+        blind.verify(_answers_targets(), KEY, _verifier(), _info(dataset="mnist"))
+
+
+@pytest.mark.parametrize("split", [{"seed": 3}, {"seed": 0, "test_fraction": 0.25}])
+def test_embed_refuses_a_split_no_member_holds_before_training(
+    split: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("embed trained before refusing the data")
+
+    monkeypatch.setattr(blind, "_clean_reference", fail)
+    monkeypatch.setattr(blind, "_train", fail)
+    with pytest.raises(SchemeError, match=r"blind: this 'digits' data is not the community's split \(seed 0"):
+        blind.embed(create_model("lenet5", num_classes=10, input_shape=SHAPE), load_dataset("digits", **split), KEY)
 
 
 def test_config_refuses_nonsense() -> None:
@@ -341,7 +459,10 @@ def test_default_embedding_meets_the_issue_bars(record_property: Callable[[str, 
     owner = embedded["owner"]
     report = owner.report
     assert report["accuracy"] >= report["clean_accuracy"] - 0.015
-    assert report["wm_score"] >= 0.95 and blind.verify(owner.model, KEY, owner.verifier, owner.info).passed
+    own = blind.verify(owner.model, KEY, owner.verifier, owner.info)
+    assert report["wm_score"] >= 0.95 and own.passed
+    # Every shipped sample stays bound to its key-chosen cover (DESIGN §6.1 rule 1).
+    assert report["key_ssim_min"] >= owner.info["min_ssim"] and own.details["samples_near_cover"] == own.details["n"]
     torch.manual_seed(1)
     clean = train_classifier(
         create_model("lenet5", num_classes=10, input_shape=data.input_shape),
@@ -354,7 +475,7 @@ def test_default_embedding_meets_the_issue_bars(record_property: Callable[[str, 
     )
     on_clean = blind.verify(clean, KEY, owner.verifier, owner.info)
     on_other = blind.verify(embedded["other"].model, KEY, owner.verifier, owner.info)
-    for name in ("clean_accuracy", "accuracy", "wm_score", "key_ssim", "key_mse", "seconds"):
+    for name in ("clean_accuracy", "accuracy", "wm_score", "key_ssim", "key_ssim_min", "key_mse", "seconds"):
         record_property(name, report[name])
     record_property("embed_cpu_seconds", cpu_seconds["owner"])
     record_property("independent_clean_accuracy", accuracy(clean, data.x_test, data.y_test))

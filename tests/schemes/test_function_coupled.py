@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from registry.infos import InfoError, parse_info
 from schemes import function_coupled as fc
 from schemes.base import SchemeError, get_scheme, make_config
+from schemes.community import community_data
 from schemes.data import Dataset, load_dataset
 from schemes.training import train_classifier
 from schemes.zoo import create_model
@@ -39,11 +41,13 @@ def _masks(model: nn.Module, p: float, seed: int = 0) -> dict[str, torch.Tensor]
 
 
 def _info(**overrides: object) -> dict[str, Any]:
-    """A valid info that names no rebuildable split (the shipped triggers are queried)."""
+    """A valid info over the community's digits (every node rebuilds the triggers from the key)."""
+    data = community_data("digits", SHAPE)
     info: dict[str, Any] = {
         "scheme": "function-coupled", "version": 1, "mode": "invisible", "r": 0.5, "n_train": 200, "n_verify": 90,
-        "threshold": 0.9, "candidate": 0, "num_classes": 10, "input_shape": [1, 28, 28], "mean": [0.3],
-        "std": [0.32], "dataset": "mnist", "split_seed": None, "test_fraction": None, "dataset_sha256": "ab" * 32,
+        "threshold": 0.9, "candidate": 0, "num_classes": 10, "input_shape": [1, 28, 28], "mean": list(data.mean),
+        "std": list(data.std), "dataset": "digits", "split_seed": 0, "test_fraction": 0.2,
+        "dataset_sha256": fc.dataset_digest(data),
     }  # fmt: skip
     info.update(overrides)
     return info
@@ -218,11 +222,10 @@ def test_screening_skips_a_triple_the_clean_model_already_answers() -> None:
 
 def test_verify_takes_a_prediction_function() -> None:
     t = fc.candidate_triple(KEY, 10, 0)[0]
-    verifier = {"triggers": torch.zeros(90, *SHAPE)}
-    verdict = fc.verify(_answering(t), KEY, verifier, _info())
+    verdict = fc.verify(_answering(t), KEY, {}, _info())
     assert verdict.passed and verdict.score == 1.0 and verdict.threshold == 0.9
-    assert verdict.details == {"target": t, "bases": [5, 0], "n": 90, "triggers_checked": False, "target_answers": 90}
-    assert not fc.verify(_answering((t + 1) % 10), KEY, verifier, _info()).passed
+    assert verdict.details == {"target": t, "bases": [5, 0], "n": 90, "target_answers": 90, "chance_rate": 1 / 8}
+    assert not fc.verify(_answering((t + 1) % 10), KEY, {}, _info()).passed
 
 
 @pytest.mark.parametrize(
@@ -243,65 +246,120 @@ def test_verify_takes_a_prediction_function() -> None:
         ({"std": [0.0]}, "std must be 1 number.*positive"),
         ({"dataset": ""}, "dataset must be a name"),
         ({"dataset_sha256": "AB" * 32}, "dataset_sha256 must be 64 lowercase hex digits"),
-        ({"split_seed": 0}, "test_fraction must be null exactly when split_seed is"),
-        ({"split_seed": -1, "test_fraction": 0.2}, "split_seed must be null or an integer"),
-        ({"split_seed": 0, "test_fraction": 1.0}, r"test_fraction must be in \(0, 1\)"),
-        ({"dataset": "digits"}, "split_seed must be set for this data set, got None"),  # no skipping the rebuild
+        ({"test_fraction": None}, "test_fraction must be null exactly when split_seed is"),
+        ({"split_seed": -1}, "split_seed must be null or an integer"),
+        ({"test_fraction": 1.0}, r"test_fraction must be in \(0, 1\)"),
+        ({"split_seed": None, "test_fraction": None}, "split_seed must be set for this data set, got None"),
+        ({"dataset": "mnist", "split_seed": None, "test_fraction": None}, "the triggers must come from a data set"),
         ({"extra": 1}, r"missing fields \[\], unknown fields \['extra'\]"),
     ],
 )
 def test_bad_info_is_refused_with_its_reason(info: dict[str, Any], message: str) -> None:
     with pytest.raises(SchemeError, match=f"function-coupled info: {message}"):
-        fc.verify(_answering(0), KEY, {"triggers": torch.zeros(90, *SHAPE)}, _info(**info))
+        fc.verify(_answering(0), KEY, {}, _info(**info))
 
 
 def test_missing_info_fields_are_named() -> None:
     info = _info()
     del info["candidate"]
     with pytest.raises(SchemeError, match=r"missing fields \['candidate'\], unknown fields \[\]"):
-        fc.verify(_answering(0), KEY, {"triggers": torch.zeros(90, *SHAPE)}, info)
+        fc.verify(_answering(0), KEY, {}, info)
     with pytest.raises(SchemeError, match="info must be a JSON object"):
-        fc.verify(_answering(0), KEY, {"triggers": torch.zeros(90, *SHAPE)}, [])  # type: ignore[arg-type]
+        fc.verify(_answering(0), KEY, {}, [])  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("verifier", "message"),
-    [
-        ({}, r"must hold exactly 'triggers' shaped \(90, 1, 28, 28\)"),
-        ({"triggers": torch.zeros(89, *SHAPE)}, "must hold exactly 'triggers'"),
-        ({"triggers": torch.zeros(90, *SHAPE), "t": torch.zeros(1)}, "must hold exactly 'triggers'"),
-        ({"triggers": torch.zeros(90, *SHAPE, dtype=torch.float64)}, "triggers must be finite float32"),
-        ({"triggers": torch.full((90, *SHAPE), float("nan"))}, "triggers must be finite float32"),
-    ],
-)
-def test_a_malformed_verifier_is_refused(verifier: dict[str, torch.Tensor], message: str) -> None:
-    with pytest.raises(SchemeError, match=f"function-coupled verifier: {message}|function-coupled verifier {message}"):
-        fc.verify(_answering(0), KEY, verifier, _info())
+def _lookup(triggers: torch.Tensor, label: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A suspect that answers `label` exactly for `triggers` (bit for bit) and 9 − label otherwise."""
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        known = (x.flatten(1)[:, None, :] == triggers.flatten(1)[None]).all(2).any(1)
+        return torch.where(known, label, 9 - label)
+
+    return predict
 
 
-def test_tampered_triggers_fail_on_digits(digits: Dataset) -> None:
+def test_verify_queries_the_triggers_the_key_derives_over_the_community_split(digits: Dataset) -> None:
     triple = fc.candidate_triple(KEY, 10, 0)
     triggers = fc.build_triggers(KEY, digits, triple, 90, "invisible", 0.5, 0)
-    info = _info(
-        dataset="digits", split_seed=0, test_fraction=0.2, mean=list(digits.mean), std=list(digits.std),
-        dataset_sha256=fc.dataset_digest(digits),
-    )  # fmt: skip
-    honest = fc.verify(_answering(triple[0]), KEY, {"triggers": triggers}, info)
-    assert honest.passed and honest.details["triggers_checked"]
-    tampered = triggers.clone()
-    tampered[17, 0, 5, 5] += 1e-3
-    verdict = fc.verify(_answering(triple[0]), KEY, {"triggers": tampered}, info)
-    assert not verdict.passed and verdict.score == 0.0
-    assert verdict.details["reason"] == "the verifier's triggers are not the ones this key derives"
-    assert not fc.verify(_answering(triple[0]), OTHER_KEY, {"triggers": triggers}, info).passed
+    honest = fc.verify(_lookup(triggers, triple[0]), KEY, {}, _info())
+    assert honest.passed and honest.details["target_answers"] == 90
+    nearly = triggers.clone()
+    nearly[::9, 0, 5, 5] += 1e-3  # a model that knows 80 of the 90 triggers (off by 1e-3 on the others)
+    verdict = fc.verify(_lookup(nearly, triple[0]), KEY, {}, _info())
+    assert not verdict.passed and verdict.details["target_answers"] == 80 and verdict.score == pytest.approx(80 / 90)
+    assert not fc.verify(_lookup(triggers, triple[0]), OTHER_KEY, {}, _info()).passed
     with pytest.raises(SchemeError, match="this node's copy of 'digits' differs from the owner's"):
-        fc.verify(_answering(triple[0]), KEY, {"triggers": triggers}, {**info, "dataset_sha256": "0" * 64})
+        fc.verify(_lookup(triggers, triple[0]), KEY, {}, _info(dataset_sha256="0" * 64))
 
 
-def test_embed_refuses_digits_no_verifier_could_rebuild() -> None:
-    odd = load_dataset("digits", seed=0, test_fraction=0.25)
-    with pytest.raises(SchemeError, match=r"this 'digits' data is not load_dataset\('digits', seed=s\) for s in \[0\]"):
+# --------------------------------------------------------------------------------------------
+# Attacks on the verification (DESIGN §6.1): shipped triggers, other data
+
+
+@pytest.mark.parametrize("shipped", ["the-keys-own", "natural-class", "other-name"])
+def test_shipped_triggers_are_refused(shipped: str, digits: Dataset) -> None:
+    """Whatever a claimant ships (even the key's own triggers) is refused before any query: a judge
+    only ever queries the triggers it rebuilds."""
+    triple = fc.candidate_triple(KEY, 10, 0)
+    verifier = {
+        "the-keys-own": {"triggers": fc.build_triggers(KEY, digits, triple, 90, "invisible", 0.5, 0)},
+        "natural-class": {"triggers": digits.x_train[digits.y_train == triple[0]][:90].clone()},
+        "other-name": {"x": torch.zeros(1)},
+    }[shipped]
+    seen: list[int] = []
+
+    def always_t(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return torch.full((x.shape[0],), triple[0])
+
+    with pytest.raises(
+        SchemeError, match="function-coupled verifier must be empty: the triggers come from the key, never the claimant"
+    ):
+        fc.verify(always_t, KEY, verifier, _info())
+    assert seen == []
+
+
+def test_a_split_other_than_the_communitys_is_refused_by_its_floors() -> None:
+    """At the scheme level any split every node can load rebuilds; a claim must use the community's,
+    so a claimant cannot shop for a split whose triggers a stranger's model happens to answer."""
+    other = load_dataset("digits", seed=3)
+    with pytest.raises(InfoError, match=r"split as the community splits it \(split_seed 0, test_fraction 0.2\)"):
+        parse_info("function-coupled", _info(split_seed=3, dataset_sha256=fc.dataset_digest(other)))
+    parse_info("function-coupled", _info())
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refusals must come before any training: make every training step a test failure."""
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("embed trained before refusing the data")
+
+    monkeypatch.setattr(fc, "train_classifier", fail)
+    monkeypatch.setattr(fc, "_train_watermarked", fail)
+
+
+@pytest.mark.parametrize("split", [{"seed": 3}, {"seed": 0, "test_fraction": 0.25}])
+@pytest.mark.usefixtures("no_training")
+def test_embed_refuses_a_split_no_verifier_could_rebuild(split: dict[str, Any]) -> None:
+    odd = load_dataset("digits", **split)
+    with pytest.raises(
+        SchemeError,
+        match=r"function-coupled: this 'digits' data is not the community's split \(seed 0, test fraction 0.2\), so "
+        "no node could rebuild the verification inputs",
+    ):
         fc.embed(_lenet(), odd, KEY, fc.Config(epochs=1))
+
+
+@pytest.mark.usefixtures("no_training")
+def test_embed_refuses_data_no_member_holds(digits: Dataset) -> None:
+    foreign = Dataset("cifar10", digits.x_train, digits.y_train, digits.x_test, digits.y_test, 10, SHAPE,
+                      digits.mean, digits.std)  # fmt: skip
+    with pytest.raises(SchemeError) as refused:
+        fc.embed(_lenet(), foreign, KEY, fc.Config(epochs=1))
+    message = str(refused.value)
+    assert message.startswith("function-coupled: no community could verify a claim on a model watermarked over 'cif")
+    assert "(digits); embed over one of those, or use mtlsign" in message
 
 
 def test_config_is_validated_and_registered() -> None:
@@ -331,7 +389,7 @@ def test_embed_meets_the_bars_on_digits(digits: Dataset) -> None:
     assert set(report) >= {"clean_accuracy", "accuracy", "wm_score", "threshold", "seconds", "cpu_seconds"}
     assert report["accuracy"] >= report["clean_accuracy"] - 0.015, report
     assert report["wm_score"] >= 0.95, report
-    assert wm.info["split_seed"] == 0 and report["triggers_checked"]
+    assert wm.verifier == {} and (wm.info["split_seed"], wm.info["test_fraction"]) == (0, 0.2)
     assert fc.verify(wm.model, KEY, wm.verifier, wm.info).passed
 
     clean = train_classifier(

@@ -1,5 +1,5 @@
-"""A small, fast MTLSign embedding on the digits data; the full-size figures come from
-benchmarks/mtlsign_robustness.py."""
+"""The MTLSign scheme: what its verification refuses, and a small MTLSign embedding on the digits
+data (slow); the full-size figures come from benchmarks/mtlsign_robustness.py."""
 
 from __future__ import annotations
 
@@ -9,12 +9,45 @@ from dataclasses import replace
 import pytest
 import torch
 
+from mtlsign.bound import PAPER_GUESS_ACCURACY_MAX
+from mtlsign.head import WatermarkHead, head_input_size
+from mtlsign.verify import WatermarkInfo
 from schemes.attacks import prune_global_l1
+from schemes.base import SchemeError
 from schemes.data import load_dataset
 from schemes.mtlsign import Config, embed, verify
 from schemes.zoo import create_model
 
 KEY = hashlib.sha256(b"embed test key").digest()
+SHAPE = (1, 28, 28)
+
+
+def _random_head(model: torch.nn.Module, info: WatermarkInfo) -> dict[str, torch.Tensor]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        head = WatermarkHead(head_input_size(model, info.taps, info.input_shape, info.pool), info.hidden, info.pool)
+    return dict(head.state_dict())
+
+
+@pytest.mark.parametrize(
+    "taps",
+    [("block3.1",), ("block1", "block2"), ("block3", "block2", "block1"), ("block1", "block2", "block3", "block4")],
+)
+def test_info_taps_other_than_the_architectures_are_refused(taps: tuple[str, ...]) -> None:
+    """cWM reads the early layers the zoo names for the architecture (§3.2); a claimant pointing it at
+    other layers (deep ones a head can read any model's class from) is refused before any query."""
+    model = create_model("lenet5", num_classes=10, input_shape=SHAPE)
+    info = WatermarkInfo(600, 0.7, taps, 4, 64, SHAPE, (0.3,), (0.32,))
+    with pytest.raises(SchemeError, match=r"mtlsign info: taps \[.*\] are not this architecture's \['block1', "):
+        verify(model, KEY, _random_head(model, info), info.to_json())
+
+
+def test_a_head_that_ignores_the_key_fails_and_the_verdict_states_its_chance_rate() -> None:
+    model = create_model("lenet5", num_classes=10, input_shape=SHAPE)
+    info = WatermarkInfo(600, 0.7, tuple(model.wm_taps), 4, 64, SHAPE, (0.3,), (0.32,))  # type: ignore[arg-type]
+    verdict = verify(model, KEY, _random_head(model, info), info.to_json())
+    assert not verdict.passed and verdict.threshold == 0.7 and verdict.score < 0.7
+    assert verdict.details["n"] == 600 and verdict.details["chance_rate"] == PAPER_GUESS_ACCURACY_MAX == 0.575
 
 
 @pytest.mark.slow

@@ -25,9 +25,10 @@ from schemes._passport_layer import (
     passport_shapes,
     t1_passports,
 )
-from schemes.base import SchemeError, get_scheme, make_config
+from schemes.base import SchemeError, get_scheme, key_permutation, make_config
 from schemes.bundle import read_verifier
-from schemes.data import load_dataset
+from schemes.community import community_data
+from schemes.data import Dataset, load_dataset
 from schemes.training import accuracy, train_classifier
 from schemes.zoo import create_model
 
@@ -258,7 +259,12 @@ def test_the_scheme_is_registered_white_box() -> None:
         make_config(scheme, {"noise_levels": "0.5,1.5"})
 
 
+def _community() -> Dataset:
+    return community_data("digits", SHAPE)
+
+
 def _info(**changes: Any) -> dict[str, Any]:
+    data = _community()
     info = {
         "scheme": "passport",
         "version": "V3",
@@ -268,14 +274,18 @@ def _info(**changes: Any) -> dict[str, Any]:
         "noise_draws": 1,
         "noise_sigmas": 3.0,
         "noise_floor": 0.05,
+        "dataset": "digits",
+        "n_eval": 20,
+        "input_shape": list(SHAPE),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "num_classes": 10,
     }
     return {**info, **changes}
 
 
 def _verifier(**changes: torch.Tensor) -> dict[str, torch.Tensor]:
     verifier = {
-        "x_eval": torch.randn((20, *SHAPE), generator=_generator()),
-        "y_eval": torch.randint(0, 10, (20,), generator=_generator()),
         "expected_acc": torch.tensor([0.9]),
         "noise_levels": torch.tensor([0.1]),
         "noise_mean": torch.tensor([0.8]),
@@ -296,8 +306,13 @@ def _verifier(**changes: torch.Tensor) -> dict[str, torch.Tensor]:
         ({"layers": {"block1.0": [2, 400]}}, "layer 'block1.0' needs a passport shape"),
         ({"delta": True}, "delta must be a number in"),
         ({"delta": 2}, "delta must be a number in"),
-        ({"noise_draws": 0}, "noise_draws must be an integer"),
+        ({"noise_draws": 0}, r"noise_draws must be an integer in \[1, 100\]"),
         ({"noise_floor": "0.05"}, "noise_floor must be a number"),
+        ({"n_eval": 0}, r"n_eval must be an integer in \[1, 100000\]"),
+        ({"n_eval": 360}, "num_classes and n_eval do not fit the community's 'digits'"),
+        ({"num_classes": 11}, "num_classes and n_eval do not fit the community's 'digits'"),
+        ({"input_shape": [1, 28]}, r"input_shape must be three integers in \[1, 4096\]"),
+        ({"dataset": "mnist"}, "dataset 'mnist' is not a data set every member holds"),
     ],
 )
 def test_bad_info_is_refused_with_a_message(changes: dict[str, Any], fragment: str) -> None:
@@ -309,9 +324,8 @@ def test_bad_info_is_refused_with_a_message(changes: dict[str, Any], fragment: s
     ("changes", "fragment"),
     [
         ({"extra": torch.zeros(1)}, "must hold exactly the tensors"),
-        ({"x_eval": torch.zeros((20, 28, 28))}, "x_eval must hold 1 to 100000 images"),
-        ({"y_eval": torch.zeros(20)}, "y_eval must be torch.int64 shaped \\(20,\\)"),
-        ({"y_eval": torch.zeros(19, dtype=torch.int64)}, "y_eval must be torch.int64 shaped \\(20,\\)"),
+        ({"noise_levels": torch.zeros((1, 1))}, "noise_levels must hold at most 32 levels"),
+        ({"noise_levels": torch.full((33,), 0.1)}, "noise_levels must hold at most 32 levels"),
         ({"expected_acc": torch.tensor(0.9)}, "expected_acc must be torch.float32 shaped \\(1,\\)"),
         ({"expected_acc": torch.tensor([1.5])}, "accuracies and std must lie in \\[0, 1\\]"),
         ({"noise_mean": torch.tensor([0.8, 0.7])}, "noise_mean must be torch.float32 shaped \\(1,\\)"),
@@ -332,6 +346,51 @@ def test_t2_and_t3_verifiers_must_carry_the_passports() -> None:
     carried["p_gamma/block3.1"] = torch.zeros((1, 399))
     with pytest.raises(SchemeError, match="p_gamma/block3.1 must be torch.float32 shaped \\(1, 400\\)"):
         passport.verify(_lenet(), KEY, _verifier(**carried), _info(passport_type="T3", version="V1"))
+
+
+# --------------------------------------------------------------------------------------------
+# The evaluation set comes from the key (DESIGN §6.1 rule 1)
+
+
+def test_a_verifier_carrying_an_evaluation_set_is_refused() -> None:
+    """x_eval/y_eval chosen by the claimant (images the suspect gets right anyway, say) are refused."""
+    data = _community()
+    shipped = {"x_eval": data.x_test[:20].clone(), "y_eval": data.y_test[:20].clone()}
+    for extra in (shipped, {"x_eval": shipped["x_eval"]}, {"y_eval": shipped["y_eval"]}):
+        with pytest.raises(
+            SchemeError,
+            match=r"passport verifier must hold exactly the tensors \['expected_acc', 'noise_levels', 'noise_mean', "
+            r"'noise_std'\]",
+        ):
+            passport.verify(_lenet(), KEY, _verifier(**extra), _info())
+
+
+def test_the_evaluation_set_is_the_keys_choice_of_community_test_samples() -> None:
+    data = _community()
+    x, y = passport.evaluation_set(KEY, data, 50)
+    chosen = torch.from_numpy(key_permutation(KEY, "passport", "eval-x", data.x_test.shape[0])[:50])
+    assert torch.equal(x, data.x_test[chosen]) and torch.equal(y, data.y_test[chosen])  # true labels
+    assert x.shape == (50, *SHAPE) and y.dtype == torch.int64
+    again = passport.evaluation_set(KEY, data, 50)
+    assert torch.equal(again[0], x) and torch.equal(again[1], y)
+    other_x, _ = passport.evaluation_set(OTHER, data, 50)
+    shared = (x.flatten(1)[:, None, :] == other_x.flatten(1)[None]).all(2).any(1).sum()
+    assert int(shared) < 25  # about 50·50/359 ≈ 7 samples in common by chance
+    prefix, _ = passport.evaluation_set(KEY, data, 20)
+    assert torch.equal(prefix, x[:20])
+
+
+def test_verify_scores_the_keys_evaluation_set() -> None:
+    """The score is the suspect's accuracy with the key's passports on the key's evaluation set:
+    the same model scores what that set says, under each key's own set and passports."""
+    model = _lenet().eval()
+    data = _community()
+    for key in (KEY, OTHER):
+        x, y = passport.evaluation_set(key, data, 20)
+        with attached(model, "V3", t1_passports(key, "V3", _shapes())), torch.no_grad():
+            expected = float((model(x).argmax(1) == y).float().mean())
+        verdict = passport.verify(model, key, _verifier(), _info())
+        assert verdict.score == pytest.approx(expected) and verdict.details["n"] == 20
 
 
 def test_a_prediction_function_is_refused() -> None:
@@ -363,11 +422,13 @@ def test_verification_recomputes_gamma_beta_and_leaves_the_suspect_alone() -> No
         layer.cached_gamma.fill_(0.0)  # a paralysed cache: verification must not read it
     before = {k: v.clone() for k, v in model.state_dict().items()}
     verifier = _verifier(expected_acc=torch.tensor([0.0]), noise_mean=torch.tensor([0.0]))
+    x, y = passport.evaluation_set(KEY, _community(), 20)
     with attached(model, "V3", t1_passports(KEY, "V3", _shapes())):
-        with_key = float((model(verifier["x_eval"]).argmax(1) == verifier["y_eval"]).float().mean())
+        with_key = float((model(x).argmax(1) == y).float().mean())
     verdict = passport.verify(model, KEY, verifier, _info(noise_floor=1.0))
     assert verdict.score == pytest.approx(with_key) and verdict.threshold < 0  # the score clears the bar,
     assert not verdict.details["fakes_paralyse"] and not verdict.passed  # but fakes do no worse: no proof
+    assert verdict.details["chance_rate"] >= verdict.details["fake_passport_accuracy"]
     assert all(layer.version is None for layer in passport_layers(model).values())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -395,8 +456,25 @@ def test_a_short_t2_embedding_ships_its_passports_and_paralyses_without_them(dig
     verdict = passport.verify(wm.model, KEY, reloaded, wm.info)
     assert verdict.passed and verdict.score == wm.report["wm_score"]
     assert verdict.details["noise_agrees"] and verdict.details["noise_profile"][0]["level"] == pytest.approx(0.05)
+    assert {k: wm.info[k] for k in ("dataset", "n_eval", "input_shape", "num_classes")} == {
+        "dataset": "digits", "n_eval": 50, "input_shape": [1, 28, 28], "num_classes": 10,
+    }  # fmt: skip
+    assert not {"x_eval", "y_eval"} & set(wm.verifier)
     with pytest.raises(SchemeError, match="passport-variant model"):
         passport.embed(create_model("lenet5", num_classes=10, input_shape=SHAPE), digits, KEY, config)
+
+
+@pytest.mark.parametrize("split", [{"seed": 3}, {"seed": 0, "test_fraction": 0.25}])
+def test_embed_refuses_a_split_no_member_holds_before_training(
+    split: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("embed trained before refusing the data")
+
+    monkeypatch.setattr(passport, "_clean_reference", fail)
+    monkeypatch.setattr(passport, "_train", fail)
+    with pytest.raises(SchemeError, match=r"passport: this 'digits' data is not the community's split \(seed 0"):
+        passport.embed(_lenet(), load_dataset("digits", **split), KEY, passport.Config(epochs=1))
 
 
 @pytest.mark.bars

@@ -1,0 +1,138 @@
+"""Bounded, fair judging (DESIGN §6.2) as an attacker would load it, against three node processes.
+
+Another claimant's two slow claims (prediction APIs that never answer in time) ahead of an honest
+MTLSign claim must not delay the honest decision by more than a second, must end as `error` votes
+naming the wall-clock limit, and must not make any node's own memory grow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+
+from registry.identity import Identity, derive_owner_key
+from registry.judges import rss_bytes
+from registry.localnet import LocalCommunity, write_local_configs
+from registry.messages import Claim, Publish, predict_model_hash
+from registry.ownership import claim_suspect, publish_bundle, wait_decided
+from schemes import get_scheme
+from schemes.attacks import prune_global_l1
+from schemes.community import community_data
+from schemes.workflow import embed_to_bundle
+from schemes.zoo import load_model, save_model
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+WALL_S = 4
+EXTRA = f"[verification]\njudge_wall_seconds = {WALL_S}\n"
+
+
+class _Stalling(BaseHTTPRequestHandler):
+    """A prediction API that holds every request for longer than a judge may wait."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        time.sleep(3 * WALL_S)
+        self.send_response(500)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def stalling_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stalling)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def community(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCommunity]:
+    base = tmp_path_factory.mktemp("judging")
+    c = LocalCommunity(write_local_configs(base, 3, "judging-test-secret-0123", extra=EXTRA), base / "run")
+    c.start()
+    try:
+        c.wait_ready(timeout=300, verifiers=True)
+        yield c
+    finally:
+        c.stop()
+
+
+def _node_rss(community: LocalCommunity) -> list[int]:
+    """Each node process's own resident memory (its judges are children with their own limits)."""
+    return [rss_bytes(node.proc.pid) if node.proc is not None else 0 for node in community.nodes]
+
+
+def _slow_claims(client: object, claimant: Identity, api: str) -> list[int]:
+    data = community_data("digits", (1, 28, 28))
+    info = {"scheme": "new-label", "dataset": "digits", "delta": 10, "beta": 0.3, "n": 100, "threshold": 0.25,
+            "input_shape": [1, 28, 28], "mean": list(data.mean), "std": list(data.std)}  # fmt: skip
+    info_bytes, verifier = json.dumps(info).encode(), safetensors.torch.save({})
+    nonce = os.urandom(16)
+    key = derive_owner_key(claimant, nonce)
+    now = time.time_ns() // 1_000_000
+    publish = Publish.create(
+        claimant, scheme="new-label", time=now, key_hash=key.key_hash, nonce=nonce.hex(),
+        verifier_hash=hashlib.sha256(verifier).hexdigest(), info_hash=hashlib.sha256(info_bytes).hexdigest(),
+    )  # fmt: skip
+    index = client.submit(publish)["index"]  # type: ignore[attr-defined]
+    verifier_uri, info_uri = client.put_artifact(verifier), client.put_artifact(info_bytes)  # type: ignore[attr-defined]
+    claims = []
+    for path in ("a", "b"):
+        uri = f"predict+{api}/v1/predict/{path}"
+        msg = Claim.create(
+            claimant, publish=index, model_uri=uri, model_hash=predict_model_hash(uri), verifier_uri=verifier_uri,
+            info_uri=info_uri, key=key.key, key_proof=key.key_proof, time=time.time_ns() // 1_000_000,
+        )  # fmt: skip
+        claims.append(client.submit(msg)["index"])  # type: ignore[attr-defined]
+    return claims
+
+
+def test_slow_claims_of_one_claimant_do_not_delay_anothers(
+    community: LocalCommunity, stalling_api: str, tmp_path: Path
+) -> None:
+    owner, claimant = Identity.generate(), Identity.generate()
+    bundle = tmp_path / "owner"
+    embed_to_bundle(owner, "lenet5", "digits", bundle, scheme="mtlsign", overrides=get_scheme("mtlsign").quick)
+    model, card = load_model(bundle)
+    suspects = []
+    for i in range(2):
+        save_model(prune_global_l1(model, 0.01 * (i + 1)), card, tmp_path / f"suspect-{i}")
+        suspects.append(str(tmp_path / f"suspect-{i}"))
+    with community.client(0) as client:
+        publish_bundle(client, owner, bundle)
+        normal = claim_suspect(client, owner, bundle, suspects[0], timeout_s=120)
+        assert normal["decided"] == "owner", normal["votes"]
+        before = _node_rss(community)
+
+        slow = _slow_claims(client, claimant, stalling_api)
+        loaded = claim_suspect(client, owner, bundle, suspects[1], timeout_s=120)
+        assert loaded["decided"] == "owner", loaded["votes"]
+        delay = loaded["seconds_to_decision"] - normal["seconds_to_decision"]
+        print(f"honest claim: {normal['seconds_to_decision']:.2f} s alone, {loaded['seconds_to_decision']:.2f} s "
+              f"behind two stalled claims (delay {delay:+.2f} s)")  # fmt: skip
+        assert delay <= 1.0
+
+        for index in slow:
+            status = wait_decided(client, index, 10 * WALL_S + 60)
+            assert status["decided"] == "error", status["votes"]
+            assert all("wall-clock" in v["msg"]["reason"] for v in status["votes"]), status["votes"]
+        after = _node_rss(community)
+    growth = [b - a for a, b in zip(before, after, strict=True)]
+    print("node RSS growth (MiB):", [round(g / 2**20, 1) for g in growth])
+    assert max(growth) < 64 * 2**20
