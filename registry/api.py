@@ -185,10 +185,12 @@ def check_claim_info(log: RegistryLog, claim: Claim, store: ArtifactStore, polic
     with log.state.lock:
         publish = log.state.publishes.get(claim.publish)
     scheme = publish["scheme"] if publish is not None else ""
-    typed = parse_info(scheme, parse_json(store.path(digest).read_bytes(), limit=MAX_INFO_BYTES), policy)
+    typed = parse_info(scheme, parse_json(store.path(digest).read_bytes(), limit=MAX_INFO_BYTES, floats=True), policy)
     if uri_kind(claim.verifier_uri) == ARTIFACT and store.has(claim.verifier_uri[7:]):
         check_verifier(typed, tensor_names(safetensors_header(store.path(claim.verifier_uri[7:]))))
-    if uri_kind(claim.model_uri) == ARTIFACT and store.has(claim.model_hash):
+    if uri_kind(claim.model_uri) == ARTIFACT:
+        if not store.has(claim.model_hash):
+            raise RejectedError(f"the suspect {claim.model_uri[:23]}… is not in this node's store; upload it first")
         check_against_card(typed, card_from_artifact(safetensors_header(store.path(claim.model_hash))))
 
 

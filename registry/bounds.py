@@ -60,4 +60,6 @@ def false_positive_bound(kind: str, n: int, threshold: float, p: float) -> float
 
 def bound_text(value: float) -> str:
     """`value` as the decimal string a vote carries ("2.30e-09"); per mille cannot hold 3e-8."""
+    if math.isnan(value):
+        value = 1.0  # an undefined bound bounds nothing
     return f"{min(1.0, max(0.0, value)):.2e}"

@@ -79,8 +79,9 @@ def _no_constant(text: str) -> Any:
     raise MessageError(f"{text} is not valid JSON")
 
 
-def parse_json(data: bytes, *, limit: int = MAX_MESSAGE_BYTES) -> Any:
-    """Parse untrusted JSON strictly: size limit, UTF-8, no duplicate keys, floats or NaN."""
+def parse_json(data: bytes, *, limit: int = MAX_MESSAGE_BYTES, floats: bool = False) -> Any:
+    """Parse untrusted JSON strictly: size limit, UTF-8, no duplicate keys, NaN or Infinity, and no
+    floats unless `floats` (a scheme's info holds β and thresholds; a message never does)."""
     if len(data) > limit:
         raise MessageError(f"message is {len(data)} bytes, over the limit of {limit} bytes")
     try:
@@ -91,7 +92,7 @@ def parse_json(data: bytes, *, limit: int = MAX_MESSAGE_BYTES) -> Any:
         return json.loads(
             text,
             object_pairs_hook=_no_duplicate_keys,
-            parse_float=_no_float,
+            parse_float=float if floats else _no_float,
             parse_constant=_no_constant,
         )
     except json.JSONDecodeError as exc:

@@ -214,7 +214,7 @@ DEFAULT_POLICY = VerificationPolicy()
 _FLOOR_TABLES = ("mtlsign", "new_label", "function_coupled", "blind", "passport")
 #: Floors a community may only raise ("min_*"), caps it may only lower ("max_*").
 _GLOBAL_BOUNDS: dict[str, tuple[float, float]] = {
-    "max_false_positive": (1e-300, 1e-2),
+    "max_false_positive": (1e-300, DEFAULT_POLICY.max_false_positive),
     "max_input_elements": (1, 8_000_000),
     "max_queries": (1, 2_000),
     "judges": (2, 64),
@@ -240,7 +240,7 @@ def parse_policy(table: Mapping[str, Any], where: str) -> VerificationPolicy:
         elif name in _GLOBAL_BOUNDS:
             low, high = _GLOBAL_BOUNDS[name]
             kind = float if name == "max_false_positive" else int
-            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:  # NaN fails
                 raise ConfigError(f"{where}.{name} must be a number in [{low:g}, {high:g}], got {value!r}")
             if kind is int and not isinstance(value, int):
                 raise ConfigError(f"{where}.{name} must be an integer")
@@ -263,8 +263,8 @@ def _raise_floors(floors: Any, table: Mapping[str, Any], where: str) -> Any:
                 raise ConfigError(f"{where}.types must be a non-empty subset of {list(current)}")
             changes[name] = tuple(value)
             continue
-        if isinstance(value, bool) or not isinstance(value, type(current) | int):
-            raise ConfigError(f"{where}.{name} must be a {type(current).__name__}")
+        if isinstance(value, bool) or not isinstance(value, type(current) | int) or not math.isfinite(value):
+            raise ConfigError(f"{where}.{name} must be a finite {type(current).__name__}")
         lowers = value < current if name.startswith("min_") else value > current
         if lowers or (name.startswith("min_") and isinstance(current, float) and value > 1):
             rule = "at least" if name.startswith("min_") else "at most"
@@ -469,6 +469,8 @@ class FunctionCoupledInfo(Info):
     num_classes: int = 0
     split_seed: int = 0
     test_fraction: float = 0.0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @classmethod
     def _parse(cls, obj: Mapping[str, Any]) -> Info:
@@ -479,6 +481,7 @@ class FunctionCoupledInfo(Info):
             shape, obj, _dataset(obj, s), _int(obj, s, "n_verify", 1, 100_000), _num(obj, s, "threshold", 1e-9, 1.0),
             _int(obj, s, "num_classes", 3, 100_000), _int(obj, s, "split_seed", 0, 2**32 - 1),
             _num(obj, s, "test_fraction", 1e-9, 1 - 1e-9),
+            _channels(obj, s, "mean", shape[0], -1e6), _channels(obj, s, "std", shape[0], 0.0),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
@@ -517,6 +520,8 @@ class BlindInfo(Info):
     threshold: float = 0.0
     num_classes: int = 0
     min_ssim: float = 0.0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @classmethod
     def _parse(cls, obj: Mapping[str, Any]) -> Info:
@@ -524,6 +529,7 @@ class BlindInfo(Info):
         return cls(
             shape, obj, _dataset(obj, s), _int(obj, s, "n", 1, 100_000), _num(obj, s, "threshold", 1e-9, 1.0),
             _int(obj, s, "num_classes", 2, 100_000), _num(obj, s, "min_ssim", 0.0, 1.0),
+            _channels(obj, s, "mean", shape[0], -1e6), _channels(obj, s, "std", shape[0], 0.0),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
@@ -554,6 +560,8 @@ class PassportInfo(Info):
     n_eval: int = 0
     noise_draws: int = 0
     num_classes: int = 0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @classmethod
     def _parse(cls, obj: Mapping[str, Any]) -> Info:
@@ -564,6 +572,7 @@ class PassportInfo(Info):
         return cls(
             shape, obj, _dataset(obj, s), kind, _int(obj, s, "n_eval", 1, 100_000),
             _int(obj, s, "noise_draws", 1, 100), _int(obj, s, "num_classes", 2, 100_000),
+            _channels(obj, s, "mean", shape[0], -1e6), _channels(obj, s, "std", shape[0], 0.0),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
@@ -607,7 +616,7 @@ def card_from_artifact(data: bytes) -> dict[str, Any]:
     header = _header(data, "the suspect model")
     try:
         card = json.loads(header["__metadata__"]["wmnode.card"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise MessageError("the suspect model carries no model card in its metadata") from exc
     if not isinstance(card, dict):
         raise MessageError("the suspect model's card is not a JSON object")
@@ -649,7 +658,7 @@ def _header(data: bytes, what: str) -> dict[str, Any]:
         raise MessageError(f"{what}'s safetensors header is malformed")
     try:
         header = json.loads(data[8 : 8 + length])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise MessageError(f"{what}'s safetensors header is not JSON") from exc
     if not isinstance(header, dict):
         raise MessageError(f"{what}'s safetensors header is not a JSON object")

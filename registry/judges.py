@@ -94,10 +94,13 @@ class Judge:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
             return False
-        if line is not None and json.loads(line).get("ready"):
+        try:
+            ready = line is not None and json.loads(line).get("ready") is True
+        except (ValueError, AttributeError):
+            ready = False
+        if ready:
             self.ready.set()
-            return True
-        return False
+        return ready
 
     @property
     def pid(self) -> int:
@@ -128,7 +131,14 @@ class Judge:
                 what = "its CPU time limit" if code in (-24, 152) else f"an exit ({code})"
                 raise JudgeLimitError(f"the judge was stopped by {what} ({limits.cpu_seconds} CPU s allowed)")
             if line:
-                answer: dict[str, Any] = json.loads(line)
+                try:
+                    answer: dict[str, Any] = json.loads(line)
+                    if not isinstance(answer, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    # Out of step with the protocol: its next line could answer another job.
+                    self.restart()
+                    raise JudgeLimitError("the judge wrote something that is not an answer; it was restarted") from None
                 answer["peak_rss"] = peak
                 return answer
             peak = max(peak, rss_bytes(self.proc.pid))

@@ -342,7 +342,7 @@ class VerifierWorker:
         verify_owner_key(claim.owner, bytes.fromhex(publish["nonce"]), key, proof)
         scheme = publish["scheme"]
         info_path = files.get(claim.info_uri, publish["info_hash"], MAX_INFO_BYTES, "info")
-        typed = parse_info(scheme, parse_json(info_path.read_bytes(), limit=MAX_INFO_BYTES), self.policy)
+        typed = parse_info(scheme, parse_json(info_path.read_bytes(), limit=MAX_INFO_BYTES, floats=True), self.policy)
         verifier_path = files.get(claim.verifier_uri, publish["verifier_hash"], MAX_VERIFIER_BYTES, "verifier")
         check_verifier(typed, tensor_names(safetensors_header(verifier_path)))
         card: dict[str, Any] | None = None

@@ -176,6 +176,7 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _serve(stdin: Any, stdout: Any) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a judge killed at its limit leaves no core file
     threads = int(os.environ.get("WMNODE_JUDGE_THREADS", "1"))
     torch.set_num_threads(max(1, threads))
     stdout.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")

@@ -225,10 +225,5 @@ def test_bound_text_always_matches_what_a_vote_accepts(value: float) -> None:
     assert bound_text(2.3e-9) == "2.30e-09"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG registry/bounds.py bound_text: max(0.0, nan) is 0.0, so a NaN bound is written as '0.00e+00'",
-)
 def test_an_unknown_bound_is_never_written_as_certainty() -> None:
     assert bound_text(math.nan) == "1.00e+00"

@@ -113,7 +113,8 @@ def test_the_example_config_starts_as_it_is_and_warns_about_its_secret(tmp_path:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # The example builds reference models at start: into this test's folder, not ~/.cache.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "WMNODE_REFERENCE_CACHE": str(tmp_path / "references")},
     )
     try:
         deadline, seen = time.monotonic() + 30, ""

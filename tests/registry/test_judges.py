@@ -138,12 +138,6 @@ def test_a_child_that_never_says_ready_is_not_used() -> None:
         judge.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG registry/judges.py Judge.run: a stray stdout line raises JSONDecodeError without a restart, and the "
-    "job's real answer is then read as the next job's",
-)
 def test_a_stray_line_on_the_protocol_is_an_error_and_never_the_next_jobs_answer(judge: Judge) -> None:
     with pytest.raises(JudgeLimitError):
         judge.run({"op": "noise", "n": 1}, ROOMY)

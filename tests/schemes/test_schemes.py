@@ -152,6 +152,30 @@ def _embedded(name: str, key: bytes, data: Dataset) -> Watermarked:
     return _EMBEDDED[name, key]
 
 
+#: Schemes whose verification inputs are generated from the key alone (MTLSign's QR codes), so any
+#: data will do; every other scheme rebuilds its inputs from the key over the community's data.
+_KEY_ONLY_INPUTS = {"mtlsign"}
+
+
+class _Untouchable(nn.Module):
+    """A model that fails the test if embed runs it: refusals come before any training."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("embed ran the model before refusing the data")
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in _KEY_ONLY_INPUTS])
+def test_embed_refuses_data_no_community_could_rebuild_before_any_work(name: str) -> None:
+    """DESIGN §6.1 rule 1: an owner learns at once that a claim on this model could never be judged."""
+    scheme = get_scheme(name)
+    with pytest.raises(SchemeError, match=f"^{name}: this 'digits' data is not the community's split \\(seed 0, test"):
+        scheme.embed(_Untouchable(), load_dataset("digits", seed=3), KEY, make_config(scheme, scheme.quick))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_embed_reports_and_verify_finds_the_watermark(name: str, digits: Dataset, tmp_path: Path) -> None:
