@@ -338,6 +338,8 @@ class RegistryLog:
             journal, dump = data_dir / "raft.journal", data_dir / "raft.dump"
             repair_journal(journal)
         conf = SyncObjConf(
+            # Without it pysyncobj binds 0.0.0.0 whatever selfAddress says (DESIGN §4.3: configured addresses only).
+            bindAddress=self_addr,
             password=secret,
             journalFile=str(journal) if journal else None,
             fullDumpFile=str(dump) if dump else None,

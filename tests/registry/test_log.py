@@ -187,12 +187,6 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG registry/log.py RegistryLog: SyncObjConf has no bindAddress, so pysyncobj binds Raft to 0.0.0.0 "
-    "(every interface) whatever address the config names",
-)
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
 def test_raft_listens_only_on_the_configured_address(single: RegistryLog) -> None:
     """DESIGN §4.3: nodes bind only configured addresses (Raft traffic is pickled)."""
