@@ -29,8 +29,8 @@ from registry.messages import Claim, Publish
 from registry.ownership import claim_suspect, publish_bundle, suspect_uri, wait_decided
 
 #: MTLSign for the demo: a shorter budget than the paper-scale default, the same mechanics.
-OWNER_OPTIONS = {"n": 600, "clean_epochs": 12, "embed_epochs": 16, "da_attacks": 2, "da_epochs": 5}
-THIEF_OPTIONS = {"n": 600, "embed_epochs": 8, "da_attacks": 1, "da_epochs": 3, "lambda_da": 0.0}
+OWNER_OPTIONS = {"n": 600, "clean_epochs": 8, "embed_epochs": 40, "da_attacks": 1, "da_epochs": 3}
+THIEF_OPTIONS = {"n": 600, "clean_epochs": 2, "embed_epochs": 30, "da_attacks": 1, "da_epochs": 3, "lambda_da": 0.0}
 
 
 def run_demo(base_dir: Path, out_dir: Path, say: Callable[[str], None]) -> Path:
@@ -43,16 +43,16 @@ def run_demo(base_dir: Path, out_dir: Path, say: Callable[[str], None]) -> Path:
     community = LocalCommunity(configs, base_dir)
     say(f"1. starting the local community: 3 nodes on loopback (data and logs in {base_dir})")
     with community:
-        statuses = community.wait_ready(timeout=600, verifiers=True)
-        say(f"   leader {next(s for s in statuses if s is not None)['leader']}; every node runs judges")
+        statuses = community.wait_ready(timeout=120, verifiers=True, references=False)
+        say(f"   leader {next(s for s in statuses if s is not None)['leader']}; every node runs judges and trains "
+            "its reference models meanwhile")  # fmt: skip
         client = community.client(0)
         names = member_names(client.status())
-        refs = client.references()["references"]
-        say(f"   reference models recorded by a majority: {', '.join(r['recipe'] + ' ' + r['arch'] for r in refs)}")
 
         owner, thief, squatter = Identity.generate(), Identity.generate(), Identity.generate()
         say(f"1b. a squatter ({squatter.public_hex[:12]}…) publishes two generic records before any model exists")
         squats = [_squat(client, squatter, *record) for record in _squatter_records()]
+
         say(f"2. the owner ({owner.public_hex[:12]}…) trains LeNet-5 on digits and embeds MTLSign")
         owner_bundle = out_dir / "owner-bundle"
         report = embed_to_bundle(owner, "lenet5", "digits", owner_bundle, scheme="mtlsign", overrides=OWNER_OPTIONS)
@@ -66,6 +66,9 @@ def run_demo(base_dir: Path, out_dir: Path, say: Callable[[str], None]) -> Path:
             f"{receipt['entry']['leaf_hash'][:16]}…, in checkpoint size {receipt['checkpoint']['size']}"
         )
 
+        community.wait_ready(timeout=600, verifiers=True)
+        refs = client.references()["references"]
+        say(f"   reference models recorded by a majority: {', '.join(r['recipe'] + ' ' + r['arch'] for r in refs)}")
         say("2b. the squatter claims the released model with its early records")
         uri, digest = suspect_uri(client, str(owner_bundle))
         for what, record in squats:
@@ -114,10 +117,13 @@ def run_demo(base_dir: Path, out_dir: Path, say: Callable[[str], None]) -> Path:
         )
         standing = rival["standing"]
         _require(rival, "not-owner", "the thief's claim")
-        say(
-            f"   its watermark is there too (decided {rival['decided']}), but the earlier publish wins: "
-            f"#{standing['publish']} by the owner before #{rival['publish']['index']} by the thief"
-        )
+        if rival["decided"] == "owner" and standing is not None:
+            say(
+                f"   its watermark is there too (decided owner), but the earlier publish wins: "
+                f"#{standing['publish']} by the owner before #{rival['publish']['index']} by the thief"
+            )
+        else:
+            say(f"   decided {rival['decided']}: {rival['votes'][0]['msg']['reason'][:150]}")
 
         say("6. a claim with a wrong key")
         wrong = Claim.create(

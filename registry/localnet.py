@@ -138,9 +138,12 @@ class LocalCommunity:
                 raise NodeError(f"timed out after {timeout:g} s waiting for {what}; statuses: {statuses}\n{tails}")
             time.sleep(0.05)
 
-    def wait_ready(self, timeout: float = 30.0, verifiers: bool = False) -> list[dict[str, Any] | None]:
+    def wait_ready(
+        self, timeout: float = 30.0, verifiers: bool = False, references: bool = True
+    ) -> list[dict[str, Any] | None]:
         """Every running node is up and all of them agree on one leader (and, with `verifiers`,
-        every node's verifier has loaded the schemes, so a claim is judged at once)."""
+        every node's judges have loaded the schemes, so a claim is judged at once, and, unless
+        `references` is False, the references the configs list are recorded by a majority)."""
 
         def ready(statuses: list[dict[str, Any] | None]) -> bool:
             up = [s for n, s in zip(self.nodes, statuses, strict=True) if n.running]
@@ -148,10 +151,10 @@ class LocalCommunity:
                 return False
             if verifiers and not all(s is not None and s.get("verifier_ready") for s in up):
                 return False
-            if verifiers and not all(s is not None and s.get("references_ready") for s in up):
+            if verifiers and references and not all(s is not None and s.get("references_ready") for s in up):
                 return False
             wanted = max(len(n.config.references) for n in self.nodes)
-            if verifiers and not all(s is not None and s.get("references", 0) >= wanted for s in up):
+            if verifiers and references and not all(s is not None and s.get("references", 0) >= wanted for s in up):
                 return False
             leaders = {s["leader"] for s in up if s is not None}
             return len(leaders) == 1 and None not in leaders
