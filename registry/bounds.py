@@ -53,6 +53,8 @@ def false_positive_bound(kind: str, n: int, threshold: float, p: float) -> float
     """The chance that a key-independent model passes `threshold` on n questions at rate p."""
     if kind not in BOUND_KINDS:
         raise ValueError(f"unknown bound {kind!r}; known: {', '.join(BOUND_KINDS)}")
+    if math.isnan(p) or math.isnan(threshold):
+        return 1.0  # an unknown rate bounds nothing
     k = math.ceil(threshold * n - 1e-9)
     p = min(1.0, max(0.0, p))
     return binomial_tail(n, k, p) if kind == "binomial" else chernoff_tail(n, k, p)

@@ -3,10 +3,16 @@ from, and the refusals that tell an owner, before any training, what no communit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
 from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, EMBEDDED_DATASETS
+from schemes import community
 from schemes.base import SchemeError
 from schemes.community import community_data, dataset_digest, pixels, require_community_data
 from schemes.data import DataError, Dataset, load_dataset
@@ -85,8 +91,38 @@ def test_require_community_data_refuses_a_set_no_member_holds_and_says_what_woul
     assert str(refused.value) == (
         "function-coupled: no community could verify a claim on a model watermarked over 'fashion-mnist': its "
         "verification inputs must be rebuilt from the key over data every member holds (digits); embed over one of "
-        "those, or use mtlsign, whose key samples are generated from the key alone"
+        "those, have the community pin this data (`[[datasets]]` with its manifest), or use mtlsign, whose key "
+        "samples are generated from the key alone"
     )
+
+
+@pytest.fixture
+def pinned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """A community that pins one small .npz set as 'tiny' (and forgets it after the test)."""
+    gen = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    np.savez(
+        path,
+        x_train=gen.integers(0, 256, (40, 8, 8), dtype=np.uint8), y_train=np.arange(40) % 4,
+        x_test=gen.integers(0, 256, (12, 8, 8), dtype=np.uint8), y_test=np.arange(12) % 4,
+    )  # fmt: skip
+    monkeypatch.setattr(community, "_PINNED", {})
+    community_data.cache_clear()
+    yield path
+    community_data.cache_clear()
+
+
+def test_a_pinned_set_is_held_under_its_community_name(pinned: Path) -> None:
+    community.pin("tiny", "npz", pinned, 4)
+    assert community.held_datasets() == ["digits", "tiny"]
+    data = community_data("tiny", (1, 8, 8))
+    own = load_dataset("npz", input_shape=(1, 8, 8), path=pinned)
+    assert data.name == "tiny" and dataset_digest(data) == dataset_digest(own)  # the split its file carries
+    assert require_community_data(replace(own, name="tiny"), "blind") is data
+    with pytest.raises(SchemeError, match="blind: no community could verify .* over 'npz'.*\\(digits, tiny\\)"):
+        require_community_data(own, "blind")  # the same file under its format's name is not the pinned set
+    with pytest.raises(SchemeError, match="^'other' is not a data set every member holds \\(digits, tiny\\)$"):
+        community_data("other", (1, 8, 8))
 
 
 def test_the_digest_covers_both_splits_and_is_deterministic() -> None:

@@ -359,7 +359,8 @@ def test_embed_refuses_data_no_member_holds(digits: Dataset) -> None:
         fc.embed(_lenet(), foreign, KEY, fc.Config(epochs=1))
     message = str(refused.value)
     assert message.startswith("function-coupled: no community could verify a claim on a model watermarked over 'cif")
-    assert "(digits); embed over one of those, or use mtlsign" in message
+    assert "(digits); embed over one of those, have the community pin this data" in message
+    assert message.endswith("or use mtlsign, whose key samples are generated from the key alone")
 
 
 def test_config_is_validated_and_registered() -> None:

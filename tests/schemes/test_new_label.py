@@ -195,13 +195,15 @@ def test_a_non_empty_verifier_is_refused(shipped: str) -> None:
     assert seen == []
 
 
-@pytest.mark.parametrize("dataset", ["mnist", "cifar10", "npz", "imagefolder", "Digits", ""])
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10", "npz", "imagefolder"])
 def test_info_naming_data_no_member_holds_is_refused(dataset: str) -> None:
-    with pytest.raises(
-        SchemeError,
-        match=f"new-label info: dataset '{dataset}' is not a data set every member holds \\(digits\\), so no node "
-        "could rebuild the verification inputs from the key",
-    ):
+    with pytest.raises(SchemeError, match=f"^'{dataset}' is not a data set every member holds \\(digits\\)$"):
+        new_label.verify(_Answers(torch.zeros(SHAPE)), KEY, {}, _info(dataset=dataset))
+
+
+@pytest.mark.parametrize("dataset", ["Digits", "", "../digits", 3])
+def test_info_naming_no_data_set_is_refused(dataset: object) -> None:
+    with pytest.raises(SchemeError, match="new-label info: dataset must be a data set's name, got"):
         new_label.verify(_Answers(torch.zeros(SHAPE)), KEY, {}, _info(dataset=dataset))
 
 
@@ -247,7 +249,8 @@ def test_embed_refuses_data_no_member_holds_and_names_what_would_work() -> None:
         new_label.embed(create_model("lenet5", num_classes=11, input_shape=SHAPE), foreign, KEY, new_label.Config())
     message = str(refused.value)
     assert message.startswith("new-label: no community could verify a claim on a model watermarked over 'mnist'")
-    assert "embed over one of those, or use mtlsign" in message and "(digits)" in message
+    assert "(digits); embed over one of those, have the community pin this data" in message
+    assert message.endswith("or use mtlsign, whose key samples are generated from the key alone")
 
 
 def test_config_refuses_nonsense() -> None:

@@ -312,12 +312,19 @@ def _verifier(**changes: torch.Tensor) -> dict[str, torch.Tensor]:
         ({"n_eval": 360}, "num_classes and n_eval do not fit the community's 'digits'"),
         ({"num_classes": 11}, "num_classes and n_eval do not fit the community's 'digits'"),
         ({"input_shape": [1, 28]}, r"input_shape must be three integers in \[1, 4096\]"),
-        ({"dataset": "mnist"}, "dataset 'mnist' is not a data set every member holds"),
+        ({"std": [-1.0]}, r"std must be 1 finite number\(s\), one per channel"),
+        ({"mean": ["0.3"]}, r"mean must be 1 finite number\(s\), one per channel"),
+        ({"dataset": "MNIST"}, "dataset must be a data set's name, got 'MNIST'"),
     ],
 )
 def test_bad_info_is_refused_with_a_message(changes: dict[str, Any], fragment: str) -> None:
     with pytest.raises(SchemeError, match=f"passport info.*{fragment}"):
         passport.verify(_lenet(), KEY, _verifier(), _info(**changes))
+
+
+def test_info_naming_data_no_member_holds_is_refused() -> None:
+    with pytest.raises(SchemeError, match=r"^'mnist' is not a data set every member holds \(digits\)$"):
+        passport.verify(_lenet(), KEY, _verifier(), _info(dataset="mnist"))
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,10 @@ def test_embed_refuses_data_no_community_could_rebuild_before_any_work(name: str
         scheme.embed(_Untouchable(), load_dataset("digits", seed=3), KEY, make_config(scheme, scheme.quick))
 
 
+# An embedding with the quick config takes minutes on a busy 2-core machine (blind's 20 epochs
+# of host, encoder and discriminator passed 300 s under load): room for the first test of each.
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", NAMES)
 def test_embed_reports_and_verify_finds_the_watermark(name: str, digits: Dataset, tmp_path: Path) -> None:
     scheme = get_scheme(name)
@@ -196,6 +199,7 @@ def test_embed_reports_and_verify_finds_the_watermark(name: str, digits: Dataset
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", NAMES)
 def test_verify_fails_under_another_key_and_on_a_clean_model(name: str, digits: Dataset) -> None:
     scheme = get_scheme(name)
@@ -211,6 +215,7 @@ def test_verify_fails_under_another_key_and_on_a_clean_model(name: str, digits: 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", NAMES)
 def test_black_box_schemes_take_a_prediction_function(name: str, digits: Dataset) -> None:
     scheme = get_scheme(name)
