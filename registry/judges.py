@@ -68,7 +68,8 @@ class Judge:
         self.jobs = 0
 
     def start(self) -> None:
-        env = {**os.environ, "WMNODE_JUDGE_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "WMNODE_JUDGE_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1",
+               "WMNODE_JUDGE_PARENT": str(os.getpid())}  # fmt: skip
         self.ready.clear()
         self._lines = queue.Queue()
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module

@@ -18,11 +18,13 @@ Jobs:
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
 import os
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -175,7 +177,20 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     return {"num_classes": card.num_classes, "arch": card.arch, "bytes": len(data)}
 
 
+def _die_with_parent() -> None:
+    """Linux: a judge whose node is killed (SIGKILL leaves children behind) is killed too."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    parent = os.environ.get("WMNODE_JUDGE_PARENT")
+    if parent is not None and os.getppid() != int(parent):  # the node died before prctl took effect
+        os._exit(1)
+
+
 def _serve(stdin: Any, stdout: Any) -> None:
+    _die_with_parent()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a judge killed at its limit leaves no core file
     threads = int(os.environ.get("WMNODE_JUDGE_THREADS", "1"))
     torch.set_num_threads(max(1, threads))

@@ -136,3 +136,36 @@ def test_slow_claims_of_one_claimant_do_not_delay_anothers(
     growth = [b - a for a, b in zip(before, after, strict=True)]
     print("node RSS growth (MiB):", [round(g / 2**20, 1) for g in growth])
     assert max(growth) < 64 * 2**20
+
+
+def test_a_node_killed_mid_judgement_votes_error_after_restart_and_never_twice(
+    community: LocalCommunity, stalling_api: str
+) -> None:
+    claimant = Identity.generate()
+    node = community.nodes[2]
+    with community.client(0) as client:
+        slow = _slow_claims(client, claimant, stalling_api)
+        marks = node.data_dir / "judging"
+        deadline = time.monotonic() + 30
+        while not any(marks.glob("claim-*")):  # node3's judges have taken a stalled claim
+            assert time.monotonic() < deadline, "node3 never started judging"
+            time.sleep(0.05)
+        node.kill()
+        node.start()
+        community.wait_ready(timeout=120, verifiers=True)
+        for index in slow:
+            status = wait_decided(client, index, 10 * WALL_S + 60)
+            mine = [v["msg"] for v in status["votes"] if v["msg"]["node"] == status_key(community, 2)]
+            assert len(mine) <= 1, mine
+        statuses = [client.claim(i) for i in slow]
+    votes = [v["msg"] for s in statuses for v in s["votes"] if v["msg"]["node"] == status_key(community, 2)]
+    interrupted = [v for v in votes if "stopped while judging" in v["reason"]]
+    assert interrupted and all(v["verdict"] == "error" for v in interrupted), votes
+    assert not any(marks.glob("claim-*"))
+
+
+def status_key(community: LocalCommunity, i: int) -> str:
+    from node_config import load_config
+
+    seed = load_config(community.nodes[i].config_path).identity_seed or ""
+    return Identity.from_seed(seed).public_hex
