@@ -29,6 +29,7 @@ from mtlsign import verify as algorithm1
 from mtlsign.bound import PAPER_GUESS_ACCURACY_MAX
 from mtlsign.dwm import WatermarkSet, build_dwm
 from mtlsign.head import WatermarkHead, head_input_size, tap_features
+from mtlsign.pikey import key_sequence
 from mtlsign.verify import Verdict, WatermarkInfo, branch_accuracy
 from schemes.base import Scheme, SchemeError, Suspect, Watermarked, register_scheme, require_module
 from schemes.data import Dataset
@@ -207,8 +208,12 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
         raise SchemeError(f"mtlsign info: taps {list(parsed.taps)} are not this architecture's {list(taps)}")
     verdict = algorithm1.verify(model, key, load_head(model, verifier, parsed), parsed)
     # Null (§4.1, appendix A): a watermark branch that ignores the key guesses each label bit right
-    # with probability at most 0.575, the top of the range the paper saw for random cWM heads.
-    details = {**verdict.details, "chance_rate": PAPER_GUESS_ACCURACY_MAX}
+    # with probability at most 0.575, the top of the range the paper saw for random cWM heads, or
+    # the share of the key's majority label if higher: a head that answers one label everywhere
+    # (what a head fitted to other backbones does on a new one) scores exactly that share.
+    labels = key_sequence(key, parsed.n).labels
+    majority = max(float(labels.mean()), 1.0 - float(labels.mean()))
+    details = {**verdict.details, "chance_rate": max(PAPER_GUESS_ACCURACY_MAX, majority), "label_majority": majority}
     return Verdict(verdict.passed, verdict.score, verdict.threshold, details)
 
 
