@@ -330,6 +330,8 @@ class Info:
     VERIFIER: ClassVar[frozenset[str] | None] = None
 
     input_shape: tuple[int, int, int]
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -341,11 +343,23 @@ class Info:
             raise InfoError(f"{cls.SCHEME} info: missing fields {missing}, unknown fields {unknown}")
         if obj["scheme"] != cls.SCHEME:
             raise InfoError(f"info describes a {str(obj['scheme'])[:40]!r} watermark, not {cls.SCHEME!r}")
-        return cls._parse(obj)
+        shape = _shape(obj, cls.SCHEME)
+        common = {
+            "input_shape": shape,
+            "mean": _channels(obj, cls.SCHEME, "mean", shape[0], -1e6),
+            "std": _channels(obj, cls.SCHEME, "std", shape[0], 0.0),
+            "extra": obj,
+        }
+        return cls._parse(obj, common)
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any]) -> Info:
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
+        """The scheme's own fields; `common` holds the parsed input_shape, mean, std and the raw info."""
         raise NotImplementedError
+
+    def _check_classes(self, policy: VerificationPolicy, num_classes: int, dataset: str) -> None:
+        if num_classes != policy.classes_of(dataset):
+            raise InfoError(f"{self.SCHEME} info: num_classes must be {dataset!r}'s, got {num_classes}")
 
     def check(self, policy: VerificationPolicy) -> None:
         """Refuse info below the community's floors or over its caps (InfoError naming the field)."""
@@ -381,20 +395,17 @@ class MtlsignInfo(Info):
     taps: tuple[str, ...] = ()
     pool: int = 0
     hidden: int = 0
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any]) -> Info:
-        s, shape = cls.SCHEME, _shape(obj, cls.SCHEME)
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
+        s = cls.SCHEME
         taps = obj["taps"]
         if not (isinstance(taps, list) and 1 <= len(taps) <= 64 and all(isinstance(t, str) and 0 < len(t) <= 200
                                                                        for t in taps)):  # fmt: skip
             raise _fail(s, "taps", "a list of module paths", taps)
         return cls(
-            shape, obj, _int(obj, s, "n", 2, 100_000), _num(obj, s, "gamma", 0.5, 1.0), tuple(taps),
-            _int(obj, s, "pool", 1, 64), _int(obj, s, "hidden", 1, 4096),
-            _channels(obj, s, "mean", shape[0], -1e6), _channels(obj, s, "std", shape[0], 0.0),
+            **common, n=_int(obj, s, "n", 2, 100_000), gamma=_num(obj, s, "gamma", 0.5, 1.0), taps=tuple(taps),
+            pool=_int(obj, s, "pool", 1, 64), hidden=_int(obj, s, "hidden", 1, 4096),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
@@ -425,16 +436,14 @@ class NewLabelInfo(Info):
     beta: float = 0.0
     n: int = 0
     threshold: float = 0.0
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any]) -> Info:
-        s, shape = cls.SCHEME, _shape(obj, cls.SCHEME)
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
+        s = cls.SCHEME
         return cls(
-            shape, obj, _dataset(obj, s), _int(obj, s, "delta", 1, 100_000), _num(obj, s, "beta", 1e-9, 1.0),
-            _int(obj, s, "n", 1, 100_000), _num(obj, s, "threshold", 1e-9, 1.0),
-            _channels(obj, s, "mean", shape[0], -1e6), _channels(obj, s, "std", shape[0], 0.0),
+            **common, dataset=_dataset(obj, s), delta=_int(obj, s, "delta", 1, 100_000),
+            beta=_num(obj, s, "beta", 1e-9, 1.0), n=_int(obj, s, "n", 1, 100_000),
+            threshold=_num(obj, s, "threshold", 1e-9, 1.0),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
@@ -470,26 +479,23 @@ class FunctionCoupledInfo(Info):
     num_classes: int = 0
     split_seed: int = 0
     test_fraction: float = 0.0
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any]) -> Info:
-        s, shape = cls.SCHEME, _shape(obj, cls.SCHEME)
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
+        s = cls.SCHEME
         if obj["split_seed"] is None or obj["test_fraction"] is None:
             raise InfoError("function-coupled info: the triggers must come from a data set every node holds")
         return cls(
-            shape, obj, _dataset(obj, s), _int(obj, s, "n_verify", 1, 100_000), _num(obj, s, "threshold", 1e-9, 1.0),
-            _int(obj, s, "num_classes", 3, 100_000), _int(obj, s, "split_seed", 0, 2**32 - 1),
-            _num(obj, s, "test_fraction", 1e-9, 1 - 1e-9),
-            _channels(obj, s, "mean", shape[0], -1e6), _channels(obj, s, "std", shape[0], 0.0),
+            **common, dataset=_dataset(obj, s), n_verify=_int(obj, s, "n_verify", 1, 100_000),
+            threshold=_num(obj, s, "threshold", 1e-9, 1.0), num_classes=_int(obj, s, "num_classes", 3, 100_000),
+            split_seed=_int(obj, s, "split_seed", 0, 2**32 - 1),
+            test_fraction=_num(obj, s, "test_fraction", 1e-9, 1 - 1e-9),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
         f: FunctionCoupledFloors = policy.function_coupled
         _community_split(self.SCHEME, self.split_seed, self.test_fraction)
-        if self.num_classes != policy.classes_of(self.dataset):
-            raise InfoError(f"function-coupled info: num_classes must be {self.dataset!r}'s, got {self.num_classes}")
+        self._check_classes(policy, self.num_classes, self.dataset)
         self._floor("n_verify", self.n_verify, f.min_n_verify)
         self._floor("threshold", self.threshold, f.min_threshold)
         self._check_work(policy, self.n_verify)
@@ -521,22 +527,19 @@ class BlindInfo(Info):
     threshold: float = 0.0
     num_classes: int = 0
     min_ssim: float = 0.0
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any]) -> Info:
-        s, shape = cls.SCHEME, _shape(obj, cls.SCHEME)
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
+        s = cls.SCHEME
         return cls(
-            shape, obj, _dataset(obj, s), _int(obj, s, "n", 1, 100_000), _num(obj, s, "threshold", 1e-9, 1.0),
-            _int(obj, s, "num_classes", 2, 100_000), _num(obj, s, "min_ssim", 0.0, 1.0),
-            _channels(obj, s, "mean", shape[0], -1e6), _channels(obj, s, "std", shape[0], 0.0),
+            **common, dataset=_dataset(obj, s), n=_int(obj, s, "n", 1, 100_000),
+            threshold=_num(obj, s, "threshold", 1e-9, 1.0), num_classes=_int(obj, s, "num_classes", 2, 100_000),
+            min_ssim=_num(obj, s, "min_ssim", 0.0, 1.0),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
         f: BlindFloors = policy.blind
-        if self.num_classes != policy.classes_of(self.dataset):
-            raise InfoError(f"blind info: num_classes must be {self.dataset!r}'s, got {self.num_classes}")
+        self._check_classes(policy, self.num_classes, self.dataset)
         self._floor("n", self.n, f.min_n)
         self._floor("threshold", self.threshold, f.min_threshold)
         self._floor("min_ssim", self.min_ssim, f.min_ssim)
@@ -561,19 +564,16 @@ class PassportInfo(Info):
     n_eval: int = 0
     noise_draws: int = 0
     num_classes: int = 0
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any]) -> Info:
-        s, shape = cls.SCHEME, _shape(obj, cls.SCHEME)
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
+        s = cls.SCHEME
         kind = obj["passport_type"]
         if kind not in ("T1", "T2", "T3"):
             raise _fail(s, "passport_type", "T1, T2 or T3", kind)
         return cls(
-            shape, obj, _dataset(obj, s), kind, _int(obj, s, "n_eval", 1, 100_000),
-            _int(obj, s, "noise_draws", 1, 100), _int(obj, s, "num_classes", 2, 100_000),
-            _channels(obj, s, "mean", shape[0], -1e6), _channels(obj, s, "std", shape[0], 0.0),
+            **common, dataset=_dataset(obj, s), passport_type=kind, n_eval=_int(obj, s, "n_eval", 1, 100_000),
+            noise_draws=_int(obj, s, "noise_draws", 1, 100), num_classes=_int(obj, s, "num_classes", 2, 100_000),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
@@ -583,8 +583,7 @@ class PassportInfo(Info):
                 f"passport info: {self.passport_type} passports are images the claimant ships, not derived from "
                 f"the key; this community judges {', '.join(f.types)} passports only"
             )
-        if self.num_classes != policy.classes_of(self.dataset):
-            raise InfoError(f"passport info: num_classes must be {self.dataset!r}'s, got {self.num_classes}")
+        self._check_classes(policy, self.num_classes, self.dataset)
         self._floor("n_eval", self.n_eval, f.min_eval)
         self._check_work(policy, self.n_eval)
 
@@ -674,9 +673,7 @@ def check_against_card(info: Info, card: Mapping[str, Any]) -> None:
             f"{info.SCHEME} info: input_shape {list(info.input_shape)} is not the suspect's {str(shape)[:40]}"
         )
     for name in ("mean", "std"):
-        mine = getattr(info, name, None)
-        if mine is None or mine == ():
-            continue
+        mine = getattr(info, name)
         theirs = card.get(name)
         same = isinstance(theirs, list) and len(theirs) == len(mine)
         same = same and all(

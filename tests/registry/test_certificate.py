@@ -91,6 +91,8 @@ class _Log:
                     score=900 if verdict == "owner" else 100,
                     threshold=500,
                     reason="test vote",
+                    fp_bound="2.30e-09" if verdict == "owner" else "1.00e+00",
+                    references=(REFERENCE,),
                 ),
                 time + i,
             )
@@ -202,6 +204,9 @@ def _refused(cert: dict[str, Any], members: list[str], match: str, community: st
 
 # -- honest certificates hold ---------------------------------------------------------------------
 
+#: The hash of a reference model every test vote says it was checked against.
+REFERENCE = hashlib.sha256(b"reference model").hexdigest()
+
 
 def test_an_honest_certificate_holds_and_reports_its_result(log: _Log, owned: dict[str, Any]) -> None:
     summary = verify_certificate(owned, log.keys)
@@ -209,6 +214,10 @@ def test_an_honest_certificate_holds_and_reports_its_result(log: _Log, owned: di
     assert summary["tally"] == {"owner": 3} and summary["checkpoint_signers"] == 3
     assert (summary["claim"], summary["publish"], summary["publish_time"]) == (1, 0, T0)
     assert verify_certificate(owned, log.keys, community="acme")["result"] == "owner"
+    # Every vote's false-positive bound and reference models travel with it, signed.
+    assert [(v["verdict"], v["fp_bound"], v["references"]) for v in summary["votes"]] == [
+        ("owner", "2.30e-09", [REFERENCE])
+    ] * 3
 
 
 def test_an_honest_not_owner_certificate_holds(log: _Log, rejected: dict[str, Any]) -> None:
@@ -396,6 +405,7 @@ def test_the_cli_shows_the_result(tmp_path: Path, log: _Log, outranked: dict[str
     assert shown.exit_code == 0, shown.output
     assert "certificate holds" in shown.output and "decided owner" in shown.output
     assert "result not-owner" in shown.output and "publish #0" in shown.output
+    assert "false-positive bound 2.30e-09, reference models checked: " + REFERENCE[:12] in shown.output
 
 
 def test_the_cli_refuses_an_edited_certificate(tmp_path: Path, log: _Log, owned: dict[str, Any]) -> None:

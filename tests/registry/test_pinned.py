@@ -99,10 +99,12 @@ def test_a_node_config_pins_data_sets_into_its_verification_policy(tmp_path: Pat
     assert config.verification.datasets[0].path == file
 
 
-def test_judges_rebuild_inputs_from_the_pinned_files(tmp_path: Path) -> None:
-    from schemes import new_label
+def test_judges_rebuild_inputs_from_the_pinned_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from schemes import community, new_label
     from schemes.community import community_data, pin
 
+    monkeypatch.setattr(community, "_PINNED", {})  # the process-wide pins stay as other tests expect them
+    community_data.cache_clear()
     file = _npz(tmp_path / "tiny.npz")
     pin("tiny", "npz", file, 4)
     data = community_data("tiny", (1, 8, 8))
@@ -114,3 +116,4 @@ def test_judges_rebuild_inputs_from_the_pinned_files(tmp_path: Path) -> None:
     assert images.shape == (10, 1, 8, 8)
     other = new_label.verification_images(hashlib.sha256(b"other").digest(), new_label.parse_info(info))
     assert not bool((images == other).all())  # the key chooses which test images
+    community_data.cache_clear()
