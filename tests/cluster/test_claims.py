@@ -389,7 +389,7 @@ def test_the_command_line_publishes_claims_certifies_and_names_the_owner(
     weak = base / "cli-weak"  # a one-epoch embedding: published fine, but its watermark is nowhere
     embed_to_bundle(
         owner, "lenet5", "digits", weak, scheme="mtlsign",
-        overrides={"n": 128, "clean_epochs": 1, "embed_epochs": 1, "da_attacks": 0, "lambda_da": 0.0},
+        overrides={"n": 600, "clean_epochs": 1, "embed_epochs": 1, "da_attacks": 0, "lambda_da": 0.0},
     )  # fmt: skip
     published = _wmnode("publish", "--node", node, "--identity", str(key_file), "--bundle", str(weak))
     assert published.exit_code == 0 and (weak / "receipt.json").is_file(), published.output
