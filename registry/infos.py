@@ -145,13 +145,19 @@ class MtlsignFloors:
 class NewLabelFloors:
     min_n: int = 100
     min_threshold: float = 0.25
-    min_beta: float = 0.1
+    #: The community's one noise strength. Not the claimant's choice: a model trained with decoys at
+    #: its own β answers Δ to another key's samples at that β about 1 % of the time (the chance rate
+    #: a vote states), but to louder samples (β 0.5-1.0 against a β 0.1-0.3 model) most of the time.
+    beta: float = 0.3
 
 
 @dataclass(frozen=True)
 class FunctionCoupledFloors:
     min_n_verify: int = 90  # §4.4
     min_threshold: float = 0.9
+    #: The community's fusion (Eq. 3b, r = 0.5): claimants do not pick out-of-distribution triggers.
+    mode: str = "invisible"
+    r: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,9 @@ class VerificationPolicy:
     #: Caps on the work one claim can cause (§6.2): inputs × C × H × W, queries to an API.
     max_input_elements: int = 8_000_000
     max_queries: int = 2_000
+    #: Inputs are at most this many pixels high and wide, with 1 or 3 channels: a judge resizes the
+    #: whole data set to the claim's input shape, so the shape bounds its memory as well as the queries.
+    max_input_side: int = 64
     #: Without a reference model that matches the suspect, vote `error` (undecided) instead of judging.
     require_references: bool = False
     #: Judges: child processes per node, and each one's limits.
@@ -218,6 +227,7 @@ _GLOBAL_BOUNDS: dict[str, tuple[float, float]] = {
     "max_false_positive": (1e-300, DEFAULT_POLICY.max_false_positive),
     "max_input_elements": (1, 8_000_000),
     "max_queries": (1, 2_000),
+    "max_input_side": (8, 1024),
     "judges": (2, 64),
     "judge_memory_mib": (256, 65_536),
     "judge_cpu_seconds": (1, 3_600),
@@ -263,6 +273,17 @@ def _raise_floors(floors: Any, table: Mapping[str, Any], where: str) -> Any:
             if not isinstance(value, list) or not value or not set(value) <= set(current):
                 raise ConfigError(f"{where}.types must be a non-empty subset of {list(current)}")
             changes[name] = tuple(value)
+            continue
+        if name == "mode":
+            if value not in ("invisible", "direct"):
+                raise ConfigError(f"{where}.mode must be 'invisible' or 'direct'")
+            changes[name] = value
+            continue
+        if name in ("beta", "r"):  # a community-wide setting, not a floor: any value in range
+            ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+            if not ok or not (0.1 <= value <= 1 if name == "beta" else 0 < value < 1):
+                raise ConfigError(f"{where}.{name} must be a number in {'[0.1, 1]' if name == 'beta' else '(0, 1)'}")
+            changes[name] = float(value)
             continue
         if isinstance(value, bool) or not isinstance(value, type(current) | int) or not math.isfinite(value):
             raise ConfigError(f"{where}.{name} must be a finite {type(current).__name__}")
@@ -371,6 +392,12 @@ class Info:
         raise NotImplementedError
 
     def _check_work(self, policy: VerificationPolicy, count: int) -> None:
+        channels, height, width = self.input_shape
+        if channels not in (1, 3) or max(height, width) > policy.max_input_side:
+            raise InfoError(
+                f"{self.SCHEME} info: input_shape {list(self.input_shape)} must have 1 or 3 channels and sides of at "
+                f"most {policy.max_input_side} pixels (the community's cap)"
+            )
         elements = count * math.prod(self.input_shape)
         if count > policy.max_queries or elements > policy.max_input_elements:
             raise InfoError(
@@ -456,7 +483,7 @@ class NewLabelInfo(Info):
             )
         self._floor("n", self.n, f.min_n)
         self._floor("threshold", self.threshold, f.min_threshold)
-        self._floor("beta", self.beta, f.min_beta)
+        _exactly(self.SCHEME, "beta", self.beta, f.beta)
         self._check_work(policy, self.n)
 
     @property
@@ -496,6 +523,9 @@ class FunctionCoupledInfo(Info):
         f: FunctionCoupledFloors = policy.function_coupled
         _community_split(self.SCHEME, self.split_seed, self.test_fraction)
         self._check_classes(policy, self.num_classes, self.dataset)
+        if self.extra.get("mode") != f.mode:
+            raise InfoError(f"function-coupled info: mode must be the community's {f.mode!r}")
+        _exactly(self.SCHEME, "r", float(self.extra.get("r", -1)), f.r)
         self._floor("n_verify", self.n_verify, f.min_n_verify)
         self._floor("threshold", self.threshold, f.min_threshold)
         self._check_work(policy, self.n_verify)
@@ -503,6 +533,11 @@ class FunctionCoupledInfo(Info):
     @property
     def queries(self) -> int:
         return self.n_verify
+
+
+def _exactly(scheme: str, name: str, value: float, wanted: float) -> None:
+    if not abs(value - wanted) <= 1e-9:
+        raise InfoError(f"{scheme} info: {name} must be the community's {wanted:g}, got {value:g}")
 
 
 def _community_split(scheme: str, seed: int, fraction: float) -> None:

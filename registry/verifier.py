@@ -225,7 +225,7 @@ class VerifierWorker:
             finally:
                 out.unlink(missing_ok=True)
             msg = Reference.create(
-                self.identity, arch=answer["arch"], num_classes=answer["num_classes"], input_shape=spec.shape_text,
+                self.identity, arch=_arch_of(spec), num_classes=_classes_of(spec), input_shape=spec.shape_text,
                 dataset=spec.dataset, recipe=spec.recipe, seed=spec.seed, model_hash=digest,
             )  # fmt: skip
             self._submit(msg)

@@ -45,7 +45,6 @@ Algorithm 1, with these readings of what the paper leaves open (and three deviat
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import math
 import time
@@ -71,8 +70,8 @@ from schemes.base import (
     predict_labels,
     register_scheme,
 )
-from schemes.community import require_community_data
-from schemes.data import DataError, Dataset, load_dataset
+from schemes.community import community_data, require_community_data
+from schemes.data import DataError, Dataset
 from schemes.training import Progress, accuracy, autocast, batches, train_classifier
 
 NAME = "function-coupled"
@@ -344,16 +343,6 @@ def embed(
     return Watermarked(model, verifier, info, report)
 
 
-@functools.lru_cache(maxsize=2)
-def _reference_data(
-    name: str, shape: tuple[int, int, int], seed: int, test_fraction: float = _TEST_FRACTION
-) -> Dataset:
-    try:
-        return load_dataset(name, input_shape=shape, seed=seed, test_fraction=test_fraction)
-    except DataError as exc:
-        raise SchemeError(f"function-coupled: cannot load data set {name!r} to rebuild the triggers: {exc}") from exc
-
-
 def _is_int(value: object, low: int, high: int) -> bool:
     return type(value) is int and low <= value <= high
 
@@ -404,11 +393,12 @@ def _parse_info(info: Mapping[str, Any]) -> dict[str, Any]:
 
 def _rebuild(key: bytes, parsed: Mapping[str, Any], triple: Triple) -> torch.Tensor:
     """The key's verification triggers over this node's copy of the owner's data."""
-    if parsed["split_seed"] is None:
-        raise SchemeError("function-coupled info: the triggers must come from a data set every node holds")
-    data = _reference_data(parsed["dataset"], parsed["input_shape"], parsed["split_seed"], parsed["test_fraction"])
+    if (parsed["split_seed"], parsed["test_fraction"]) != (COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION):
+        raise SchemeError("function-coupled info: the triggers must come from the community's split of its data")
+    data = community_data(parsed["dataset"], parsed["input_shape"])
     if dataset_digest(data) != parsed["dataset_sha256"]:
-        raise SchemeError(f"function-coupled: this node's copy of {parsed['dataset']!r} differs from the owner's")
+        # This node's copy, or the claimant's digest: an `error` vote either way, never a wrong verdict.
+        raise DataError(f"function-coupled: this node's copy of {parsed['dataset']!r} differs from the owner's")
     return build_triggers(key, data, triple, parsed["n_verify"], parsed["mode"], parsed["r"], parsed["candidate"])
 
 

@@ -39,7 +39,7 @@ from registry.errors import MessageError, WmnodeError
 from registry.fetch import FetchPolicy
 from schemes.base import SchemeError, Verdict, get_scheme
 from schemes.community import pin
-from schemes.references import Recipe, build_reference
+from schemes.references import Recipe, build_reference, expected_card
 from schemes.serving import RemotePredictor
 from schemes.zoo import ZooError, model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
 
@@ -161,20 +161,40 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     recipe = Recipe(job["recipe"], job["arch"], job["dataset"], tuple(job["input_shape"]), job["seed"], job["epochs"])
     spec = json.dumps({**{k: job[k] for k in ("recipe", "arch", "dataset", "input_shape", "seed", "epochs")},
                        "torch": torch.__version__, "format": 1}, sort_keys=True)  # fmt: skip
-    cache = Path(os.environ.get("WMNODE_REFERENCE_CACHE") or Path.home() / ".cache" / "wmnode" / "references")
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = _private_dir(
+        Path(os.environ.get("WMNODE_REFERENCE_CACHE") or Path.home() / ".cache" / "wmnode" / "references")
+    )
     entry = cache / (hashlib.sha256(spec.encode()).hexdigest() + ".safetensors")
-    with open(cache / "LOCK", "w") as lock:
+    lock_fd = os.open(cache / "LOCK", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(lock_fd, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not entry.is_file():
+        if not entry.is_file() or entry.is_symlink():
             model, card = build_reference(recipe)
-            tmp = entry.with_suffix(".tmp")
-            tmp.write_bytes(model_to_bytes(model, card))
+            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(model_to_bytes(model, card))
             os.replace(tmp, entry)
-    data = entry.read_bytes()
+        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read()
     _, card = model_from_bytes(data, what="cached reference model")
+    arch, classes = expected_card(recipe)
+    wanted = {"reference": recipe.recipe, "seed": recipe.seed, "epochs": recipe.epochs, "dataset": recipe.dataset}
+    if (card.arch, card.num_classes, card.extra) != (arch, classes, wanted):
+        raise WmnodeError(f"the cached reference {entry} is not what recipe {recipe.recipe!r} trains; remove it")
     Path(job["out"]).write_bytes(data)
     return {"num_classes": card.num_classes, "arch": card.arch, "bytes": len(data)}
+
+
+def _private_dir(path: Path) -> Path:
+    """The cache directory, created 0700; refused when it is a link or another user's."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if path.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise WmnodeError(f"the reference cache {path} must be a directory of this user's, writable by nobody else")
+    return path
 
 
 def _die_with_parent() -> None:

@@ -86,6 +86,12 @@ _BUILD: dict[str, tuple[Callable[[str], str], int, Callable[[nn.Module, Dataset,
 }
 
 
+def expected_card(recipe: Recipe) -> tuple[str, int]:
+    """The zoo architecture and number of classes a recipe's model has."""
+    arch_of, extra, _ = _BUILD[recipe.recipe]
+    return arch_of(recipe.arch), community_data(recipe.dataset, recipe.input_shape).num_classes + extra
+
+
 def build_reference(recipe: Recipe) -> tuple[nn.Module, ModelCard]:
     """Train the reference `recipe` describes, on the CPU, single-threaded (bit-reproducible)."""
     arch_of, extra, train = _BUILD[recipe.recipe]

@@ -196,7 +196,7 @@ MTLSIGN_INFO: dict[str, Any] = {
     "input_shape": [1, 28, 28], "mean": [0], "std": [1],
 }  # fmt: skip
 NEW_LABEL_INFO: dict[str, Any] = {
-    "scheme": "new-label", "dataset": "digits", "delta": 10, "beta": 1, "n": 100, "threshold": 1,
+    "scheme": "new-label", "dataset": "digits", "delta": 10, "beta": 0.3, "n": 100, "threshold": 1,
     "input_shape": [1, 28, 28], "mean": [0], "std": [1],
 }  # fmt: skip
 PASSPORT_INFO: dict[str, Any] = {
@@ -329,10 +329,12 @@ def test_a_claim_on_a_scheme_the_community_does_not_judge_is_refused(
     ("info", "fragment"),
     [
         # 169 bytes of JSON: the minimum N, but on 256x256 inputs that a LeNet never takes (39 M elements).
-        ({**MTLSIGN_INFO, "input_shape": [1, 256, 256]}, r"600 inputs of \[1, 256, 256\] \(39321600 elements\) exceed"),
+        ({**MTLSIGN_INFO, "input_shape": [1, 256, 256]}, r"\[1, 256, 256\] must have 1 or 3 channels and sides of at most 64"),  # noqa: E501
+        ({**MTLSIGN_INFO, "n": 2000, "input_shape": [3, 64, 64], "mean": [0, 0, 0], "std": [1, 1, 1]},
+         r"2000 inputs of \[3, 64, 64\] \(24576000 elements\) exceed"),
         ({**MTLSIGN_INFO, "n": 100_000}, r"100000 inputs of \[1, 28, 28\] \(78400000 elements\) exceed the community"),
         # Within the caps, but not the inputs the suspect takes.
-        ({**MTLSIGN_INFO, "input_shape": [1, 100, 100]}, r"\[1, 100, 100\] is not the suspect's \[1, 28, 28\]"),
+        ({**MTLSIGN_INFO, "input_shape": [1, 32, 32]}, r"\[1, 32, 32\] is not the suspect's \[1, 28, 28\]"),
         ({**MTLSIGN_INFO, "mean": [1]}, "mtlsign info: mean is not the suspect's normalisation"),
         ({**MTLSIGN_INFO, "std": [2]}, "mtlsign info: std is not the suspect's normalisation"),
     ],
@@ -411,7 +413,7 @@ def test_a_claim_on_a_model_this_node_does_not_hold_is_refused(
     node: tuple[Http, Identity, RegistryLog], make_publish: PublishFactory, owner: Identity
 ) -> None:
     client, _, log = node
-    info = json_bytes({**MTLSIGN_INFO, "input_shape": [1, 100, 100], "mean": [0], "std": [1]})
+    info = json_bytes({**MTLSIGN_INFO, "input_shape": [1, 32, 32], "mean": [0], "std": [1]})
     # A model no earlier test uploaded (the module's node keeps its store between tests).
     unseen = artifact_with_card(SUSPECT_CARD, body=os.urandom(16))
     claim = claim_on(client, make_publish, owner, info, unseen, upload_model=False)

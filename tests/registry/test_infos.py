@@ -44,11 +44,11 @@ INFOS: dict[str, dict[str, Any]] = {
         "input_shape": SHAPE, "mean": [0.5], "std": [0.5],
     },
     "new-label": {
-        "scheme": "new-label", "dataset": "digits", "delta": 10, "beta": 0.1, "n": 100, "threshold": 0.25,
+        "scheme": "new-label", "dataset": "digits", "delta": 10, "beta": 0.3, "n": 100, "threshold": 0.25,
         "input_shape": SHAPE, "mean": [0.5], "std": [0.5],
     },
     "function-coupled": {
-        "scheme": "function-coupled", "version": 1, "mode": "blend", "r": 2, "n_train": 300, "n_verify": 90,
+        "scheme": "function-coupled", "version": 1, "mode": "invisible", "r": 0.5, "n_train": 300, "n_verify": 90,
         "threshold": 0.9, "candidate": 0, "num_classes": 10, "input_shape": SHAPE, "mean": [0.5], "std": [0.5],
         "dataset": "digits", "split_seed": 0, "test_fraction": 0.2, "dataset_sha256": None,
     },
@@ -273,7 +273,7 @@ def test_a_threshold_of_one_percent_is_refused(scheme: str, field: str, fragment
         ("function-coupled", "n_verify", 10, "function-coupled info: n_verify 10 is below the community's floor 90"),
         ("blind", "n", 5, "blind info: n 5 is below the community's floor 100"),
         ("passport", "n_eval", 20, "passport info: n_eval 20 is below the community's floor 200"),
-        ("new-label", "beta", 0.01, "new-label info: beta 0.01 is below the community's floor 0.1"),
+        ("new-label", "beta", 0.01, "new-label info: beta must be the community's 0.3, got 0.01"),
         ("blind", "min_ssim", 0.5, "blind info: min_ssim 0.5 is below the community's floor 0.9"),
         ("mtlsign", "gamma", 0.6, "mtlsign info: gamma 0.6 is below the community's floor 0.7"),
     ],
@@ -288,9 +288,11 @@ def test_counts_and_bars_below_the_floors_are_refused(scheme: str, field: str, v
         # 100 000 queries: over the query cap whatever the shape.
         ("mtlsign", {"n": 100_000}, r"mtlsign info: 100000 inputs of \[1, 28, 28\] \(78400000 elements\) exceed"),
         # The MTLSign attack: the minimum N at a 256x256 input is 39 million input elements.
-        ("mtlsign", {"input_shape": [1, 256, 256]}, r"600 inputs of \[1, 256, 256\] \(39321600 elements\) exceed"),
+        ("mtlsign", {"input_shape": [1, 256, 256]}, r"\[1, 256, 256\] must have 1 or 3 channels and sides of at most 64"),  # noqa: E501
+        ("mtlsign", {"n": 2000, "input_shape": [3, 64, 64], "mean": [0, 0, 0], "std": [1, 1, 1]},
+         r"2000 inputs of \[3, 64, 64\] \(24576000 elements\) exceed"),
         ("new-label", {"n": 100, "input_shape": [3, 224, 224], "mean": [0, 0, 0], "std": [1, 1, 1]},
-         r"new-label info: 100 inputs of \[3, 224, 224\] \(15052800 elements\) exceed the community's caps"),
+         r"new-label info: input_shape \[3, 224, 224\] must have 1 or 3 channels and sides of at most 64 pixels"),
         ("new-label", {"n": 2001}, r"2001 inputs of \[1, 28, 28\] .* \(2000 inputs, 8000000 elements\)"),
         ("function-coupled", {"n_verify": 5000}, "function-coupled info: 5000 inputs"),
         ("blind", {"n": 3000}, "blind info: 3000 inputs"),
