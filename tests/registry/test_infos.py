@@ -274,6 +274,8 @@ def test_a_threshold_of_one_percent_is_refused(scheme: str, field: str, fragment
         ("blind", "n", 5, "blind info: n 5 is below the community's floor 100"),
         ("passport", "n_eval", 20, "passport info: n_eval 20 is below the community's floor 200"),
         ("new-label", "beta", 0.01, "new-label info: beta must be the community's 0.3, got 0.01"),
+        # Louder than the community's β: another key's new-label models answer Δ to most such samples.
+        ("new-label", "beta", 1.0, "new-label info: beta must be the community's 0.3, got 1"),
         ("blind", "min_ssim", 0.5, "blind info: min_ssim 0.5 is below the community's floor 0.9"),
         ("mtlsign", "gamma", 0.6, "mtlsign info: gamma 0.6 is below the community's floor 0.7"),
     ],
