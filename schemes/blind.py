@@ -551,6 +551,6 @@ SCHEME = register_scheme(
         config=Config,
         embed=embed,
         verify=verify,
-        quick={"epochs": 20},
+        quick={"epochs": 24, "freeze_fraction": 0.35},
     )
 )
