@@ -740,6 +740,14 @@ class ReferenceSpec:
     def shape_text(self) -> str:
         return "x".join(str(v) for v in self.input_shape)
 
+    @property
+    def slot(self) -> tuple[str, int, str, str, str]:
+        """The log's key for this reference (registry.messages.Reference.slot): the zoo model the
+        recipe trains (passport: the arch's passport variant; new label: one extra class)."""
+        arch = f"{self.arch}-passport" if self.recipe == "passport" else self.arch
+        classes = EMBEDDED_DATASETS[self.dataset] + (1 if self.recipe == "new-label" else 0)
+        return (arch, classes, self.shape_text, self.dataset, self.recipe)
+
     def job(self) -> dict[str, Any]:
         return {"recipe": self.recipe, "arch": self.arch, "dataset": self.dataset,
                 "input_shape": list(self.input_shape), "seed": self.seed, "epochs": self.epochs}  # fmt: skip

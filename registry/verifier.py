@@ -206,9 +206,7 @@ class VerifierWorker:
         for spec in self.references:
             if self._stop.is_set():
                 return
-            slot_nodes = self.log.state.references.get(
-                (_arch_of(spec), _classes_of(spec), spec.shape_text, spec.dataset, spec.recipe), {}
-            )
+            slot_nodes = self.log.state.references.get(spec.slot, {})
             if any(me in nodes for nodes in slot_nodes.values()):
                 continue
             started = time.perf_counter()
@@ -225,7 +223,7 @@ class VerifierWorker:
             finally:
                 out.unlink(missing_ok=True)
             msg = Reference.create(
-                self.identity, arch=_arch_of(spec), num_classes=_classes_of(spec), input_shape=spec.shape_text,
+                self.identity, arch=spec.slot[0], num_classes=spec.slot[1], input_shape=spec.shape_text,
                 dataset=spec.dataset, recipe=spec.recipe, seed=spec.seed, model_hash=digest,
             )  # fmt: skip
             self._submit(msg)
@@ -431,13 +429,3 @@ def _collector(box: list[tuple[Outcome | None, int]], done: threading.Event) -> 
         done.set()
 
     return _cb
-
-
-def _arch_of(spec: ReferenceSpec) -> str:
-    return f"{spec.arch}-passport" if spec.recipe == "passport" else spec.arch
-
-
-def _classes_of(spec: ReferenceSpec) -> int:
-    from registry.infos import EMBEDDED_DATASETS
-
-    return EMBEDDED_DATASETS[spec.dataset] + (1 if spec.recipe == "new-label" else 0)

@@ -80,7 +80,6 @@ VERSION = 1
 MAX_CANDIDATES = 4
 #: Data sets every node can load without a local path, so verify can rebuild the triggers.
 _REBUILDABLE = ("digits",)
-_TEST_FRACTION = 0.2  # load_dataset's default split
 _FT_CHUNK = 256
 _MODES = ("invisible", "direct")
 _INFO_FIELDS = frozenset(
