@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from registry.cli import claim, demo, keys, model, node, publish, reference, watermark
+from registry.cli import claim, demo, keys, model, monitor, node, publish, reference, watermark
 from registry.errors import WmnodeError
 
 
@@ -34,6 +34,6 @@ def main(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-for module in (demo, keys, node, publish, claim, reference, watermark, model):
+for module in (demo, keys, node, publish, claim, reference, watermark, model, monitor):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -1,4 +1,4 @@
-"""Helpers shared by the command modules: identities, JSON output, time formatting."""
+"""Helpers shared by the command modules: identities, communities, JSON output, time formatting."""
 
 from __future__ import annotations
 
@@ -12,12 +12,59 @@ from typing import Any
 
 import click
 
+from node_config import load_config
 from registry.identity import Identity, read_identity
+from registry.monitor import STATE_DIR_ENV, STATE_FILE, CheckpointState, Community, Monitor, default_state_dir
 
 node_option = click.option(
     "--node", "node", default="http://127.0.0.1:8101", show_default=True, help="API URL of any node of the community."
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=STATE_DIR_ENV,
+    default=None,
+    help=f"Where the checkpoints this client has seen are kept ({STATE_FILE}). [default: ~/.config/wmnode]",
+)
+
+
+def config_option(required: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--config`: the community whose members' keys every checkpoint must be signed by (also from
+    WMNODE_<COMMAND>_CONFIG, click's automatic environment variable)."""
+    return click.option(
+        "--config",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=required,
+        show_envvar=True,
+        help="A community config (TOML, e.g. node_config/local/node1.toml): checkpoints are accepted only "
+        "when its members signed them, and a majority must confirm.",
+    )
+
+
+def load_community(config_path: Path | None) -> Community | None:
+    """The community a config names, or None (with a warning that nothing was checked against one)."""
+    if config_path is None:
+        click.echo(
+            "warning: no --config: checkpoints were not checked against a community's member keys, so this "
+            "answer is only as good as the node's word (pass --config COMMUNITY.toml)",
+            err=True,
+        )
+        return None
+    return Community.from_config(load_config(config_path))
+
+
+def node_url(node: str, community: Community | None) -> str:
+    """--node as given; when left at its default and a config is given, the config's own member."""
+    ctx = click.get_current_context()
+    if community is not None and ctx.get_parameter_source("node") is click.core.ParameterSource.DEFAULT:
+        return community.home_url
+    return node
+
+
+def open_monitor(community: Community, state_dir: Path | None, timeout: float = 10.0) -> Monitor:
+    """A monitor over the community with this client's checkpoint state."""
+    return Monitor(community, CheckpointState.load((state_dir or default_state_dir()) / STATE_FILE), timeout)
 
 
 def load_identity(path: Path) -> Identity:

@@ -11,9 +11,23 @@ import click
 
 from node_config import load_config
 from registry.certificate import build_certificate, verify_certificate
-from registry.cli._common import echo_json, fmt_ms, json_option, load_identity, node_option, short
+from registry.checkpoint import Checkpoint
+from registry.cli._common import (
+    config_option,
+    echo_json,
+    fmt_ms,
+    json_option,
+    load_community,
+    load_identity,
+    node_option,
+    node_url,
+    open_monitor,
+    short,
+    state_dir_option,
+)
 from registry.client import NodeClient
 from registry.errors import ConfigError, VerificationError, WmnodeError
+from registry.monitor import Community, Monitor, Peer
 from registry.ownership import claim_suspect
 
 #: Exit codes of `wmnode claim`.
@@ -33,6 +47,8 @@ def format_vote(vote: dict[str, Any], names: dict[str, str]) -> str:
 
 @click.command()
 @node_option
+@config_option()
+@state_dir_option
 @click.option(
     "--identity", "identity_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
 )
@@ -61,7 +77,8 @@ def claim(**options: Any) -> None:
     """Reveal the key against a suspect and let every node verify and vote.
 
     Exits 0 when the community decides you own the suspect, 1 when it decides you do not, and
-    2 when it cannot decide (or the claim is refused).
+    2 when it cannot decide (or the claim is refused). With --config, the certificate must hold
+    against the members' keys (a majority signed its checkpoints) before the decision is reported.
     """
     try:
         code = _claim(**options)
@@ -73,6 +90,8 @@ def claim(**options: Any) -> None:
 
 def _claim(
     node: str,
+    config: Path | None,
+    state_dir: Path | None,
     identity_path: Path,
     bundle_dir: Path,
     suspect: str,
@@ -81,9 +100,10 @@ def _claim(
     as_json: bool,
 ) -> int:
     identity = load_identity(identity_path)
-    with NodeClient(node) as client:
+    community = load_community(config)
+    with NodeClient(node_url(node, community)) as client:
         node_status = client.status()
-        names = member_names(node_status)
+        names = member_names(node_status) if community is None else {p.key: p.name for p in community.members}
         say = (lambda _: None) if as_json else click.echo
         status = claim_suspect(
             client,
@@ -97,8 +117,7 @@ def _claim(
     result = status["result"]
     certificate = None
     if status["decided"] is not None:
-        urls = [m["api"] if "://" in m["api"] else f"http://{m['api']}" for m in node_status["members"]]
-        certificate = build_certificate(status, urls, node_status["community"])
+        certificate = _certificate(status, node_status, community, state_dir)
         certificate_path = certificate_path or Path(f"claim-{index}.certificate.json")
         certificate_path.write_text(json.dumps(certificate, indent=2, sort_keys=True) + "\n")
     code = {"owner": EXIT_OWNER, "not-owner": EXIT_NOT_OWNER}.get(result or "", EXIT_UNDECIDED)
@@ -120,6 +139,37 @@ def _claim(
         )
     click.echo(f"result: {result}; certificate written to {certificate_path}")
     return code
+
+
+def _certificate(
+    status: dict[str, Any], node_status: dict[str, Any], community: Community | None, state_dir: Path | None
+) -> dict[str, Any]:
+    """Gather the certificate of a decided claim; with a community, check it before anyone sees it.
+
+    Without one the members are whoever the node lists (its word); with one, they are the config's,
+    the certificate must verify against their keys, and its checkpoints join this client's memory.
+    """
+    if community is None:
+        urls = [m["api"] if "://" in m["api"] else f"http://{m['api']}" for m in node_status["members"]]
+        return build_certificate(status, urls, node_status["community"])
+    certificate = build_certificate(status, [p.url for p in community.members], community.name)
+    verify_certificate(certificate, list(community.keys), community.name)
+    with open_monitor(community, state_dir) as monitor:
+        monitor.accept(_member_checkpoints(monitor, certificate))
+    return certificate
+
+
+def _member_checkpoints(monitor: Monitor, certificate: dict[str, Any]) -> list[tuple[Peer, Checkpoint]]:
+    pairs = []
+    for obj in certificate["checkpoints"]:
+        checkpoint = Checkpoint.from_json(obj)
+        pairs.append((monitor.community.signer(checkpoint, "the certificate"), checkpoint))
+    return pairs
+
+
+def _signed_by(cert: dict[str, Any], keys: tuple[str, ...]) -> list[Any]:
+    """The certificate's checkpoints that members signed (verify_certificate checked them)."""
+    return [c for c in cert["checkpoints"] if isinstance(c, dict) and c.get("node") in keys]
 
 
 @click.command()
@@ -152,16 +202,21 @@ def certificate() -> None:
     help="A community config: the members' public keys are taken from it.",
 )
 @click.option("--member-key", "member_keys", multiple=True, help="A member's public key (hex); repeat per member.")
+@state_dir_option
 @json_option
-def certificate_verify(path: Path, config_path: Path | None, member_keys: tuple[str, ...], as_json: bool) -> None:
+def certificate_verify(
+    path: Path, config_path: Path | None, member_keys: tuple[str, ...], state_dir: Path | None, as_json: bool
+) -> None:
     """Check a certificate offline against the members' public keys; exit 0 when it holds.
 
-    With --config, a certificate that names another community is refused too.
+    With --config, a certificate that names another community is refused too, and so is one whose
+    checkpoints give a size another root than the checkpoints this client kept (a fork).
     """
-    keys, community = list(member_keys), None
+    keys, community, members = list(member_keys), None, None
     if config_path is not None:
         config = load_config(config_path)
         keys, community = keys + list(config.member_keys), config.community
+        members = Community.from_config(config)
     if not keys:
         raise ConfigError("give the members' public keys: --config COMMUNITY.toml or --member-key HEX (repeated)")
     try:
@@ -171,6 +226,10 @@ def certificate_verify(path: Path, config_path: Path | None, member_keys: tuple[
     if not isinstance(cert, dict):
         raise VerificationError(f"{path} is not a certificate")
     summary = verify_certificate(cert, keys, community)
+    if members is not None:
+        with open_monitor(members, state_dir) as monitor:  # offline: compares with the kept checkpoints only
+            for _, checkpoint in _member_checkpoints(monitor, {"checkpoints": _signed_by(cert, members.keys)}):
+                monitor.check_kept(checkpoint)
     if as_json:
         echo_json(summary)
         return

@@ -82,6 +82,21 @@ def test_publish_checks_the_record_before_anything_else(tmp_path: Path) -> None:
     assert code == 1 and "must have exactly the fields" in out
 
 
+def test_publish_takes_its_community_from_the_environment_and_warns_without_one(tmp_path: Path) -> None:
+    run("keygen", "--out", str(tmp_path / "k"))
+    (tmp_path / "r.json").write_text(json.dumps({"scheme": "mtlsign"}))
+    args = ("publish", "--identity", str(tmp_path / "k"), "--record", str(tmp_path / "r.json"))
+    code, out = run(*args)
+    assert code == 1 and "warning: no --config: checkpoints were not checked against a community" in out
+    code, out = run(*args, env={"WMNODE_PUBLISH_CONFIG": str(example_config(1))})
+    assert code == 1 and "must have exactly the fields" in out and "warning" not in out
+
+
+def test_monitor_needs_a_community_config() -> None:
+    code, out = run("monitor", "--once")
+    assert code == 2 and "Missing option '--config'" in out
+
+
 def test_an_encrypted_identity_takes_the_passphrase_from_the_environment(tmp_path: Path) -> None:
     CliRunner().invoke(main, ["keygen", "--out", str(tmp_path / "k"), "--passphrase"], input="pw-123456\npw-123456\n")
     assert b"ENCRYPTED" in (tmp_path / "k").read_bytes()
