@@ -154,19 +154,9 @@ def row(name: str, api: float, raw: float, unit: str) -> str:
     return f"{name:<44} {api:>10.2f} {raw:>10.2f} {unit:<9} {api / raw:>7.2f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sequential", type=int, default=100, help="sequential publishes per path")
-    parser.add_argument("--concurrent", type=int, default=3000, help="publishes in the concurrent run")
-    parser.add_argument("--clients", type=int, default=16)
-    args = parser.parse_args()
-
-    bodies = make_messages(2 * args.sequential + args.concurrent + 20)
-    size = len(bodies[0])
-    print(
-        f"message size {size} bytes; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}; "
-        f"raw = bare pysyncobj with the same Raft settings and its own (Fernet) cipher"
-    )
+def api_run(args: argparse.Namespace, bodies: list[bytes]) -> dict[str, Any]:
+    """One run through a fresh 3-node wmnode community: sequential via a follower and via the
+    leader, then concurrent via the follower."""
     with tempfile.TemporaryDirectory() as tmp:
         community = LocalCommunity(write_local_configs(Path(tmp), 3, SECRET), Path(tmp) / "run")
         with community:
@@ -174,15 +164,17 @@ def main() -> None:
             leader = community.leader_index()
             follower = next(i for i in range(3) if i != leader)
             f_url, l_url = community.nodes[follower].url, community.nodes[leader].url
-            api_sequential(f_url, bodies[:20])  # warm-up: connections, code paths
+            api_sequential(f_url, bodies[:20])  # warm-up: connections, code paths, the clock started
             rest = bodies[20:]
             via_f = api_sequential(f_url, rest[: args.sequential])
             via_l = api_sequential(l_url, rest[args.sequential : 2 * args.sequential])
             conc = rest[2 * args.sequential :]
             secs = asyncio.run(_api_concurrent(f_url, conc, args.clients))
-            api_tput = len(conc) / secs
             community.wait_converged(size=len(bodies), timeout=60)
+    return {"via_f": via_f, "via_l": via_l, "tput": len(conc) / secs, "conc": len(conc), "secs": secs}
 
+
+def raw_run(args: argparse.Namespace, size: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         raw = RawCommunity(Path(tmp))
         try:
@@ -195,24 +187,46 @@ def main() -> None:
         finally:
             raw.close()
         truncations = raw.truncations()
-    raw_tput = burst["ok"] / burst["seconds"]
+    return {"via_f": raw_f, "via_l": raw_l, "tput": burst["ok"] / burst["seconds"], "burst_all": burst_all,
+            "truncations": truncations}  # fmt: skip
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequential", type=int, default=100, help="sequential publishes per path")
+    parser.add_argument("--concurrent", type=int, default=3000, help="publishes in the concurrent run")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=3, help="interleaved API/raw runs; ratios are their median")
+    args = parser.parse_args()
+
+    n = 2 * args.sequential + args.concurrent + 20
+    size = len(make_messages(1)[0])
+    print(
+        f"message size {size} bytes; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}; "
+        f"raw = bare pysyncobj with the same Raft settings and its own (Fernet) cipher; {args.runs} interleaved runs"
+    )
     ms = 1000.0
-    print(f"\n{'':<44} {'wmnode API':>10} {'raw':>10} {'unit':<9} {'API/raw':>7}")
-    print(row("publish via follower, p50", ms * statistics.median(via_f), ms * statistics.median(raw_f), "ms"))
-    print(row("publish via follower, p99", ms * pct(via_f, 0.99), ms * pct(raw_f, 0.99), "ms"))
-    print(row("publish via leader, p50", ms * statistics.median(via_l), ms * statistics.median(raw_l), "ms"))
-    print(row("publish via leader, p99", ms * pct(via_l, 0.99), ms * pct(raw_l, 0.99), "ms"))
-    print(row(f"committed/s via follower, {args.clients} in flight", api_tput, raw_tput, "per s"))
-    print(
-        f"\nraw pysyncobj with every append in flight at once (callbacks): "
-        f"{burst_all['ok'] / burst_all['seconds']:.0f} appends/s ({burst_all['failed']} failed)"
-    )
-    print(f"API concurrent run: {len(conc)} publishes in {secs:.2f} s through {args.clients} clients")
-    print(
-        f"raw pysyncobj followers truncated already-applied entries {truncations} times "
-        f"(wmnode's nodes never rewind nextIndex; tests/cluster checks they never do)"
-    )
+    ratios: dict[str, list[float]] = {"p50 via follower": [], "p50 via leader": [], "throughput": []}
+    for run in range(args.runs):
+        api = api_run(args, make_messages(n))
+        raw = raw_run(args, size)
+        print(f"\nrun {run + 1} of {args.runs}")
+        print(f"{'':<44} {'wmnode API':>10} {'raw':>10} {'unit':<9} {'API/raw':>7}")
+        for path, name in (("via_f", "follower"), ("via_l", "leader")):
+            a, r = api[path], raw[path]
+            print(row(f"publish via {name}, p50", ms * statistics.median(a), ms * statistics.median(r), "ms"))
+            print(row(f"publish via {name}, p99", ms * pct(a, 0.99), ms * pct(r, 0.99), "ms"))
+            ratios[f"p50 via {name}"].append(statistics.median(a) / statistics.median(r))
+        print(row(f"committed/s via follower, {args.clients} in flight", api["tput"], raw["tput"], "per s"))
+        ratios["throughput"].append(api["tput"] / raw["tput"])
+        burst_all = raw["burst_all"]
+        print(
+            f"raw pysyncobj with every append in flight at once: {burst_all['ok'] / burst_all['seconds']:.0f} "
+            f"appends/s ({burst_all['failed']} failed); raw followers truncated already-applied entries "
+            f"{raw['truncations']} times (wmnode's nodes never rewind nextIndex)"
+        )
+    print(f"\nmedian of {args.runs} runs, API/raw: " + ", ".join(
+        f"{name} {statistics.median(values):.2f}x" for name, values in ratios.items()))  # fmt: skip
 
 
 if __name__ == "__main__":

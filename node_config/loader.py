@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from registry.clock import ClockSettings
 from registry.errors import ConfigError
 from registry.fetch import FetchPolicy
 from registry.infos import (
@@ -20,6 +21,7 @@ from registry.infos import (
     parse_policy,
     parse_references,
 )
+from registry.metering import Limits, parse_limits
 
 #: The secret the example configs carry: fine on loopback, refused anywhere else.
 EXAMPLE_SECRET = "wmnode-example-community-secret-not-for-real-use"  # noqa: S105 - public on purpose
@@ -38,10 +40,12 @@ _TOP_KEYS = {
     "identity_seed": str,
     "max_artifact_bytes": int,
     "fetch": dict,
+    "time": dict,
     "verification": dict,
     "references": list,
     "datasets": list,
     "members": list,
+    "limits": dict,
 }
 _MEMBER_KEYS = {"name": str, "raft": str, "api": str, "key": str}
 _FETCH_KEYS = {
@@ -51,6 +55,7 @@ _FETCH_KEYS = {
     "max_bytes": int,
     "timeout_seconds": int,
 }
+_TIME_KEYS = {"stamp_bound_seconds": int, "beacon_seconds": int}
 _REQUIRED = ("community", "name", "raft", "api", "members")
 
 
@@ -115,6 +120,11 @@ class NodeConfig:
     verification: VerificationPolicy = DEFAULT_POLICY
     #: Reference models this node trains and records at first start (`[[references]]`).
     references: tuple[ReferenceSpec, ...] = ()
+    #: The community's clock rules (`max_skew_seconds` and `[time]`); the Raft handshake checks
+    #: that every member has the same.
+    clock: ClockSettings = field(default_factory=ClockSettings)
+    #: Rate limits, store quotas, request deadlines and connection caps (`[limits]`).
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def member_keys(self) -> tuple[str, ...]:
@@ -192,6 +202,19 @@ def _member(table: object, index: int, source: str) -> Member:
     )
 
 
+def _clock(raw: dict[str, Any], source: str) -> ClockSettings:
+    table = raw.get("time", {})
+    _check_keys(table, _TIME_KEYS, f"{source}: time")
+    try:
+        return ClockSettings(
+            skew_ms=1000 * raw.get("max_skew_seconds", 300),
+            bound_ms=1000 * table.get("stamp_bound_seconds", 30),
+            beacon_ms=1000 * table.get("beacon_seconds", 5),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
 def _fetch_policy(table: dict[str, Any], source: str) -> FetchPolicy:
     where = f"{source}: fetch"
     _check_keys(table, _FETCH_KEYS, where)
@@ -253,6 +276,8 @@ def parse_config(raw: dict[str, Any], source: str, base: Path) -> NodeConfig:
             datasets=parse_datasets(raw.get("datasets", []), f"{source}: datasets", base),
         ),
         references=parse_references(raw.get("references", []), f"{source}: references"),
+        clock=_clock(raw, source),
+        limits=parse_limits(raw.get("limits", {}), f"{source}: limits"),
     )
     if config.name not in names:
         raise ConfigError(f"{source}: name: {config.name!r} is not one of the members {names}")

@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pysyncobj import FAIL_REASON
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from registry.asgi import read_body, send_json
+from registry.asgi import client_key, read_body, send_json
 from registry.checkpoint import Checkpoint, checkpoint_body, sign_note
 from registry.encoding import MAX_MESSAGE_BYTES, is_hex, parse_json
 from registry.errors import (
     MessageError,
     NotFoundError,
     PayloadTooLargeError,
+    RateLimitedError,
     RejectedError,
     UnavailableError,
+    VerificationError,
     WmnodeError,
 )
 from registry.fetch import ArtifactStore, FetchPolicy, pin_url
@@ -39,8 +44,10 @@ from registry.infos import (
     safetensors_header,
     tensor_names,
 )
-from registry.log import REJECTED, Outcome, RegistryLog, envelope
-from registry.messages import ARTIFACT, Claim, Message, message_from_json, uri_kind
+from registry.log import CLOCK_NOT_STARTED, REJECTED, STALE_STAMP, Outcome, RegistryLog
+from registry.messages import ARTIFACT, MESSAGE_TYPES, Claim, Message, message_from_json, uri_kind
+from registry.metering import ADDRESS, CLAIM, IDENTITY, PUBLISH, UPLOAD, Metering, RateLimiter, StoreMeter
+from registry.metrics import CONTENT_TYPE, NodeMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -78,22 +85,84 @@ def error_payload(exc: WmnodeError) -> dict[str, str]:
     return {"error": type(exc).__name__, "detail": exc.diagnostics()}
 
 
+def error_headers(exc: WmnodeError) -> dict[str, str]:
+    """RFC 9110 §10.2.3: a 429 says, in whole seconds, when to try again."""
+    return {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else {}
+
+
+def _peek(body: bytes) -> tuple[str, str | None]:
+    """A message's type and `owner` as its body states them: unchecked, to pick the buckets to
+    charge before the signature is verified (publish() validates everything)."""
+    try:
+        obj = json.loads(body)  # not the strict parser: publish() runs that, and refuses what it refuses
+    except (ValueError, RecursionError):  # 64 KiB of "[" nests deeper than Python recurses
+        return "", None
+    if not isinstance(obj, dict):
+        return "", None
+    kind, owner = obj.get("type"), obj.get("owner")
+    return (kind if isinstance(kind, str) and kind in MESSAGE_TYPES else ""), (
+        owner if isinstance(owner, str) and is_hex(owner, 32) else None
+    )
+
+
+def _signed(body: bytes) -> bool:
+    try:
+        message_from_json(parse_json(body))
+    except WmnodeError:
+        return False
+    return True
+
+
 class _PublishFastPath:
     """Serve `POST /v1/entries`, the hot path, as plain ASGI in front of FastAPI's routing and
-    middleware (which cost more CPU per request than the whole commit on a small machine)."""
+    middleware (which cost more CPU per request than the whole commit on a small machine).
 
-    def __init__(self, app: ASGIApp, publish: Callable[[bytes], Awaitable[tuple[int, dict[str, Any]]]]) -> None:
-        self.app, self.publish = app, publish
+    With `rates`, a publish or claim first pays a token of its client address's bucket, then, once
+    it names an owner, one of that identity's; the identity's token comes back when the message
+    turns out not to be signed by that owner, so nobody can spend someone else's tokens.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        publish: Callable[[bytes], Awaitable[tuple[int, dict[str, Any]]]],
+        metrics: NodeMetrics,
+        rates: RateLimiter | None = None,
+    ) -> None:
+        self.app, self.publish, self.metrics, self.rates = app, publish, metrics, rates
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/v1/entries" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        headers: dict[str, str] = {}
         try:
-            status, payload = await self.publish(await read_body(scope, receive, MAX_MESSAGE_BYTES))
+            body = await read_body(scope, receive, MAX_MESSAGE_BYTES)
+            kind, owner = _peek(body)
+            status, payload = await self._metered(scope, body, kind, owner)
+            if payload.get("status") == "appended":
+                self.metrics.commits.labels(kind).inc()
         except WmnodeError as exc:
-            status, payload = exc.http_status, error_payload(exc)
-        await send_json(send, status, payload)
+            status, payload, headers = exc.http_status, error_payload(exc), error_headers(exc)
+            self.metrics.reject(exc)
+        await send_json(send, status, payload, headers)
+
+    async def _metered(self, scope: Scope, body: bytes, kind: str, owner: str | None) -> tuple[int, dict[str, Any]]:
+        client = scope.get("client")
+        host = client[0] if client else None
+        if self.rates is None or self.rates.limits.is_exempt(host):
+            return await self.publish(body)
+        bucket = CLAIM if kind == CLAIM else PUBLISH
+        self.rates.take(bucket, ADDRESS, client_key(host))
+        if owner is None or kind not in (PUBLISH, CLAIM):
+            return await self.publish(body)
+        self.rates.take(bucket, IDENTITY, owner)
+        try:
+            return await self.publish(body)
+        except (MessageError, VerificationError):
+            if not _signed(body):
+                self.rates.refund(bucket, IDENTITY, owner)
+            raise
 
 
 def _resolve(future: asyncio.Future[tuple[Outcome | None, int]], result: tuple[Outcome | None, int]) -> None:
@@ -101,8 +170,10 @@ def _resolve(future: asyncio.Future[tuple[Outcome | None, int]], result: tuple[O
         future.set_result(result)
 
 
-async def _commit(log: RegistryLog, msg: Message, data: bytes, timeout: float) -> Outcome:
-    """Submit until committed; resubmitting is safe because apply de-duplicates."""
+async def _commit(log: RegistryLog, msg: Message, timeout: float) -> Outcome:
+    """Stamp, seal and submit until committed. Resubmitting is safe because apply de-duplicates;
+    each attempt is stamped afresh, so an entry that lost a race to a later stamp (or arrived
+    before the community's clock started) is re-stamped rather than refused."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -111,7 +182,7 @@ async def _commit(log: RegistryLog, msg: Message, data: bytes, timeout: float) -
         def _done(res: Outcome | None, err: int, fut: asyncio.Future[tuple[Outcome | None, int]] = future) -> None:
             loop.call_soon_threadsafe(_resolve, fut, (res, err))
 
-        log.submit(data, _done, validated=msg)
+        log.submit(log.seal(msg), _done)
         remaining = deadline - loop.time()
         try:
             res, err = await asyncio.wait_for(future, max(remaining, 0.001))
@@ -120,9 +191,12 @@ async def _commit(log: RegistryLog, msg: Message, data: bytes, timeout: float) -
                 f"not committed within {timeout:g} s: is a majority of the community up? The message may "
                 "still commit later; submitting it again is safe (a duplicate answers with its index)"
             ) from None
-        if err == FAIL_REASON.SUCCESS and res is not None:
+        restamp = res is not None and res.code in (STALE_STAMP, CLOCK_NOT_STARTED)
+        if err == FAIL_REASON.SUCCESS and res is not None and not restamp:
             return res
-        if err not in _TRANSIENT or loop.time() + _RETRY_PAUSE_S >= deadline:
+        if (err not in _TRANSIENT and not restamp) or loop.time() + _RETRY_PAUSE_S >= deadline:
+            if res is not None and restamp:
+                raise UnavailableError(f"not committed: {res.reason}")
             raise UnavailableError(f"commit failed (pysyncobj reason {err}); retry later")
         await asyncio.sleep(_RETRY_PAUSE_S)
 
@@ -134,13 +208,12 @@ async def publish(
     msg = message_from_json(parse_json(body))
     existing, code = log.lookup(msg), 200
     if existing is None:
-        stamp = now_ms()
-        log.state.admit(msg, stamp, info.max_skew_ms)
+        log.precheck(msg)
         if isinstance(msg, Claim):
             await asyncio.to_thread(check_claim_urls, msg, info.fetch)
             if store is not None:
                 await asyncio.to_thread(check_claim_info, log, msg, store, info.verification)
-        existing = await _commit(log, msg, envelope(msg, stamp, info.max_skew_ms), info.commit_timeout_s)
+        existing = await _commit(log, msg, info.commit_timeout_s)
         if existing.status == REJECTED:
             raise RejectedError(existing.reason)
         code = 201 if existing.status == "appended" else 200
@@ -194,22 +267,39 @@ def check_claim_info(log: RegistryLog, claim: Claim, store: ArtifactStore, polic
         check_against_card(typed, card_from_artifact(safetensors_header(store.path(claim.model_hash))))
 
 
-async def _upload(request: Request, store: ArtifactStore, digest: str) -> tuple[int, dict[str, Any]]:
-    """Spool the body to a temporary file (size-limited), then store it if it hashes to `digest`."""
+async def _upload(
+    request: Request, store: ArtifactStore, digest: str, meter: StoreMeter | None = None, source: str = ""
+) -> tuple[int, dict[str, Any]]:
+    """Spool the body to a temporary file (size-limited), then store it if it hashes to `digest`.
+
+    With `meter`, the upload holds room in the store's quota while it arrives (so the spools of
+    uploads in flight stay within it too) and is refused as soon as it would not fit.
+    """
     store.path(digest)  # a malformed name is refused before anything is read
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > store.max_bytes:
         raise PayloadTooLargeError(f"artifact is {length} bytes, over this node's limit of {store.max_bytes}")
     with tempfile.TemporaryFile() as spool:
         total = 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > store.max_bytes:
-                raise PayloadTooLargeError(f"artifact is over this node's limit of {store.max_bytes} bytes")
-            spool.write(chunk)
+        with meter.reserve(digest, source) if meter is not None else _no_reservation() as need:
+            need(int(length) if length.isdigit() else 0)
+            try:
+                async for chunk in request.stream():
+                    total += len(chunk)
+                    if total > store.max_bytes:
+                        raise PayloadTooLargeError(f"artifact is over this node's limit of {store.max_bytes} bytes")
+                    need(total)
+                    spool.write(chunk)
+            except ClientDisconnect:  # gone, or dropped by the body deadline (registry.asgi.ConnectionGuard)
+                raise MessageError("the client went away before sending the whole artifact") from None
         spool.seek(0)
-        created = await asyncio.to_thread(store.put, digest, iter(lambda: spool.read(1 << 16), b""))
+        created = await asyncio.to_thread(store.put, digest, iter(lambda: spool.read(1 << 16), b""), source)
     return (201 if created else 200), {"artifact": f"sha256:{digest}", "size": total, "stored": created}
+
+
+@contextmanager
+def _no_reservation() -> Iterator[Callable[[int], None]]:
+    yield lambda total: None
 
 
 def create_app(
@@ -219,12 +309,19 @@ def create_app(
     store: ArtifactStore,
     verifier_ready: Callable[[], bool] = lambda: False,
     references_ready: Callable[[], bool] = lambda: True,
+    metering: Metering | None = None,
+    metrics: NodeMetrics | None = None,
 ) -> ASGIApp:
+    """The node's API. Without `metering` (tests of other things) writes are not rate limited and
+    the store has no quota; `/metrics` is always served, from `metrics` or the metering's."""
+    metrics = metrics or (metering.metrics if metering is not None else NodeMetrics())
+    metrics.watch(metrics.log_entries, log.size)
+    metrics.watch(metrics.store_bytes, lambda: store.bytes)
     app = FastAPI(title="wmnode registry node", version="1", docs_url=None, redoc_url=None)
 
     @app.exception_handler(WmnodeError)
     async def _wmnode_error(request: Request, exc: WmnodeError) -> JSONResponse:
-        return JSONResponse(error_payload(exc), status_code=exc.http_status)
+        return JSONResponse(error_payload(exc), status_code=exc.http_status, headers=error_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _bad_params(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -304,8 +401,20 @@ def create_app(
 
     @app.put("/v1/artifacts/{digest}")
     async def put_artifact(digest: str, request: Request) -> JSONResponse:
-        status, payload = await _upload(request, store, digest)
+        host = request.client.host if request.client else None
+        try:
+            if metering is not None and not metering.limits.is_exempt(host):
+                metering.rates.take(UPLOAD, ADDRESS, client_key(host))
+            meter = metering.store if metering is not None else None
+            status, payload = await _upload(request, store, digest, meter, client_key(host))
+        except WmnodeError as exc:
+            metrics.reject(exc)
+            raise
         return JSONResponse(payload, status_code=status)
+
+    @app.get("/metrics")
+    def metrics_text() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/artifacts/{digest}")
     def get_artifact(digest: str) -> StreamingResponse:
@@ -338,4 +447,5 @@ def create_app(
             raise NotFoundError("size must be non-negative")
         return {"size": size, "root": log.root(size).hex()}
 
-    return _PublishFastPath(app, lambda body: publish(log, info, body, store))
+    rates = metering.rates if metering is not None else None
+    return _PublishFastPath(app, lambda body: publish(log, info, body, store), metrics, rates)

@@ -64,6 +64,22 @@ class UnavailableError(WmnodeError):
     http_status = 503
 
 
+class RateLimitedError(WmnodeError):
+    """A client address or an identity is over its rate limit; `retry_after_s` says when to try again."""
+
+    http_status = 429
+
+    def __init__(self, message: str = "", retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+
+class QuotaExceededError(WmnodeError):
+    """The node's artifact store, or its area for artifacts no entry names yet, has no room."""
+
+    http_status = 507
+
+
 class NodeError(WmnodeError):
     """A node could not start or talk to its peers (port in use, data dir locked, ...)."""
 

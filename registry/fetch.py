@@ -21,8 +21,9 @@ import ipaddress
 import os
 import socket
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,12 +184,52 @@ def check_hash(data: bytes, expected: str, what: str) -> None:
         raise FetchError(f"{what}: hash mismatch: the bytes hash to {got[:16]}…, expected {expected[:16]}…")
 
 
+#: Decides whether a new artifact (digest, size, source) may land; raises a `WmnodeError` to refuse.
+Admission = Callable[[str, int, str], None]
+
+
+def _admit_all(digest: str, size: int, source: str) -> None:
+    return None
+
+
 class ArtifactStore:
-    """Files named by their SHA-256 under one directory; written once, atomically, hash-checked."""
+    """Files named by their SHA-256 under one directory; written once, atomically, hash-checked.
+
+    Every new artifact passes `admit` (registry.metering.StoreMeter sets it: quotas, collection)
+    while `lock` is held, and `remove` deletes under the same lock, so the accounting and the files
+    never disagree. Uploads, peer copies and the node's own writes all come through `put`.
+    """
 
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root, self.max_bytes = root, max_bytes
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self.admit: Admission = _admit_all
+        for stale in self.root.glob("??/.upload-*"):  # left by a crash mid-write: nobody else knows them
+            stale.unlink(missing_ok=True)
+        #: Bytes of the stored artifacts (the files' sizes).
+        self.bytes = sum(size for _, size, _ in self.listing())
+
+    def listing(self) -> Iterator[tuple[str, int, float]]:
+        """(digest, size, mtime) of every stored artifact."""
+        for path in self.root.glob("??/*"):
+            if len(path.name) == 64 and is_hex(path.name, 32) and path.name[:2] == path.parent.name:
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                yield path.name, stat.st_size, stat.st_mtime
+
+    def remove(self, digest: str) -> int:
+        """Delete an artifact; the bytes freed (0 if it was not stored). Call with `lock` held."""
+        path = self.path(digest)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        self.bytes -= size
+        return size
 
     def path(self, digest: str) -> Path:
         if not is_hex(digest, 32):
@@ -198,10 +239,12 @@ class ArtifactStore:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
-    def put(self, digest: str, chunks: Iterable[bytes]) -> bool:
+    def put(self, digest: str, chunks: Iterable[bytes], source: str = "") -> bool:
         """Store the bytes of `chunks` as `digest`; True if new, False if it was stored already.
 
-        Refuses (and keeps nothing of) a body over the size limit or one that hashes otherwise.
+        Refuses (and keeps nothing of) a body over the size limit, one that hashes otherwise, or
+        one that `admit` refuses. `source` names who sent it (a client's address; "" for the node
+        itself and its peers), for per-client quotas.
         """
         final = self.path(digest)
         if final.is_file():  # stored once; still tell a sender whose bytes are not what it named
@@ -230,7 +273,12 @@ class ArtifactStore:
                 os.fsync(handle.fileno())
             if hasher.hexdigest() != digest:
                 raise FetchError(f"artifact hash mismatch: the body hashes to {hasher.hexdigest()}, not {digest}")
-            os.replace(tmp, final)
+            with self.lock:
+                if final.is_file():  # a concurrent upload of the same bytes got there first
+                    return False
+                self.admit(digest, total, source)
+                os.replace(tmp, final)
+                self.bytes += total
             return True
         finally:
             tmp.unlink(missing_ok=True)

@@ -205,12 +205,15 @@ def write_local_configs(
     commit_timeout_s: int = 10,
     allow_loopback: bool = True,
     extra: str = "",
+    exempt_loopback: bool = True,
 ) -> list[Path]:
     """Configs for an n-node community on free loopback ports (tests and benchmarks).
 
     Each node's identity derives from a fresh random `identity_seed` (loopback only), so every
     member's public key can be written into every config before any node starts. `extra` is TOML
-    appended to every config (a `[verification]` table, `[[references]]`).
+    appended to every config (a `[verification]` table, `[[references]]`). With `exempt_loopback`
+    the nodes do not rate limit loopback clients (one local client drives the whole community in
+    tests and benchmarks); pass False to give `extra` a `[limits]` table of its own.
     """
     base.mkdir(parents=True, exist_ok=True)
     ports = free_ports(2 * n)
@@ -223,6 +226,8 @@ def write_local_configs(
     )
     secret_line = f'secret = "{secret}"\n' if secret else ""
     fetch = f"\n[fetch]\nallow_loopback = {'true' if allow_loopback else 'false'}\n"
+    if exempt_loopback:
+        fetch += '\n[limits]\nexempt_networks = ["127.0.0.0/8", "::1/128"]\n'
     paths = []
     for i in range(n):
         path = base / f"node{i + 1}.toml"

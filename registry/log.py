@@ -1,35 +1,60 @@
 """The replicated log: pysyncobj Raft underneath, an RFC 6962 Merkle tree of entries on top.
 
 Apply is deterministic, total and fast (STYLE §5): it takes canonical envelope bytes, re-validates
-them without clock, randomness or I/O, and *returns* an `Outcome`; it never raises, because a
-pysyncobj `@replicated` method that raises is retried forever and stalls the community.
+them without clock, randomness or I/O, and *returns* an `Outcome`; it never raises.
+
+Nothing a peer sends is unpickled (DESIGN §6). pysyncobj pickles in three places, and each is
+replaced here: its transport (`registry.raft_transport`: authenticated members, bounded frames,
+a pickle-free codec), its replicated commands (the log has exactly one command, `_COMMAND` ‖
+envelope bytes, appended through `_applyCommand` and applied by `_RaftNode`'s own
+`__doApplyCommand`, which refuses every other command: pysyncobj's membership and version
+commands included), and its snapshots (the `serializer`/`deserializer` hooks write and read
+`SNAPSHOT_MAGIC` ‖ `raft_wire` bytes, and restoring one replays and re-validates every leaf).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import tempfile
 import threading
+import time as _time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 from pysyncobj.journal import createJournal
 
-from registry._raft_cipher import RaftCipher
+from registry import raft_wire
+from registry.clock import ClockSettings, check_beacon_stamp, check_entry_stamp, open_envelope, seal, settings_digest
 from registry.encoding import MAX_MESSAGE_BYTES, canonical, parse_json
 from registry.errors import MessageError, NotFoundError, RejectedError, WmnodeError
-from registry.identity import verify_owner_key
+from registry.identity import Identity, verify_owner_key
 from registry.merkle import MerkleTree, leaf_hash
 from registry.messages import OWNER, Claim, Message, Publish, Reference, Vote, message_from_json
+from registry.raft_transport import RaftAuth, SecureTransport, WireLimits, stretch_secret
 
 logger = logging.getLogger(__name__)
 
-APPENDED, DUPLICATE, REJECTED = "appended", "duplicate", "rejected"
-_ENVELOPE_KEYS = {"msg", "skew_ms", "stamp"}
+APPENDED, DUPLICATE, REJECTED, BEACON = "appended", "duplicate", "rejected", "beacon"
+#: Outcome codes on which the receiving node may re-stamp and resubmit.
+STALE_STAMP, CLOCK_NOT_STARTED = "stale-stamp", "clock-not-started"
+#: The one replicated command: pysyncobj's REGULAR type byte, then our tag, then envelope bytes.
+_COMMAND = b"\x00wm2"
+_NO_OP = b"\x01"
+MAX_ENVELOPE_BYTES = MAX_MESSAGE_BYTES + 1024
+SNAPSHOT_MAGIC = b"wmnode-snapshot/2\n"
+#: A snapshot (all leaves) larger than this is refused, from disk or from a peer.
+MAX_SNAPSHOT_BYTES = 8 * 2**30
+_BEACON = object()
+
+
+def now_ms() -> int:
+    return _time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -41,33 +66,29 @@ class Outcome:
     time: int = 0
     leaf_hash: str = ""
     reason: str = ""
-
-
-def envelope(msg: Message, stamp: int, skew_ms: int) -> bytes:
-    """The bytes a node replicates: the message, its receive stamp (ms) and the skew it allows."""
-    return canonical({"msg": msg.to_json(), "skew_ms": skew_ms, "stamp": stamp})
+    code: str = ""
 
 
 class ValidatedMemo:
-    """Messages this node's API has already validated, by the envelope bytes it submitted.
+    """Envelopes this node sealed itself, by their exact bytes, with the message they carry.
 
-    Apply re-validates every entry, but on the node that received a message that would repeat
-    the API's parse, field checks and Ed25519 verification. The memo is keyed by a digest of the
-    exact envelope bytes, so a hit yields the very message those bytes encode: the outcome is the
-    one a full re-validation gives, as on every other node (which has no entry and validates).
+    Apply re-validates every entry, but on the node that sealed an envelope that would repeat the
+    API's parse, field checks and two Ed25519 verifications. The memo is keyed by a digest of the
+    exact bytes, so a hit yields the very message those bytes encode, signed by this node: the
+    outcome is the one a full re-validation gives, as on every other node.
     """
 
     def __init__(self, size: int = 4096) -> None:
-        self._items: OrderedDict[bytes, Message] = OrderedDict()
+        self._items: OrderedDict[bytes, object] = OrderedDict()
         self._size, self._lock = size, threading.Lock()
 
-    def add(self, data: bytes, msg: Message) -> None:
+    def add(self, data: bytes, msg: object) -> None:
         with self._lock:
             self._items[hashlib.sha256(data).digest()] = msg
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
 
-    def pop(self, data: bytes) -> Message | None:
+    def pop(self, data: bytes) -> object | None:
         with self._lock:
             return self._items.pop(hashlib.sha256(data).digest(), None)
 
@@ -85,21 +106,33 @@ class ClaimState:
     decided_at: int = -1
 
 
-class LogState(SyncObjConsumer):  # type: ignore[misc]
-    """The replicated state: leaves, their Merkle tree and indexes. Pickled into pysyncobj dumps.
+class _Stamp(RejectedError):
+    """A stamp the clock rules refuse; `code` tells the sealing node whether to re-stamp."""
 
-    `members` (the public keys whose votes count) comes from the community config, which every
-    node shares, so apply decides alike everywhere.
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class LogState:
+    """The replicated state: leaves, their Merkle tree and indexes, and the members' clocks.
+
+    `members` (the public keys whose stamps and votes count) and `clock` come from the community
+    config, which every member shares (the Raft handshake checks it), so apply decides alike.
     """
 
-    def __init__(self, members: frozenset[str] = frozenset()) -> None:
-        # Set before SyncObjConsumer.__init__ so pysyncobj leaves them out of its dumps.
+    members: frozenset[str] = frozenset()
+    clock: ClockSettings = field(default_factory=ClockSettings)
+
+    def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.validated = ValidatedMemo()
-        self.members = members
         #: Set by apply when a claim or vote lands, so the verifier wakes without polling hard.
         self.changed = threading.Event()
-        super().__init__()
+        self._reset()
+
+    def _reset(self) -> None:
         self.leaves: list[bytes] = []
         self.times: list[int] = []
         self.tree = MerkleTree()
@@ -110,22 +143,23 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
         self.by_model: dict[str, list[int]] = {}
         #: Reference models: slot -> model_hash -> the members that recorded it (DESIGN §6.1 rule 3).
         self.references: dict[tuple[str, int, str, str, str], dict[str, set[str]]] = {}
+        #: The latest stamp each member signed (entries and beacons).
+        self.latest: dict[str, int] = {}
         self.last_time = 0
         self.rejected = 0
+        self.beacons = 0
 
     @property
     def majority(self) -> int:
         return len(self.members) // 2 + 1
 
-    def _deserialize(self, data: dict[str, Any]) -> None:
-        with self.lock:
-            super()._deserialize(data)
-
-    @replicated  # type: ignore[untyped-decorator]
     def apply_envelope(self, data: bytes) -> Outcome:
         """Apply one envelope. Total: every failure becomes a `rejected` outcome."""
         try:
             return self._apply(data)
+        except _Stamp as exc:
+            self.rejected += 1
+            return Outcome(REJECTED, reason=exc.diagnostics(), code=exc.code)
         except WmnodeError as exc:
             self.rejected += 1
             return Outcome(REJECTED, reason=exc.diagnostics())
@@ -137,45 +171,52 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
     def _apply(self, data: bytes) -> Outcome:
         if not isinstance(data, bytes):
             raise MessageError("log entries must be bytes")
-        env = parse_json(data, limit=MAX_MESSAGE_BYTES + 1024)
-        if not isinstance(env, dict) or set(env) != _ENVELOPE_KEYS:
-            raise MessageError("malformed envelope")
-        stamp, skew = env["stamp"], env["skew_ms"]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (stamp, skew)):
-            raise MessageError("malformed envelope stamp")
-        msg = self.validated.pop(data) or message_from_json(env["msg"])
+        memo = self.validated.pop(data)
+        env = open_envelope(parse_json(data, limit=MAX_ENVELOPE_BYTES), self.members, verify=memo is None)
+        if env.msg is None:
+            with self.lock:
+                check_beacon_stamp(self.latest, self.members, env.node, env.stamp, self.clock)
+                self.latest[env.node] = env.stamp
+                self.beacons += 1
+            return Outcome(BEACON, time=env.stamp)
+        msg = memo if isinstance(memo, Message) else message_from_json(env.msg)
         existing = self.by_body.get(msg.body_hash())
         if existing is not None:
             return self._outcome(DUPLICATE, existing)
-        self.admit(msg, stamp, skew)
-        time = max(stamp, self.last_time)
+        self.admit(msg, env.stamp, env.node)
+        with self.lock:
+            index = self._append(msg, env.stamp)
+            self.latest[env.node] = max(self.latest.get(env.node, 0), env.stamp)
+        return self._outcome(APPENDED, index)
+
+    def _append(self, msg: Message, time: int) -> int:
+        """Add an admitted message as the next leaf and index it (apply and snapshot replay)."""
         index = len(self.leaves)
         leaf = canonical({"index": index, "msg": msg.to_json(), "time": time})
-        with self.lock:
-            self.leaves.append(leaf)
-            self.times.append(time)
-            self.tree.append(leaf_hash(leaf))
-            self.by_body[msg.body_hash()] = index
-            self.last_time = time
-            if isinstance(msg, Publish):
-                self.by_key_hash[msg.key_hash] = index
-                self.publishes[index] = {
-                    "owner": msg.owner,
-                    "key_hash": msg.key_hash,
-                    "nonce": msg.nonce,
-                    "time": time,
-                    "scheme": msg.scheme,
-                }
-            elif isinstance(msg, Claim):
-                self.claims[index] = ClaimState(msg.publish, msg.owner, msg.model_hash, msg.body_hash(), {})
-                self.by_model.setdefault(msg.model_hash, []).append(index)
-                self.changed.set()
-            elif isinstance(msg, Vote):
-                self._count(self.claims[msg.claim], msg, index)
-                self.changed.set()
-            elif isinstance(msg, Reference):
-                self.references.setdefault(msg.slot, {}).setdefault(msg.model_hash, set()).add(msg.node)
-        return self._outcome(APPENDED, index)
+        self.leaves.append(leaf)
+        self.times.append(time)
+        self.tree.append(leaf_hash(leaf))
+        self.by_body[msg.body_hash()] = index
+        self.last_time = time
+        if isinstance(msg, Publish):
+            self.by_key_hash[msg.key_hash] = index
+            self.publishes[index] = {
+                "owner": msg.owner,
+                "key_hash": msg.key_hash,
+                "nonce": msg.nonce,
+                "time": time,
+                "scheme": msg.scheme,
+            }
+        elif isinstance(msg, Claim):
+            self.claims[index] = ClaimState(msg.publish, msg.owner, msg.model_hash, msg.body_hash(), {})
+            self.by_model.setdefault(msg.model_hash, []).append(index)
+            self.changed.set()
+        elif isinstance(msg, Vote):
+            self._count(self.claims[msg.claim], msg, index)
+            self.changed.set()
+        elif isinstance(msg, Reference):
+            self.references.setdefault(msg.slot, {}).setdefault(msg.model_hash, set()).add(msg.node)
+        return index
 
     def admitted_references(self) -> list[dict[str, Any]]:
         """The reference models a majority of members recorded, one per slot."""
@@ -199,37 +240,53 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
     def _outcome(self, status: str, index: int) -> Outcome:
         return Outcome(status, index, self.times[index], self.tree.leaf(index).hex())
 
-    def admit(self, msg: Message, stamp: int, skew_ms: int) -> None:
+    def admit(self, msg: Message, stamp: int, node: str) -> None:
         """Rules beyond well-formedness (DESIGN §4.1-4.4); deterministic, so apply may run them.
 
-        publish: no back- or forward-dating, one publish per key. claim: rests on a publish of the
-        claimant's own whose key_hash the revealed key matches, with a key_proof by that owner.
-        vote: by a member, on a claim, once.
+        The stamp: by a member, within the clock rules (`registry.clock`). publish: no back- or
+        forward-dating, one publish per key. claim: rests on a publish of the claimant's own whose
+        key_hash the revealed key matches, with a key_proof by that owner. vote and reference: by
+        a member, stamped by that very member (so a member cannot vote as another), once.
         """
         with self.lock:
+            try:
+                check_entry_stamp(self.latest, self.members, self.last_time, node, stamp, self.clock)
+            except RejectedError as exc:
+                text = exc.diagnostics()
+                code = STALE_STAMP if "before the log's last time" in text else ""
+                code = CLOCK_NOT_STARTED if "has not started" in text else code
+                raise _Stamp(text, code) from None
             if isinstance(msg, Publish | Claim):
-                _check_time(msg.TYPE, msg.time, stamp, skew_ms)
-            if isinstance(msg, Publish) and msg.key_hash in self.by_key_hash:
+                _check_time(msg.TYPE, msg.time, stamp, self.clock.skew_ms)
+            self._admit_rules(msg)
+            if isinstance(msg, Vote | Reference) and msg.node != node:
                 raise RejectedError(
-                    f"this key is already published (entry #{self.by_key_hash[msg.key_hash]}); "
-                    "a key is published once: embed with a fresh key for another model"
+                    f"a {msg.TYPE} by {msg.node[:16]}… stamped by {node[:16]}…: members record their own only"
                 )
-            if isinstance(msg, Claim):
-                self._admit_claim(msg)
-            if isinstance(msg, Reference):
-                if msg.node not in self.members:
-                    raise RejectedError(f"references are recorded by members only; {msg.node[:16]}… is not one")
-                if any(msg.node in nodes for nodes in self.references.get(msg.slot, {}).values()):
-                    raise RejectedError(f"node {msg.node[:16]}… has already recorded a reference for {msg.slot}")
-            if isinstance(msg, Vote):
-                if msg.claim not in self.claims:
-                    raise RejectedError(f"vote on entry #{msg.claim}, which is not a claim")
-                if msg.claim_hash != self.claims[msg.claim].body_hash:
-                    raise RejectedError(f"vote names another claim than the one at entry #{msg.claim}")
-                if msg.node not in self.members:
-                    raise RejectedError(f"votes are taken from members only; {msg.node[:16]}… is not one")
-                if msg.node in self.claims[msg.claim].votes:
-                    raise RejectedError(f"node {msg.node[:16]}… has already voted on claim #{msg.claim}")
+
+    def _admit_rules(self, msg: Message) -> None:
+        """The rules that depend on the log's content alone (checked again on snapshot replay)."""
+        if isinstance(msg, Publish) and msg.key_hash in self.by_key_hash:
+            raise RejectedError(
+                f"this key is already published (entry #{self.by_key_hash[msg.key_hash]}); "
+                "a key is published once: embed with a fresh key for another model"
+            )
+        if isinstance(msg, Claim):
+            self._admit_claim(msg)
+        if isinstance(msg, Reference):
+            if msg.node not in self.members:
+                raise RejectedError(f"references are recorded by members only; {msg.node[:16]}… is not one")
+            if any(msg.node in nodes for nodes in self.references.get(msg.slot, {}).values()):
+                raise RejectedError(f"node {msg.node[:16]}… has already recorded a reference for {msg.slot}")
+        if isinstance(msg, Vote):
+            if msg.claim not in self.claims:
+                raise RejectedError(f"vote on entry #{msg.claim}, which is not a claim")
+            if msg.claim_hash != self.claims[msg.claim].body_hash:
+                raise RejectedError(f"vote names another claim than the one at entry #{msg.claim}")
+            if msg.node not in self.members:
+                raise RejectedError(f"votes are taken from members only; {msg.node[:16]}… is not one")
+            if msg.node in self.claims[msg.claim].votes:
+                raise RejectedError(f"node {msg.node[:16]}… has already voted on claim #{msg.claim}")
 
     def _admit_claim(self, claim: Claim) -> None:
         publish = self.publishes.get(claim.publish)
@@ -244,6 +301,53 @@ class LogState(SyncObjConsumer):  # type: ignore[misc]
         if hashlib.sha256(key).hexdigest() != publish["key_hash"]:
             raise RejectedError(f"the revealed key does not hash to publish #{claim.publish}'s key_hash")
         verify_owner_key(claim.owner, bytes.fromhex(publish["nonce"]), key, proof)
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "leaves": list(self.leaves),
+                "latest": dict(self.latest),
+                "rejected": self.rejected,
+                "beacons": self.beacons,
+            }
+
+    def restore(self, snap: Any) -> None:
+        """Replace the state by a snapshot's, replaying and re-validating every leaf (signatures,
+        indexes, order of time, the log's rules); on any error nothing changes."""
+        if not isinstance(snap, dict) or set(snap) != {"leaves", "latest", "rejected", "beacons"}:
+            raise MessageError("malformed snapshot")
+        fresh = LogState(self.members, self.clock)
+        latest = snap["latest"]
+        if not isinstance(latest, dict) or not all(
+            k in self.members and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in latest.items()
+        ):
+            raise MessageError("malformed snapshot clocks")
+        for i, leaf in enumerate(snap["leaves"]):
+            if not isinstance(leaf, bytes):
+                raise MessageError("malformed snapshot leaf")
+            entry = parse_json(leaf, limit=MAX_ENVELOPE_BYTES + 256)
+            if not isinstance(entry, dict) or set(entry) != {"index", "msg", "time"} or entry["index"] != i:
+                raise MessageError(f"snapshot leaf {i} is malformed")
+            time = entry["time"]
+            if not isinstance(time, int) or isinstance(time, bool) or time < fresh.last_time:
+                raise MessageError(f"snapshot leaf {i}: time runs backwards")
+            msg = message_from_json(entry["msg"])
+            if msg.body_hash() in fresh.by_body:
+                raise MessageError(f"snapshot leaf {i} repeats an earlier message")
+            fresh._admit_rules(msg)
+            fresh._append(msg, time)
+            if fresh.leaves[-1] != leaf:
+                raise MessageError(f"snapshot leaf {i} is not in canonical form")
+        with self.lock:
+            for name in ("leaves", "times", "tree", "by_body", "by_key_hash", "publishes", "claims", "by_model",
+                         "references", "last_time"):  # fmt: skip
+                setattr(self, name, getattr(fresh, name))
+            self.latest = dict(latest)
+            self.rejected = snap["rejected"] if isinstance(snap["rejected"], int) else 0
+            self.beacons = snap["beacons"] if isinstance(snap["beacons"], int) else 0
+        self.changed.set()
 
 
 def _check_time(kind: str, time: int, stamp: int, skew_ms: int) -> None:
@@ -284,7 +388,7 @@ def repair_journal(journal_file: Path) -> None:
 
 
 class _RaftNode(SyncObj):  # type: ignore[misc]
-    """pysyncobj 0.3.17's SyncObj with our transport cipher and one Raft fix.
+    """pysyncobj 0.3.17's SyncObj with our transport, one command, no pickle, and one Raft fix.
 
     The fix: a leader pipelines appends (it advances a follower's nextIndex as it sends), but on
     every successful acknowledgement pysyncobj sets nextIndex = ack + 1, rewinding it. Its next
@@ -296,22 +400,36 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
     entries answers with `reset`, which still rewinds it.
     """
 
-    def __init__(self, cipher: RaftCipher | None, *args: Any, **kwargs: Any) -> None:
-        self._cipher = cipher
+    def __init__(self, apply: Callable[[bytes], Outcome], *args: Any, **kwargs: Any) -> None:
+        self._apply_envelope = apply
         super().__init__(*args, **kwargs)
         self._SyncObj__transport.setOnMessageReceivedCallback(self._on_message)
+        _close_finished_transmissions(self._SyncObj__serializer)
 
-    @property
-    def encryptor(self) -> RaftCipher | None:
-        return self._cipher
+    def _SyncObj__doApplyCommand(self, command: bytes) -> Outcome | None:  # noqa: N802 - overrides pysyncobj's
+        if command[: len(_COMMAND)] == _COMMAND:
+            return self._apply_envelope(command[len(_COMMAND) :])
+        if command == _NO_OP:  # a new leader's no-op
+            return None
+        logger.warning("refused a log command that is not a wmnode envelope (%d bytes)", len(command))
+        return Outcome(REJECTED, reason="not a wmnode log command")
 
-    def _on_message(self, node: Any, message: Any) -> None:
-        rewindable = (
-            isinstance(message, dict)
-            and message.get("type") == "next_node_idx"
-            and message.get("success")
-            and not message.get("reset")
-        )
+    def _SyncObj__parseChangeClusterRequest(self, command: bytes) -> None:  # noqa: N802
+        return None  # membership is the config's; pysyncobj's pickled membership commands are refused
+
+    def _on_message(self, node: Any, message: dict[str, Any]) -> None:
+        """A peer's message, already authenticated and schema-checked by the transport."""
+        if message["type"] == "apply_command" and not _is_command(message["command"]):
+            logger.warning("a member forwarded a command that is not a wmnode envelope; dropped")
+            return
+        chunk = message.get("serialized") if message["type"] == "append_entries" else None
+        if chunk:  # a snapshot streamed to disk: bounded, whoever the leader is
+            data, first, _ = chunk
+            self._snapshot_bytes = (0 if first else getattr(self, "_snapshot_bytes", 0)) + len(data)
+            if self._snapshot_bytes > MAX_SNAPSHOT_BYTES:
+                logger.warning("a snapshot from a member ran past %d bytes; dropped", MAX_SNAPSHOT_BYTES)
+                return
+        rewindable = message["type"] == "next_node_idx" and message["success"] and not message["reset"]
         next_index: dict[Any, int] = self._SyncObj__raftNextIndex
         before = next_index.get(node) if rewindable else None
         self._SyncObj__onMessageReceived(node, message)
@@ -319,71 +437,41 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
             next_index[node] = before
 
 
-class RegistryLog:
-    """A node's handle on the community log."""
+def _close_finished_transmissions(serializer: Any) -> None:
+    """pysyncobj's Serializer opens the snapshot file for each peer it streams to, and forgets the
+    handle without closing it when the stream ends, is cancelled, or a newer snapshot replaces
+    them all; close it then."""
 
-    def __init__(
-        self,
-        self_addr: str,
-        peer_addrs: list[str],
-        data_dir: Path | None,
-        secret: str | None,
-        settings: RaftSettings = RaftSettings(),
-        community: str = "",
-        members: frozenset[str] = frozenset(),
-    ) -> None:
-        self.state = LogState(members)
-        journal = dump = None
-        if data_dir is not None:
-            journal, dump = data_dir / "raft.journal", data_dir / "raft.dump"
-            repair_journal(journal)
-        conf = SyncObjConf(
-            # Without it pysyncobj binds 0.0.0.0 whatever selfAddress says (DESIGN §4.3: configured addresses only).
-            bindAddress=self_addr,
-            password=secret,
-            journalFile=str(journal) if journal else None,
-            fullDumpFile=str(dump) if dump else None,
-            appendEntriesUseBatch=settings.use_batch,
-            autoTickPeriod=settings.tick_s,
-            connectionRetryTime=settings.connection_retry_s,
-            logCompactionMinEntries=settings.compaction_min_entries,
-            logCompactionMinTime=settings.compaction_min_s,
-            commandsWaitLeader=True,
-            dynamicMembershipChange=False,
-        )
-        # `password` switches on pysyncobj's handshake; the cipher itself is ours.
-        cipher = RaftCipher(secret, community) if secret is not None else None
-        self.sync = _RaftNode(cipher, self_addr, peer_addrs, conf=conf, consumers=[self.state])
+    def streams() -> dict[Any, dict[str, Any]]:
+        return serializer._Serializer__transmissions  # type: ignore[no-any-return]
 
-    def submit(
-        self, data: bytes, callback: Callable[[Outcome | None, int], None], validated: Message | None = None
-    ) -> None:
-        """Hand an envelope to Raft; `callback(outcome, fail_reason)` runs on the tick thread.
+    def closing(call: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any) -> Any:
+            before = {key: s.get("file") for key, s in streams().items()}
+            try:
+                return call(*args)
+            finally:
+                after = streams()
+                for key, handle in before.items():
+                    if handle is not None and after.get(key, {}).get("file") is not handle:
+                        handle.close()
 
-        `validated` is the message `data` was built from, already validated by the caller.
-        """
-        if validated is not None:
-            self.state.validated.add(data, validated)
-        self.state.apply_envelope(data, callback=callback)
+        return wrapped
 
-    def submit_sync(self, data: bytes, timeout: float = 10.0) -> Outcome:
-        """Blocking submit, for tests and tools (the API uses `submit`)."""
-        done = threading.Event()
-        box: list[tuple[Outcome | None, int]] = []
+    serializer.getTransmissionData = closing(serializer.getTransmissionData)
+    serializer.cancelTransmisstion = closing(serializer.cancelTransmisstion)
+    serializer.checkSerializing = closing(serializer.checkSerializing)
 
-        def _cb(res: Outcome | None, err: int) -> None:
-            box.append((res, err))
-            done.set()
 
-        self.submit(data, _cb)
-        if not done.wait(timeout):
-            raise TimeoutError("commit timed out")
-        res, err = box[0]
-        if err != FAIL_REASON.SUCCESS or res is None:
-            raise RuntimeError(f"commit failed: pysyncobj reason {err}")
-        return res
+def _is_command(command: bytes) -> bool:
+    return command[: len(_COMMAND)] == _COMMAND and len(command) <= len(_COMMAND) + MAX_ENVELOPE_BYTES
 
-    # -- reads (any thread) -------------------------------------------------------------------
+
+class LogReader:
+    """Reads of the log state (any thread); `RegistryLog` adds Raft, tests may wrap a bare state."""
+
+    def __init__(self, state: LogState) -> None:
+        self.state = state
 
     def size(self) -> int:
         return len(self.state.leaves)
@@ -476,8 +564,178 @@ class RegistryLog:
             ),
         }
 
+
+class RegistryLog(LogReader):
+    """A node's handle on the community log."""
+
+    def __init__(
+        self,
+        self_addr: str,
+        peers: dict[str, str],
+        data_dir: Path | None,
+        secret: str | None,
+        settings: RaftSettings = RaftSettings(),
+        community: str = "",
+        *,
+        identity: Identity | None = None,
+        clock: ClockSettings | None = None,
+        limits: WireLimits | None = None,
+    ) -> None:
+        """`peers` maps every other member's Raft address to its public key."""
+        clock, limits = clock or ClockSettings(), limits or WireLimits()
+        self.identity = identity or Identity.generate()
+        self.key = self.identity.public_hex
+        members = frozenset(peers.values()) | {self.key}
+        super().__init__(LogState(members, clock))
+        self._tmp: str | None = None
+        if data_dir is None:  # pysyncobj's in-memory dumps are pickles: keep ours in a private temp dir
+            self._tmp = tempfile.mkdtemp(prefix="wmnode-log-")
+            journal, dump = None, Path(self._tmp) / "raft.dump"
+        else:
+            journal, dump = data_dir / "raft.journal", data_dir / "raft.dump"
+            repair_journal(journal)
+        auth = RaftAuth(
+            identity=self.identity,
+            peers=dict(peers),
+            settings=settings_digest(community, [(k, a) for a, k in peers.items()] + [(self.key, self_addr)], clock),
+            psk=stretch_secret(secret, community),
+            limits=limits,
+        )
+        conf = SyncObjConf(
+            # Without it pysyncobj binds 0.0.0.0 whatever selfAddress says (DESIGN §4.3: configured addresses only).
+            bindAddress=self_addr,
+            journalFile=str(journal) if journal else None,
+            fullDumpFile=str(dump),
+            serializer=self._write_snapshot,
+            deserializer=self._read_snapshot,
+            appendEntriesUseBatch=settings.use_batch,
+            # Batches stay far below the frame limit, so pysyncobj never splits an entry into the
+            # pickled "transmission" chunks (which the transport refuses).
+            appendEntriesBatchSizeBytes=min(2**20, limits.max_frame_bytes // 4),
+            logCompactionBatchSize=min(2**20, limits.max_frame_bytes // 4),
+            autoTickPeriod=settings.tick_s,
+            connectionRetryTime=settings.connection_retry_s,
+            logCompactionMinEntries=settings.compaction_min_entries,
+            logCompactionMinTime=settings.compaction_min_s,
+            commandsWaitLeader=True,
+            dynamicMembershipChange=False,
+        )
+        self.sync = _RaftNode(
+            self.state.apply_envelope,
+            self_addr,
+            list(peers),
+            conf=conf,
+            transportClass=SecureTransport.factory(auth),
+        )
+        self._stop = threading.Event()
+        self._beacon_sent = 0.0  # monotonic time of the beacon in flight; 0 when none
+        self._beacons = threading.Thread(target=self._beacon_loop, name="wmnode-beacons", daemon=True)
+        self._beacons.start()
+
+    # -- snapshots (pysyncobj's serializer hooks; run on its tick thread) -------------------
+
+    def _write_snapshot(self, path: str, raft: tuple[Any, ...]) -> None:
+        last, before = raft[0], raft[1]
+        blob = raft_wire.encode({"entries": [list(before), list(last)], "state": self.state.snapshot()})
+        with open(path, "wb") as f:
+            f.write(SNAPSHOT_MAGIC + blob)
+
+    def _read_snapshot(self, path: str) -> tuple[Any, ...]:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SNAPSHOT_BYTES + 1)
+        if len(data) > MAX_SNAPSHOT_BYTES or not data.startswith(SNAPSHOT_MAGIC):
+            raise MessageError("not a wmnode snapshot (or over the size limit)")
+        snap = raft_wire.decode(data[len(SNAPSHOT_MAGIC) :])
+        if not isinstance(snap, dict) or set(snap) != {"entries", "state"}:
+            raise MessageError("malformed snapshot")
+        entries = snap["entries"]
+        if not (isinstance(entries, tuple) and len(entries) == 2 and raft_wire._entries(entries)):
+            raise MessageError("malformed snapshot entries")
+        self.state.restore(snap["state"])
+        return entries[1], entries[0], None
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def seal(self, msg: Message | None, stamp: int | None = None) -> bytes:
+        """Envelope bytes for `msg` (None: a beacon), stamped now by this node and signed; never
+        before the log's last time, so this node's own entries keep the clock's order."""
+        if stamp is None:
+            stamp = max(now_ms(), self.state.last_time, self.state.latest.get(self.key, 0))
+        data = seal(self.identity, None if msg is None else msg.to_json(), stamp)
+        self.state.validated.add(data, _BEACON if msg is None else msg)
+        return data
+
+    def precheck(self, msg: Message) -> None:
+        """The apply rules as of now, so that a message that cannot commit is refused at once."""
+        if isinstance(msg, Vote | Reference) and msg.node != self.key:
+            raise RejectedError(
+                f"a {msg.TYPE} by {msg.node[:16]}… reaches the log only through that member's own node, "
+                f"which stamps it (this node is {self.key[:16]}…)"
+            )
+        stamp = max(now_ms(), self.state.last_time)
+        try:
+            self.state.admit(msg, stamp, self.key)
+        except _Stamp as exc:
+            if exc.code != CLOCK_NOT_STARTED:  # the clock starts within a beacon period: commit waits
+                raise
+
+    def submit(self, data: bytes, callback: Callable[[Outcome | None, int], None]) -> None:
+        """Hand sealed envelope bytes to Raft; `callback(outcome, fail_reason)` runs on the tick thread."""
+        self.sync._applyCommand(_COMMAND[1:] + data, callback, 0)
+
+    def submit_sync(self, data: bytes, timeout: float = 10.0) -> Outcome:
+        """Blocking submit, for tests and tools (the API uses `submit`)."""
+        done = threading.Event()
+        box: list[tuple[Outcome | None, int]] = []
+
+        def _cb(res: Outcome | None, err: int) -> None:
+            box.append((res, err))
+            done.set()
+
+        self.submit(data, _cb)
+        if not done.wait(timeout):
+            raise TimeoutError("commit timed out")
+        res, err = box[0]
+        if err != FAIL_REASON.SUCCESS or res is None:
+            raise RuntimeError(f"commit failed: pysyncobj reason {err}")
+        return res
+
+    def commit_sync(self, msg: Message, timeout: float = 10.0) -> Outcome:
+        """Seal and commit `msg`, re-stamping while the clock has not started or moved past the
+        stamp (tests and tools; the API has its own asynchronous loop)."""
+        deadline = _time.monotonic() + timeout
+        while True:
+            out = self.submit_sync(self.seal(msg), timeout=max(deadline - _time.monotonic(), 0.1))
+            if out.code not in (STALE_STAMP, CLOCK_NOT_STARTED) or _time.monotonic() > deadline:
+                return out
+            _time.sleep(0.05)
+
+    def _beacon_loop(self) -> None:
+        """Stamp a beacon whenever this member has signed nothing for a beacon period."""
+        period = self.state.clock.beacon_ms
+        while not self._stop.wait(min(period / 4000, 0.5)):
+            try:
+                in_flight = _time.monotonic() - self._beacon_sent < period / 1000
+                if in_flight or self.sync._getLeader() is None:
+                    continue
+                if now_ms() - self.state.latest.get(self.key, 0) < period:
+                    continue
+                self._beacon_sent = _time.monotonic()
+                self.submit(self.seal(None), self._beacon_done)
+            except Exception:  # noqa: BLE001 - a beacon is retried next period
+                logger.exception("could not stamp a beacon")
+
+    def _beacon_done(self, res: Outcome | None, err: int) -> None:
+        self._beacon_sent = 0.0
+        if res is not None and res.status == REJECTED:
+            logger.warning("beacon refused: %s", res.reason)
+
     def raft_status(self) -> dict[str, Any]:
         return dict(self.sync.getStatus())
 
     def close(self) -> None:
+        self._stop.set()
         self.sync.destroy_synchronous()
+        self._beacons.join(timeout=2)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)

@@ -21,6 +21,7 @@ from registry.fetch import ArtifactStore, Fetcher
 from registry.identity import Identity, load_or_create_identity
 from registry.infos import check_pinned
 from registry.log import RegistryLog
+from registry.metering import Metering
 from registry.verifier import VerifierWorker
 
 logger = logging.getLogger(__name__)
@@ -112,17 +113,20 @@ class _Stopper:
         self.server.should_exit = True
 
 
-def run_node(config: NodeConfig, dev: bool = False) -> None:
-    """Start the node and serve until SIGINT/SIGTERM; the log is closed cleanly on the way out."""
+def run_node(config: NodeConfig, dev: bool = False, log_json: bool = False) -> None:
+    """Start the node and serve until SIGINT/SIGTERM; the log is closed cleanly on the way out.
+
+    `log_json`: leave uvicorn's loggers to the root logger's (JSON) handler instead of its own.
+    """
     stopper = _Stopper()
     signal.signal(signal.SIGTERM, stopper)  # uvicorn installs its own while it serves
     try:
-        _run_node(config, dev, stopper)
+        _run_node(config, dev, stopper, log_json)
     except KeyboardInterrupt:
         logger.info("node %s stopped before it finished starting", config.name)
 
 
-def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper) -> None:
+def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper, log_json: bool = False) -> None:
     config.check_secret(dev)
     if config.uses_example_secret:
         logger.warning(
@@ -130,7 +134,7 @@ def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper) -> None:
             config.source,
         )
     elif config.secret is None:
-        logger.warning("dev mode: Raft traffic is neither encrypted nor authenticated (loopback only)")
+        logger.warning("dev mode: no community secret; Raft peers are authenticated by member key only (loopback only)")
     for dataset in config.verification.datasets:  # before anything starts: a wrong copy judges wrongly
         check_pinned(dataset)
     check_port_free(config.raft.host, config.raft.port, "Raft")
@@ -138,20 +142,31 @@ def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper) -> None:
     with locked_data_dir(data_dir_for(config)) as data_dir:
         identity = node_identity(config, data_dir)
         check_own_key(config, identity)
+        _ = config.member_keys  # every member has a key: the Raft handshake admits members by key
         log = RegistryLog(
             str(config.raft),
-            [str(p.raft) for p in config.peers],
+            {str(p.raft): p.key for p in config.peers if p.key is not None},
             data_dir,
             config.secret,
             community=config.community,
-            members=frozenset(config.member_keys),
+            identity=identity,
+            clock=config.clock,
         )
         store = ArtifactStore(data_dir / "artifacts", config.max_artifact_bytes)
+        metering = Metering(config.limits, store, log)  # quotas, collection, rate limits, connection caps
         fetcher = Fetcher(store, [p.api_url for p in config.peers], config.fetch)
         worker = VerifierWorker(log, identity, fetcher, node_info(config), data_dir, config.references)
+        worker.on_judged = metering.metrics.verify_seconds.observe
+        metering.metrics.watch(metering.metrics.claim_queue, worker.queue_length)
         try:
             app = create_app(
-                log, identity, node_info(config), store, worker.ready.is_set, worker.references_done.is_set
+                log,
+                identity,
+                node_info(config),
+                store,
+                worker.ready.is_set,
+                worker.references_done.is_set,
+                metering=metering,
             )
             server = uvicorn.Server(
                 uvicorn.Config(
@@ -162,6 +177,8 @@ def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper) -> None:
                     access_log=False,
                     lifespan="off",
                     timeout_graceful_shutdown=2,
+                    log_config=None if log_json else uvicorn.config.LOGGING_CONFIG,
+                    **metering.uvicorn_options(),
                 )
             )
             logger.info(
@@ -176,10 +193,12 @@ def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper) -> None:
             if stopper.requested:
                 return
             worker.start()
+            metering.store.start()
             server.run()
             if not server.started and not stopper.requested:
                 raise NodeError(f"could not serve the API on {config.api} (port in use?)")
         finally:
             stopper.server = None
+            metering.store.stop()
             worker.stop()
             log.close()

@@ -54,7 +54,7 @@ from registry.infos import (
     tensor_names,
 )
 from registry.judges import Judge, JudgeLimitError, Limits
-from registry.log import REJECTED, Outcome, RegistryLog, envelope
+from registry.log import CLOCK_NOT_STARTED, REJECTED, STALE_STAMP, Outcome, RegistryLog
 from registry.messages import ERROR, NOT_OWNER, PREDICT, Claim, Message, Reference, Vote, uri_kind
 
 logger = logging.getLogger(__name__)
@@ -136,6 +136,8 @@ class VerifierWorker:
         #: Set once the judges are up and the log is replayed; then once the references are recorded.
         self.ready = threading.Event()
         self.references_done = threading.Event()
+        #: Told the seconds each judgement took (the node's verifier-time histogram).
+        self.on_judged: Callable[[float], None] = lambda seconds: None
 
     def start(self) -> None:
         self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -260,6 +262,12 @@ class VerifierWorker:
                     self._in_flight.discard(index)
                     self._lock.notify_all()
 
+    def queue_length(self) -> int:
+        """Claims in the log this node has not voted on yet, being judged or waiting."""
+        me = self.identity.public_hex
+        with self.log.state.lock:
+            return sum(1 for i, c in self.log.state.claims.items() if me not in c.votes and i not in self._done)
+
     def _take(self) -> int | None:
         """The next claim to judge: the lowest pending one of the claimant served longest ago.
 
@@ -329,6 +337,7 @@ class VerifierWorker:
             result = Judgement(ERROR, 0, 0, exc.diagnostics()[:500])
         finally:
             files.clean()
+        self.on_judged(time.perf_counter() - started)
         logger.info("claim #%d: %s (%s) in %.2f s", index, result.verdict, result.reason, time.perf_counter() - started)
         return self._vote(index, claim, result)
 
@@ -412,9 +421,12 @@ class VerifierWorker:
         while not self._stop.is_set() and time.monotonic() < deadline:
             done = threading.Event()
             box: list[tuple[Outcome | None, int]] = []
-            self.log.submit(envelope(msg, now_ms(), self.info.max_skew_ms), _collector(box, done), validated=msg)
+            self.log.submit(self.log.seal(msg), _collector(box, done))
             if done.wait(self.info.commit_timeout_s) and box[0][1] == FAIL_REASON.SUCCESS and box[0][0] is not None:
                 outcome = box[0][0]
+                if outcome.code in (STALE_STAMP, CLOCK_NOT_STARTED):  # re-stamp and submit again
+                    self._stop.wait(0.05)
+                    continue
                 if outcome.status == REJECTED:
                     logger.warning("%s refused: %s", msg.TYPE, outcome.reason)
                 return True

@@ -17,6 +17,12 @@ from tests.interop.gotlog import build_tlogcheck, toolchain_problem
 REQUIRE_INTEROP_ENV = "WMNODE_REQUIRE_INTEROP"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_client_state(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Clients keep the checkpoints they saw under WMNODE_STATE_DIR: never the tester's own."""
+    os.environ["WMNODE_STATE_DIR"] = str(tmp_path_factory.mktemp("client-state"))
+
+
 @pytest.fixture
 def owner() -> Identity:
     return Identity.generate()

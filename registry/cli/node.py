@@ -10,6 +10,7 @@ import click
 from node_config import load_config
 from registry.cli._common import echo_json, fmt_ms, json_option, node_option, short
 from registry.client import NodeClient
+from registry.logjson import use_json_logs
 from registry.node import data_dir_for, node_identity, run_node
 
 
@@ -28,9 +29,13 @@ from registry.node import data_dir_for, node_identity, run_node
     help="Journal, dumps and the node key. Default: the config's data_dir, else ./wmnode-data/NAME.",
 )
 @click.option("--dev", is_flag=True, help="Allow a loopback-only node without a community secret.")
-def start(config_path: Path, data_dir: Path | None, dev: bool) -> None:
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line (time, level, logger, message, fields).")
+def start(config_path: Path, data_dir: Path | None, dev: bool, log_json: bool) -> None:
     """Join a community and serve the node's API until interrupted."""
-    run_node(load_config(config_path).with_data_dir(data_dir), dev=dev)
+    config = load_config(config_path).with_data_dir(data_dir)
+    if log_json:
+        use_json_logs(secrets=(config.secret, config.identity_seed))
+    run_node(config, dev=dev, log_json=log_json)
 
 
 @click.command("node-key")

@@ -25,6 +25,7 @@ from registry.errors import MessageError, RejectedError, VerificationError, Wmno
 from registry.fetch import FetchPolicy
 from registry.identity import Identity
 from registry.localnet import LocalCommunity
+from registry.log import APPENDED, REJECTED, RegistryLog
 from registry.messages import Claim, Vote
 from registry.ownership import BundleFiles, claim_suspect, publish_bundle, wait_decided
 from schemes import get_scheme
@@ -154,8 +155,22 @@ def test_a_restarted_node_votes_once_on_the_claims_it_missed(
 def test_a_member_that_votes_against_the_truth_does_not_change_the_outcome(
     community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
 ) -> None:
+    """Member 3 turns liar: its process stops and the test runs member 3's log in this process, on
+    its own key and data dir, and casts a false vote through it (a vote reaches the log only
+    through its own member's node, which stamps it)."""
     liar = seeds(community)[2]
-    community.nodes[2].stop()  # its verifier is off; the test casts its (false) vote instead
+    node3 = community.nodes[2]
+    node3.stop()
+    config = node3.config
+    liar_log = RegistryLog(
+        str(config.raft),
+        {str(p.raft): p.key for p in config.peers if p.key},
+        node3.data_dir,
+        config.secret,
+        community=config.community,
+        identity=liar,
+        clock=config.clock,
+    )
     try:
         community.wait_ready(timeout=60)
         with community.client(0) as client:
@@ -164,32 +179,24 @@ def test_a_member_that_votes_against_the_truth_does_not_change_the_outcome(
             lie = Vote.create(
                 liar, claim=index, claim_hash=msg.body_hash(), verdict="not-owner", score=0, threshold=700, reason="lie"
             )
-            client.submit(lie)
+            assert liar_log.commit_sync(lie).status == APPENDED
             status = wait_decided(client, index, 120)
         assert status["decided"] == "owner"
         assert [v["msg"]["verdict"] for v in status["votes"]] == ["not-owner", "owner", "owner"]
-        with pytest.raises(RejectedError, match="already voted"):
-            with community.client(0) as client:
-                client.submit(
-                    Vote.create(
-                        liar, claim=index, claim_hash=msg.body_hash(), verdict="owner", score=0, threshold=0, reason="x"
-                    )
-                )
-        with pytest.raises(RejectedError, match="members only"):
+        again = Vote.create(liar, claim=index, claim_hash=msg.body_hash(), verdict="owner", score=0, threshold=0,
+                            reason="x")  # fmt: skip
+        out = liar_log.commit_sync(again)
+        assert out.status == REJECTED and "already voted" in out.reason
+        with pytest.raises(RejectedError, match="only through that member's own node"):
+            with community.client(0) as client:  # an honest node relays no one else's vote
+                client.submit(again)
+        with pytest.raises(RejectedError, match="only through that member's own node"):
             with community.client(0) as client:
                 outsider = Identity.generate()
-                client.submit(
-                    Vote.create(
-                        outsider,
-                        claim=index,
-                        claim_hash=msg.body_hash(),
-                        verdict="owner",
-                        score=0,
-                        threshold=0,
-                        reason="x",
-                    )
-                )
+                client.submit(Vote.create(outsider, claim=index, claim_hash=msg.body_hash(), verdict="owner",
+                                          score=0, threshold=0, reason="x"))  # fmt: skip
     finally:
+        liar_log.close()
         ensure_all_running(community)
 
 
@@ -366,12 +373,13 @@ def test_a_community_that_does_not_allow_loopback_refuses_a_loopback_suspect(
         strict.stop()
 
 
-def _wmnode(*args: str) -> Any:
+def _wmnode(*args: str, state_dir: Path | None = None) -> Any:
     from click.testing import CliRunner
 
     from registry.cli import main
 
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    env = None if state_dir is None else {"WMNODE_STATE_DIR": str(state_dir)}
+    return CliRunner().invoke(main, list(args), catch_exceptions=False, env=env)
 
 
 def test_the_command_line_publishes_claims_certifies_and_names_the_owner(
@@ -383,7 +391,12 @@ def test_the_command_line_publishes_claims_certifies_and_names_the_owner(
     if not key_file.exists():
         write_identity(owner, key_file)
     node = community.nodes[0].url
-    again = _wmnode("publish", "--node", node, "--identity", str(key_file), "--bundle", str(owner_bundle))
+    # The members' keys come from a community config; the checkpoints the client sees are kept here.
+    config, state = str(community.nodes[1].config_path), base / "cli-state"
+    again = _wmnode(
+        "publish", "--node", node, "--config", config, "--identity", str(key_file), "--bundle", str(owner_bundle),
+        state_dir=state,
+    )  # fmt: skip
     assert again.exit_code == 1 and "already published" in again.output
 
     weak = base / "cli-weak"  # a one-epoch embedding: published fine, but its watermark is nowhere
@@ -391,17 +404,21 @@ def test_the_command_line_publishes_claims_certifies_and_names_the_owner(
         owner, "lenet5", "digits", weak, scheme="mtlsign",
         overrides={"n": 600, "clean_epochs": 1, "embed_epochs": 1, "da_attacks": 0, "lambda_da": 0.0},
     )  # fmt: skip
-    published = _wmnode("publish", "--node", node, "--identity", str(key_file), "--bundle", str(weak))
+    published = _wmnode(
+        "publish", "--node", node, "--config", config, "--identity", str(key_file), "--bundle", str(weak),
+        state_dir=state,
+    )  # fmt: skip
     assert published.exit_code == 0 and (weak / "receipt.json").is_file(), published.output
+    assert "the model may be released now" in published.output and "a majority is 2" in published.output
 
     cert = base / "cli.certificate.json"
     won = _wmnode(
-        "claim", "--node", node, "--identity", str(key_file), "--bundle", str(owner_bundle),
-        "--suspect", str(finetuned), "--certificate", str(cert),
+        "claim", "--node", node, "--config", config, "--identity", str(key_file), "--bundle", str(owner_bundle),
+        "--suspect", str(finetuned), "--certificate", str(cert), state_dir=state,
     )  # fmt: skip
     assert won.exit_code == 0, won.output
     assert "result: owner" in won.output and won.output.count(" owner ") >= 2  # every vote is printed
-    checked = _wmnode("certificate", "verify", str(cert), "--config", str(community.nodes[1].config_path))
+    checked = _wmnode("certificate", "verify", str(cert), "--config", config, state_dir=state)
     assert checked.exit_code == 0 and "certificate holds" in checked.output, checked.output
     stranger = _wmnode("certificate", "verify", str(cert), "--member-key", Identity.generate().public_hex)
     assert stranger.exit_code == 1 and "a majority is 1" in stranger.output
@@ -411,14 +428,15 @@ def test_the_command_line_publishes_claims_certifies_and_names_the_owner(
     assert standing.exit_code == 0 and json.loads(standing.output)["owner"] == owner.public_hex
 
     lost = _wmnode(
-        "claim", "--node", node, "--identity", str(key_file), "--bundle", str(weak), "--suspect", str(finetuned),
-        "--certificate", str(base / "lost.json"),
+        "claim", "--node", node, "--config", config, "--identity", str(key_file), "--bundle", str(weak),
+        "--suspect", str(finetuned), "--certificate", str(base / "lost.json"), state_dir=state,
     )  # fmt: skip
     assert lost.exit_code == 1 and "result: not-owner" in lost.output, lost.output
 
     refused = _wmnode(
-        "claim", "--node", node, "--identity", str(key_file), "--bundle", str(weak),
+        "claim", "--node", node, "--config", config, "--identity", str(key_file), "--bundle", str(weak),
         "--suspect", "predict+http://10.0.0.7/v1/predict",  # said to be an API: the claimant does not probe it
+        state_dir=state,
     )  # fmt: skip
     assert refused.exit_code == 2 and "private range" in refused.output
 

@@ -23,6 +23,7 @@ from registry.encoding import canonical
 from registry.errors import MessageError, RejectedError, UnavailableError, VerificationError
 from registry.localnet import LocalCommunity
 from registry.merkle import verify_consistency, verify_inclusion
+from registry.raft_transport import HELLO_BYTES
 from tests.cluster.community import start_community
 from tests.helpers import PublishFactory, now_ms
 from tests.interop.gotlog import run_tlogcheck
@@ -246,14 +247,15 @@ def test_a_raft_connection_without_the_secret_gets_nothing(community: LocalCommu
                     received += chunk
             except (TimeoutError, ConnectionResetError):
                 pass
-        assert received == b""
+        assert len(received) <= 4 + HELLO_BYTES  # at most the node's own hello: no answer, no status
     time.sleep(0.2)
     assert not marker.exists()
     assert all(s is not None for s in community.statuses())
 
 
-def test_the_same_bytes_run_code_on_a_dev_node_without_a_secret(tmp_path: Path) -> None:
-    """Control for the test above: the payload is a real exploit, which is why a secret is mandatory."""
+def test_the_same_bytes_run_nothing_on_a_dev_node_without_a_secret(tmp_path: Path) -> None:
+    """pysyncobj unpickled this payload on a node without a secret; the Raft port now decodes no pickle
+    at all, so even a dev node answers it by dropping the connection."""
     from tests.cluster.community import write_configs
 
     marker = tmp_path / "pwned"
@@ -263,10 +265,9 @@ def test_the_same_bytes_run_code_on_a_dev_node_without_a_secret(tmp_path: Path) 
         raft = community.nodes[0].config.raft
         with socket.create_connection((raft.host, raft.port), timeout=5) as sock:
             sock.sendall(_frame(zlib.compress(pickle.dumps(_Exploit(marker)))))
-            deadline = time.monotonic() + 5
-            while not marker.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-    assert marker.exists()
+            time.sleep(1.0)
+        assert all(s is not None for s in community.statuses())
+    assert not marker.exists()
 
 
 def test_concurrent_writers_never_make_a_follower_drop_acknowledged_entries(

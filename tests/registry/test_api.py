@@ -35,9 +35,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Clien
     port, api_port = free_ports(2)
     identity = Identity.generate()
     data_dir = tmp_path_factory.mktemp("api")
-    log = RegistryLog(
-        f"127.0.0.1:{port}", [], data_dir, "a-test-secret-0123456789", members=frozenset({identity.public_hex})
-    )
+    log = RegistryLog(f"127.0.0.1:{port}", {}, data_dir, "a-test-secret-0123456789", identity=identity)
     store = ArtifactStore(data_dir / "artifacts", ARTIFACT_LIMIT)
     info = NodeInfo(
         name="solo",
@@ -452,4 +450,4 @@ def test_references_are_served_once_admitted(node: tuple[Http, Identity, Registr
                                 dataset="digits", recipe="passport", seed=1, model_hash="9b" * 32)  # fmt: skip
     code, answer = post(client, stranger.canonical_bytes())
     assert (code, answer["error"]) == (409, "RejectedError")
-    assert answer["detail"].startswith("references are recorded by members only;")
+    assert "reaches the log only through that member's own node" in answer["detail"]

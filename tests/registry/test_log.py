@@ -11,11 +11,14 @@ from pysyncobj.journal import createJournal
 
 import registry.log as log_module
 from registry.encoding import canonical
-from registry.log import APPENDED, DUPLICATE, REJECTED, RegistryLog, envelope, repair_journal
+from registry.identity import Identity
+from registry.log import APPENDED, DUPLICATE, REJECTED, STALE_STAMP, RegistryLog, repair_journal
 from registry.merkle import leaf_hash
 from tests.helpers import PublishFactory, free_ports, now_ms
 
 SKEW = 300_000
+#: One node identity across restarts: a restarted node replays entries it stamped itself.
+NODE = Identity.from_seed("test-log-node")
 
 
 def wait_size(log: RegistryLog, size: int, timeout: float = 10.0) -> None:
@@ -28,7 +31,7 @@ def wait_size(log: RegistryLog, size: int, timeout: float = 10.0) -> None:
 @pytest.fixture
 def single(tmp_path: Path) -> Iterator[RegistryLog]:
     (port,) = free_ports(1)
-    log = RegistryLog(f"127.0.0.1:{port}", [], tmp_path, "a-test-secret-0123456789")
+    log = RegistryLog(f"127.0.0.1:{port}", {}, tmp_path, "a-test-secret-0123456789", identity=NODE)
     yield log
     log.close()
 
@@ -36,7 +39,7 @@ def single(tmp_path: Path) -> Iterator[RegistryLog]:
 def test_append_returns_index_time_and_leaf_hash(single: RegistryLog, make_publish: PublishFactory) -> None:
     msg = make_publish()
     stamp = now_ms()
-    out = single.submit_sync(envelope(msg, stamp, SKEW))
+    out = single.submit_sync(single.seal(msg, stamp))
     assert (out.status, out.index, out.time) == (APPENDED, 0, stamp)
     leaf = canonical({"index": 0, "msg": msg.to_json(), "time": stamp})
     assert out.leaf_hash == leaf_hash(leaf).hex()
@@ -46,7 +49,7 @@ def test_append_returns_index_time_and_leaf_hash(single: RegistryLog, make_publi
 def test_a_poison_entry_cannot_stall_the_log(single: RegistryLog, make_publish: PublishFactory) -> None:
     for poison in (b"not json", b"[]", canonical({"msg": 1, "skew_ms": 1, "stamp": 1}), b"a str"):
         assert single.submit_sync(poison).status == REJECTED
-    assert single.submit_sync(envelope(make_publish(), now_ms(), SKEW)).status == APPENDED
+    assert single.submit_sync(single.seal(make_publish(), now_ms())).status == APPENDED
     assert single.size() == 1
 
 
@@ -56,32 +59,35 @@ def test_an_exception_inside_apply_becomes_a_rejection(
     def boom(obj: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(log_module, "message_from_json", boom)
-    out = single.submit_sync(envelope(make_publish(), now_ms(), SKEW))
+    monkeypatch.setattr(log_module, "check_entry_stamp", lambda *args: boom(args))
+    out = single.submit_sync(single.seal(make_publish(), now_ms()))
     assert (out.status, out.reason) == (REJECTED, "internal error: RuntimeError")
     monkeypatch.undo()
-    assert single.submit_sync(envelope(make_publish(), now_ms(), SKEW)).status == APPENDED
+    assert single.submit_sync(single.seal(make_publish(), now_ms())).status == APPENDED
 
 
 def test_time_never_decreases_along_the_log(single: RegistryLog, make_publish: PublishFactory) -> None:
     stamp = now_ms()
-    first = single.submit_sync(envelope(make_publish(time=stamp), stamp, SKEW))
-    second = single.submit_sync(envelope(make_publish(time=stamp), stamp - 1000, SKEW))  # a node with a slow clock
-    assert second.time == first.time == stamp
+    first = single.submit_sync(single.seal(make_publish(time=stamp), stamp))
+    late = make_publish(time=stamp)
+    second = single.submit_sync(single.seal(late, stamp - 1000))  # a node with a slow clock
+    assert (second.status, second.code) == (REJECTED, STALE_STAMP)
+    again = single.commit_sync(late)  # re-stamped: never before the log's last time
+    assert again.status == APPENDED and again.time >= first.time == stamp
 
 
 def test_identical_messages_are_stored_once(single: RegistryLog, make_publish: PublishFactory) -> None:
     msg = make_publish()
-    a = single.submit_sync(envelope(msg, now_ms(), SKEW))
-    b = single.submit_sync(envelope(msg, now_ms() + 5, SKEW))
+    a = single.submit_sync(single.seal(msg, now_ms()))
+    b = single.submit_sync(single.seal(msg, now_ms() + 5))
     assert (b.status, b.index, b.time, b.leaf_hash) == (DUPLICATE, a.index, a.time, a.leaf_hash)
     assert single.size() == 1
 
 
 def test_backdated_and_future_publishes_are_refused(single: RegistryLog, make_publish: PublishFactory) -> None:
     stamp = now_ms()
-    old = single.submit_sync(envelope(make_publish(time=stamp - SKEW - 1000), stamp, SKEW))
-    new = single.submit_sync(envelope(make_publish(time=stamp + SKEW + 1000), stamp, SKEW))
+    old = single.submit_sync(single.seal(make_publish(time=stamp - SKEW - 1000), stamp))
+    new = single.submit_sync(single.seal(make_publish(time=stamp + SKEW + 1000), stamp))
     assert (old.status, new.status) == (REJECTED, REJECTED)
     assert "backdated by 301 s" in old.reason and "dated in the future" in new.reason
     assert single.size() == 0
@@ -89,20 +95,20 @@ def test_backdated_and_future_publishes_are_refused(single: RegistryLog, make_pu
 
 def test_a_key_is_published_once(single: RegistryLog, make_publish: PublishFactory) -> None:
     first = make_publish()
-    assert single.submit_sync(envelope(first, now_ms(), SKEW)).status == APPENDED
-    again = single.submit_sync(envelope(make_publish(key_hash=first.key_hash), now_ms(), SKEW))
+    assert single.submit_sync(single.seal(first, now_ms())).status == APPENDED
+    again = single.submit_sync(single.seal(make_publish(key_hash=first.key_hash), now_ms()))
     assert again.status == REJECTED and "already published (entry #0)" in again.reason
 
 
 def test_restart_from_the_data_dir_keeps_every_entry(tmp_path: Path, make_publish: PublishFactory) -> None:
     (port,) = free_ports(1)
     addr = f"127.0.0.1:{port}"
-    log = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    log = RegistryLog(addr, {}, tmp_path, "a-test-secret-0123456789", identity=NODE)
     for _ in range(5):
-        log.submit_sync(envelope(make_publish(), now_ms(), SKEW))
+        log.submit_sync(log.seal(make_publish(), now_ms()))
     head = log.head()
     log.close()
-    again = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    again = RegistryLog(addr, {}, tmp_path, "a-test-secret-0123456789", identity=NODE)
     try:
         wait_size(again, 5)
         assert again.head() == head
@@ -131,18 +137,18 @@ def test_a_node_whose_commit_index_points_past_its_journal_still_starts(
 ) -> None:
     (port,) = free_ports(1)
     addr = f"127.0.0.1:{port}"
-    log = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    log = RegistryLog(addr, {}, tmp_path, "a-test-secret-0123456789", identity=NODE)
     for _ in range(3):
-        log.submit_sync(envelope(make_publish(), now_ms(), SKEW))
+        log.submit_sync(log.seal(make_publish(), now_ms()))
     log.close()
     journal = createJournal(str(tmp_path / "raft.journal"))
     journal.setRaftCommitIndex(journal.getRaftCommitIndex() + 50)
     journal.onOneSecondTimer()
     journal._destroy()
-    again = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    again = RegistryLog(addr, {}, tmp_path, "a-test-secret-0123456789", identity=NODE)
     try:
         wait_size(again, 3)
-        assert again.submit_sync(envelope(make_publish(), now_ms(), SKEW), timeout=10).status == APPENDED
+        assert again.submit_sync(again.seal(make_publish(), now_ms()), timeout=10).status == APPENDED
     finally:
         again.close()
 
@@ -150,23 +156,23 @@ def test_a_node_whose_commit_index_points_past_its_journal_still_starts(
 def test_restart_from_a_full_dump_after_log_compaction(tmp_path: Path, make_publish: PublishFactory) -> None:
     (port,) = free_ports(1)
     addr = f"127.0.0.1:{port}"
-    log = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    log = RegistryLog(addr, {}, tmp_path, "a-test-secret-0123456789", identity=NODE)
     for _ in range(30):
-        log.submit_sync(envelope(make_publish(), now_ms(), SKEW))
+        log.submit_sync(log.seal(make_publish(), now_ms()))
     log.sync.forceLogCompaction()
     deadline = time.monotonic() + 20
     while not (tmp_path / "raft.dump").exists() or log.raft_status()["log_len"] > 5:
         assert time.monotonic() < deadline, "no full dump was written, or the journal was not compacted"
         time.sleep(0.05)
-    log.submit_sync(envelope(make_publish(), now_ms(), SKEW))  # one entry after the dump, in the journal
+    log.submit_sync(log.seal(make_publish(), now_ms()))  # one entry after the dump, in the journal
     head, entry = log.head(), log.entry(30)
     log.close()
-    again = RegistryLog(addr, [], tmp_path, "a-test-secret-0123456789")
+    again = RegistryLog(addr, {}, tmp_path, "a-test-secret-0123456789", identity=NODE)
     try:
         wait_size(again, 31)
         assert again.head() == head
         assert again.entry(30) == entry
-        assert again.submit_sync(envelope(make_publish(), now_ms(), SKEW)).index == 31
+        assert again.submit_sync(again.seal(make_publish(), now_ms())).index == 31
     finally:
         again.close()
 

@@ -4,38 +4,48 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from registry.encoding import canonical
+from registry.clock import seal
 from registry.errors import MessageError, VerificationError
 from registry.identity import Identity, derive_owner_key
-from registry.log import APPENDED, REJECTED, RegistryLog, envelope
+from registry.log import APPENDED, REJECTED, LogReader, LogState, Outcome
 from registry.messages import Claim, Publish, Reference, Vote, message_from_json, predict_model_hash
-from tests.helpers import free_ports, now_ms
+from tests.helpers import now_ms
 
 SKEW = 300_000
 MEMBERS = [Identity.from_seed(f"protocol-test-member-{i}") for i in range(3)]
 
 
+class StateLog(LogReader):
+    """The log's apply rules without Raft: every member can stamp, as each member's node would."""
+
+    def submit_sync(self, data: bytes) -> Outcome:
+        return self.state.apply_envelope(data)
+
+
 @pytest.fixture
-def log(tmp_path: Path) -> Iterator[RegistryLog]:
-    (port,) = free_ports(1)
-    log = RegistryLog(
-        f"127.0.0.1:{port}", [], tmp_path, "a-test-secret-0123456789", members=frozenset(m.public_hex for m in MEMBERS)
-    )
-    yield log
-    log.close()
+def log() -> StateLog:
+    state = LogState(frozenset(m.public_hex for m in MEMBERS))
+    for member in MEMBERS:  # the members' beacons start the community's clock
+        assert state.apply_envelope(seal(member, None, now_ms())).status == "beacon"
+    return StateLog(state)
 
 
-def submit(log: RegistryLog, msg: Publish | Claim | Vote | Reference, stamp: int | None = None) -> tuple[str, int, str]:
-    out = log.submit_sync(envelope(msg, now_ms() if stamp is None else stamp, SKEW))
+def stamper(msg: Publish | Claim | Vote | Reference) -> Identity:
+    """The member whose node receives `msg`: a vote's or reference's own member, else the first."""
+    node = getattr(msg, "node", None)
+    return next((m for m in MEMBERS if m.public_hex == node), MEMBERS[0])
+
+
+def submit(log: StateLog, msg: Publish | Claim | Vote | Reference, stamp: int | None = None) -> tuple[str, int, str]:
+    stamp = max(now_ms(), log.state.last_time) if stamp is None else stamp
+    out = log.submit_sync(seal(stamper(msg), msg.to_json(), stamp))
     return out.status, out.index, out.reason
 
 
-def publish(log: RegistryLog, owner: Identity) -> tuple[int, bytes, bytes]:
+def publish(log: StateLog, owner: Identity) -> tuple[int, bytes, bytes]:
     nonce = os.urandom(16)
     key = derive_owner_key(owner, nonce)
     msg = Publish.create(
@@ -66,7 +76,7 @@ def claim(owner: Identity, publish_index: int, key: bytes, proof: bytes, model: 
     )
 
 
-def vote(node: Identity, claim_index: int, verdict: str, log: RegistryLog | None = None) -> Vote:
+def vote(node: Identity, claim_index: int, verdict: str, log: StateLog | None = None) -> Vote:
     """A vote naming the claim at `claim_index` in `log` by its hash (a dummy hash without a log)."""
     state = log.state.claims.get(claim_index) if log is not None else None
     claim_hash = state.body_hash if state is not None else "00" * 32
@@ -131,7 +141,7 @@ def test_votes_with_bad_fields_are_refused(vote_obj: dict[str, object], fragment
         Vote.from_json(obj)
 
 
-def test_a_claim_needs_the_claimants_own_publish_and_a_key_that_checks(log: RegistryLog) -> None:
+def test_a_claim_needs_the_claimants_own_publish_and_a_key_that_checks(log: StateLog) -> None:
     owner, other = Identity.generate(), Identity.generate()
     index, key, proof = publish(log, owner)
     other_index, other_key, other_proof = publish(log, other)
@@ -152,7 +162,7 @@ def test_a_claim_needs_the_claimants_own_publish_and_a_key_that_checks(log: Regi
     assert log.size() == 3
 
 
-def test_a_forged_key_proof_for_the_published_key_is_refused(log: RegistryLog) -> None:
+def test_a_forged_key_proof_for_the_published_key_is_refused(log: StateLog) -> None:
     owner = Identity.generate()
     index, key, proof = publish(log, owner)
     bad = bytearray(proof)
@@ -161,7 +171,7 @@ def test_a_forged_key_proof_for_the_published_key_is_refused(log: RegistryLog) -
     assert status == REJECTED and "key_proof is not the owner's signature on the nonce" in reason
 
 
-def test_a_claim_is_decided_by_a_majority_of_members_and_each_votes_once(log: RegistryLog) -> None:
+def test_a_claim_is_decided_by_a_majority_of_members_and_each_votes_once(log: StateLog) -> None:
     owner = Identity.generate()
     index, key, proof = publish(log, owner)
     _, c, _ = submit(log, claim(owner, index, key, proof))
@@ -181,7 +191,7 @@ def test_a_claim_is_decided_by_a_majority_of_members_and_each_votes_once(log: Re
     assert [v["msg"]["node"] for v in status["votes"]] == [m.public_hex for m in MEMBERS]
 
 
-def test_when_two_claimants_pass_on_one_model_the_earlier_publish_wins(log: RegistryLog) -> None:
+def test_when_two_claimants_pass_on_one_model_the_earlier_publish_wins(log: StateLog) -> None:
     owner, thief = Identity.generate(), Identity.generate()
     owner_publish, owner_key, owner_proof = publish(log, owner)
     thief_publish, thief_key, thief_proof = publish(log, thief)
@@ -203,7 +213,7 @@ def test_when_two_claimants_pass_on_one_model_the_earlier_publish_wins(log: Regi
     assert log.standing_owner("00" * 32) is None
 
 
-def test_a_vote_records_its_bound_and_references_in_the_log(log: RegistryLog) -> None:
+def test_a_vote_records_its_bound_and_references_in_the_log(log: StateLog) -> None:
     owner = Identity.generate()
     index, key, proof = publish(log, owner)
     _, c, _ = submit(log, claim(owner, index, key, proof))
@@ -228,13 +238,13 @@ def reference(node: Identity, model_hash: str, **overrides: object) -> Reference
     return Reference.create(node, model_hash=model_hash, **fields)  # type: ignore[arg-type]
 
 
-def submit_raw(log: RegistryLog, obj: dict[str, object]) -> tuple[str, int, str]:
+def submit_raw(log: StateLog, obj: dict[str, object]) -> tuple[str, int, str]:
     """Submit a message object as it is (apply validates it again), bypassing the API's checks."""
-    out = log.submit_sync(canonical({"msg": obj, "skew_ms": SKEW, "stamp": now_ms()}))
+    out = log.submit_sync(seal(MEMBERS[0], obj, max(now_ms(), log.state.last_time)))
     return out.status, out.index, out.reason
 
 
-def test_references_are_recorded_by_members_only_once_per_slot(log: RegistryLog) -> None:
+def test_references_are_recorded_by_members_only_once_per_slot(log: StateLog) -> None:
     honest = "11" * 32
     status, _, reason = submit(log, reference(Identity.generate(), honest))
     assert status == REJECTED and reason.startswith("references are recorded by members only;")
@@ -255,7 +265,7 @@ def test_references_are_recorded_by_members_only_once_per_slot(log: RegistryLog)
     assert log.state.admitted_references() == []  # one member is not a majority
 
 
-def test_a_reference_counts_once_a_majority_records_the_same_hash(log: RegistryLog) -> None:
+def test_a_reference_counts_once_a_majority_records_the_same_hash(log: StateLog) -> None:
     honest = "11" * 32
     submit(log, reference(MEMBERS[0], honest))
     assert log.state.admitted_references() == []
@@ -268,7 +278,7 @@ def test_a_reference_counts_once_a_majority_records_the_same_hash(log: RegistryL
     assert [r["members"] for r in log.state.admitted_references()] == [3]
 
 
-def test_a_lying_member_never_plants_a_reference(log: RegistryLog) -> None:
+def test_a_lying_member_never_plants_a_reference(log: StateLog) -> None:
     honest, planted = "11" * 32, "66" * 32
     liar = MEMBERS[0]
     assert submit(log, reference(liar, planted))[0] == APPENDED

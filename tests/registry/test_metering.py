@@ -1,0 +1,568 @@
+"""Metered writes (DESIGN §6): attackers first, then the honest paths they must not break.
+
+The attacks that used to work: 200 × 1 MiB unnamed uploads kept for ever; thousands of publishes
+from one client; 20 claims on one publish in a fraction of a second; 100 slow-header connections
+held for 30 s. Nodes here are one-member communities served by uvicorn in this process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+
+from node_config import load_config
+from registry.api import NodeInfo, create_app
+from registry.asgi import client_key
+from registry.errors import ConfigError, QuotaExceededError, RateLimitedError
+from registry.fetch import ArtifactStore, Fetcher, FetchPolicy
+from registry.identity import Identity, derive_owner_key
+from registry.localnet import write_local_configs
+from registry.log import RegistryLog
+from registry.logjson import REDACTED, JsonFormatter
+from registry.messages import Claim
+from registry.metering import Limits, Metering, Rate, RateLimiter, StoreMeter, charge, parse_limits
+from registry.metrics import NodeMetrics
+from tests.helpers import PublishFactory, free_ports, now_ms
+from tests.registry.cards import artifact_with_card
+from tests.registry.test_api import MTLSIGN_INFO, SUSPECT_CARD, json_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+KIB, MIB = 1024, 2**20
+
+
+# -- a node in this process ------------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    url: str
+    log: RegistryLog
+    store: ArtifactStore
+    metering: Metering
+    api_port: int
+
+
+@contextmanager
+def serve(tmp_path: Path, limits: Limits, max_artifact_bytes: int = MIB) -> Iterator[Node]:
+    """A one-member community with `limits`, served on a free loopback port until the block ends."""
+    port, api_port = free_ports(2)
+    identity = Identity.generate()
+    (tmp_path / "log").mkdir()
+    log = RegistryLog(f"127.0.0.1:{port}", {}, tmp_path / "log", "a-test-secret-0123456789", identity=identity)
+    store = ArtifactStore(tmp_path / "artifacts", max_artifact_bytes)
+    metering = Metering(limits, store, log)
+    info = NodeInfo(
+        name="solo",
+        community="wmnode.test/metering",
+        members=({"name": "solo", "raft": f"127.0.0.1:{port}", "api": "x"},),
+        raft_to_name={f"127.0.0.1:{port}": "solo"},
+        max_skew_ms=300_000,
+        commit_timeout_s=10.0,
+    )
+    app = create_app(log, identity, info, store, metering=metering)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=api_port, log_level="error", lifespan="off", **metering.uvicorn_options()
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    metering.store.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        yield Node(f"http://127.0.0.1:{api_port}", log, store, metering, api_port)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        metering.store.stop()
+        log.close()
+
+
+def post(client: httpx.Client, body: bytes) -> httpx.Response:
+    return client.post("/v1/entries", content=body, headers={"content-type": "application/json"})
+
+
+def put(client: httpx.Client, data: bytes) -> httpx.Response:
+    return client.put(f"/v1/artifacts/{hashlib.sha256(data).hexdigest()}", content=data)
+
+
+def assert_429(response: httpx.Response, scope: str) -> None:
+    assert response.status_code == 429, response.text
+    assert response.json()["error"] == "RateLimitedError"
+    assert f"from this {scope}" in response.json()["detail"]
+    retry = response.headers["retry-after"]
+    assert retry.isdigit() and int(retry) >= 1
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+# -- attackers -------------------------------------------------------------------------------------
+
+
+def test_a_thousand_unnamed_uploads_stay_within_quota_and_are_collected_while_named_ones_stay(
+    tmp_path: Path, make_publish: PublishFactory, owner: Identity
+) -> None:
+    """The store attack: uploads no entry names fill only the pending room, and leave after the grace
+    period; what committed entries name (a publish's info, a claim's suspect) is never collected."""
+    limits = Limits(exempt=LOOPBACK, pending_quota_bytes=400 * KIB, store_quota_bytes=2 * MIB,
+                    pending_grace_s=1.5)  # fmt: skip
+    with serve(tmp_path, limits) as node, httpx.Client(base_url=node.url, timeout=15) as client:
+        # An honest claimant: publish, upload the info and the suspect, claim (it names the suspect).
+        info, suspect = json_bytes(MTLSIGN_INFO), artifact_with_card(SUSPECT_CARD)
+        info_hash, suspect_hash = hashlib.sha256(info).hexdigest(), hashlib.sha256(suspect).hexdigest()
+        pub = make_publish(info_hash=info_hash)
+        answer = post(client, pub.canonical_bytes())
+        assert answer.status_code == 201, answer.text
+        assert put(client, info).status_code == 201 and put(client, suspect).status_code == 201
+        key = derive_owner_key(owner, bytes.fromhex(pub.nonce))
+        claim = Claim.create(
+            owner, publish=answer.json()["index"], model_uri=f"sha256:{suspect_hash}", model_hash=suspect_hash,
+            verifier_uri="sha256:" + "ab" * 32, info_uri=f"sha256:{info_hash}", key=key.key, key_proof=key.key_proof,
+            time=now_ms(),
+        )  # fmt: skip
+        assert post(client, claim.canonical_bytes()).status_code == 201
+        orphan = os.urandom(2000)  # uploaded, but no claim ever names it
+        assert put(client, orphan).status_code == 201
+
+        meter, codes, refusals = node.metering.store, {201: 0, 507: 0}, set()
+        started = time.monotonic()
+        for _ in range(1000):  # 4 KiB each (whole blocks) against 400 KiB of pending room
+            response = put(client, os.urandom(KIB))
+            codes[response.status_code] += 1  # anything but 201 or 507 is a KeyError
+            if response.status_code == 507:
+                refusals.add((response.json()["error"], "no entry names yet" in response.json()["detail"]))
+            assert meter.pending <= limits.pending_quota_bytes and meter.used <= limits.store_quota_bytes
+            assert node.store.bytes <= limits.store_quota_bytes
+        assert time.monotonic() - started < 120
+        # The first hundred or so fill the room; once the grace passes, collection frees it again.
+        assert codes[507] > 0 and refusals == {("QuotaExceededError", True)}, (codes, refusals)
+
+        wait_until(lambda: meter.pending == 0, 20, "the unnamed uploads were not collected")
+        left = {digest for digest, _, _ in node.store.listing()}
+        assert left == {info_hash, suspect_hash}, "acknowledged artifacts lost, or junk kept"
+        assert client.get(f"/v1/artifacts/{suspect_hash}").content == suspect
+        families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+        assert families["wmnode_artifacts_collected"].samples[0].value == codes[201] + 1  # and the orphan
+        assert put(client, os.urandom(KIB)).status_code == 201  # the room is free again
+
+
+def test_publishes_are_limited_per_identity_and_nobody_can_spend_another_identitys_tokens(
+    tmp_path: Path, make_publish: PublishFactory, owner: Identity
+) -> None:
+    limits = Limits(publish_per_identity=Rate(0.01, 3), publish_per_address=Rate(100.0, 1000))
+    with serve(tmp_path, limits) as node, httpx.Client(base_url=node.url, timeout=15) as client:
+        for _ in range(10):  # forged in the victim's name: refused, and the victim's bucket untouched
+            forged = dict(make_publish().to_json(), time=now_ms() + 1)
+            response = post(client, json.dumps(forged).encode())
+            assert (response.status_code, response.json()["error"]) == (400, "VerificationError")
+        for _ in range(3):
+            assert post(client, make_publish().canonical_bytes()).status_code == 201
+        assert_429(post(client, make_publish().canonical_bytes()), "identity")
+        assert post(client, make_publish(Identity.generate()).canonical_bytes()).status_code == 201
+        for junk in (b"[" * 60_000, b"\xff", b"[1]", b'{"type": "publish", "owner": 7}'):  # peeked, then refused
+            assert post(client, junk).status_code == 400
+
+
+def test_a_flood_of_publishes_from_fresh_keys_is_limited_per_address(
+    tmp_path: Path, make_publish: PublishFactory
+) -> None:
+    """The 4,000-fresh-keys attack: every key is new, so only the address bucket can stop it."""
+    with serve(tmp_path, Limits(publish_per_address=Rate(0.01, 5))) as node:
+        with httpx.Client(base_url=node.url, timeout=15) as client:
+            codes = [post(client, make_publish(Identity.generate()).canonical_bytes()).status_code for _ in range(5)]
+            assert codes == [201] * 5
+            assert_429(post(client, make_publish(Identity.generate()).canonical_bytes()), "address")
+            assert node.log.size() == 5
+
+
+def test_claims_and_uploads_are_limited_and_metrics_show_it(
+    tmp_path: Path, make_publish: PublishFactory, owner: Identity
+) -> None:
+    """The 20-claims-on-one-publish attack, the upload flood, and what `/metrics` then says."""
+    limits = Limits(claim_per_identity=Rate(0.01, 2), upload_per_address=Rate(0.01, 3))
+    with serve(tmp_path, limits) as node, httpx.Client(base_url=node.url, timeout=15) as client:
+        pub = make_publish()
+        index = post(client, pub.canonical_bytes()).json()["index"]
+        key = derive_owner_key(owner, bytes.fromhex(pub.nonce))
+        codes = []
+        for _ in range(4):  # the info is nowhere: refused on arrival, but each signed claim costs a token
+            digest = os.urandom(32).hex()
+            claim = Claim.create(
+                owner, publish=index, model_uri=f"sha256:{digest}", model_hash=digest, info_uri="sha256:" + "cd" * 32,
+                verifier_uri="sha256:" + "ab" * 32, key=key.key, key_proof=key.key_proof, time=now_ms(),
+            )  # fmt: skip
+            response = post(client, claim.canonical_bytes())
+            codes.append(response.status_code)
+        assert codes[:2] == [409, 409] and codes[2:] == [429, 429]
+        assert_429(response, "identity")
+        assert [put(client, os.urandom(100)).status_code for _ in range(3)] == [201] * 3
+        assert_429(put(client, os.urandom(100)), "address")
+
+        text = client.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    expected = {
+        "wmnode_commits": "counter", "wmnode_rejections": "counter", "wmnode_rate_limited": "counter",
+        "wmnode_claim_queue": "gauge", "wmnode_verify_seconds": "histogram", "wmnode_store_bytes": "gauge",
+        "wmnode_store_pending_bytes": "gauge", "wmnode_log_entries": "gauge", "wmnode_connections": "gauge",
+        "wmnode_connections_dropped": "counter", "wmnode_artifacts_collected": "counter",
+    }  # fmt: skip
+    assert {name: families[name].type for name in expected} == expected
+
+    def value(family: str, sample: str, **labels: str) -> float:
+        found = [s.value for s in families[family].samples if s.name == sample and s.labels == labels]
+        assert found, (family, labels)
+        return found[0]
+
+    assert value("wmnode_commits", "wmnode_commits_total", type="publish") == 1
+    assert value("wmnode_rejections", "wmnode_rejections_total", reason="RateLimitedError") == 3
+    assert value("wmnode_rejections", "wmnode_rejections_total", reason="RejectedError") == 2
+    assert value("wmnode_rate_limited", "wmnode_rate_limited_total", kind="claim", scope="identity") == 2
+    assert value("wmnode_rate_limited", "wmnode_rate_limited_total", kind="upload", scope="address") == 1
+    assert value("wmnode_log_entries", "wmnode_log_entries") == 1
+    assert value("wmnode_store_bytes", "wmnode_store_bytes") == 300
+    assert value("wmnode_store_pending_bytes", "wmnode_store_pending_bytes") == 3 * 4096
+    assert value("wmnode_verify_seconds", "wmnode_verify_seconds_count") == 0
+    assert all(s.labels.get("reason", "") in {"", "RateLimitedError", "RejectedError"} for s in families[
+        "wmnode_rejections"].samples)  # fmt: skip
+
+
+def _open(port: int, first: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if first:
+        sock.sendall(first)
+    return sock
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """True when the server closes the connection within `within` s (reads whatever it answered)."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_slow_header_connections_are_dropped_by_the_deadline_and_an_honest_request_is_served(
+    tmp_path: Path,
+) -> None:
+    limits = Limits(header_timeout_s=1.5, max_connections=300, max_connections_per_address=300)
+    with serve(tmp_path, limits) as node, ExitStack() as stack:
+        started = time.monotonic()
+        slow = [
+            stack.enter_context(_open(node.api_port, b"GET /v1/status HTTP/1.1\r\nhost: x\r\n" if i % 2 else b""))
+            for i in range(100)
+        ]  # half send part of a header, half send nothing at all
+        honest = httpx.get(f"{node.url}/v1/status", timeout=5)
+        assert honest.status_code == 200
+        assert node.metering.connections.open >= 100  # served while every slow connection was still open
+        for sock in slow:
+            assert _closed_by_server(sock, max(0.1, started + 6.0 - time.monotonic()))
+        elapsed = time.monotonic() - started
+        assert 1.4 < elapsed < 6.0, elapsed  # dropped by the 1.5 s deadline, not by the client
+        dropped = node.metering.metrics.dropped.labels("header_timeout")._value.get()
+        assert dropped == 100
+        wait_until(lambda: node.metering.connections.open == 0, 5, "connections not counted out")
+
+
+def test_connection_caps_and_the_body_deadline(tmp_path: Path) -> None:
+    limits = Limits(max_connections_per_address=5, header_timeout_s=5.0, body_timeout_s=1.0)
+    with serve(tmp_path, limits) as node:
+        with ExitStack() as stack:
+            held = [stack.enter_context(_open(node.api_port)) for _ in range(5)]
+            wait_until(lambda: node.metering.connections.open == 5, 5, "five connections")
+            extra = stack.enter_context(_open(node.api_port))
+            assert _closed_by_server(extra, 2.0)  # the sixth from one address: closed at once
+            assert not _closed_by_server(held[0], 0.2)  # the five stay
+        wait_until(lambda: node.metering.connections.open == 0, 5, "connections not counted out")
+        digest = "ef" * 32
+        head = f"PUT /v1/artifacts/{digest} HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n".encode()
+        with _open(node.api_port, head + b"x" * 10) as trickle:
+            started = time.monotonic()
+            assert _closed_by_server(trickle, 4.0)
+            assert 0.9 < time.monotonic() - started < 4.0
+        assert node.metering.metrics.dropped.labels("body_timeout")._value.get() == 1
+        assert not node.store.has(digest)
+        # An honest upload of the same size goes through (the deadline is per 64 KiB of progress).
+        data = os.urandom(100_000)
+        assert httpx.put(f"{node.url}/v1/artifacts/{hashlib.sha256(data).hexdigest()}", content=data).status_code == 201
+
+
+# -- the pieces ------------------------------------------------------------------------------------
+
+
+class FakeLog:
+    """Entries and Raft progress, as StoreMeter reads them."""
+
+    def __init__(self) -> None:
+        self.msgs: list[dict[str, Any]] = []
+        self.status: dict[str, Any] = {"leader": "me", "commit_idx": 0, "last_applied": 0}
+
+    def size(self) -> int:
+        return len(self.msgs)
+
+    def entry(self, index: int) -> dict[str, Any]:
+        return {"index": index, "msg": self.msgs[index]}
+
+    def raft_status(self) -> dict[str, Any]:
+        return dict(self.status)
+
+    def publish_naming(self, verifier: str, info: str) -> None:
+        self.msgs.append({"type": "publish", "verifier_hash": verifier, "info_hash": info})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_the_store_meter_counts_named_pending_and_per_address_bytes(tmp_path: Path) -> None:
+    log, clock = FakeLog(), Clock()
+    limits = Limits(store_quota_bytes=64 * KIB, pending_quota_bytes=32 * KIB, pending_per_address_bytes=16 * KIB,
+                    pending_grace_s=60.0)  # fmt: skip
+    store = ArtifactStore(tmp_path / "a", MIB)
+    meter = StoreMeter(store, log, limits, NodeMetrics(), clock)
+    one, two, three = os.urandom(5000), os.urandom(5000), os.urandom(5000)
+    assert store.put(sha(one), [one], "10.0.0.1") and store.put(sha(two), [two], "10.0.0.1")
+    assert (meter.used, meter.pending) == (2 * charge(5000), 2 * charge(5000)) == (16 * KIB, 16 * KIB)
+    with pytest.raises(QuotaExceededError, match="this address holds 16384 bytes"):
+        store.put(sha(three), [three], "10.0.0.1")
+    assert not store.has(sha(three))
+    assert store.put(sha(three), [three], "10.0.0.2")  # another address has its own share
+    log.publish_naming(sha(one), sha(b"info"))  # an entry names `one`: no longer pending
+    assert store.put(sha(b"info"), [b"info"], "10.0.0.1")  # named: outside the pending share
+    assert (meter.used, meter.pending) == (3 * 8 * KIB + charge(4), 16 * KIB)  # two, three pending
+    named = [os.urandom(4096) for _ in range(12)]
+    for blob in named:
+        log.publish_naming(sha(blob), sha(blob))
+    stored = [store.put(sha(b), [b]) for b in named[:9]]
+    assert stored == [True] * 9
+    with pytest.raises(QuotaExceededError, match="artifact store is full"):
+        store.put(sha(named[9]), [named[9]])
+    assert meter.used <= limits.store_quota_bytes
+
+
+def test_collection_waits_for_the_grace_period_and_a_caught_up_log_and_spares_named_artifacts(
+    tmp_path: Path,
+) -> None:
+    log, clock = FakeLog(), Clock()
+    store = ArtifactStore(tmp_path / "a", MIB)
+    meter = StoreMeter(store, log, Limits(pending_grace_s=60.0), NodeMetrics(), clock)
+    junk, suspect, verifier = os.urandom(100), os.urandom(100), os.urandom(100)
+    for blob in (junk, suspect, verifier):
+        store.put(sha(blob), [blob], "10.0.0.9")
+    log.publish_naming(sha(verifier), sha(b"info"))
+    clock.now += 59
+    assert meter.collect() == 0
+    clock.now += 2
+    log.status = {"leader": None, "commit_idx": 0, "last_applied": 0}  # partitioned: maybe an entry is missing
+    assert meter.collect() == 0
+    log.status = {"leader": "me", "commit_idx": 5, "last_applied": 4}  # catching up
+    assert meter.collect() == 0
+    log.status = {"leader": "me", "commit_idx": 5, "last_applied": 5}
+    log.msgs.append({"type": "claim", "model_uri": f"sha256:{sha(suspect)}", "verifier_uri": "https://x/v",
+                     "info_uri": f"sha256:{sha(b'info')}"})  # fmt: skip
+    assert meter.collect() == 1
+    assert {d for d, _, _ in store.listing()} == {sha(suspect), sha(verifier)}
+    assert meter.pending == 0 and store.bytes == 200
+    clock.now += 10 * 3600
+    assert meter.collect() == 0  # acknowledged: never collected
+
+
+def test_a_restarted_meter_counts_what_is_stored_and_gives_pending_artifacts_a_new_grace(tmp_path: Path) -> None:
+    log, clock = FakeLog(), Clock()
+    store = ArtifactStore(tmp_path / "a", MIB)
+    StoreMeter(store, log, Limits(pending_grace_s=60.0), NodeMetrics(), clock)
+    kept, loose = os.urandom(10), os.urandom(10)
+    store.put(sha(kept), [kept])
+    store.put(sha(loose), [loose])
+    (tmp_path / "a" / "ab").mkdir(exist_ok=True)
+    (tmp_path / "a" / "ab" / ".upload-crashed").write_bytes(b"partial")
+    log.publish_naming(sha(kept), sha(b"x"))
+    clock.now += 3600
+    store = ArtifactStore(tmp_path / "a", MIB)
+    assert not (tmp_path / "a" / "ab" / ".upload-crashed").exists() and store.bytes == 20
+    meter = StoreMeter(store, log, Limits(pending_grace_s=60.0), NodeMetrics(), clock)
+    assert (meter.used, meter.pending) == (2 * 4096, 4096)
+    assert meter.collect() == 0
+    clock.now += 61
+    assert meter.collect() == 1 and store.has(sha(kept)) and not store.has(sha(loose))
+
+
+def test_peer_copies_pass_the_same_quota(tmp_path: Path) -> None:
+    log, served = FakeLog(), os.urandom(9000)
+    store = ArtifactStore(tmp_path / "a", MIB)
+    StoreMeter(store, log, Limits(store_quota_bytes=8 * KIB, pending_quota_bytes=8 * KIB), NodeMetrics())
+    log.publish_naming(sha(served), sha(b"i"))
+
+    def peer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=served)
+
+    fetcher = Fetcher(store, ["http://peer.invalid"], FetchPolicy())
+    transport = httpx.MockTransport(peer)
+    original = httpx.Client.__init__
+
+    def patched(self: httpx.Client, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **{**kwargs, "transport": transport})
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(httpx.Client, "__init__", patched)
+        with pytest.raises(QuotaExceededError, match="artifact store is full"):
+            fetcher.artifact(sha(served), MIB)
+    assert not store.has(sha(served))
+
+
+def test_uploads_in_flight_hold_room(tmp_path: Path) -> None:
+    limits = Limits(pending_quota_bytes=40 * KIB, pending_per_address_bytes=MIB)
+    meter = StoreMeter(ArtifactStore(tmp_path / "a", MIB), FakeLog(), limits, NodeMetrics())
+    with meter.reserve("aa" * 32, "10.0.0.1") as need:
+        need(30 * KIB)
+        with meter.reserve("bb" * 32, "10.0.0.2") as other:
+            with pytest.raises(QuotaExceededError, match="no entry names yet"):
+                other(20 * KIB)
+            other(10 * KIB)
+    with meter.reserve("cc" * 32, "10.0.0.3") as again:
+        again(40 * KIB)  # released: the room is back
+
+
+def test_the_rate_limiter_refills_says_when_and_forgets_least_recently_used_buckets() -> None:
+    clock = Clock()
+    limits = Limits(publish_per_identity=Rate(2.0, 3), tracked_clients=2)
+    metrics = NodeMetrics()
+    limiter = RateLimiter(limits, metrics, clock)
+    for _ in range(3):
+        limiter.take("publish", "identity", "a")
+    with pytest.raises(RateLimitedError, match="at most 2 a second") as refused:
+        limiter.take("publish", "identity", "a")
+    assert refused.value.retry_after_s == 1 and refused.value.http_status == 429
+    clock.now += 0.5
+    limiter.take("publish", "identity", "a")
+    limiter.take("publish", "identity", "b")
+    limiter.take("publish", "identity", "c")  # evicts "a", which starts full when seen again
+    assert len(limiter) == 2
+    for _ in range(3):
+        limiter.take("publish", "identity", "a")
+    slow = RateLimiter(Limits(claim_per_identity=Rate(0.1, 1)), metrics, clock)
+    slow.take("claim", "identity", "z")
+    with pytest.raises(RateLimitedError) as refused:
+        slow.take("claim", "identity", "z")
+    assert refused.value.retry_after_s == 10
+    assert metrics.rate_limited.labels("publish", "identity")._value.get() == 1
+
+
+def test_client_keys_group_an_ipv6_slash_64_and_unmap_ipv4() -> None:
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_key("::ffff:192.0.2.7") == "192.0.2.7" == client_key("192.0.2.7")
+    assert client_key(None) == "-"
+    assert Limits(exempt=LOOPBACK).is_exempt("127.0.0.1") and not Limits().is_exempt("127.0.0.1")
+
+
+def _config(path: Path, limits: str = "") -> Path:
+    node = 'name = "n1"\nraft = "127.0.0.1:7901"\napi = "127.0.0.1:8901"\n'
+    path.write_text(f'community = "c"\n{node}{limits}\n[[members]]\n{node}')
+    return path
+
+
+def test_the_limits_table_is_parsed_and_checked(tmp_path: Path) -> None:
+    config = _config(tmp_path / "node.toml", (
+        "[limits]\npublish_per_address = { rate = 0.5, burst = 4 }\nexempt_networks = [\"127.0.0.0/8\", \"::1\"]\n"
+        "store_quota_bytes = 1000000\npending_quota_bytes = 1000\npending_grace_seconds = 90\n"
+        "header_timeout_seconds = 2.5\nmax_connections = 10\n"
+    ))  # fmt: skip
+    limits = load_config(config).limits
+    assert limits == replace(
+        Limits(), publish_per_address=Rate(0.5, 4), exempt=(LOOPBACK[0], ipaddress.ip_network("::1")),
+        store_quota_bytes=1_000_000, pending_quota_bytes=1000, pending_grace_s=90.0, header_timeout_s=2.5,
+        max_connections=10,
+    )  # fmt: skip
+    assert load_config(_config(tmp_path / "plain.toml")).limits == Limits()
+    with pytest.raises(ConfigError, match=r"node.toml: limits: unknown field 'colour'"):
+        load_config(_config(tmp_path / "node.toml", "[limits]\ncolour = 1\n"))
+    bad = [
+        ({"colour": 1}, r"limits: unknown field 'colour'"),
+        ({"claim_per_identity": {"rate": 0, "burst": 1}}, r"limits.claim_per_identity.rate must be a positive"),
+        ({"claim_per_identity": {"rate": 1}}, r"limits.claim_per_identity must be an inline table"),
+        ({"upload_per_address": {"rate": 1, "burst": 0}}, r"burst must be a positive integer"),
+        ({"max_connections": 0}, r"limits.max_connections must be a positive integer"),
+        ({"body_timeout_seconds": -1}, r"limits.body_timeout_seconds must be a positive number"),
+        ({"exempt_networks": ["localhost"]}, r"limits.exempt_networks: .*does not appear to be"),
+        ({"pending_quota_bytes": 10, "store_quota_bytes": 5}, r"pending_quota_bytes is over store_quota_bytes"),
+    ]
+    for table, fragment in bad:
+        with pytest.raises(ConfigError, match=fragment):
+            parse_limits(table, "node.toml: limits")
+
+
+def test_json_log_lines_carry_fields_and_never_secrets() -> None:
+    formatter = JsonFormatter(secrets=("community-secret-0123456789", None))
+    record = logging.LogRecord("registry.node", logging.WARNING, __file__, 1, "joined with %s", ("community-secret-"
+                               "0123456789",), None)  # fmt: skip
+    record.__dict__.update({"peer": "node2", "entries": 3, "secret": "x", "identity_seed": "y", "nested": {"token": 1}})
+    line = formatter.format(record)
+    assert "\n" not in line and "community-secret-0123456789" not in line
+    out = json.loads(line)
+    assert {k: out[k] for k in ("level", "logger", "message", "peer", "entries")} == {
+        "level": "WARNING", "logger": "registry.node", "message": f"joined with {REDACTED}", "peer": "node2",
+        "entries": 3,
+    }  # fmt: skip
+    assert (out["secret"], out["identity_seed"], out["nested"]) == (REDACTED, REDACTED, {"token": REDACTED})
+    assert out["time"].endswith("+00:00") and "T" in out["time"]
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    assert "ValueError: boom" in json.loads(formatter.format(failed))["exc"]
+
+
+def test_wmnode_start_log_json_writes_one_json_object_per_line(tmp_path: Path) -> None:
+    (config,) = write_local_configs(tmp_path, 1)
+    raft = load_config(config).raft
+    with socket.socket() as busy:  # the node logs its dev-mode warning, then finds its Raft port taken
+        busy.bind((raft.host, raft.port))
+        busy.listen()
+        out = subprocess.run(
+            [sys.executable, "-m", "registry.cli", "start", "--config", str(config), "--dev", "--log-json",
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    records = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    warning = next(r for r in records if r["logger"] == "registry.node")
+    assert warning["level"] == "WARNING" and "dev mode" in warning["message"]
+    assert load_config(config).identity_seed not in out.stderr

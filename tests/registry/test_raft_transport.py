@@ -1,0 +1,310 @@
+"""The Raft port under attack (DESIGN §6): a stranger, a holder of the community secret, a member
+posing as another. Three members run in this process on loopback; the attacker speaks raw TCP.
+
+Every payload that would run code if unpickled touches a marker file; none may ever appear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from registry import raft_wire
+from registry.clock import ClockSettings, settings_digest
+from registry.identity import Identity, derive_owner_key
+from registry.log import APPENDED, REJECTED, RegistryLog, _RaftNode
+from registry.messages import Publish
+from registry.raft_transport import HELLO_BYTES, MAGIC, WireLimits, _x25519_public, stretch_secret
+from tests.helpers import free_ports, now_ms
+
+SECRET = "transport-test-secret-0123456789"
+COMMUNITY = "wmnode.test/transport"
+LIMITS = WireLimits(handshake_s=0.5, max_pending_per_ip=4)
+
+
+class Touch:
+    """Unpickling this runs `Path.touch(marker)`: the harmless stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+class Community:
+    def __init__(self, base: Path) -> None:
+        ports = free_ports(3)
+        self.ids = [Identity.from_seed(f"transport-test-{i}-{os.urandom(4).hex()}") for i in range(3)]
+        self.addrs = [f"127.0.0.1:{p}" for p in ports]
+        self.logs = []
+        for i in range(3):
+            (base / str(i)).mkdir()
+            peers = {self.addrs[j]: self.ids[j].public_hex for j in range(3) if j != i}
+            self.logs.append(RegistryLog(self.addrs[i], peers, base / str(i), SECRET, community=COMMUNITY,
+                                         identity=self.ids[i], limits=LIMITS))  # fmt: skip
+        members = [(k.public_hex, a) for k, a in zip(self.ids, self.addrs, strict=True)]
+        self.settings = settings_digest(COMMUNITY, members, ClockSettings())
+        self.psk = stretch_secret(SECRET, COMMUNITY)
+        deadline = time.monotonic() + 20
+        while self.leader() is None or not all(log.raft_status().get("leader") for log in self.logs):
+            assert time.monotonic() < deadline, "no leader"
+            time.sleep(0.05)
+
+    def leader(self) -> int | None:
+        roles = [log.raft_status()["state"] for log in self.logs]
+        return roles.index(2) if 2 in roles else None
+
+    def port(self, i: int) -> int:
+        return int(self.addrs[i].rsplit(":", 1)[1])
+
+    def publish(self, via: int = 0) -> str:
+        owner, nonce = Identity.generate(), os.urandom(16)
+        msg = Publish.create(owner, scheme="mtlsign", time=now_ms(), key_hash=derive_owner_key(owner, nonce).key_hash,
+                             verifier_hash="ab" * 32, info_hash="cd" * 32, nonce=nonce.hex())  # fmt: skip
+        return self.logs[via].commit_sync(msg).status
+
+    def close(self) -> None:
+        for log in self.logs:
+            log.close()
+
+
+@pytest.fixture(scope="module")
+def community(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Community]:
+    c = Community(tmp_path_factory.mktemp("transport"))
+    yield c
+    c.close()
+
+
+_OPEN: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def dial(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=3)
+    sock.settimeout(3)
+    _OPEN.append(sock)
+    return sock
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """True once the node closed the connection (reads EOF or a reset) within `seconds`."""
+    sock.settimeout(seconds)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+def read_frame(sock: socket.socket) -> bytes:
+    head = b""
+    while len(head) < 4:
+        head += sock.recv(4 - len(head))
+    (size,) = struct.unpack(">I", head)
+    body = b""
+    while len(body) < size:
+        body += sock.recv(size - len(body))
+    return body
+
+
+def hello(settings: bytes, public: bytes, eph: X25519PrivateKey) -> bytes:
+    return MAGIC + settings + public + _x25519_public(eph) + os.urandom(32)
+
+
+def test_a_frame_announcing_two_gib_is_dropped_before_anything_is_buffered(community: Community) -> None:
+    sock = dial(community.port(0))
+    sock.sendall(struct.pack(">I", 2**31 - 1) + b"\0" * 65536)
+    assert closed_within(sock, 2.0)
+    assert community.publish() == APPENDED
+
+
+def test_a_pickle_is_never_unpickled_raw_or_in_pysyncobjs_own_framing(community: Community, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(Touch(marker), protocol=2)
+    for data in (frame(payload), struct.pack("i", len(payload)) + payload, payload):
+        sock = dial(community.port(0))
+        sock.sendall(data)
+        assert closed_within(sock, 2.0)
+    assert not marker.exists()
+
+
+def test_the_community_secret_without_a_member_key_admits_nobody(community: Community, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    stranger = Identity.generate()
+    sock = dial(community.port(0))
+    sock.sendall(frame(hello(community.settings, bytes.fromhex(stranger.public_hex), X25519PrivateKey.generate())))
+    assert closed_within(sock, 2.0)
+    assert not marker.exists()
+
+
+def test_a_member_key_without_its_private_half_fails_the_handshake(community: Community, tmp_path: Path) -> None:
+    """The attacker holds the secret and claims to be member 2 (the one that dials member 0)."""
+    marker = tmp_path / "ran"
+    eph = X25519PrivateKey.generate()
+    mine = hello(community.settings, bytes.fromhex(community.ids[2].public_hex), eph)
+    sock = dial(community.port(0))
+    sock.sendall(frame(mine))
+    theirs = read_frame(sock)
+    assert len(theirs) == HELLO_BYTES and theirs.startswith(MAGIC)
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    shared = eph.exchange(X25519PublicKey.from_public_bytes(theirs[8 + 64 : 8 + 96]))
+    transcript = hashlib.sha256(b"wmnode/raft/handshake/v2" + mine + theirs).digest()
+    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=community.psk, info=transcript).derive(shared)
+    send = AESGCM(okm[:32])
+    forged = Identity.generate().sign(b"wmnode/raft/auth/v2" + b"I" + transcript)  # not member 2's key
+    sock.sendall(frame(send.encrypt((0).to_bytes(12, "big"), forged, None)))
+    sealed_pickle = send.encrypt((1).to_bytes(12, "big"), pickle.dumps(Touch(marker), protocol=2), None)
+    try:
+        sock.sendall(frame(sealed_pickle))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert closed_within(sock, 2.0)
+    assert not marker.exists()
+    assert community.publish(via=2) == APPENDED  # the real member 2 is still connected and heard
+
+
+def test_a_silent_connection_is_dropped_at_the_handshake_deadline(community: Community) -> None:
+    sock = dial(community.port(1))
+    start = time.monotonic()
+    assert closed_within(sock, 3.0)
+    assert time.monotonic() - start < LIMITS.handshake_s + 1.0
+
+
+def test_unauthenticated_connections_from_one_address_are_capped(community: Community) -> None:
+    socks = [dial(community.port(1)) for _ in range(LIMITS.max_pending_per_ip + 3)]
+    time.sleep(0.2)
+    dropped = [closed_within(s, 0.05) for s in socks]
+    assert sum(dropped) >= 3 and not all(dropped)
+    for s in socks:
+        s.close()
+    assert community.publish(via=1) == APPENDED
+
+
+def test_pysyncobjs_utility_commands_and_pickled_chunks_are_refused_by_schema() -> None:
+    for bad in (
+        ["status"],
+        {
+            "type": "append_entries",
+            "transmission": "start",
+            "data": b"x",
+            "term": 1,
+            "commit_index": 1,
+            "prevLogIdx": 1,
+            "prevLogTerm": 1,
+        },  # fmt: skip
+        {"type": "request_vote", "term": "1", "last_log_index": 1, "last_log_term": 1},
+        {"type": "request_vote", "term": 1, "last_log_index": 1},
+        {"type": "response_vote", "term": -1},
+        {"type": "readonly"},
+    ):
+        with pytest.raises(raft_wire.WireError):
+            raft_wire.check_message(raft_wire.decode(raft_wire.encode(bad)))
+
+
+def test_decoding_any_bytes_either_succeeds_or_raises_wire_error() -> None:
+    import random
+
+    rng = random.Random(7)
+    sample = raft_wire.encode({"type": "append_entries", "term": 3, "commit_index": 2, "prevLogIdx": 1,
+                               "prevLogTerm": 1, "entries": [(b"\x00wm2{}", 2, 3)]})  # fmt: skip
+    assert raft_wire.check_message(raft_wire.decode(sample))["entries"] == ((b"\x00wm2{}", 2, 3),)
+    for _ in range(3000):
+        data = bytearray(sample)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        cut = bytes(data[: rng.randint(0, len(data))])
+        for candidate in (bytes(data), cut, os.urandom(rng.randint(0, 64))):
+            try:
+                raft_wire.decode(candidate)
+            except raft_wire.WireError:
+                pass
+    with pytest.raises(raft_wire.WireError):
+        raft_wire.decode(b"l" + struct.pack(">I", 2**31))  # a count no frame could hold
+
+
+def test_only_the_one_wmnode_command_is_applied_never_a_pickled_one(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    pickled = pickle.dumps(Touch(marker), protocol=2)
+    apply = _RaftNode._SyncObj__doApplyCommand  # what a follower runs on every committed entry
+    node = object.__new__(_RaftNode)
+    node._apply_envelope = lambda data: pytest.fail("not a wmnode command")
+    for command in (b"\x00" + pickled, b"\x02" + pickled, b"\x03" + pickled):  # regular, membership, version
+        out = apply(node, command)
+        assert out is not None and out.status == REJECTED
+    assert _RaftNode._SyncObj__parseChangeClusterRequest(node, b"\x02" + pickled) is None
+    assert not marker.exists()
+
+
+def test_a_pickled_snapshot_on_disk_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    (tmp_path / "raft.dump").write_bytes(pickle.dumps(Touch(marker), protocol=2))
+    (port,) = free_ports(1)
+    log = RegistryLog(f"127.0.0.1:{port}", {}, tmp_path, SECRET, identity=Identity.from_seed("snapshot-test"))
+    try:
+        deadline = time.monotonic() + 10
+        while log.raft_status()["state"] != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert log.size() == 0
+    finally:
+        log.close()
+    assert not marker.exists()
+
+
+def test_a_lagging_member_catches_up_from_a_snapshot_sent_over_the_wire(tmp_path: Path) -> None:
+    """The leader compacts its log; a member that missed those entries gets the snapshot (our
+    format, replayed and re-validated, never a pickle) and converges on the same tree."""
+    (tmp_path / "snap").mkdir()
+    c = Community(tmp_path / "snap")
+    try:
+        lag = next(i for i in range(3) if i != c.leader())
+        base = tmp_path / "snap" / str(lag)
+        peers = {c.addrs[j]: c.ids[j].public_hex for j in range(3) if j != lag}
+        c.logs[lag].close()
+        alive = next(i for i in range(3) if i != lag)
+        for _ in range(20):
+            assert c.publish(via=alive) == APPENDED
+        leader = c.logs[c.leader() or 0]
+        leader.sync.forceLogCompaction()
+        deadline = time.monotonic() + 20
+        while leader.raft_status()["log_len"] > 5:
+            assert time.monotonic() < deadline, "the leader never compacted"
+            time.sleep(0.05)
+        c.logs[lag] = RegistryLog(c.addrs[lag], peers, base, SECRET, community=COMMUNITY, identity=c.ids[lag],
+                                  limits=LIMITS)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while c.logs[lag].head() != leader.head():
+            assert time.monotonic() < deadline, f"lagging member stuck at {c.logs[lag].size()} of {leader.size()}"
+            time.sleep(0.05)
+        assert c.publish(via=lag) == APPENDED
+    finally:
+        c.close()
