@@ -174,6 +174,10 @@ def test_a_member_that_votes_against_the_truth_does_not_change_the_outcome(
     try:
         community.wait_ready(timeout=60)
         with community.client(0) as client:
+            deadline = time.monotonic() + 60  # the liar is connected and caught up before the claim
+            while liar_log.sync._getLeader() is None or liar_log.size() < client.status()["size"]:
+                assert time.monotonic() < deadline, "member 3's log never caught up"
+                time.sleep(0.05)
             msg = _claim_msg(client, owner, owner_bundle, *_uploaded(client, finetuned))
             index = client.submit(msg)["index"]
             lie = Vote.create(
