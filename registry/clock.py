@@ -6,13 +6,17 @@ Every log entry travels in an *envelope* that the member that received it stamps
 other three). A *beacon* is an envelope with ``msg = null``: idle members append one every
 `beacon_ms`, so that every member's latest stamp stays recent.
 
-Apply keeps, per member, the latest stamp it signed. With ``median`` the lower median of those
-latest stamps (a member that never stamped counts as 0), and the candidate's own stamp counted
-as its member's latest:
+Apply keeps, per member, the latest stamp it signed: its wall clock, never clamped, so that no
+one can ratchet another member's clock forward. With ``median`` the lower median of those latest
+stamps (a member that never stamped counts as 0), and the candidate's own stamp counted as its
+member's latest:
 
-* an **entry** is admitted only if ``last_time ≤ stamp ≤ median + bound_ms``, where last_time is
-  the previous entry's time. A minority cannot move the median, so a stamp of 2^53 from one
-  member is refused, and the clock never runs backwards.
+* an **entry** is admitted only if ``last_time − bound_ms ≤ stamp ≤ median + bound_ms``, and its
+  time in the log is ``max(stamp, last_time)``: the clock never runs backwards, a minority
+  cannot move the median, so a stamp of 2^53 from one member is refused, and a member whose clock
+  is a little behind (or whose entry lost a race to the leader) is not refused for it. A member
+  can push the log's time at most `bound_ms` past the honest members' clocks, and no further,
+  because honest stamps (the median) are never clamped up to the log's time.
 * a **beacon** is admitted if it does not go back on its member's own latest stamp and, once a
   majority of members has stamped, if ``stamp ≤ median + bound_ms``. Before that the beacons
   are what starts the clock; no entry is admitted until a majority of members has stamped
@@ -82,6 +86,7 @@ class Envelope:
     msg: dict[str, Any] | None
     node: str
     stamp: int
+    sig: str
 
 
 def open_envelope(env: Any, members: frozenset[str], verify: bool = True) -> Envelope:
@@ -105,7 +110,7 @@ def open_envelope(env: Any, members: frozenset[str], verify: bool = True) -> Env
             )
         except VerificationError as exc:
             raise RejectedError(f"the stamp of {node[:16]}… does not verify") from exc
-    return Envelope(msg, node, stamp)
+    return Envelope(msg, node, stamp, sig)
 
 
 def lower_median(values: list[int]) -> int:
@@ -123,8 +128,11 @@ def stamp_ceiling(latest: dict[str, int], members: frozenset[str], node: str, st
 def check_entry_stamp(
     latest: dict[str, int], members: frozenset[str], last_time: int, node: str, stamp: int, clock: ClockSettings
 ) -> None:
-    if stamp < last_time:
-        raise RejectedError(f"stamp {stamp} is before the log's last time {last_time} (the clock never runs back)")
+    if stamp < last_time - clock.bound_ms:
+        raise RejectedError(
+            f"stamp {stamp} is more than {clock.bound_ms} ms before the log's last time {last_time}: "
+            "this member's clock is behind the community's"
+        )
     started = sum(1 for m in members if latest.get(m, 0) > 0 or m == node)
     if started < len(members) // 2 + 1:
         raise RejectedError(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -30,7 +31,15 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 from pysyncobj.journal import createJournal
 
 from registry import raft_wire
-from registry.clock import ClockSettings, check_beacon_stamp, check_entry_stamp, open_envelope, seal, settings_digest
+from registry.clock import (
+    ClockSettings,
+    check_beacon_stamp,
+    check_entry_stamp,
+    lower_median,
+    open_envelope,
+    seal,
+    settings_digest,
+)
 from registry.encoding import MAX_MESSAGE_BYTES, canonical, parse_json
 from registry.errors import MessageError, NotFoundError, RejectedError, WmnodeError
 from registry.identity import Identity, verify_owner_key
@@ -50,6 +59,9 @@ MAX_ENVELOPE_BYTES = MAX_MESSAGE_BYTES + 1024
 SNAPSHOT_MAGIC = b"wmnode-snapshot/2\n"
 #: A snapshot (all leaves) larger than this is refused, from disk or from a peer.
 MAX_SNAPSHOT_BYTES = 8 * 2**30
+#: How far ahead of this node's term a member's message may be (honest terms grow by one an
+#: election; this is months of elections, and keeps terms far below the wire's bound).
+MAX_TERM_JUMP = 2**24
 _BEACON = object()
 
 
@@ -143,8 +155,13 @@ class LogState:
         self.by_model: dict[str, list[int]] = {}
         #: Reference models: slot -> model_hash -> the members that recorded it (DESIGN §6.1 rule 3).
         self.references: dict[tuple[str, int, str, str, str], dict[str, set[str]]] = {}
-        #: The latest stamp each member signed (entries and beacons).
+        #: The latest stamp each member signed (entries and beacons), and the envelope that carried
+        #: it: a snapshot proves every member's clock with the member's own signature.
         self.latest: dict[str, int] = {}
+        self.latest_env: dict[str, bytes] = {}
+        #: Each leaf's stamp (member, stamp, signature over the leaf's message, member and stamp).
+        self.stamps: list[tuple[str, int, str]] = []
+        self.leaf_bytes = 0
         self.last_time = 0
         self.rejected = 0
         self.beacons = 0
@@ -176,7 +193,7 @@ class LogState:
         if env.msg is None:
             with self.lock:
                 check_beacon_stamp(self.latest, self.members, env.node, env.stamp, self.clock)
-                self.latest[env.node] = env.stamp
+                self.latest[env.node], self.latest_env[env.node] = env.stamp, data
                 self.beacons += 1
             return Outcome(BEACON, time=env.stamp)
         msg = memo if isinstance(memo, Message) else message_from_json(env.msg)
@@ -185,8 +202,10 @@ class LogState:
             return self._outcome(DUPLICATE, existing)
         self.admit(msg, env.stamp, env.node)
         with self.lock:
-            index = self._append(msg, env.stamp)
-            self.latest[env.node] = max(self.latest.get(env.node, 0), env.stamp)
+            index = self._append(msg, max(env.stamp, self.last_time))
+            self.stamps.append((env.node, env.stamp, env.sig))
+            if env.stamp >= self.latest.get(env.node, 0):
+                self.latest[env.node], self.latest_env[env.node] = env.stamp, data
         return self._outcome(APPENDED, index)
 
     def _append(self, msg: Message, time: int) -> int:
@@ -194,6 +213,7 @@ class LogState:
         index = len(self.leaves)
         leaf = canonical({"index": index, "msg": msg.to_json(), "time": time})
         self.leaves.append(leaf)
+        self.leaf_bytes += len(leaf)
         self.times.append(time)
         self.tree.append(leaf_hash(leaf))
         self.by_body[msg.body_hash()] = index
@@ -253,7 +273,7 @@ class LogState:
                 check_entry_stamp(self.latest, self.members, self.last_time, node, stamp, self.clock)
             except RejectedError as exc:
                 text = exc.diagnostics()
-                code = STALE_STAMP if "before the log's last time" in text else ""
+                code = STALE_STAMP if "before the log's last time" in text else ""  # a lagging clock
                 code = CLOCK_NOT_STARTED if "has not started" in text else code
                 raise _Stamp(text, code) from None
             if isinstance(msg, Publish | Claim):
@@ -308,46 +328,98 @@ class LogState:
         with self.lock:
             return {
                 "leaves": list(self.leaves),
-                "latest": dict(self.latest),
+                "stamps": [list(stamp) for stamp in self.stamps],
+                "latest": dict(self.latest_env),
                 "rejected": self.rejected,
                 "beacons": self.beacons,
             }
 
     def restore(self, snap: Any) -> None:
-        """Replace the state by a snapshot's, replaying and re-validating every leaf (signatures,
-        indexes, order of time, the log's rules); on any error nothing changes."""
-        if not isinstance(snap, dict) or set(snap) != {"leaves", "latest", "rejected", "beacons"}:
+        self.adopt(self.prepare(snap))
+
+    def prepare(self, snap: Any) -> LogState:
+        """The state a snapshot describes, replayed and re-validated, or `MessageError`.
+
+        A snapshot may only extend the log this node has applied (its leaves start with ours), so
+        no member can rewrite, shorten or rewind it. Every further leaf is checked as apply checks
+        it, on the evidence the snapshot carries: the stamping member's signature, the publish's
+        skew, a vote or reference stamped by its own member, time = max(stamp, last time) within
+        the bound of the members' latest stamps (each proven by its member's signed envelope),
+        the message's own signature and the log's rules.
+        """
+        if not isinstance(snap, dict) or set(snap) != {"leaves", "stamps", "latest", "rejected", "beacons"}:
             raise MessageError("malformed snapshot")
-        fresh = LogState(self.members, self.clock)
-        latest = snap["latest"]
-        if not isinstance(latest, dict) or not all(
-            k in self.members and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in latest.items()
-        ):
+        leaves, stamps, latest = snap["leaves"], snap["stamps"], snap["latest"]
+        if not (isinstance(leaves, tuple) and isinstance(stamps, tuple) and len(leaves) == len(stamps)):
+            raise MessageError("malformed snapshot leaves")
+        if not isinstance(latest, dict):
             raise MessageError("malformed snapshot clocks")
-        for i, leaf in enumerate(snap["leaves"]):
+        with self.lock:
+            ours, our_stamps = list(self.leaves), list(self.stamps)
+            evidence, envelopes = dict(self.latest), dict(self.latest_env)
+        if list(leaves[: len(ours)]) != ours:
+            raise MessageError(f"the snapshot does not extend the {len(ours)} entries this node applied")
+        for node, data in latest.items():
+            env = open_envelope(parse_json(data, limit=MAX_ENVELOPE_BYTES) if isinstance(data, bytes) else None,
+                                self.members)  # fmt: skip
+            if env.node != node:
+                raise MessageError("snapshot clock proven by another member's envelope")
+            if env.stamp > evidence.get(node, 0):
+                evidence[node], envelopes[node] = env.stamp, data
+        ceiling = lower_median([evidence.get(m, 0) for m in self.members]) + self.clock.bound_ms
+        fresh = LogState(self.members, self.clock)
+        for i, leaf in enumerate(leaves):
             if not isinstance(leaf, bytes):
                 raise MessageError("malformed snapshot leaf")
             entry = parse_json(leaf, limit=MAX_ENVELOPE_BYTES + 256)
             if not isinstance(entry, dict) or set(entry) != {"index", "msg", "time"} or entry["index"] != i:
                 raise MessageError(f"snapshot leaf {i} is malformed")
-            time = entry["time"]
-            if not isinstance(time, int) or isinstance(time, bool) or time < fresh.last_time:
-                raise MessageError(f"snapshot leaf {i}: time runs backwards")
             msg = message_from_json(entry["msg"])
+            if i < len(ours):
+                node, stamp, sig = our_stamps[i]
+            else:
+                node, stamp, sig = _stamp_record(stamps[i], i)
+                self._check_replayed(fresh, msg, entry, node, stamp, sig, ceiling)
             if msg.body_hash() in fresh.by_body:
                 raise MessageError(f"snapshot leaf {i} repeats an earlier message")
             fresh._admit_rules(msg)
-            fresh._append(msg, time)
+            fresh._append(msg, entry["time"])
+            fresh.stamps.append((node, stamp, sig))
             if fresh.leaves[-1] != leaf:
                 raise MessageError(f"snapshot leaf {i} is not in canonical form")
+        fresh.latest, fresh.latest_env = evidence, envelopes
+        counters = [snap[k] if isinstance(snap[k], int) and not isinstance(snap[k], bool) else 0
+                    for k in ("rejected", "beacons")]  # fmt: skip
+        fresh.rejected, fresh.beacons = max(counters[0], self.rejected), max(counters[1], self.beacons)
+        return fresh
+
+    def _check_replayed(self, fresh: LogState, msg: Message, entry: dict[str, Any], node: str, stamp: int, sig: str,
+                        ceiling: int) -> None:  # fmt: skip
+        open_envelope({"msg": entry["msg"], "node": node, "stamp": stamp, "sig": sig}, self.members)
+        time = entry["time"]
+        if stamp < fresh.last_time - self.clock.bound_ms or stamp > ceiling:
+            raise MessageError(f"snapshot entry #{entry['index']}: stamp {stamp} outside the clock rules")
+        if time != max(stamp, fresh.last_time):
+            raise MessageError(f"snapshot entry #{entry['index']}: time {time} is not its stamp's")
+        if isinstance(msg, Publish | Claim):
+            _check_time(msg.TYPE, msg.time, stamp, self.clock.skew_ms)
+        if isinstance(msg, Vote | Reference) and msg.node != node:
+            raise MessageError(f"snapshot entry #{entry['index']}: a {msg.TYPE} stamped by another member")
+
+    def adopt(self, fresh: LogState) -> None:
         with self.lock:
             for name in ("leaves", "times", "tree", "by_body", "by_key_hash", "publishes", "claims", "by_model",
-                         "references", "last_time"):  # fmt: skip
+                         "references", "last_time", "latest", "latest_env", "stamps", "leaf_bytes", "rejected",
+                         "beacons"):  # fmt: skip
                 setattr(self, name, getattr(fresh, name))
-            self.latest = dict(latest)
-            self.rejected = snap["rejected"] if isinstance(snap["rejected"], int) else 0
-            self.beacons = snap["beacons"] if isinstance(snap["beacons"], int) else 0
         self.changed.set()
+
+
+def _stamp_record(value: Any, index: int) -> tuple[str, int, str]:
+    if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], str) and isinstance(value[2], str)
+            and isinstance(value[1], int) and not isinstance(value[1], bool)):  # fmt: skip
+        raise MessageError(f"snapshot stamp {index} is malformed")
+    return value[0], value[1], value[2]
 
 
 def _check_time(kind: str, time: int, stamp: int, skew_ms: int) -> None:
@@ -400,8 +472,11 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
     entries answers with `reset`, which still rewinds it.
     """
 
-    def __init__(self, apply: Callable[[bytes], Outcome], *args: Any, **kwargs: Any) -> None:
-        self._apply_envelope = apply
+    def __init__(
+        self, apply: Callable[[bytes], Outcome], leaf_bytes: Callable[[], int], *args: Any, **kwargs: Any
+    ) -> None:
+        self._apply_envelope, self._leaf_bytes = apply, leaf_bytes
+        self._snapshot_bytes = 0
         super().__init__(*args, **kwargs)
         self._SyncObj__transport.setOnMessageReceivedCallback(self._on_message)
         _close_finished_transmissions(self._SyncObj__serializer)
@@ -418,23 +493,60 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
         return None  # membership is the config's; pysyncobj's pickled membership commands are refused
 
     def _on_message(self, node: Any, message: dict[str, Any]) -> None:
-        """A peer's message, already authenticated and schema-checked by the transport."""
-        if message["type"] == "apply_command" and not _is_command(message["command"]):
-            logger.warning("a member forwarded a command that is not a wmnode envelope; dropped")
-            return
-        chunk = message.get("serialized") if message["type"] == "append_entries" else None
-        if chunk:  # a snapshot streamed to disk: bounded, whoever the leader is
-            data, first, _ = chunk
-            self._snapshot_bytes = (0 if first else getattr(self, "_snapshot_bytes", 0)) + len(data)
-            if self._snapshot_bytes > MAX_SNAPSHOT_BYTES:
-                logger.warning("a snapshot from a member ran past %d bytes; dropped", MAX_SNAPSHOT_BYTES)
+        """A peer's message, already authenticated and schema-checked by the transport.
+
+        Raft trusts its leader; a hostile member is refused what no honest one would send: a term
+        far ahead (which would run past any bound and end elections), a second leader in one term,
+        entries that are not wmnode commands or that contradict entries this node already applied,
+        an oversized snapshot, and an answer to a command it was never sent.
+        """
+        try:
+            refusal = self._refusal(node, message)
+            if refusal:
+                logger.warning("refused a %s from a member: %s", message["type"], refusal)
                 return
-        rewindable = message["type"] == "next_node_idx" and message["success"] and not message["reset"]
-        next_index: dict[Any, int] = self._SyncObj__raftNextIndex
-        before = next_index.get(node) if rewindable else None
-        self._SyncObj__onMessageReceived(node, message)
-        if before is not None and next_index.get(node, before) < before:
-            next_index[node] = before
+            rewindable = message["type"] == "next_node_idx" and message["success"] and not message["reset"]
+            next_index: dict[Any, int] = self._SyncObj__raftNextIndex
+            before = next_index.get(node) if rewindable else None
+            self._SyncObj__onMessageReceived(node, message)
+            if before is not None and next_index.get(node, before) < before:
+                next_index[node] = before
+        except Exception:  # noqa: BLE001 - a peer's message must never take the tick thread down
+            logger.exception("a %s from a member could not be processed; dropping its connection", message["type"])
+            conn = self._SyncObj__transport._connections.get(node)
+            if conn is not None:
+                conn.disconnect()
+
+    def _refusal(self, node: Any, message: dict[str, Any]) -> str:
+        kind, term = message["type"], message.get("term")
+        current, leader = self._SyncObj__raftCurrentTerm, self._SyncObj__raftLeader
+        if term is not None and term > current + MAX_TERM_JUMP:
+            return f"term {term} is more than {MAX_TERM_JUMP} ahead of {current}"
+        if kind == "apply_command":
+            return "" if _is_command(message["command"]) else "a command that is not a wmnode envelope"
+        if kind == "apply_command_response" and node != leader:
+            return "an answer from a node that is not the leader"
+        if kind != "append_entries":
+            return ""
+        if term == current and leader is not None and node != leader:
+            return "a second leader in one term"
+        for command, index, entry_term in message.get("entries", ()):
+            if not (_is_command(command) or command == _NO_OP):
+                return f"entry {index} is not a wmnode command"
+            if index <= self._SyncObj__raftLastApplied:
+                mine = self._SyncObj__getEntries(index, 1)
+                if mine and (mine[0][0], mine[0][2]) != (command, entry_term):
+                    return f"entry {index} contradicts an entry this node already applied"
+        chunk = message.get("serialized")
+        if chunk:  # a snapshot streamed to disk: bounded by what an honest one could weigh
+            data, first, _ = chunk
+            self._snapshot_bytes = (0 if first else self._snapshot_bytes) + len(data)
+            if self._snapshot_bytes > self._snapshot_limit():
+                return f"a snapshot past {self._snapshot_limit()} bytes"
+        return ""
+
+    def _snapshot_limit(self) -> int:
+        return 64 * 2**20 + 4 * self._leaf_bytes()
 
 
 def _close_finished_transmissions(serializer: Any) -> None:
@@ -620,13 +732,17 @@ class RegistryLog(LogReader):
             commandsWaitLeader=True,
             dynamicMembershipChange=False,
         )
+        self._dump = dump
+        self._prepared: tuple[LogState, tuple[Any, ...]] | None = None
         self.sync = _RaftNode(
             self.state.apply_envelope,
+            lambda: self.state.leaf_bytes,
             self_addr,
             list(peers),
             conf=conf,
             transportClass=SecureTransport.factory(auth),
         )
+        self._guard_snapshot_install()
         self._stop = threading.Event()
         self._beacon_sent = 0.0  # monotonic time of the beacon in flight; 0 when none
         self._beacons = threading.Thread(target=self._beacon_loop, name="wmnode-beacons", daemon=True)
@@ -640,27 +756,76 @@ class RegistryLog(LogReader):
         with open(path, "wb") as f:
             f.write(SNAPSHOT_MAGIC + blob)
 
-    def _read_snapshot(self, path: str) -> tuple[Any, ...]:
+    def _parse_snapshot(self, path: str) -> tuple[LogState, tuple[Any, ...]]:
+        """The state and Raft entries a snapshot file describes (validated, not yet adopted)."""
         with open(path, "rb") as f:
             data = f.read(MAX_SNAPSHOT_BYTES + 1)
         if len(data) > MAX_SNAPSHOT_BYTES or not data.startswith(SNAPSHOT_MAGIC):
             raise MessageError("not a wmnode snapshot (or over the size limit)")
-        snap = raft_wire.decode(data[len(SNAPSHOT_MAGIC) :])
+        body = data[len(SNAPSHOT_MAGIC) :]
+        snap = raft_wire.decode(body, max_items=len(body))
         if not isinstance(snap, dict) or set(snap) != {"entries", "state"}:
             raise MessageError("malformed snapshot")
         entries = snap["entries"]
         if not (isinstance(entries, tuple) and len(entries) == 2 and raft_wire._entries(entries)):
             raise MessageError("malformed snapshot entries")
-        self.state.restore(snap["state"])
-        return entries[1], entries[0], None
+        return self.state.prepare(snap["state"]), (entries[1], entries[0], None)
+
+    def _read_snapshot(self, path: str) -> tuple[Any, ...]:
+        """pysyncobj's deserializer hook: at start (our own dump; its copy from before the last
+        install if that one cannot be read) and after an install the guard below validated."""
+        if self._prepared is not None:
+            fresh, raft = self._prepared
+            self._prepared = None
+        else:
+            try:
+                fresh, raft = self._parse_snapshot(path)
+            except Exception:
+                previous = Path(path + ".prev")
+                if not previous.exists():
+                    raise
+                logger.exception("the snapshot does not load; using the one from before the last install")
+                fresh, raft = self._parse_snapshot(str(previous))
+                os.replace(previous, path)
+        self.state.adopt(fresh)
+        return raft
+
+    def _guard_snapshot_install(self) -> None:
+        """Validate a snapshot a member streamed before it replaces this node's own: pysyncobj
+        writes it over the dump and then loads it, and a dump that does not load would leave the
+        node unable to apply anything after its next restart."""
+        serializer = self.sync._SyncObj__serializer
+        original = serializer.setTransmissionData
+        dump = str(self._dump)
+        previous = dump + ".prev"
+
+        def install(data: Any) -> bool:
+            if not data or not data[2]:  # not the last chunk yet
+                return bool(original(data))
+            kept = os.path.exists(dump)
+            if kept:
+                shutil.copyfile(dump, previous)
+            if not original(data):
+                return False
+            try:
+                self._prepared = self._parse_snapshot(dump)
+            except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, it is not installed
+                logger.warning("refused a snapshot from a member: %s", exc)
+                if kept:
+                    os.replace(previous, dump)
+                return False
+            if kept:
+                os.unlink(previous)
+            return True
+
+        serializer.setTransmissionData = install
 
     # -- writes -----------------------------------------------------------------------------
 
     def seal(self, msg: Message | None, stamp: int | None = None) -> bytes:
-        """Envelope bytes for `msg` (None: a beacon), stamped now by this node and signed; never
-        before the log's last time, so this node's own entries keep the clock's order."""
-        if stamp is None:
-            stamp = max(now_ms(), self.state.last_time, self.state.latest.get(self.key, 0))
+        """Envelope bytes for `msg` (None: a beacon), stamped with this node's clock and signed."""
+        if stamp is None:  # the wall clock, never clamped to the log's time (that would ratchet the median)
+            stamp = max(now_ms(), self.state.latest.get(self.key, 0))
         data = seal(self.identity, None if msg is None else msg.to_json(), stamp)
         self.state.validated.add(data, _BEACON if msg is None else msg)
         return data
@@ -672,7 +837,7 @@ class RegistryLog(LogReader):
                 f"a {msg.TYPE} by {msg.node[:16]}… reaches the log only through that member's own node, "
                 f"which stamps it (this node is {self.key[:16]}…)"
             )
-        stamp = max(now_ms(), self.state.last_time)
+        stamp = max(now_ms(), self.state.latest.get(self.key, 0))
         try:
             self.state.admit(msg, stamp, self.key)
         except _Stamp as exc:

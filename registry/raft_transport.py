@@ -72,6 +72,8 @@ class WireLimits:
     idle_s: float = 10.0
     max_pending: int = 32
     max_pending_per_ip: int = 4
+    #: New connections a second from addresses that are no member's (each costs a key exchange).
+    stranger_accepts_per_s: float = 64.0
     #: Bytes read from one socket per poll event, so one busy peer cannot starve the tick.
     read_budget: int = 1 * 2**20
 
@@ -128,6 +130,7 @@ class SecureConnection:
         self._on_disconnected: Callable[[], None] | None = None
         self._sock: socket.socket | None = None
         self._fileno: int | None = None
+        self.opened = time.monotonic()
         self.state = CONNECTION_STATE.DISCONNECTED
         self._reset()
         if sock is not None:  # accepted: the peer dialled us
@@ -215,6 +218,7 @@ class SecureConnection:
         self._last_read = self._last_send = time.monotonic()
 
     def _attach(self, sock: socket.socket) -> None:
+        self.opened = time.monotonic()
         sock.setblocking(False)
         self._sock, self._fileno = sock, sock.fileno()
         self._deadline = time.monotonic() + self._limits.handshake_s
@@ -314,7 +318,8 @@ class SecureConnection:
         """Handle every complete frame; False once the connection was dropped."""
         while len(self._rbuf) >= 4:
             (size,) = _LEN.unpack_from(self._rbuf)
-            limit = self._limits.max_frame_bytes if self._recv_aead is not None else HELLO_BYTES
+            # Nothing bigger than a hello (or the 80-byte signature) until the peer has proven its key.
+            limit = self._limits.max_frame_bytes if self.state == CONNECTION_STATE.CONNECTED else HELLO_BYTES
             if size == 0 or size > limit:
                 self._drop(f"frame of {size} bytes announced (limit {limit})")
                 return False
@@ -460,6 +465,8 @@ class SecureTransport(TCPTransport):  # type: ignore[misc]
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any, *, auth: RaftAuth) -> None:  # noqa: N803
         self._auth = auth
         self._key_to_node: dict[str, Any] = {}
+        self._member_ips = {address.rsplit(":", 1)[0].strip("[]") for address in auth.peers}
+        self._stranger_tokens, self._stranger_refill = auth.limits.stranger_accepts_per_s, time.monotonic()
         super().__init__(syncObj, selfNode, otherNodes)
 
     @classmethod
@@ -478,12 +485,30 @@ class SecureTransport(TCPTransport):  # type: ignore[misc]
         )
 
     def _may_accept(self, ip: str) -> bool:
+        """Admit a new connection, boundedly: members' addresses have their own lane, where a new
+        connection evicts the oldest pending one from that address (the newest is most likely the
+        member redialling); strangers are rate limited, capped per address, and at the global cap
+        the oldest stranger is evicted, so held-open connections cannot lock members out."""
+        limits = self._auth.limits
         pending = [c for c in self._unknownConnections if c.state != CONNECTION_STATE.DISCONNECTED]
-        if len(pending) >= self._auth.limits.max_pending:
-            logger.warning("raft port: %d connections are still handshaking; refusing %s", len(pending), ip)
+        same = sorted((c for c in pending if c.peer_ip == ip), key=lambda c: c.opened)
+        if ip in self._member_ips:
+            for conn in same[: max(0, len(same) - limits.max_pending_per_ip + 1)]:
+                conn.disconnect()
+            return True
+        now = time.monotonic()
+        self._stranger_tokens = min(
+            limits.stranger_accepts_per_s * 2,
+            self._stranger_tokens + (now - self._stranger_refill) * limits.stranger_accepts_per_s,
+        )
+        self._stranger_refill = now
+        if self._stranger_tokens < 1 or len(same) >= limits.max_pending_per_ip:
             return False
-        if sum(1 for c in pending if c.peer_ip == ip) >= self._auth.limits.max_pending_per_ip:
-            return False
+        self._stranger_tokens -= 1
+        strangers = sorted((c for c in pending if c.peer_ip not in self._member_ips), key=lambda c: c.opened)
+        if len(pending) >= limits.max_pending and strangers:
+            strangers[0].disconnect()
+            logger.info("raft port: %d connections handshaking; evicted the oldest stranger", len(pending))
         return True
 
     def addNode(self, node: Any) -> None:  # noqa: N802

@@ -66,10 +66,16 @@ def _encode(obj: Any, out: bytearray) -> None:
         raise TypeError(f"cannot encode {type(obj).__name__} for the Raft wire")
 
 
-def decode(data: bytes) -> Any:
-    """Decode one value that spans `data` exactly; total (only `WireError` escapes)."""
+#: Values in one frame: far above any honest Raft message (a 1 MiB batch of entries is a few
+#: thousand), far below what would hold the tick thread for long.
+MAX_ITEMS = 65536
+
+
+def decode(data: bytes, max_items: int = MAX_ITEMS) -> Any:
+    """Decode one value that spans `data` exactly; total (only `WireError` escapes). Snapshots,
+    bounded by their size instead, pass `max_items=len(data)`."""
     try:
-        value, end = _decode(memoryview(data), 0, 0)
+        value, end = _decode(memoryview(data), 0, 0, [max_items])
     except (struct.error, UnicodeDecodeError, IndexError) as exc:
         raise WireError(f"malformed frame: {exc}") from None
     if end != len(data):
@@ -77,9 +83,12 @@ def decode(data: bytes) -> Any:
     return value
 
 
-def _decode(buf: memoryview, pos: int, depth: int) -> tuple[Any, int]:
+def _decode(buf: memoryview, pos: int, depth: int, budget: list[int]) -> tuple[Any, int]:
     if depth > MAX_DEPTH:
         raise WireError("message nested too deeply")
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise WireError("too many values in one frame")
     tag = buf[pos]
     pos += 1
     if tag == 0x4E:  # N
@@ -105,15 +114,15 @@ def _decode(buf: memoryview, pos: int, depth: int) -> tuple[Any, int]:
         if tag == 0x6C:
             items = []
             for _ in range(count):
-                item, pos = _decode(buf, pos, depth + 1)
+                item, pos = _decode(buf, pos, depth + 1, budget)
                 items.append(item)
             return tuple(items), pos
         out: dict[str, Any] = {}
         for _ in range(count):
-            key, pos = _decode(buf, pos, depth + 1)
+            key, pos = _decode(buf, pos, depth + 1, budget)
             if not isinstance(key, str) or key in out:
                 raise WireError("dict keys must be distinct strings")
-            out[key], pos = _decode(buf, pos, depth + 1)
+            out[key], pos = _decode(buf, pos, depth + 1, budget)
         return out, pos
     raise WireError(f"unknown tag 0x{tag:02x}")
 
@@ -137,8 +146,9 @@ def _entries(value: Any) -> bool:
 
 
 def _snapshot_chunk(value: Any) -> bool:
-    """pysyncobj's snapshot transmission: None/False (nothing yet) or (data, is_first, is_last)."""
-    if value is None or value is False:
+    """pysyncobj's snapshot transmission: None (nothing yet) or (data, is_first, is_last).
+    (pysyncobj sends False after a read error, which its own follower cannot unpack: refused.)"""
+    if value is None:
         return True
     return (
         isinstance(value, tuple)
@@ -184,4 +194,6 @@ def check_message(msg: Any) -> dict[str, Any]:
     for key, check in (required | optional).items():
         if key in msg and not check(msg[key]):
             raise WireError(f"{kind}: bad value for {key!r}")
+    if kind == "apply_command_response" and "error" not in msg and not {"log_idx", "log_term"} <= keys:
+        raise WireError("apply_command_response: neither an error nor the entry's index and term")
     return msg

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from registry.clock import MAX_STAMP, STAMP_DOMAIN, ClockSettings, seal, settings_digest
+from registry.clock import MAX_STAMP, STAMP_DOMAIN, ClockSettings, lower_median, seal, settings_digest
 from registry.encoding import canonical
 from registry.identity import Identity, derive_owner_key
 from registry.log import APPENDED, BEACON, CLOCK_NOT_STARTED, REJECTED, STALE_STAMP, LogState, Outcome
@@ -75,12 +75,27 @@ def test_two_colluding_members_of_five_cannot_move_the_median() -> None:
     assert out.status == REJECTED and "median" in out.reason
 
 
-def test_a_stamp_before_the_logs_last_time_is_refused_so_the_clock_never_runs_back() -> None:
+def test_the_clock_never_runs_back_and_a_stamp_far_behind_is_refused() -> None:
     state, t = started(), now_ms()
     assert put(state, A, t + 1000).status == APPENDED
-    out = put(state, B, t)
+    behind = put(state, B, t)  # B's clock is a second behind, or its entry lost a race: kept, at the log's time
+    assert (behind.status, behind.time) == (APPENDED, t + 1000)
+    out = put(state, B, t + 1000 - CLOCK.bound_ms - 1)
     assert (out.status, out.code) == (REJECTED, STALE_STAMP)
-    assert state.last_time == t + 1000
+    assert state.last_time == t + 1000 and state.latest[B.public_hex] == t  # B's own clock, not clamped
+
+
+def test_a_member_pushing_at_the_bound_cannot_make_the_clock_run_away() -> None:
+    """The attack: stamp at the ceiling again and again, hoping honest stamps follow the log's time
+    up (they would, if a node stamped max(its clock, the log's time) and that counted as its clock)."""
+    state, t = started(), now_ms()
+    for i in range(12):
+        ceiling = lower_median(list(state.latest.values())) + CLOCK.bound_ms
+        assert put(state, A, ceiling).status == APPENDED
+        assert put(state, B, t + i).status == APPENDED  # honest: its own clock
+        assert put(state, C, t + i).status == APPENDED
+    assert state.last_time <= t + 12 + CLOCK.bound_ms
+    assert all(put(state, B, t + 20 + i).status == APPENDED for i in range(3))
 
 
 def test_no_entry_before_a_majority_of_members_has_stamped() -> None:

@@ -308,3 +308,169 @@ def test_a_lagging_member_catches_up_from_a_snapshot_sent_over_the_wire(tmp_path
         assert c.publish(via=lag) == APPENDED
     finally:
         c.close()
+
+
+# -- a hostile member: what no honest member sends is refused before pysyncobj sees it ---------
+
+
+def follower_and_other(c: Community) -> tuple[RegistryLog, object, object]:
+    """A follower, the leader's node object in its view, and another member's (not the leader)."""
+    leader = c.leader()
+    f = next(i for i in range(3) if i != leader)
+    nodes = {n.address: n for n in c.logs[f].sync._SyncObj__otherNodes}
+    other = next(i for i in range(3) if i not in (leader, f))
+    return c.logs[f], nodes[c.addrs[leader or 0]], nodes[c.addrs[other]]
+
+
+def test_a_member_cannot_push_the_term_past_any_bound(community: Community) -> None:
+    log, _, other = follower_and_other(community)
+    term = log.sync._SyncObj__raftCurrentTerm
+    huge = {"type": "request_vote", "term": 2**62 - 1, "last_log_index": 1, "last_log_term": 1}
+    assert "ahead of" in log.sync._refusal(other, huge)
+    near = {"type": "request_vote", "term": term + 1, "last_log_index": 1, "last_log_term": 1}
+    assert log.sync._refusal(other, near) == ""
+
+
+def test_a_second_leader_in_one_term_and_its_snapshots_are_refused(community: Community) -> None:
+    log, leader, other = follower_and_other(community)
+    term = log.sync._SyncObj__raftCurrentTerm
+    snapshot = {"type": "append_entries", "term": term, "commit_index": 1, "serialized": (b"x", True, True)}
+    assert log.sync._refusal(other, snapshot) == "a second leader in one term"
+    assert log.sync._refusal(leader, {**snapshot, "serialized": None}) == ""
+
+
+def test_entries_that_contradict_applied_ones_or_are_not_ours_are_refused(community: Community) -> None:
+    log, leader, _ = follower_and_other(community)
+    assert community.publish() == APPENDED
+    term = log.sync._SyncObj__raftCurrentTerm
+    applied = log.sync._SyncObj__raftLastApplied
+    (command, index, entry_term) = log.sync._SyncObj__getEntries(applied, 1)[0]
+    base = {"type": "append_entries", "term": term, "commit_index": applied, "prevLogIdx": index - 1,
+            "prevLogTerm": 0}  # fmt: skip
+    assert log.sync._refusal(leader, {**base, "entries": ((command, index, entry_term),)}) == ""
+    rewrite = {**base, "entries": ((command[:-1] + b" ", index, entry_term),)}
+    assert "contradicts an entry this node already applied" in log.sync._refusal(leader, rewrite)
+    foreign = {**base, "entries": ((b"\x02membership", applied + 1, term),)}
+    assert "is not a wmnode command" in log.sync._refusal(leader, foreign)
+
+
+def test_an_answer_from_a_node_that_is_not_the_leader_is_refused(community: Community) -> None:
+    log, leader, other = follower_and_other(community)
+    answer = {"type": "apply_command_response", "request_id": 1, "log_idx": 5, "log_term": 1}
+    assert log.sync._refusal(other, answer) == "an answer from a node that is not the leader"
+    assert log.sync._refusal(leader, answer) == ""
+    for bad in ({"type": "apply_command_response", "request_id": 1},
+                {"type": "append_entries", "term": 1, "commit_index": 1, "serialized": False}):  # fmt: skip
+        with pytest.raises(raft_wire.WireError):
+            raft_wire.check_message(bad)
+
+
+def test_a_frame_of_millions_of_values_is_refused_without_decoding_them() -> None:
+    frame_ = b"l" + struct.pack(">I", 4_000_000) + b"N" * 4_000_000
+    started = time.perf_counter()
+    with pytest.raises(raft_wire.WireError, match="too many values"):
+        raft_wire.decode(frame_)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_snapshot_must_extend_the_log_and_keep_the_clock_rules(tmp_path: Path) -> None:
+    from registry.clock import seal as seal_env
+    from registry.log import LogState
+
+    members = [Identity.from_seed(f"snapshot-member-{i}") for i in range(3)]
+    state, t = LogState(frozenset(m.public_hex for m in members)), now_ms()
+    for m in members:
+        state.apply_envelope(seal_env(m, None, t))
+
+    def publish_json(at: int) -> dict[str, object]:
+        owner, nonce = Identity.generate(), os.urandom(16)
+        return Publish.create(owner, scheme="mtlsign", time=at, key_hash=derive_owner_key(owner, nonce).key_hash,
+                              verifier_hash="ab" * 32, info_hash="cd" * 32, nonce=nonce.hex()).to_json()  # fmt: skip
+
+    for i in range(4):
+        assert state.apply_envelope(seal_env(members[i % 3], publish_json(t + i), t + i)).status == APPENDED
+    honest = state.snapshot()
+    shorter = {**honest, "leaves": tuple(honest["leaves"][:1]), "stamps": tuple(tuple(s) for s in honest["stamps"][:1])}
+    with pytest.raises(Exception, match="does not extend"):
+        state.prepare(raft_wire.decode(raft_wire.encode(shorter)))
+    # The liar appends an entry it stamped itself far in the future, with a valid signature.
+    liar, far = members[2], 2**53 - 2
+    forged = LogState(state.members)
+    forged.adopt(state.prepare(raft_wire.decode(raft_wire.encode(honest))))
+    msg = publish_json(far)
+    env = seal_env(liar, msg, far)
+    forged.clock = type(forged.clock)(bound_ms=2**53, beacon_ms=5_000, skew_ms=300_000)  # its own lax rules
+    assert forged.apply_envelope(env).status == APPENDED
+    with pytest.raises(Exception, match="outside the clock rules"):
+        state.prepare(raft_wire.decode(raft_wire.encode(forged.snapshot())))
+    assert state.prepare(raft_wire.decode(raft_wire.encode(honest))).leaves == state.leaves
+
+
+def test_a_snapshot_that_does_not_load_never_replaces_the_nodes_own(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    log = RegistryLog(f"127.0.0.1:{port}", {}, tmp_path, SECRET, identity=Identity.from_seed("install-guard"))
+    try:
+        for _ in range(3):
+            owner, nonce = Identity.generate(), os.urandom(16)
+            msg = Publish.create(owner, scheme="mtlsign", time=now_ms(), nonce=nonce.hex(), verifier_hash="ab" * 32,
+                                 key_hash=derive_owner_key(owner, nonce).key_hash, info_hash="cd" * 32)  # fmt: skip
+            assert log.commit_sync(msg).status == APPENDED
+        log.sync.forceLogCompaction()
+        dump = tmp_path / "raft.dump"
+        deadline = time.monotonic() + 20
+        while not dump.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        before = dump.read_bytes()
+        install = log.sync._SyncObj__serializer.setTransmissionData
+        assert install((b"wmnode-snapshot/2\ngarbage", True, False)) is False
+        assert install((b"", False, True)) is False
+        assert dump.read_bytes() == before and log.size() == 3
+    finally:
+        log.close()
+
+
+def test_strangers_holding_every_handshake_slot_do_not_lock_a_member_out(tmp_path: Path) -> None:
+    """Strangers (127.0.0.2-9) hold all pending slots and redial when evicted; a member (127.0.0.1,
+    a configured member address) restarts and must still reconnect and commit."""
+    import threading
+
+    base = tmp_path / "slots"
+    base.mkdir()
+    c = Community(base)
+    stop = threading.Event()
+
+    def hold(ip: str, port: int) -> None:
+        socks: list[socket.socket] = []
+        while not stop.is_set():
+            socks = [s for s in socks if s.fileno() != -1]
+            try:
+                while len(socks) < 4 and not stop.is_set():
+                    s = socket.socket()
+                    s.bind((ip, 0))
+                    s.settimeout(1)
+                    s.connect(("127.0.0.1", port))
+                    socks.append(s)
+            except OSError:
+                pass
+            stop.wait(0.05)
+        for s in socks:
+            s.close()
+
+    try:
+        leader = c.leader() or 0
+        lag = next(i for i in range(3) if i != leader)
+        holders = [threading.Thread(target=hold, args=(f"127.0.0.{k}", c.port(j)), daemon=True)
+                   for k in range(2, 10) for j in range(3)]  # fmt: skip
+        for h in holders:
+            h.start()
+        time.sleep(0.5)
+        peers = {c.addrs[j]: c.ids[j].public_hex for j in range(3) if j != lag}
+        c.logs[lag].close()
+        (base / f"{lag}-again").mkdir()
+        c.logs[lag] = RegistryLog(c.addrs[lag], peers, base / f"{lag}-again", SECRET, community=COMMUNITY,
+                                  identity=c.ids[lag], limits=LIMITS)  # fmt: skip
+        assert c.publish(via=lag) == APPENDED
+    finally:
+        stop.set()
+        c.close()
