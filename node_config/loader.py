@@ -21,7 +21,7 @@ from registry.infos import (
     parse_policy,
     parse_references,
 )
-from registry.metering import Limits, parse_limits
+from registry.limits import Limits, parse_limits
 
 #: The secret the example configs carry: fine on loopback, refused anywhere else.
 EXAMPLE_SECRET = "wmnode-example-community-secret-not-for-real-use"  # noqa: S105 - public on purpose

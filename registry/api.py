@@ -48,6 +48,7 @@ from registry.log import CLOCK_NOT_STARTED, REJECTED, STALE_STAMP, Outcome, Regi
 from registry.messages import ARTIFACT, MESSAGE_TYPES, Claim, Message, message_from_json, uri_kind
 from registry.metering import ADDRESS, CLAIM, IDENTITY, PUBLISH, UPLOAD, Metering, RateLimiter, StoreMeter
 from registry.metrics import CONTENT_TYPE, NodeMetrics
+from registry.read_meter import ReadGate, read_cost
 
 logger = logging.getLogger(__name__)
 
@@ -272,17 +273,18 @@ async def _upload(
 ) -> tuple[int, dict[str, Any]]:
     """Spool the body to a temporary file (size-limited), then store it if it hashes to `digest`.
 
-    With `meter`, the upload holds room in the store's quota while it arrives (so the spools of
-    uploads in flight stay within it too) and is refused as soon as it would not fit.
+    With `meter`, the upload holds room in the store's quota for the bytes it has sent so far (so
+    the spools of uploads in flight stay within it too) and is refused as soon as they would not
+    fit; its declared length is only checked against the room there is.
     """
     store.path(digest)  # a malformed name is refused before anything is read
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > store.max_bytes:
+    declared = int(length) if length.isdigit() else 0
+    if declared > store.max_bytes:
         raise PayloadTooLargeError(f"artifact is {length} bytes, over this node's limit of {store.max_bytes}")
     with tempfile.TemporaryFile() as spool:
         total = 0
-        with meter.reserve(digest, source) if meter is not None else _no_reservation() as need:
-            need(int(length) if length.isdigit() else 0)
+        with meter.reserve(digest, source, declared) if meter is not None else _no_reservation() as need:
             try:
                 async for chunk in request.stream():
                     total += len(chunk)
@@ -447,5 +449,7 @@ def create_app(
             raise NotFoundError("size must be non-negative")
         return {"size": size, "root": log.root(size).hex()}
 
-    rates = metering.rates if metering is not None else None
-    return _PublishFastPath(app, lambda body: publish(log, info, body, store), metrics, rates)
+    if metering is None:
+        return _PublishFastPath(app, lambda body: publish(log, info, body, store), metrics)
+    gated = ReadGate(app, metering.rates, read_cost(log, store, len(info.members)))
+    return _PublishFastPath(gated, lambda body: publish(log, info, body, store), metrics, metering.rates)

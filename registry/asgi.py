@@ -72,6 +72,9 @@ class ConnectionLimits:
     body_timeout_s: float
     max_connections: int
     max_per_address: int
+    #: A body must average this many bytes a second, counted from its start, once the grace is over.
+    min_body_rate: int = 16 * 1024
+    body_rate_grace_s: float = 10.0
 
 
 class ConnectionGuard:
@@ -80,7 +83,9 @@ class ConnectionGuard:
     uvicorn has no deadline of its own for a request's headers or body (its keep-alive timer runs
     only between requests), so a client sending a header byte now and then held a connection for
     ever. Here the headers must be complete `header_timeout_s` after the request starts (or the
-    connection opens), and a body must advance by 64 KiB (or end) within every `body_timeout_s`;
+    connection opens), and a body must advance by 64 KiB (or end) within every `body_timeout_s` and,
+    once `body_rate_grace_s` has passed, average `min_body_rate` bytes a second since it began (a
+    client trickling just enough to pass the first deadline held an upload open for days);
     connections beyond `max_connections`, or beyond `max_per_address` from one client, are closed
     at once. A deadline waits while the server, not the client, holds reading back (flow control).
     `dropped(reason)` hears of every connection closed by the guard.
@@ -119,6 +124,9 @@ class ConnectionGuard:
             _key: str | None = None
             _timer: asyncio.TimerHandle | None = None
             _progress = 0
+            _rate_timer: asyncio.TimerHandle | None = None
+            _body_began = _rate_checked = 0.0
+            _body_bytes = 0
 
             def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
                 super().connection_made(transport)
@@ -132,6 +140,7 @@ class ConnectionGuard:
 
             def connection_lost(self, exc: Exception | None) -> None:
                 self._disarm()
+                self._disarm_rate()
                 if self._key is not None:
                     guard.leave(self._key)
                     self._key = None
@@ -147,9 +156,13 @@ class ConnectionGuard:
                 super().on_headers_complete()
                 self._progress = 0
                 self._arm(limits.body_timeout_s, "body_timeout")
+                self._body_began = self._rate_checked = self.loop.time()
+                self._body_bytes = 0
+                self._arm_rate(limits.body_rate_grace_s)
 
             def on_body(self, body: bytes) -> None:
                 super().on_body(body)
+                self._body_bytes += len(body)
                 self._progress += len(body)
                 if self._progress >= BODY_PROGRESS_BYTES:
                     self._progress = 0
@@ -157,6 +170,7 @@ class ConnectionGuard:
 
             def on_message_complete(self) -> None:
                 self._disarm()
+                self._disarm_rate()
                 super().on_message_complete()
 
             def _arm(self, seconds: float, reason: str) -> None:
@@ -167,6 +181,35 @@ class ConnectionGuard:
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
+
+            def _arm_rate(self, seconds: float) -> None:
+                self._disarm_rate()
+                self._rate_timer = self.loop.call_later(seconds, self._check_rate)
+
+            def _disarm_rate(self) -> None:
+                if self._rate_timer is not None:
+                    self._rate_timer.cancel()
+                    self._rate_timer = None
+
+            def _check_rate(self) -> None:
+                """Drop a body whose average rate is under the floor; else check again when, with
+                nothing more arriving, it would be."""
+                self._rate_timer = None
+                if self.transport.is_closing():
+                    return
+                now = self.loop.time()
+                if self.flow is not None and self.flow.read_paused:  # the server's time, not the client's
+                    self._body_began += now - self._rate_checked
+                    self._rate_checked = now
+                    self._arm_rate(1.0)
+                    return
+                self._rate_checked = now
+                due = self._body_began + max(limits.body_rate_grace_s, self._body_bytes / limits.min_body_rate)
+                if now < due:
+                    self._arm_rate(due - now)
+                    return
+                guard.dropped("body_too_slow")
+                self.transport.close()
 
             def _expire(self, seconds: float, reason: str) -> None:
                 self._timer = None

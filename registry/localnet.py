@@ -212,8 +212,9 @@ def write_local_configs(
     Each node's identity derives from a fresh random `identity_seed` (loopback only), so every
     member's public key can be written into every config before any node starts. `extra` is TOML
     appended to every config (a `[verification]` table, `[[references]]`). With `exempt_loopback`
-    the nodes do not rate limit loopback clients (one local client drives the whole community in
-    tests and benchmarks); pass False to give `extra` a `[limits]` table of its own.
+    the nodes do not rate limit loopback clients and let one address hold 64 connections (one local
+    client drives the whole community in tests and benchmarks, 16 writers at once among them); pass
+    False to give `extra` a `[limits]` table of its own.
     """
     base.mkdir(parents=True, exist_ok=True)
     ports = free_ports(2 * n)
@@ -227,7 +228,7 @@ def write_local_configs(
     secret_line = f'secret = "{secret}"\n' if secret else ""
     fetch = f"\n[fetch]\nallow_loopback = {'true' if allow_loopback else 'false'}\n"
     if exempt_loopback:
-        fetch += '\n[limits]\nexempt_networks = ["127.0.0.0/8", "::1/128"]\n'
+        fetch += '\n[limits]\nexempt_networks = ["127.0.0.0/8", "::1/128"]\nmax_connections_per_address = 64\n'
     paths = []
     for i in range(n):
         path = base / f"node{i + 1}.toml"

@@ -1,11 +1,13 @@
-"""Metered writes (DESIGN §6): rate limits, the artifact store's quotas and collector, connection caps.
+"""Metering (DESIGN §6): rate limits, the artifact store's quotas and collector, connection caps.
 
-A stranger may publish, claim and upload "within rate limits and quotas", and must never exhaust a
-node's CPU, memory, disk or connections (DESIGN §6). A node's `[limits]` table sets four guards:
+A stranger may publish, claim, upload and read "within rate limits and quotas", and must never
+exhaust a node's CPU, memory, disk or connections (DESIGN §6). A node's `[limits]` table
+(registry.limits) sets four guards:
 
 * `RateLimiter`: token buckets per client address (an IPv6 client by its /64) and per signing
-  identity, for publishes, claims and uploads, kept in a bounded LRU. An identity's bucket pays only
-  for messages its key really signed, so nobody can drain someone else's.
+  identity, for publishes, claims and uploads, and per address for reads (weighted by what they
+  return) and downloads (by their bytes), kept in a bounded LRU. An identity's bucket pays only for
+  messages its key really signed, so nobody can drain someone else's.
 * `NamedArtifacts`: the artifact hashes the log's entries name (a publish its verifier and info, a
   claim the store artifacts it points at, a reference its model), kept by scanning the entries
   appended since the last scan.
@@ -13,14 +15,16 @@ node's CPU, memory, disk or connections (DESIGN §6). A node's `[limits]` table 
   kept for good: it is acknowledged. One that no entry names yet (`wmnode claim` uploads the suspect
   before the claim that names it) is *pending*: it counts against a smaller pending quota and a
   share per client address too, and is collected after a grace period unless an entry names it by
-  then. Peer copies and the node's own writes pass the same gate (ArtifactStore.put).
+  then. Uploads hold room for the bytes they have sent so far, a few at a time per address, and never
+  the last part of the quota, which is kept for peer copies and the node's own writes (those pass
+  the same gate, ArtifactStore.put).
 * `registry.asgi.ConnectionGuard` (built here from the same table): deadlines for a request's
-  headers and its body's progress, and caps on open connections, in all and per client address.
+  headers, its body's progress and its body's average rate, and caps on open connections, in all
+  and per client address.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import threading
@@ -28,126 +32,21 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from registry.asgi import ConnectionGuard, ConnectionLimits
-from registry.errors import ConfigError, QuotaExceededError, RateLimitedError
+from registry.errors import QuotaExceededError, RateLimitedError
 from registry.fetch import ArtifactStore
+from registry.limits import Limits
 from registry.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
 
-PUBLISH, CLAIM, UPLOAD = "publish", "claim", "upload"
+PUBLISH, CLAIM, UPLOAD, READ, DOWNLOAD = "publish", "claim", "upload", "read", "download"
 ADDRESS, IDENTITY = "address", "identity"
-_NOUNS = {PUBLISH: "publishes", CLAIM: "claims", UPLOAD: "uploads"}
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A token bucket: `per_s` tokens a second, at most `burst` saved up."""
-
-    per_s: float
-    burst: int
-
-
-@dataclass(frozen=True)
-class Limits:
-    """A node's `[limits]`: how fast one client or identity may write, and how much the store keeps.
-
-    The defaults leave an honest client far below them (`wmnode claim` sends one claim and three
-    uploads) and hold a flood from one address to a few dozen writes a second.
-    """
-
-    publish_per_address: Rate = Rate(50.0, 200)
-    publish_per_identity: Rate = Rate(5.0, 20)
-    claim_per_address: Rate = Rate(5.0, 20)
-    claim_per_identity: Rate = Rate(1.0, 5)
-    upload_per_address: Rate = Rate(10.0, 50)
-    #: Clients in these networks are not rate limited (quotas, deadlines and caps still hold).
-    exempt: tuple[Network, ...] = ()
-    #: Buckets kept, least recently used out first: the limiter's memory bound.
-    tracked_clients: int = 100_000
-    store_quota_bytes: int = 20 * 2**30
-    pending_quota_bytes: int = 2**30
-    pending_per_address_bytes: int = 256 * 2**20
-    pending_grace_s: float = 3600.0
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 60.0
-    max_connections: int = 256
-    max_connections_per_address: int = 64
-
-    def rate(self, kind: str, scope: str) -> Rate | None:
-        rate: Rate | None = getattr(self, f"{kind}_per_{scope}", None)
-        return rate
-
-    def is_exempt(self, host: str | None) -> bool:
-        if not self.exempt or not host:
-            return False
-        try:
-            ip = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        return any(ip in network for network in self.exempt)
-
-
-_RATES = (
-    "publish_per_address",
-    "publish_per_identity",
-    "claim_per_address",
-    "claim_per_identity",
-    "upload_per_address",
-)
-_COUNTS = ("tracked_clients", "store_quota_bytes", "pending_quota_bytes", "pending_per_address_bytes",
-           "max_connections", "max_connections_per_address")  # fmt: skip
-_SECONDS = {"pending_grace_seconds": "pending_grace_s", "header_timeout_seconds": "header_timeout_s",
-            "body_timeout_seconds": "body_timeout_s"}  # fmt: skip
-
-
-def parse_limits(table: Mapping[str, Any], where: str) -> Limits:
-    """The `[limits]` table of a node config; every error names the field."""
-    changes: dict[str, Any] = {}
-    for name, value in table.items():
-        if name in _RATES:
-            changes[name] = _rate(value, f"{where}.{name}")
-        elif name in _COUNTS:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{where}.{name} must be a positive integer, got {value!r}")
-            changes[name] = value
-        elif name in _SECONDS:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-                raise ConfigError(f"{where}.{name} must be a positive number of seconds, got {value!r}")
-            changes[_SECONDS[name]] = float(value)
-        elif name == "exempt_networks":
-            changes["exempt"] = _networks(value, f"{where}.{name}")
-        else:
-            allowed = sorted([*_RATES, *_COUNTS, *_SECONDS, "exempt_networks"])
-            raise ConfigError(f"{where}: unknown field {name!r} (allowed: {', '.join(allowed)})")
-    limits = replace(Limits(), **changes)
-    if limits.pending_quota_bytes > limits.store_quota_bytes:
-        raise ConfigError(f"{where}: pending_quota_bytes is over store_quota_bytes, of which it is a part")
-    return limits
-
-
-def _rate(value: object, where: str) -> Rate:
-    if not isinstance(value, Mapping) or set(value) != {"rate", "burst"}:
-        raise ConfigError(f"{where} must be an inline table {{ rate = PER_SECOND, burst = N }}, got {value!r}")
-    rate, burst = value["rate"], value["burst"]
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
-        raise ConfigError(f"{where}.rate must be a positive number per second, got {rate!r}")
-    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-        raise ConfigError(f"{where}.burst must be a positive integer, got {burst!r}")
-    return Rate(float(rate), burst)
-
-
-def _networks(value: object, where: str) -> tuple[Network, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f'{where} must be a list of networks like "127.0.0.0/8"')
-    try:
-        return tuple(ipaddress.ip_network(v, strict=False) for v in value)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+_NOUNS = {PUBLISH: "publishes", CLAIM: "claims", UPLOAD: "uploads", READ: "reads", DOWNLOAD: "downloads"}
+_UNITS = {READ: " entries' worth", DOWNLOAD: " bytes"}
 
 
 class RateLimiter:
@@ -158,34 +57,39 @@ class RateLimiter:
         self._buckets: OrderedDict[tuple[str, str, str], list[float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def take(self, kind: str, scope: str, key: str) -> None:
-        """Spend one token of the bucket, or raise `RateLimitedError` saying when one is back."""
+    def take(self, kind: str, scope: str, key: str, cost: int = 1) -> None:
+        """Spend `cost` tokens of the bucket, or raise `RateLimitedError` saying when they are back.
+
+        A cost over the burst (a large download) passes when the bucket is full and leaves it in
+        debt, which the rate pays off before the next request passes."""
         rate = self.limits.rate(kind, scope)
         if rate is None:
             return
+        need = float(min(cost, rate.burst))
         now = self._clock()
         with self._lock:
             tokens, last = self._buckets.pop((kind, scope, key), (float(rate.burst), now))
             tokens = min(float(rate.burst), tokens + (now - last) * rate.per_s)
-            allowed = tokens >= 1.0
-            self._buckets[(kind, scope, key)] = [tokens - 1.0 if allowed else tokens, now]
+            allowed = tokens >= need
+            self._buckets[(kind, scope, key)] = [tokens - cost if allowed else tokens, now]
             while len(self._buckets) > self.limits.tracked_clients:
                 self._buckets.popitem(last=False)
         if not allowed:
             self.metrics.rate_limited.labels(kind, scope).inc()
-            wait = max(1, math.ceil((1.0 - tokens) / rate.per_s))
+            wait = max(1, math.ceil((need - tokens) / rate.per_s))
+            unit = _UNITS.get(kind, "")
             raise RateLimitedError(
-                f"too many {_NOUNS[kind]} from this {scope}: at most {rate.per_s:g} a second (bursts of "
+                f"too many {_NOUNS[kind]} from this {scope}: at most {rate.per_s:g}{unit} a second (bursts of "
                 f"{rate.burst}); retry in {wait} s",
                 wait,
             )
 
-    def refund(self, kind: str, scope: str, key: str) -> None:
+    def refund(self, kind: str, scope: str, key: str, cost: int = 1) -> None:
         rate = self.limits.rate(kind, scope)
         with self._lock:
             bucket = self._buckets.get((kind, scope, key))
             if bucket is not None and rate is not None:
-                bucket[0] = min(float(rate.burst), bucket[0] + 1.0)
+                bucket[0] = min(float(rate.burst), bucket[0] + cost)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -251,6 +155,8 @@ class NamedArtifacts:
 
 
 _BLOCK = 4096
+#: Retry-After for an address at its cap of uploads arriving at once (how long one takes is unknown).
+_UPLOAD_RETRY_S = 5
 
 
 def charge(size: int) -> int:
@@ -286,9 +192,12 @@ class StoreMeter:
         #: Charged bytes held in all, and of those the pending ones, in all and by source.
         self.used = self.pending = 0
         self._by_source: dict[str, int] = {}
-        #: Bytes of uploads still arriving (reservations), in all, pending, and by source.
+        #: Bytes received of uploads still arriving (reservations), in all and pending, by source
+        #: too; and how many uploads each source has arriving.
         self._flight, self._flight_pending = 0, 0
         self._flight_by_source: dict[str, int] = {}
+        self._flight_pending_by_source: dict[str, int] = {}
+        self._uploads_by_source: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         now = clock()
@@ -331,17 +240,19 @@ class StoreMeter:
         if not held.named or pending_only:
             self.pending += sign * held.charged
             if held.source:
-                left = self._by_source.get(held.source, 0) + sign * held.charged
-                if left > 0:
-                    self._by_source[held.source] = left
-                else:
-                    self._by_source.pop(held.source, None)
+                _add(self._by_source, held.source, sign * held.charged)
 
     def _no_room(self, named: bool, source: str, extra: int) -> str | None:
-        """Why `extra` more bytes do not fit (counting uploads still arriving), or None."""
+        """Why `extra` more bytes do not fit (counting uploads still arriving), or None. A client's
+        bytes (`source` set) may not use the reserved end of the quota: peer copies and the node's
+        own writes (no source) may, so a full store of strangers' files still takes them."""
         limits = self.limits
-        if self.used + self._flight + extra > limits.store_quota_bytes:
-            return f"this node's artifact store is full (its quota is {limits.store_quota_bytes} bytes)"
+        quota = limits.upload_quota_bytes if source else limits.store_quota_bytes
+        if self.used + self._flight + extra > quota:
+            return (
+                f"this node's artifact store is full (its quota is {limits.store_quota_bytes} bytes, of which "
+                f"{limits.store_reserved_percent} % is kept for copies from its peers and its own writes)"
+            )
         if named:
             return None
         grace = f"{limits.pending_grace_s:g} s"
@@ -350,12 +261,22 @@ class StoreMeter:
                 f"the room for artifacts that no entry names yet ({limits.pending_quota_bytes} bytes) is full; "
                 f"retry later (they are collected {grace} after they arrive unless an entry names them)"
             )
-        held = self._by_source.get(source, 0) + self._flight_by_source.get(source, 0)
+        held = self._by_source.get(source, 0) + self._flight_pending_by_source.get(source, 0)
         if source and held + extra > limits.pending_per_address_bytes:
             return (
                 f"this address holds {held} bytes of artifacts that no entry names yet, and its share is "
                 f"{limits.pending_per_address_bytes}: submit the claim that names them, or let them be "
                 f"collected ({grace} after they arrived)"
+            )
+        return None
+
+    def _over_flight(self, source: str, extra: int) -> str | None:
+        """Why one more upload's `extra` bytes in flight are over this source's cap, or None."""
+        flying, cap = self._flight_by_source.get(source, 0), self.limits.in_flight_per_address_bytes
+        if flying + extra > cap:
+            return (
+                f"this address has {flying} bytes of uploads still arriving, and may have {cap} at once: "
+                f"retry once they have arrived"
             )
         return None
 
@@ -374,16 +295,29 @@ class StoreMeter:
     # -- uploads in flight -----------------------------------------------------------------------
 
     @contextmanager
-    def reserve(self, digest: str, source: str) -> Iterator[Callable[[int], None]]:
-        """Room for an upload while it arrives: yields `need(total)`, which raises
-        `QuotaExceededError` as soon as `total` bytes would not fit. The reservation ends with the
-        block, before the store's own admission counts the artifact."""
+    def reserve(self, digest: str, source: str, declared: int = 0) -> Iterator[Callable[[int], None]]:
+        """Room for an upload while it arrives: yields `need(total)`, which holds room for the `total`
+        bytes received so far and raises `QuotaExceededError` as soon as they would not fit. Only what
+        has arrived is held, never what a client declared (`declared`, its Content-Length, is only
+        checked against the room there is now), so a client that declares much and sends little holds
+        little; and one address may have `max_uploads_per_address` uploads arriving at once
+        (`RateLimitedError` beyond), named or not. The reservation ends with the block, before the
+        store's own admission counts the artifact."""
         with self._lock:
             self._refresh()
             named = digest in self.named
-            problem = self._no_room(named, source, _BLOCK)
+            uploads = self._uploads_by_source.get(source, 0)
+            problem = self._no_room(named, source, charge(declared)) or self._over_flight(source, declared)
+            if problem is None and uploads < self.limits.max_uploads_per_address:
+                self._uploads_by_source[source] = uploads + 1
         if problem is not None:
             raise QuotaExceededError(problem)
+        if uploads >= self.limits.max_uploads_per_address:
+            raise RateLimitedError(
+                f"this address already has {uploads} uploads arriving, the most it may have at once; "
+                "retry when one has finished",
+                _UPLOAD_RETRY_S,
+            )
         reserved = [0]
 
         def need(total: int) -> None:
@@ -391,7 +325,7 @@ class StoreMeter:
             if extra <= 0:
                 return
             with self._lock:
-                problem = self._no_room(named, source, extra)
+                problem = self._no_room(named, source, extra) or self._over_flight(source, extra)
                 if problem is None:
                     self._fly(named, source, extra)
                     reserved[0] = total
@@ -403,16 +337,19 @@ class StoreMeter:
         finally:
             with self._lock:
                 self._fly(named, source, -reserved[0])
+                _add(self._uploads_by_source, source, -1)
+
+    def arriving(self, source: str) -> tuple[int, int]:
+        """How many uploads from `source` are arriving, and the bytes they hold room for."""
+        with self._lock:
+            return self._uploads_by_source.get(source, 0), self._flight_by_source.get(source, 0)
 
     def _fly(self, named: bool, source: str, delta: int) -> None:
         self._flight += delta
+        _add(self._flight_by_source, source, delta)
         if not named:
             self._flight_pending += delta
-            left = self._flight_by_source.get(source, 0) + delta
-            if left > 0:
-                self._flight_by_source[source] = left
-            else:
-                self._flight_by_source.pop(source, None)
+            _add(self._flight_pending_by_source, source, delta)
 
     # -- collection ------------------------------------------------------------------------------
 
@@ -468,6 +405,15 @@ class StoreMeter:
                 logger.exception("the artifact collector failed a pass")
 
 
+def _add(counts: dict[str, int], key: str, delta: int) -> None:
+    """Add `delta` to `counts[key]`, forgetting keys that reach zero (the dicts stay small)."""
+    left = counts.get(key, 0) + delta
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
 class Metering:
     """Everything a node meters, built from its `[limits]`: give `store` to the API, start its
     collector with the node, and serve with `uvicorn_options()`."""
@@ -483,6 +429,8 @@ class Metering:
                 limits.body_timeout_s,
                 limits.max_connections,
                 limits.max_connections_per_address,
+                limits.min_body_rate_bytes,
+                limits.body_rate_grace_s,
             ),
             lambda reason: self.metrics.dropped.labels(reason).inc(),
         )

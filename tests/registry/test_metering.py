@@ -34,12 +34,14 @@ from registry.asgi import client_key
 from registry.errors import ConfigError, QuotaExceededError, RateLimitedError
 from registry.fetch import ArtifactStore, Fetcher, FetchPolicy
 from registry.identity import Identity, derive_owner_key
+from registry.limits import Limits, Rate, parse_limits
 from registry.localnet import write_local_configs
 from registry.log import RegistryLog
 from registry.logjson import REDACTED, JsonFormatter
 from registry.messages import Claim
-from registry.metering import Limits, Metering, Rate, RateLimiter, StoreMeter, charge, parse_limits
+from registry.metering import Metering, RateLimiter, StoreMeter, charge
 from registry.metrics import NodeMetrics
+from registry.read_meter import READ_BASE_COST, read_cost
 from tests.helpers import PublishFactory, free_ports, now_ms
 from tests.registry.cards import artifact_with_card
 from tests.registry.test_api import MTLSIGN_INFO, SUSPECT_CARD, json_bytes
@@ -317,6 +319,128 @@ def test_connection_caps_and_the_body_deadline(tmp_path: Path) -> None:
         assert httpx.put(f"{node.url}/v1/artifacts/{hashlib.sha256(data).hexdigest()}", content=data).status_code == 201
 
 
+def _trickle_until_closed(socks: list[socket.socket], chunk: bytes, within: float) -> None:
+    """Send `chunk` on each socket in turn (a pause of ~0.1 s after each) until the server has closed
+    them all; fails after `within` seconds."""
+    deadline, left = time.monotonic() + within, list(socks)
+    while left:
+        assert time.monotonic() < deadline, f"{len(left)} trickling uploads still open"
+        for sock in list(left):
+            try:
+                sock.sendall(chunk)
+            except OSError:  # reset by the server
+                left.remove(sock)
+                continue
+            if _closed_by_server(sock, 0.1):
+                left.remove(sock)
+
+
+def test_a_trickled_upload_holds_only_what_arrived_two_at_most_per_address_and_is_cut_off_below_the_rate_floor(
+    tmp_path: Path, make_publish: PublishFactory
+) -> None:
+    """The reserve-squat attack (review t9): uploads of a digest some entry names, each declaring
+    256 MiB and sending ~1 KB/s, used to hold their declared size of the store (80 of them the whole
+    20 GiB) for as long as they trickled. Now an upload holds what has arrived, one address has two
+    arriving at most (named digests too), and a body under 16 KiB/s after the grace is cut off."""
+    limits = Limits(body_rate_grace_s=1.0)
+    with serve(tmp_path, limits, max_artifact_bytes=256 * MIB) as node, ExitStack() as stack:
+        named = os.urandom(32).hex()
+        assert httpx.post(f"{node.url}/v1/entries", content=make_publish(verifier_hash=named).canonical_bytes(),
+                          headers={"content-type": "application/json"}).status_code == 201  # fmt: skip
+        head = f"PUT /v1/artifacts/{named} HTTP/1.1\r\nhost: x\r\ncontent-length: {256 * MIB}\r\n\r\n".encode()
+        squats = [stack.enter_context(_open(node.api_port, head + b"x" * 1000)) for _ in range(2)]
+        meter = node.metering.store
+        wait_until(lambda: meter.arriving("127.0.0.1") == (2, 2000), 5, "two uploads holding what they sent")
+        assert meter.used == 0 and node.store.bytes == 0  # not the 512 MiB they declared
+
+        third = httpx.put(f"{node.url}/v1/artifacts/{named}", content=b"y" * 1000, timeout=10)
+        assert third.status_code == 429 and "already has 2 uploads arriving" in third.json()["detail"]
+        assert third.headers["retry-after"] == "5"
+
+        started = time.monotonic()
+        _trickle_until_closed(squats, b"x" * 500, within=6.0)  # ~5 KB/s each, under the 16 KiB/s floor
+        assert 0.5 < time.monotonic() - started < 6.0
+        assert node.metering.metrics.dropped.labels("body_too_slow")._value.get() == 2
+        wait_until(lambda: meter.arriving("127.0.0.1") == (0, 0), 5, "the cut-off uploads still hold room")
+        assert not node.store.has(named)
+
+        data = os.urandom(300 * KIB)  # an honest upload at full speed goes through
+        assert httpx.put(f"{node.url}/v1/artifacts/{sha(data)}", content=data, timeout=10).status_code == 201
+
+
+def test_reads_pay_for_what_they_return_and_downloads_for_their_bytes_and_exempt_networks_do_not(
+    tmp_path: Path, make_publish: PublishFactory
+) -> None:
+    """The read attack (review t8): one `GET /v1/entries?limit=1000` costs ~50 ms of the CPU that
+    also runs the Raft tick, and GETs were not metered at all. Now every GET pays its price (10 +
+    the entries it returns, here) from its address's bucket and is refused with 429 before any work."""
+    for name in ("reads", "downloads", "exempt"):
+        (tmp_path / name).mkdir()
+    with serve(tmp_path / "reads", Limits(read_per_address=Rate(0.5, 200))) as node:
+        with httpx.Client(base_url=node.url, timeout=15) as client:
+            for _ in range(30):
+                assert post(client, make_publish(Identity.generate()).canonical_bytes()).status_code == 201
+            codes = [client.get("/v1/entries", params={"limit": 1000}).status_code for _ in range(6)]
+            assert codes == [200] * 5 + [429]  # 5 x (10 + 30) = the burst of 200
+            assert_429(client.get("/v1/entries", params={"limit": 1000}), "address")
+            refused = client.get("/v1/status")  # the same bucket, whatever the route
+            assert_429(refused, "address")
+            assert "too many reads" in refused.json()["detail"] and "entries' worth" in refused.json()["detail"]
+            assert_429(client.delete("/v1/entries/0"), "address")  # a 405 costs routing too
+            assert post(client, make_publish(Identity.generate()).canonical_bytes()).status_code == 201  # writes
+        assert node.metering.metrics.rate_limited.labels("read", "address")._value.get() == 4
+
+    with serve(tmp_path / "downloads", Limits(download_per_address=Rate(1000.0, 5000))) as node:
+        with httpx.Client(base_url=node.url, timeout=15) as client:
+            big, small = os.urandom(8000), os.urandom(10)
+            assert put(client, big).status_code == 201 and put(client, small).status_code == 201
+            assert client.get(f"/v1/artifacts/{sha(big)}").content == big  # a full bucket lets it through
+            refused = client.get(f"/v1/artifacts/{sha(small)}")  # in debt for 3000 bytes, refilling 1000/s
+            assert_429(refused, "address")
+            assert "too many downloads" in refused.json()["detail"] and int(refused.headers["retry-after"]) >= 3
+
+    limits = Limits(exempt=LOOPBACK, read_per_address=Rate(0.01, 1), download_per_address=Rate(0.01, 1))
+    with serve(tmp_path / "exempt", limits) as node, httpx.Client(base_url=node.url, timeout=15) as client:
+        data = os.urandom(5000)
+        assert put(client, data).status_code == 201
+        assert {client.get(path).status_code for path in ("/v1/status", f"/v1/artifacts/{sha(data)}") * 20} == {200}
+
+
+def test_the_verifiers_peer_fetches_and_the_demos_polling_stay_far_under_the_default_limits(tmp_path: Path) -> None:
+    """The example configs (and `wmnode demo`) keep the defaults, loopback not exempt: every node's
+    verifier fetches the suspect from a peer, and the demo polls a claim's status 20 times a second
+    while every node's status is polled too."""
+    with serve(tmp_path, Limits(), max_artifact_bytes=4 * MIB) as node:
+        suspect = os.urandom(4 * MIB)
+        assert httpx.put(f"{node.url}/v1/artifacts/{sha(suspect)}", content=suspect, timeout=15).status_code == 201
+        for name in ("node2", "node3"):  # both other members fetch it from this one, from one address
+            fetcher = Fetcher(ArtifactStore(tmp_path / name, 4 * MIB), [node.url], FetchPolicy())
+            assert fetcher.artifact(sha(suspect), 4 * MIB) == suspect
+
+    # Ten minutes of three demos polling one node at once (a claim and the node's status 20 times a
+    # second each, a checkpoint and a proof each second in a log of 100,000 entries), with a 256 MiB
+    # suspect fetched by two peers every 30 s: never refused (one demo uses a quarter of the rate).
+    log, clock = FakeLog(), Clock()
+    log.msgs = [{}] * 100_000
+    store = ArtifactStore(tmp_path / "big", 256 * MIB)
+    digest = "ab" * 32
+    store.path(digest).parent.mkdir()
+    with store.path(digest).open("wb") as sparse:
+        sparse.truncate(256 * MIB)
+    limiter, price = RateLimiter(Limits(), NodeMetrics(), clock), read_cost(log, store, members=3)
+    for tick in range(20 * 600):
+        clock.now += 0.05
+        for path in ["/v1/claims/7", "/v1/status"] * 3:
+            for kind, tokens in price(path, ""):
+                limiter.take(kind, "address", "127.0.0.1", tokens)
+        seldom = ["/v1/checkpoint", "/v1/proof/inclusion"] * 3 if tick % 20 == 0 else []
+        seldom += [f"/v1/artifacts/{digest}"] * 2 if tick % (20 * 30) == 0 else []
+        for path in seldom:
+            for kind, tokens in price(path, "index=5"):
+                limiter.take(kind, "address", "127.0.0.1", tokens)
+    assert price("/v1/claims/7", "") == [("read", READ_BASE_COST + 5)]
+
+
 # -- the pieces ------------------------------------------------------------------------------------
 
 
@@ -461,6 +585,50 @@ def test_uploads_in_flight_hold_room(tmp_path: Path) -> None:
         again(40 * KIB)  # released: the room is back
 
 
+def test_one_address_cannot_reserve_the_store_and_the_last_part_is_kept_for_peer_copies(tmp_path: Path) -> None:
+    """Review t9 at the meter: 80 reservations of a declared 256 MiB for a digest some entry names,
+    from one address, held the whole 20 GiB quota; the next upload and `store.put` (peer copies, the
+    node's own writes) were refused "store is full"."""
+    log, named = FakeLog(), "ab" * 32
+    log.publish_naming(named, "cd" * 32)
+    store = ArtifactStore(tmp_path / "a", 256 * MIB)
+    meter, attacker = StoreMeter(store, log, Limits(), NodeMetrics()), "198.51.100.7"
+    with ExitStack() as held:
+        needs = [held.enter_context(meter.reserve(named, attacker, 256 * MIB)) for _ in range(2)]
+        with pytest.raises(RateLimitedError, match="already has 2 uploads arriving"):
+            held.enter_context(meter.reserve(named, attacker, 256 * MIB))
+        with pytest.raises(RateLimitedError, match="already has 2 uploads arriving"):
+            held.enter_context(meter.reserve("ee" * 32, attacker))  # an unnamed digest counts too
+        assert meter.arriving(attacker) == (2, 0)  # declared is not held: nothing has arrived
+        needs[0](256 * MIB)
+        needs[1](256 * MIB)
+        with pytest.raises(QuotaExceededError, match="bytes of uploads still arriving, and may have 536870912"):
+            needs[1](256 * MIB + 1)
+        with meter.reserve("ee" * 32, "203.0.113.9", 10 * MIB) as honest:  # another address's upload
+            honest(10 * MIB)
+        blob = os.urandom(4096)
+        assert store.put(sha(blob), [blob])  # a peer copy
+    assert meter.arriving(attacker) == (0, 0)
+
+    # Strangers fill what uploads may use; peer copies still have the reserved end of the quota.
+    limits = Limits(store_quota_bytes=40 * 4096, pending_quota_bytes=4096, store_reserved_percent=10)
+    log, store = FakeLog(), ArtifactStore(tmp_path / "b", MIB)
+    meter = StoreMeter(store, log, limits, NodeMetrics())
+    blobs = [os.urandom(4096) for _ in range(41)]
+    for blob in blobs:
+        log.publish_naming(sha(blob), sha(blob))
+    assert all(store.put(sha(blob), [blob], f"10.0.{i}.1") for i, blob in enumerate(blobs[:36]))
+    with pytest.raises(QuotaExceededError, match=r"store is full .* 10 % is kept for copies from its peers"):
+        store.put(sha(blobs[36]), [blobs[36]], "10.9.9.9")
+    with pytest.raises(QuotaExceededError, match="store is full"):
+        with meter.reserve(sha(blobs[36]), "10.9.9.9") as need:
+            need(1)
+    assert all(store.put(sha(blob), [blob]) for blob in blobs[36:40])  # peer copies and own writes
+    with pytest.raises(QuotaExceededError, match="store is full"):
+        store.put(sha(blobs[40]), [blobs[40]])
+    assert meter.used == limits.store_quota_bytes
+
+
 def test_the_rate_limiter_refills_says_when_and_forgets_least_recently_used_buckets() -> None:
     clock = Clock()
     limits = Limits(publish_per_identity=Rate(2.0, 3), tracked_clients=2)
@@ -503,14 +671,20 @@ def test_the_limits_table_is_parsed_and_checked(tmp_path: Path) -> None:
     config = _config(tmp_path / "node.toml", (
         "[limits]\npublish_per_address = { rate = 0.5, burst = 4 }\nexempt_networks = [\"127.0.0.0/8\", \"::1\"]\n"
         "store_quota_bytes = 1000000\npending_quota_bytes = 1000\npending_grace_seconds = 90\n"
-        "header_timeout_seconds = 2.5\nmax_connections = 10\n"
+        "header_timeout_seconds = 2.5\nmax_connections = 10\nread_per_address = { rate = 100, burst = 300 }\n"
+        "download_per_address = { rate = 1048576, burst = 8388608 }\nmax_uploads_per_address = 1\n"
+        "in_flight_per_address_bytes = 5000\nmin_body_rate_bytes = 1024\nbody_rate_grace_seconds = 30\n"
+        "store_reserved_percent = 0\n"
     ))  # fmt: skip
     limits = load_config(config).limits
     assert limits == replace(
         Limits(), publish_per_address=Rate(0.5, 4), exempt=(LOOPBACK[0], ipaddress.ip_network("::1")),
         store_quota_bytes=1_000_000, pending_quota_bytes=1000, pending_grace_s=90.0, header_timeout_s=2.5,
-        max_connections=10,
+        max_connections=10, read_per_address=Rate(100.0, 300), download_per_address=Rate(1048576.0, 8388608),
+        max_uploads_per_address=1, in_flight_per_address_bytes=5000, min_body_rate_bytes=1024,
+        body_rate_grace_s=30.0, store_reserved_percent=0,
     )  # fmt: skip
+    assert limits.upload_quota_bytes == 1_000_000 and Limits().upload_quota_bytes == 19 * 2**30
     assert load_config(_config(tmp_path / "plain.toml")).limits == Limits()
     with pytest.raises(ConfigError, match=r"node.toml: limits: unknown field 'colour'"):
         load_config(_config(tmp_path / "node.toml", "[limits]\ncolour = 1\n"))
@@ -523,6 +697,9 @@ def test_the_limits_table_is_parsed_and_checked(tmp_path: Path) -> None:
         ({"body_timeout_seconds": -1}, r"limits.body_timeout_seconds must be a positive number"),
         ({"exempt_networks": ["localhost"]}, r"limits.exempt_networks: .*does not appear to be"),
         ({"pending_quota_bytes": 10, "store_quota_bytes": 5}, r"pending_quota_bytes is over store_quota_bytes"),
+        ({"store_reserved_percent": 60}, r"limits.store_reserved_percent must be a whole percentage from 0 to 50"),
+        ({"min_body_rate_bytes": 0}, r"limits.min_body_rate_bytes must be a positive integer"),
+        ({"read_per_address": {"rate": 1, "burst": 1.5}}, r"limits.read_per_address.burst must be a positive"),
     ]
     for table, fragment in bad:
         with pytest.raises(ConfigError, match=fragment):
