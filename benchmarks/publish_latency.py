@@ -160,7 +160,9 @@ def api_run(args: argparse.Namespace, bodies: list[bytes]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         community = LocalCommunity(write_local_configs(Path(tmp), 3, SECRET), Path(tmp) / "run")
         with community:
-            community.wait_ready(timeout=60)
+            # Steady state: every node's judges have loaded torch (their start-up would otherwise
+            # compete for the CPUs with the measurement).
+            community.wait_ready(timeout=180, verifiers=True)
             leader = community.leader_index()
             follower = next(i for i in range(3) if i != leader)
             f_url, l_url = community.nodes[follower].url, community.nodes[leader].url
