@@ -87,11 +87,14 @@ class NodeError(WmnodeError):
 
 
 def error_class(name: str) -> type[WmnodeError]:
-    """The error class called `name` (for clients turning an API error back into the tree)."""
+    """The error class called `name` (for clients turning an API error back into the tree).
+
+    Only classes of this module: a node's reply names the class, and must not pick one whose
+    constructor does something else (another module's subclass)."""
     pending: list[type[WmnodeError]] = [WmnodeError]
     while pending:
         cls = pending.pop()
-        if cls.__name__ == name:
+        if cls.__name__ == name and cls.__module__ == __name__:
             return cls
         pending.extend(cls.__subclasses__())
     return WmnodeError
