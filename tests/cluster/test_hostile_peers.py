@@ -184,3 +184,56 @@ def test_a_node_refuses_a_vote_by_another_member_through_its_api(community: Loca
         reply = client.post("/v1/entries", content=vote.canonical_bytes())
     assert 400 <= reply.status_code < 500
     assert "only through that member's own node" in reply.json()["detail"]
+
+
+class _Touch:
+    """Unpickling this touches a file: the stand-in for code of the sender's choice."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_the_community_secret_without_a_member_key_is_dropped_and_nothing_is_unpickled(
+    community: LocalCommunity, tmp_path: Path
+) -> None:
+    """The attacker holds the secret and the public config (so the right settings digest), but no
+    member key: its hello is refused, and the pickle it sends after it never runs."""
+    import pickle
+
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from registry.clock import settings_digest
+    from registry.raft_transport import MAGIC, _x25519_public
+
+    community.wait_ready(timeout=60)
+    config = community.nodes[0].config
+    digest = settings_digest(config.community, [(m.key or "", str(m.raft)) for m in config.members], config.clock)
+    stranger = bytes.fromhex(Identity.generate().public_hex)
+    hello = MAGIC + digest + stranger + _x25519_public(X25519PrivateKey.generate()) + os.urandom(32)
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(_Touch(marker), protocol=2)
+    for target in community.nodes:
+        with socket.create_connection((target.config.raft.host, target.config.raft.port), timeout=5) as sock:
+            sock.sendall(struct.pack(">I", len(hello)) + hello)
+            try:
+                sock.sendall(struct.pack(">I", len(payload)) + payload)
+            except OSError:
+                pass
+            sock.settimeout(3)
+            closed = False
+            try:
+                while sock.recv(4096):
+                    pass
+                closed = True
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+            except TimeoutError:
+                pass
+            assert closed, "the node kept a connection that proved no member key"
+    time.sleep(0.3)
+    assert not marker.exists()
+    with httpx.Client(base_url=community.nodes[2].url, timeout=10) as client:
+        assert client.post("/v1/entries", content=publish_body()).status_code == 201

@@ -165,6 +165,8 @@ def test_a_thousand_unnamed_uploads_stay_within_quota_and_are_collected_while_na
         # The first hundred or so fill the room; once the grace passes, collection frees it again.
         assert codes[507] > 0 and refusals == {("QuotaExceededError", True)}, (codes, refusals)
 
+        print(f"\n1000 unnamed uploads: {codes[201]} stored, {codes[507]} refused (507), pending peak <= "
+              f"{limits.pending_quota_bytes} bytes, in {time.monotonic() - started:.1f} s")  # fmt: skip
         wait_until(lambda: meter.pending == 0, 20, "the unnamed uploads were not collected")
         left = {digest for digest, _, _ in node.store.listing()}
         assert left == {info_hash, suspect_hash}, "acknowledged artifacts lost, or junk kept"
