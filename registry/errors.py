@@ -87,14 +87,13 @@ class NodeError(WmnodeError):
 
 
 def error_class(name: str) -> type[WmnodeError]:
-    """The error class called `name` (for clients turning an API error back into the tree).
-
-    Only classes of this module: a node's reply names the class, and must not pick one whose
-    constructor does something else (another module's subclass)."""
+    """The error class called `name`, as the nearest class of this module it derives from (for
+    clients turning an API error back into the tree: a node's reply names the class, and must not
+    make the client run another module's constructor; `InfoError` comes back a `RejectedError`)."""
     pending: list[type[WmnodeError]] = [WmnodeError]
     while pending:
         cls = pending.pop()
-        if cls.__name__ == name and cls.__module__ == __name__:
-            return cls
+        if cls.__name__ == name:
+            return next(c for c in cls.__mro__ if c.__module__ == __name__)
         pending.extend(cls.__subclasses__())
     return WmnodeError

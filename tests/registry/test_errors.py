@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from registry.errors import RateLimitedError, RejectedError, WmnodeError, error_class
+from registry.errors import RateLimitedError, RejectedError, VerificationError, WmnodeError, error_class
 from registry.monitor import ForkError
 
 
 def test_a_reply_can_name_only_classes_of_registry_errors() -> None:
     assert error_class("RejectedError") is RejectedError
     assert error_class("RateLimitedError") is RateLimitedError
-    assert error_class("ForkError") is WmnodeError and issubclass(ForkError, WmnodeError)  # defined elsewhere
+    assert error_class("ForkError") is VerificationError and issubclass(ForkError, VerificationError)
+    assert error_class("InfoError") is RejectedError  # a claim's info refused: still a rejection
     assert error_class("NoSuchError") is WmnodeError
