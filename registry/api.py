@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.asgi import client_key, read_body, send_json
 from registry.checkpoint import Checkpoint, checkpoint_body, sign_note
+from registry.clock import CLOCK_NOT_STARTED, STALE_STAMP
 from registry.encoding import MAX_MESSAGE_BYTES, is_hex, parse_json
 from registry.errors import (
     MessageError,
@@ -44,7 +45,7 @@ from registry.infos import (
     safetensors_header,
     tensor_names,
 )
-from registry.log import CLOCK_NOT_STARTED, REJECTED, STALE_STAMP, Outcome, RegistryLog
+from registry.log import REJECTED, Outcome, RegistryLog
 from registry.messages import ARTIFACT, MESSAGE_TYPES, Claim, Message, message_from_json, uri_kind
 from registry.metering import ADDRESS, CLAIM, IDENTITY, PUBLISH, UPLOAD, Metering, RateLimiter, StoreMeter
 from registry.metrics import CONTENT_TYPE, NodeMetrics

@@ -125,23 +125,37 @@ def stamp_ceiling(latest: dict[str, int], members: frozenset[str], node: str, st
     return lower_median(values) + bound_ms
 
 
+#: Codes of stamp refusals on which the sealing node may re-stamp and submit again.
+STALE_STAMP, CLOCK_NOT_STARTED = "stale-stamp", "clock-not-started"
+
+
+class StampError(RejectedError):
+    """A stamp the clock rules refuse; `code` (if any) tells the sealing node to re-stamp."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def check_entry_stamp(
     latest: dict[str, int], members: frozenset[str], last_time: int, node: str, stamp: int, clock: ClockSettings
 ) -> None:
     if stamp < last_time - clock.bound_ms:
-        raise RejectedError(
+        raise StampError(
             f"stamp {stamp} is more than {clock.bound_ms} ms before the log's last time {last_time}: "
-            "this member's clock is behind the community's"
+            "this member's clock is behind the community's",
+            STALE_STAMP,
         )
     started = sum(1 for m in members if latest.get(m, 0) > 0 or m == node)
     if started < len(members) // 2 + 1:
-        raise RejectedError(
+        raise StampError(
             "the community's clock has not started: fewer than a majority of members have stamped a "
-            "beacon yet; retry in a few seconds"
+            "beacon yet; retry in a few seconds",
+            CLOCK_NOT_STARTED,
         )
     ceiling = stamp_ceiling(latest, members, node, stamp, clock.bound_ms)
     if stamp > ceiling:
-        raise RejectedError(
+        raise StampError(
             f"stamp {stamp} is {stamp - ceiling} ms past the members' median time plus the bound "
             f"({clock.bound_ms} ms): refused, so one member cannot move the clock forward"
         )

@@ -32,7 +32,10 @@ from pysyncobj.journal import createJournal
 
 from registry import raft_wire
 from registry.clock import (
+    CLOCK_NOT_STARTED,
+    STALE_STAMP,
     ClockSettings,
+    StampError,
     check_beacon_stamp,
     check_entry_stamp,
     lower_median,
@@ -50,8 +53,6 @@ from registry.raft_transport import RaftAuth, SecureTransport, WireLimits, stret
 logger = logging.getLogger(__name__)
 
 APPENDED, DUPLICATE, REJECTED, BEACON = "appended", "duplicate", "rejected", "beacon"
-#: Outcome codes on which the receiving node may re-stamp and resubmit.
-STALE_STAMP, CLOCK_NOT_STARTED = "stale-stamp", "clock-not-started"
 #: The one replicated command: pysyncobj's REGULAR type byte, then our tag, then envelope bytes.
 _COMMAND = b"\x00wm2"
 _NO_OP = b"\x01"
@@ -118,14 +119,6 @@ class ClaimState:
     decided_at: int = -1
 
 
-class _Stamp(RejectedError):
-    """A stamp the clock rules refuse; `code` tells the sealing node whether to re-stamp."""
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 @dataclass
 class LogState:
     """The replicated state: leaves, their Merkle tree and indexes, and the members' clocks.
@@ -174,7 +167,7 @@ class LogState:
         """Apply one envelope. Total: every failure becomes a `rejected` outcome."""
         try:
             return self._apply(data)
-        except _Stamp as exc:
+        except StampError as exc:
             self.rejected += 1
             return Outcome(REJECTED, reason=exc.diagnostics(), code=exc.code)
         except WmnodeError as exc:
@@ -269,13 +262,7 @@ class LogState:
         a member, stamped by that very member (so a member cannot vote as another), once.
         """
         with self.lock:
-            try:
-                check_entry_stamp(self.latest, self.members, self.last_time, node, stamp, self.clock)
-            except RejectedError as exc:
-                text = exc.diagnostics()
-                code = STALE_STAMP if "before the log's last time" in text else ""  # a lagging clock
-                code = CLOCK_NOT_STARTED if "has not started" in text else code
-                raise _Stamp(text, code) from None
+            check_entry_stamp(self.latest, self.members, self.last_time, node, stamp, self.clock)
             if isinstance(msg, Publish | Claim):
                 _check_time(msg.TYPE, msg.time, stamp, self.clock.skew_ms)
             self._admit_rules(msg)
@@ -333,9 +320,6 @@ class LogState:
                 "rejected": self.rejected,
                 "beacons": self.beacons,
             }
-
-    def restore(self, snap: Any) -> None:
-        self.adopt(self.prepare(snap))
 
     def prepare(self, snap: Any) -> LogState:
         """The state a snapshot describes, replayed and re-validated, or `MessageError`.
@@ -824,11 +808,16 @@ class RegistryLog(LogReader):
 
     def seal(self, msg: Message | None, stamp: int | None = None) -> bytes:
         """Envelope bytes for `msg` (None: a beacon), stamped with this node's clock and signed."""
-        if stamp is None:  # the wall clock, never clamped to the log's time (that would ratchet the median)
-            stamp = max(now_ms(), self.state.latest.get(self.key, 0))
+        if stamp is None:
+            stamp = self._clock()
         data = seal(self.identity, None if msg is None else msg.to_json(), stamp)
         self.state.validated.add(data, _BEACON if msg is None else msg)
         return data
+
+    def _clock(self) -> int:
+        """This member's stamp now: its wall clock (never clamped to the log's time, which would
+        ratchet the members' median up), never before its own latest stamp."""
+        return max(now_ms(), self.state.latest.get(self.key, 0))
 
     def precheck(self, msg: Message) -> None:
         """The apply rules as of now, so that a message that cannot commit is refused at once."""
@@ -837,10 +826,9 @@ class RegistryLog(LogReader):
                 f"a {msg.TYPE} by {msg.node[:16]}… reaches the log only through that member's own node, "
                 f"which stamps it (this node is {self.key[:16]}…)"
             )
-        stamp = max(now_ms(), self.state.latest.get(self.key, 0))
         try:
-            self.state.admit(msg, stamp, self.key)
-        except _Stamp as exc:
+            self.state.admit(msg, self._clock(), self.key)
+        except StampError as exc:
             if exc.code != CLOCK_NOT_STARTED:  # the clock starts within a beacon period: commit waits
                 raise
 

@@ -38,6 +38,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON
 
 from registry.api import NodeInfo, now_ms
+from registry.clock import CLOCK_NOT_STARTED, STALE_STAMP
 from registry.encoding import parse_json
 from registry.errors import VerificationError, WmnodeError
 from registry.fetch import ArtifactStore, Fetcher
@@ -54,7 +55,7 @@ from registry.infos import (
     tensor_names,
 )
 from registry.judges import Judge, JudgeLimitError, Limits
-from registry.log import CLOCK_NOT_STARTED, REJECTED, STALE_STAMP, Outcome, RegistryLog
+from registry.log import REJECTED, Outcome, RegistryLog
 from registry.messages import ERROR, NOT_OWNER, PREDICT, Claim, Message, Reference, Vote, uri_kind
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,20 +23,10 @@ from registry.errors import MessageError, RejectedError, UnavailableError, Verif
 from registry.localnet import LocalCommunity
 from registry.merkle import verify_consistency, verify_inclusion
 from registry.raft_transport import HELLO_BYTES
-from tests.cluster.community import start_community
 from tests.helpers import PublishFactory, now_ms
 from tests.interop.gotlog import run_tlogcheck
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def community(tmp_path: Path) -> Iterator[LocalCommunity]:
-    c = start_community(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def follower_of(community: LocalCommunity) -> int:

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from registry.checkpoint import Checkpoint
 from registry.identity import Identity
 from registry.localnet import LocalCommunity
 from registry.merkle import MerkleTree, leaf_hash
-from tests.cluster.community import start_community
 from tests.helpers import PublishFactory, now_ms
 
 pytestmark = pytest.mark.cluster
@@ -66,15 +64,6 @@ class _LyingHandler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-
-
-@pytest.fixture
-def community(tmp_path: Path) -> Iterator[LocalCommunity]:
-    c = start_community(tmp_path / "community")
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def monitor_once(config: Path, state_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,6 @@ import statistics
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,7 +28,7 @@ from registry.identity import Identity, derive_owner_key
 from registry.localnet import LocalCommunity
 from registry.log import APPENDED, REJECTED, RegistryLog
 from registry.messages import Publish, Vote
-from tests.cluster.community import SECRET, start_community, write_configs
+from tests.cluster.community import SECRET, write_configs
 from tests.helpers import now_ms
 
 pytestmark = pytest.mark.cluster
@@ -72,15 +71,6 @@ class Flood(threading.Thread):
             except OSError:
                 self.drops += 1
                 self.stop.wait(0.05)
-
-
-@pytest.fixture
-def community(tmp_path: Path) -> Iterator[LocalCommunity]:
-    c = start_community(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def test_a_frame_flood_on_the_raft_port_neither_stalls_publishes_nor_moves_the_leader(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,8 @@ from registry.cli import main
 from registry.identity import Identity, derive_owner_key, write_identity
 from registry.localnet import LocalCommunity
 from registry.receipt import verify_receipt
-from tests.cluster.community import start_community
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def community(tmp_path: Path) -> Iterator[LocalCommunity]:
-    c = start_community(tmp_path / "community")
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def wmnode(state_dir: Path, *args: str) -> tuple[int, str]:

@@ -7,10 +7,19 @@ import os
 
 import pytest
 
-from registry.clock import MAX_STAMP, STAMP_DOMAIN, ClockSettings, lower_median, seal, settings_digest
+from registry.clock import (
+    CLOCK_NOT_STARTED,
+    MAX_STAMP,
+    STALE_STAMP,
+    STAMP_DOMAIN,
+    ClockSettings,
+    lower_median,
+    seal,
+    settings_digest,
+)
 from registry.encoding import canonical
 from registry.identity import Identity, derive_owner_key
-from registry.log import APPENDED, BEACON, CLOCK_NOT_STARTED, REJECTED, STALE_STAMP, LogState, Outcome
+from registry.log import APPENDED, BEACON, REJECTED, LogState, Outcome
 from registry.messages import Publish, Vote
 from tests.helpers import now_ms
 

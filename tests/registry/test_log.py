@@ -10,9 +10,10 @@ import pytest
 from pysyncobj.journal import createJournal
 
 import registry.log as log_module
+from registry.clock import STALE_STAMP
 from registry.encoding import canonical
 from registry.identity import Identity
-from registry.log import APPENDED, DUPLICATE, REJECTED, STALE_STAMP, RegistryLog, repair_journal
+from registry.log import APPENDED, DUPLICATE, REJECTED, RegistryLog, repair_journal
 from registry.merkle import leaf_hash
 from tests.helpers import PublishFactory, free_ports, now_ms
 
