@@ -202,6 +202,11 @@ class VerificationPolicy:
     judge_wall_seconds: int = 60
     #: Data sets the community pins besides the embedded ones (`[[datasets]]`).
     datasets: tuple[PinnedDataset, ...] = ()
+    #: The architectures a node builds from a suspect's or reference's card (shell patterns over
+    #: zoo names and `timm:NAME` / `torchvision:NAME`, variants included), and the most parameters
+    #: one may have, counted on `meta` before any weight is read (schemes.zoo.BuildLimits).
+    architectures: tuple[str, ...] = ("*",)
+    max_parameters: int = 100_000_000
 
     def floors(self, scheme: str) -> Any:
         return getattr(self, scheme.replace("-", "_"))
@@ -232,7 +237,9 @@ _GLOBAL_BOUNDS: dict[str, tuple[float, float]] = {
     "judge_memory_mib": (256, 65_536),
     "judge_cpu_seconds": (1, 3_600),
     "judge_wall_seconds": (1, 3_600),
+    "max_parameters": (1, 350_000_000),
 }
+_ARCH_PATTERN = re.compile(r"[A-Za-z0-9_:*?.\[\]-]{1,80}")
 
 
 def parse_policy(table: Mapping[str, Any], where: str) -> VerificationPolicy:
@@ -248,6 +255,17 @@ def parse_policy(table: Mapping[str, Any], where: str) -> VerificationPolicy:
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}.require_references must be true or false")
             policy = replace(policy, require_references=value)
+        elif name == "architectures":
+            if (
+                not isinstance(value, list)
+                or not 1 <= len(value) <= 256
+                or not all(isinstance(v, str) and _ARCH_PATTERN.fullmatch(v) for v in value)
+            ):
+                raise ConfigError(
+                    f"{where}.architectures must list 1-256 names or shell patterns such as "
+                    '"lenet5", "timm:resnet*", "torchvision:*"'
+                )
+            policy = replace(policy, architectures=tuple(value))
         elif name in _GLOBAL_BOUNDS:
             low, high = _GLOBAL_BOUNDS[name]
             kind = float if name == "max_false_positive" else int
@@ -257,7 +275,7 @@ def parse_policy(table: Mapping[str, Any], where: str) -> VerificationPolicy:
                 raise ConfigError(f"{where}.{name} must be an integer")
             policy = replace(policy, **{name: kind(value)})  # type: ignore[arg-type]
         else:
-            allowed = sorted([*_FLOOR_TABLES, *_GLOBAL_BOUNDS, "require_references"])
+            allowed = sorted([*_FLOOR_TABLES, *_GLOBAL_BOUNDS, "require_references", "architectures"])
             raise ConfigError(f"{where}: unknown field {name!r} (allowed: {', '.join(allowed)})")
     return policy
 

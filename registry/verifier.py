@@ -381,6 +381,7 @@ class VerifierWorker:
             "threshold_floor": getattr(floors, "min_threshold", getattr(floors, "min_gamma", 0.0)),
             "max_false_positive": self.policy.max_false_positive,
             "datasets": [d.job() for d in self.policy.datasets],
+            "build": {"architectures": list(self.policy.architectures), "max_parameters": self.policy.max_parameters},
         }
 
     def _matching_references(self, info: Info, card: dict[str, Any] | None) -> list[dict[str, str]]:

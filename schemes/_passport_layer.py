@@ -25,6 +25,7 @@ the T1 attacker, and the noisy passports p^e(c) of the verification's noise prof
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ __all__ = [
     "noisy_passports",
     "passport_layers",
     "passport_shapes",
+    "passport_variant",
     "t1_passports",
     "uses",
 ]
@@ -305,3 +307,122 @@ def noisy_passports(key: bytes, passports: Mapping[str, Passports], level: float
         ]
         out[path] = (noisy[0], noisy[1])
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Passport variants of open architectures
+
+
+def _conv_norm_pairs(model: nn.Module) -> tuple[list[tuple[nn.Module, str, str]], list[str]]:
+    """(parent, conv name, norm name) for every BatchNorm2d that follows a Conv2d of its width among
+    one parent's children, in definition order; and the paths of batch norms that follow none."""
+    pairs: list[tuple[nn.Module, str, str]] = []
+    orphans: list[str] = []
+    for path, parent in model.named_modules():
+        last: tuple[str, nn.Conv2d] | None = None
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                last = (name, child)
+            elif isinstance(child, nn.BatchNorm2d):
+                if type(child) is nn.BatchNorm2d and last is not None and last[1].out_channels == child.num_features:
+                    pairs.append((parent, last[0], name))
+                else:
+                    orphans.append(f"{path}.{name}".lstrip("."))
+                last = None
+    return pairs, orphans
+
+
+def _as_passport_layer(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> PassportLayer:
+    """conv → norm as a passport layer computing the same function: the conv's bias moves into the
+    norm's running mean, and the norm's affine (γ, β) becomes the cached constants and "B"."""
+    bias = conv.bias
+    plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,  # type: ignore[arg-type]
+                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=False,  # type: ignore[arg-type]
+                      padding_mode=conv.padding_mode)  # fmt: skip
+    layer = PassportLayer(plain).train(norm.training)
+    if conv.weight.device.type == "meta":
+        return layer
+    with torch.no_grad():
+        plain.weight.copy_(conv.weight)
+        layer.bn.eps, layer.bn.momentum = norm.eps, norm.momentum
+        if norm.running_mean is not None and norm.running_var is not None:
+            shift = torch.zeros_like(norm.running_mean) if bias is None else bias.detach()
+            layer.bn.running_mean.copy_(norm.running_mean - shift)  # type: ignore[union-attr]
+            layer.bn.running_var.copy_(norm.running_var)  # type: ignore[union-attr]
+        if norm.num_batches_tracked is not None:
+            layer.bn.num_batches_tracked.copy_(norm.num_batches_tracked)  # type: ignore[union-attr]
+        if norm.affine:
+            for target in (layer.cached_gamma, layer.gamma_b):
+                target.copy_(norm.weight)
+            for target in (layer.cached_beta, layer.beta_b):
+                target.copy_(norm.bias)
+    return layer
+
+
+def _convert(model: nn.Module, what: str) -> nn.Module:
+    from schemes.zoo import ZooError  # here: the zoo imports this module
+
+    pairs, orphans = _conv_norm_pairs(model)
+    if not pairs:
+        raise ZooError(
+            f"{what}: no convolution is followed by a batch norm, so there is no normalisation for passport "
+            "layers to replace (ResNet- and VGG-style networks with batch norm are supported)"
+        )
+    if orphans:
+        shown = ", ".join(orphans[:3]) + (f", ... ({len(orphans)} in all)" if len(orphans) > 3 else "")
+        raise ZooError(
+            f"{what}: the batch norm(s) {shown} do not directly follow a convolution (or fuse an activation), "
+            "so passport layers cannot take their place (ResNet- and VGG-style networks are supported)"
+        )
+    for parent, conv_name, norm_name in pairs:
+        conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
+        setattr(parent, conv_name, _as_passport_layer(conv, norm))
+        setattr(parent, norm_name, nn.Identity())
+    return model
+
+
+_CHECKED: dict[tuple[str, tuple[int, ...]], str | None] = {}
+
+
+@torch.no_grad()
+def _same_function(plain: nn.Module, input_shape: tuple[int, int, int], what: str) -> str | None:
+    """Why converting `plain` changes what it computes (so the pairing read the network wrongly), or None.
+    Run on a copy whose batch norms hold random statistics and affines, in eval mode."""
+    probe = copy.deepcopy(plain).float().cpu().eval()
+    generator = torch.Generator().manual_seed(0)
+    for module in probe.modules():
+        if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None:
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)  # type: ignore[union-attr]
+            if module.affine:
+                module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(module.num_features, generator=generator))
+    x = torch.randn(2, *input_shape, generator=generator)
+    before = probe(x)
+    after = _convert(probe, what)(x)
+    if before.shape != after.shape or not torch.allclose(
+        before, after, rtol=1e-3, atol=1e-3 * float(before.abs().max())
+    ):
+        return (
+            f"{what}: with passport layers in place of its batch norms the network no longer computes what it "
+            "did (a batch norm is used outside the convolution it follows), so it has no passport variant"
+        )
+    return None
+
+
+def passport_variant(model: nn.Module, input_shape: tuple[int, int, int], what: str) -> nn.Module:
+    """`model` with a passport layer in place of each convolution and the batch norm after it (§2.3,
+    Fig. 2), computing what it computed before (its batch norms' statistics and affines carried
+    over): how the scheme finds its layers on any ResNet- or VGG-style network. Networks where a
+    batch norm does not directly follow a convolution are refused with the reason. The first time
+    an architecture is converted, the conversion is checked on a copy with random statistics."""
+    from schemes.zoo import ZooError  # here: the zoo imports this module
+
+    on_meta = any(p.device.type == "meta" for p in model.parameters())
+    if not on_meta:
+        key = (what, tuple(input_shape))
+        if key not in _CHECKED:
+            _CHECKED[key] = _same_function(model, input_shape, what)
+        if _CHECKED[key] is not None:
+            raise ZooError(str(_CHECKED[key]))
+    return _convert(model, what)

@@ -6,6 +6,10 @@
 * `model` is a freshly initialised zoo model built for the scheme (`Scheme.model_arch` and
   `Scheme.extra_classes` say how: the passport scheme asks for the arch's passport variant, new
   label for one more output). `embed` trains it and returns it watermarked.
+* `clean`, when given, is the owner's own trained model: `model` then already holds its weights
+  (in the scheme's variant, the classifier extended), and `embed` watermarks by fine-tuning
+  instead of training from scratch, with `clean` as the fidelity baseline (`clean_accuracy`) in
+  place of a clean model trained alongside. Each scheme's docstring says what that changes.
 * `verifier` is a flat dict of tensors, saved as safetensors: only what a node cannot derive from
   the key (MTLSign: cWM's weights; a scheme whose whole secret derives from the key ships none).
 * `info` is the scheme's public parameters as a JSON object; `info["scheme"]` names the scheme,
@@ -83,7 +87,14 @@ class Watermarked:
 
 class _Embed(Protocol):
     def __call__(
-        self, model: nn.Module, data: Dataset, key: bytes, config: Any, progress: Progress | None = None
+        self,
+        model: nn.Module,
+        data: Dataset,
+        key: bytes,
+        config: Any,
+        progress: Progress | None = None,
+        *,
+        clean: nn.Module | None = None,
     ) -> Watermarked: ...
 
 

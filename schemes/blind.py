@@ -418,12 +418,19 @@ def _info(data: Dataset, config: Config, logo: torch.Tensor, source: str) -> dic
 
 
 def embed(
-    model: nn.Module, data: Dataset, key: bytes, config: Config = Config(), progress: Progress | None = None
+    model: nn.Module,
+    data: Dataset,
+    key: bytes,
+    config: Config = Config(),
+    progress: Progress | None = None,
+    *,
+    clean: nn.Module | None = None,
 ) -> Watermarked:
     """Algorithm 1 on the host `model` (from its initial weights); the clean reference trains alongside."""
     started = time.perf_counter()
     require_community_data(data, NAME)  # before any training: the covers must be rebuildable
-    clean = _clean_reference(model, data, config)
+    if clean is None:
+        clean = _clean_reference(model, data, config)
     logo, source = make_logo(key, config, data.input_shape[1:])
     run = _setup(model, data, key, config, logo)
     keyed = _train(run, data, key, progress)

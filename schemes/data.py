@@ -1,8 +1,10 @@
-"""Data sets (DESIGN §4.7): scikit-learn's bundled digits, and local MNIST/Fashion-MNIST, CIFAR and .npz copies.
+"""Data sets (DESIGN §4.7): scikit-learn's digits; local MNIST/Fashion-MNIST, CIFAR, .npz and image folders.
 
 `load_dataset(name)` returns a frozen `Dataset`: float32 images (N, C, H, W) resized to the requested
 input shape and normalised per channel with the mean and std of the training split (in [0, 1]-pixel
-units), and int64 labels. Nothing is ever fetched: besides `digits`, which ships inside
+units), or with the `normalisation=(mean, std)` the caller gives, and int64 labels. Image folders
+(`folder`, see `schemes.folder`) come back as lazy `FolderImages` that decode files on indexing;
+every other set as tensors. Nothing is ever fetched: besides `digits`, which ships inside
 scikit-learn, every set is read from local files in its standard format, and every file is treated
 as untrusted input: sizes are checked before reading (at most `MAX_FILE_BYTES`), headers and shapes
 are parsed strictly, and any defect is a `DataError` naming the file.
@@ -27,6 +29,7 @@ Choices the standard formats leave open:
   with C in {1, 3}. A 4-D array is channel-last when its last dimension is 1 or 3 and its second is
   not; otherwise channel-first, so (N, 3, 8, 3) is read as channel-first. The number of classes is
   one more than the largest label.
+* A given `normalisation` needs one finite mean and one std > 0 per channel of the returned images.
 * A channel whose training std is below 1e-6 (a constant channel) gets std 1, so normalising never
   divides by zero.
 """
@@ -37,19 +40,30 @@ import gzip
 import math
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from numbers import Real
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeAlias, overload
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from typing_extensions import TypeVar  # a default for a type variable (PEP 696) before Python 3.13
 
 from registry.errors import WmnodeError
 from schemes._plainpickle import PICKLE_ERRORS, Refused, load_plain
 
-__all__ = ["MAX_FILE_BYTES", "DataError", "Dataset", "list_datasets", "load_dataset"]
+if TYPE_CHECKING:
+    from schemes.folder import FolderImages
+
+__all__ = ["MAX_FILE_BYTES", "DataError", "Dataset", "Images", "ImagesT", "list_datasets", "load_dataset"]
+
+#: What a `Dataset` holds as images: a tensor, or for image folders a lazy view that decodes on indexing.
+Images: TypeAlias = "torch.Tensor | FolderImages"
+#: The images of a `Dataset`; a bare `Dataset` holds tensors, as every format but `folder` returns.
+ImagesT = TypeVar("ImagesT", bound="torch.Tensor | FolderImages", default=torch.Tensor)
 
 #: No data file (nor, for compressed files, its decompressed payload) may be larger than this.
 MAX_FILE_BYTES = 2 * 1024**3
@@ -65,18 +79,27 @@ class DataError(WmnodeError):
 
 
 @dataclass(frozen=True, eq=False)
-class Dataset:
-    """A train/test pair ready for a model: x float32 (N, C, H, W) normalised, y int64 (N,)."""
+class Dataset(Generic[ImagesT]):
+    """A train/test pair ready for a model: x float32 (N, C, H, W) normalised, y int64 (N,).
+
+    x is a tensor (`Dataset`, `Dataset[torch.Tensor]`), or a `FolderImages` for image folders
+    (`Dataset[FolderImages]`); `classes` names the classes where the format has names (image
+    folders), else it is empty."""
 
     name: str
-    x_train: torch.Tensor = field(repr=False)
+    x_train: ImagesT = field(repr=False)
     y_train: torch.Tensor = field(repr=False)
-    x_test: torch.Tensor = field(repr=False)
+    x_test: ImagesT = field(repr=False)
     y_test: torch.Tensor = field(repr=False)
     num_classes: int
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    classes: tuple[str, ...] = ()
+
+
+#: A per-channel (mean, std) in [0, 1]-pixel units.
+_Stats: TypeAlias = tuple[tuple[float, ...], tuple[float, ...]]
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,8 @@ class _Request:
     path: Path | None
     seed: int
     test_fraction: float
+    input_shape: tuple[int, int, int] | None  # as asked for; None: the format's default
+    normalisation: _Stats | None  # as given, its form checked (its channels are checked once known)
 
 
 @dataclass(frozen=True)
@@ -98,21 +123,17 @@ class _Raw:
     num_classes: int
 
 
-@dataclass(frozen=True)
-class _Entry:
-    load: Callable[[_Request], _Raw]
-    default_shape: tuple[int, int, int] | None  # None: the shape the files store
-
-
-_REGISTRY: dict[str, _Entry] = {}
+_REGISTRY: dict[str, Callable[[_Request], Dataset[Any]]] = {}
 
 
 def _register(
     *names: str, default_shape: tuple[int, int, int] | None
 ) -> Callable[[Callable[[_Request], _Raw]], Callable[[_Request], _Raw]]:
+    """Register a loader of arrays; `default_shape` None: the shape the files store."""
+
     def decorate(load: Callable[[_Request], _Raw]) -> Callable[[_Request], _Raw]:
         for name in names:
-            _REGISTRY[name] = _Entry(load, default_shape)
+            _REGISTRY[name] = partial(_from_arrays, load, default_shape)
         return load
 
     return decorate
@@ -123,6 +144,35 @@ def list_datasets() -> list[str]:
     return sorted(_REGISTRY)
 
 
+_Normalisation: TypeAlias = tuple[Sequence[float], Sequence[float]]
+_TensorSets: TypeAlias = Literal["cifar10", "cifar100", "digits", "fashion-mnist", "mnist", "npz"]
+
+
+@overload
+def load_dataset(
+    name: Literal["folder"],
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    path: Path | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    normalisation: _Normalisation | None = None,
+) -> Dataset[FolderImages]: ...
+
+
+@overload
+def load_dataset(
+    name: _TensorSets,
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    path: Path | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    normalisation: _Normalisation | None = None,
+) -> Dataset[torch.Tensor]: ...
+
+
+@overload
 def load_dataset(
     name: str,
     *,
@@ -130,26 +180,47 @@ def load_dataset(
     path: Path | None = None,
     seed: int = 0,
     test_fraction: float = 0.2,
-) -> Dataset:
+    normalisation: _Normalisation | None = None,
+) -> Dataset[Any]: ...
+
+
+def load_dataset(
+    name: str,
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    path: Path | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    normalisation: _Normalisation | None = None,
+) -> Dataset[Any]:
     """Load data set `name`, resized to `input_shape` (C, H, W) and normalised by its training split.
 
     `path` is the directory of the local files (a file for `npz`); `seed` and `test_fraction` choose
-    the split of sets that ship without one (`digits`).
+    the split of sets that ship without one (`digits`); `normalisation` (mean, std), one value per
+    channel in [0, 1]-pixel units, replaces the training split's own.
     """
-    entry = _REGISTRY.get(name)
-    if entry is None:
+    build = _REGISTRY.get(name)
+    if build is None:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise DataError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float) or not 0 < test_fraction < 1:
         raise DataError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
-    wanted = _check_shape(input_shape) if input_shape is not None else entry.default_shape  # before any reading
-    raw = entry.load(_Request(name, None if path is None else Path(path), seed, float(test_fraction)))
-    shape = wanted or _check_shape(raw.x_train.shape[1:])
+    wanted = _check_shape(input_shape) if input_shape is not None else None  # before any reading
+    given = _check_normalisation(normalisation) if normalisation is not None else None
+    return build(_Request(name, None if path is None else Path(path), seed, float(test_fraction), wanted, given))
+
+
+def _from_arrays(
+    load: Callable[[_Request], _Raw], default_shape: tuple[int, int, int] | None, request: _Request
+) -> Dataset:
+    raw = load(request)
+    shape = request.input_shape or default_shape or _check_shape(raw.x_train.shape[1:])
     x_train, x_test = _fit(raw.x_train, shape), _fit(raw.x_test, shape)
-    mean, std = _channel_stats(x_train)
+    given = request.normalisation
+    mean, std = _channel_stats(x_train) if given is None else _given_stats(given, shape[0])
     return Dataset(
-        name=name,
+        name=request.name,
         x_train=_normalise(x_train, mean, std),
         y_train=torch.from_numpy(raw.y_train.astype(np.int64)),
         x_test=_normalise(x_test, mean, std),
@@ -201,13 +272,45 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
     for start in range(0, len(x), _CHUNK):
-        wide = x[start : start + _CHUNK].double()
-        total += wide.sum(dim=(0, 2, 3))
-        squares += wide.square().sum(dim=(0, 2, 3))
-    count = max(x.shape[0] * x.shape[2] * x.shape[3], 1)
+        chunk_total, chunk_squares = _channel_sums(x[start : start + _CHUNK])
+        total += chunk_total
+        squares += chunk_squares
+    return _stats_from_sums(total, squares, x.shape[0] * x.shape[2] * x.shape[3])
+
+
+def _channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel sum and sum of squares of images (N, C, H, W), in float64."""
+    wide = x.double()
+    return wide.sum(dim=(0, 2, 3)), wide.square().sum(dim=(0, 2, 3))
+
+
+def _stats_from_sums(total: torch.Tensor, squares: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (population) std from `_channel_sums` over `count` pixels per channel."""
+    count = max(count, 1)
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(0).sqrt()
     return mean, torch.where(std < _MIN_STD, torch.ones_like(std), std)
+
+
+def _check_normalisation(value: object) -> _Stats:
+    """A given (mean, std): two equally long sequences of finite numbers, every std > 0."""
+    parts = tuple(value) if isinstance(value, tuple | list) else ()
+    rows = [tuple(p) if isinstance(p, Sequence) and not isinstance(p, str | bytes) else () for p in parts]
+    try:
+        values = [float(v) for row in rows for v in row if isinstance(v, Real) and not isinstance(v, bool)]
+    except OverflowError:  # an int too large for a float
+        values = []
+    shaped = len(rows) == 2 and 0 < len(rows[0]) == len(rows[1]) and len(values) == 2 * len(rows[0])
+    if not shaped or not all(math.isfinite(v) for v in values) or not all(v > 0 for v in values[len(rows[0]) :]):
+        raise DataError(f"normalisation must be (mean, std): one finite value per channel each, std > 0; got {value!r}")
+    return tuple(values[: len(rows[0])]), tuple(values[len(rows[0]) :])
+
+
+def _given_stats(given: _Stats, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A checked (mean, std) as float64 tensors, refused unless it has one value per channel."""
+    if len(given[0]) != channels:
+        raise DataError(f"normalisation gives {len(given[0])} values per statistic for images of {channels} channels")
+    return torch.tensor(given[0], dtype=torch.float64), torch.tensor(given[1], dtype=torch.float64)
 
 
 def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -253,6 +356,21 @@ def _read_exact(stream: _Readable, size: int) -> bytes:
         parts.append(part)
         left -= len(part)
     return b"".join(parts)
+
+
+# --- image folders (schemes.folder) --------------------------------------------------------------
+
+
+def _load_folder(request: _Request) -> Dataset[FolderImages]:
+    from schemes.folder import _folder_dataset  # here: schemes.folder builds on this module
+
+    if request.path is not None and request.path.is_symlink():  # before is_dir, which follows links
+        raise DataError(f"{request.path}: an image folder may not be a symbolic link")
+    root = _require_path(request, directory=True)
+    return _folder_dataset(request.name, root, request.input_shape, request.normalisation)
+
+
+_REGISTRY["folder"] = _load_folder
 
 
 # --- digits (scikit-learn) ----------------------------------------------------------------------

@@ -306,18 +306,25 @@ def _info(data: Dataset, config: Config, candidate: int, source: dict[str, Any])
 
 
 def embed(
-    model: nn.Module, data: Dataset, key: bytes, config: Config = Config(), progress: Progress | None = None
+    model: nn.Module,
+    data: Dataset,
+    key: bytes,
+    config: Config = Config(),
+    progress: Progress | None = None,
+    *,
+    clean: nn.Module | None = None,
 ) -> Watermarked:
     """Clean reference, screening, then Algorithm 1 from the same initial weights."""
     started, cpu_started = time.perf_counter(), time.process_time()
     source = _source(data)  # before any training: refuse data no verifier could rebuild
     device = next(model.parameters()).device
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    clean = train_classifier(
-        copy.deepcopy(model), x_train, y_train, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
-        generator=torch.Generator().manual_seed(config.seed),
-        progress=None if progress is None else lambda i, _, m: progress(i, 2 * config.epochs, f"clean: {m}"),
-    )  # fmt: skip
+    if clean is None:
+        clean = train_classifier(
+            copy.deepcopy(model), x_train, y_train, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+            generator=torch.Generator().manual_seed(config.seed),
+            progress=None if progress is None else lambda i, _, m: progress(i, 2 * config.epochs, f"clean: {m}"),
+        )  # fmt: skip
     candidate, triple, clean_rate = _screen(key, clean, data, config)
     triggers = build_triggers(key, data, triple, config.n_train, config.mode, config.r, candidate)
     n = x_train.shape[0]

@@ -1,9 +1,10 @@
 """The open zoo: any timm or torchvision classification architecture, built by name from a card in
 timm's `config.json` shape, and model directories in timm's Hugging Face Hub layout.
 
-A card names the architecture (`timm:NAME`, `torchvision:NAME`, or a bare timm name as timm's own
-`config.json` writes it), `num_classes`, `pretrained_cfg` (`input_size`, `mean`, `std`,
-`classifier`) and `model_args`, plus `wmnode_format`. Everything in it is untrusted:
+A card (`schemes.zoo.ModelCard`, written as `config.json`) names the architecture (`timm:NAME`,
+`torchvision:NAME`, or a bare timm name as timm's own `config.json` writes it, optionally with a
+scheme's variant suffix such as `-passport`), `num_classes`, `pretrained_cfg` (`input_size`,
+`mean`, `std`, `classifier`) and `model_args`, plus `wmnode_format`. Everything in it is untrusted:
 
 * **Names** must be a plain identifier that the library lists; `hf-hub:` / `timm/` names, paths
   and versions are refused (timm would fetch a config for those).
@@ -12,45 +13,46 @@ A card names the architecture (`timm:NAME`, `torchvision:NAME`, or a bare timm n
   file paths and URLs are refused by name; everything else not listed is refused too. Models are
   always built with `pretrained=False` / `weights=None`: nothing is downloaded or unpickled.
 * **Size**: the parameter count is taken on the `meta` device before anything is allocated, and
-  checked against the caller's cap.
-* **Weights** come from `model.safetensors` only, checked key by key, shape and dtype against the
-  architecture on `meta` before they are loaded.
+  checked against the caller's cap (a community's `max_parameters`).
+* **Weights** come from `model.safetensors` only (`schemes.zoo.load_model`), checked key by key,
+  shape and dtype against the architecture on `meta` before they are loaded.
 
-`pretrained_cfg` fields other than the four above (`url`, `hf_hub_id`, `crop_pct`, ...) are kept in
-the card as they are, never acted upon.
+Other `pretrained_cfg` fields (`url`, `hf_hub_id`, `crop_pct`, ...) and other top-level fields
+(`label_names`, ...) are read past, never acted upon, and not carried into the cards written here.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from schemes.zoo import ZooError, check_state, read_json_file, read_weights
+from schemes.zoo import ZooError
 
 __all__ = [
+    "ALLOWED_ARGS",
     "CONFIG_FILE",
     "FORMAT",
-    "HubCard",
     "MAX_PARAMETERS",
-    "build_model",
-    "load_hub_dir",
+    "VARIANTS",
+    "card_fields",
+    "check_open",
+    "config_of",
+    "create_open",
     "parameter_count",
+    "parse_architecture",
 ]
 
 CONFIG_FILE = "config.json"
-HUB_WEIGHTS_FILE = "model.safetensors"
 #: The card format this module writes and reads.
 FORMAT = 1
 #: Default cap on parameters (a ViT-L is ~300 M); communities set their own.
 MAX_PARAMETERS = 350_000_000
-_MAX_CONFIG_BYTES = 64 * 1024
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)?")
 _REFUSED = {
     "pretrained": "models are built untrained here; the weights come from model.safetensors",
@@ -98,101 +100,40 @@ ALLOWED_ARGS: dict[str, dict[str, Callable[[object], bool]]] = {
 }
 
 
-@dataclass(frozen=True)
-class HubCard:
-    """What builds a model: library, name, classes, input and normalisation, allow-listed args."""
-
-    library: str
-    name: str
-    num_classes: int
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classifier: str = ""
-    model_args: dict[str, Any] = field(default_factory=dict, hash=False)
-    #: `pretrained_cfg` fields kept as they came (never acted upon).
-    extra_cfg: dict[str, Any] = field(default_factory=dict, hash=False)
-
-    @property
-    def architecture(self) -> str:
-        return f"{self.library}:{self.name}"
-
-    @classmethod
-    def from_config(cls, obj: object) -> HubCard:
-        """Validate a decoded `config.json`; every refusal names the field and says why."""
-        if not isinstance(obj, dict):
-            raise ZooError("config.json must be a JSON object")
-        version = obj.get("wmnode_format", FORMAT)
-        if version != FORMAT:
-            raise ZooError(f"config.json: wmnode_format {version!r} is not {FORMAT}")
-        library, name = _architecture(obj.get("architecture"))
-        classes = obj.get("num_classes")
-        if isinstance(classes, bool) or not isinstance(classes, int) or not 1 <= classes <= 100_000:
-            raise ZooError(f"config.json: num_classes must be an integer in 1-100000, got {classes!r}")
-        cfg = obj.get("pretrained_cfg", {})
-        if not isinstance(cfg, dict):
-            raise ZooError("config.json: pretrained_cfg must be an object")
-        size = cfg.get("input_size")
-        if not (isinstance(size, list) and len(size) == 3 and size[0] in (1, 3) and all(_side(n) for n in size[1:])):
-            raise ZooError(
-                f"config.json: pretrained_cfg.input_size must be [1 or 3, H, W] with sides 8-1024, got {size!r}"
-            )
-        channels = size[0]
-        mean, std = _floats(cfg.get("mean"), "mean", channels, False), _floats(cfg.get("std"), "std", channels, True)
-        classifier = cfg.get("classifier", "")
-        if not isinstance(classifier, str) or not re.fullmatch(r"[A-Za-z0-9_.]{0,64}", classifier):
-            raise ZooError(f"config.json: pretrained_cfg.classifier must be a module path, got {classifier!r}")
-        args = obj.get("model_args", {})
-        if not isinstance(args, dict):
-            raise ZooError("config.json: model_args must be an object")
-        _check_args(library, args)
-        takes = args.get("in_chans", 3) if library == "timm" else 3
-        if takes != channels:
-            raise ZooError(f"config.json: the model takes {takes} channels but input_size has {channels}"
-                           + (" (set model_args.in_chans)" if library == "timm" else ""))  # fmt: skip
-        extra = {k: v for k, v in cfg.items() if k not in ("input_size", "mean", "std", "classifier")}
-        return cls(library, name, classes, (channels, size[1], size[2]), mean, std, classifier, dict(args), extra)
-
-    def to_config(self) -> dict[str, Any]:
-        """The card in timm's `config.json` shape (with the library prefix in `architecture`)."""
-        return {
-            "architecture": self.architecture,
-            "num_classes": self.num_classes,
-            "model_args": dict(self.model_args),
-            "pretrained_cfg": {
-                **self.extra_cfg,
-                "input_size": list(self.input_size),
-                "mean": list(self.mean),
-                "std": list(self.std),
-                "classifier": self.classifier,
-            },
-            "wmnode_format": FORMAT,
-        }
+#: Variants a scheme may ask for, as a suffix of the architecture: `timm:resnet18-passport` is
+#: timm's ResNet-18 with a passport layer in place of each convolution's batch norm.
+VARIANTS = ("passport",)
 
 
-def _architecture(value: object) -> tuple[str, str]:
-    if not isinstance(value, str):
-        raise ZooError(f"config.json: architecture must be a string, got {value!r}")
+def parse_architecture(value: object) -> tuple[str, str, str]:
+    """(library, name, variant) of an open architecture: `timm:NAME`, `torchvision:NAME`, a bare
+    timm name (as timm's own config.json writes it), each optionally with a `-VARIANT` suffix."""
+    if not isinstance(value, str) or len(value) > 128:
+        raise ZooError(f"config.json: architecture must be a short string, got {value!r:.80}")
     library, sep, name = value.partition(":")
     if not sep:  # timm's own config.json names the architecture bare
         library, name = "timm", value
+    name, dash, variant = name.partition("-")
     if library not in ALLOWED_ARGS:
         raise ZooError(f"config.json: architecture {value!r}: only timm: and torchvision: names are built")
     if not _NAME_RE.fullmatch(name):
         raise ZooError(f"config.json: architecture {value!r} is not a plain model name (no hub ids, paths or tags)")
+    if dash and variant not in VARIANTS:
+        raise ZooError(f"config.json: architecture {value!r}: unknown variant {variant!r} ({', '.join(VARIANTS)})")
     if name not in _listed(library):
         raise ZooError(f"config.json: {library} has no model {name!r}")
-    return library, name
+    return library, name, variant
 
 
-def _listed(library: str) -> set[str]:
+@functools.lru_cache(maxsize=2)
+def _listed(library: str) -> frozenset[str]:
     if library == "timm":
         import timm
 
-        return set(timm.list_models())
+        return frozenset(timm.list_models())
     import torchvision.models
 
-    return set(torchvision.models.list_models(module=torchvision.models))
+    return frozenset(torchvision.models.list_models(module=torchvision.models))
 
 
 def _check_args(library: str, args: Mapping[str, object]) -> None:
@@ -217,55 +158,151 @@ def _floats(values: object, name: str, channels: int, positive: bool) -> tuple[f
     return tuple(out)
 
 
-def _construct(card: HubCard) -> nn.Module:
-    kwargs = dict(card.model_args)
-    if card.library == "timm":
+def card_fields(obj: object) -> dict[str, Any]:
+    """The fields of a `schemes.zoo.ModelCard` from a decoded `config.json`; every refusal names
+    the field and says why."""
+    if not isinstance(obj, dict):
+        raise ZooError("config.json must be a JSON object")
+    version = obj.get("wmnode_format", FORMAT)
+    if version != FORMAT:
+        raise ZooError(f"config.json: wmnode_format {version!r} is not {FORMAT}")
+    library, name, variant = parse_architecture(obj.get("architecture"))
+    classes = obj.get("num_classes")
+    if isinstance(classes, bool) or not isinstance(classes, int) or not 1 <= classes <= 100_000:
+        raise ZooError(f"config.json: num_classes must be an integer in 1-100000, got {classes!r}")
+    cfg = obj.get("pretrained_cfg", {})
+    if not isinstance(cfg, dict):
+        raise ZooError("config.json: pretrained_cfg must be an object")
+    size = cfg.get("input_size")
+    if not (isinstance(size, list) and len(size) == 3 and size[0] in (1, 3) and all(_side(n) for n in size[1:])):
+        raise ZooError(f"config.json: pretrained_cfg.input_size must be [1 or 3, H, W] with sides 8-1024, got {size!r}")
+    channels = size[0]
+    classifier = cfg.get("classifier", "")
+    if not isinstance(classifier, str) or not re.fullmatch(r"[A-Za-z0-9_.]{0,64}", classifier):
+        raise ZooError(f"config.json: pretrained_cfg.classifier must be a module path, got {classifier!r}")
+    args = obj.get("model_args", {})
+    if not isinstance(args, dict):
+        raise ZooError("config.json: model_args must be an object")
+    extra = obj.get("wmnode_extra", {})
+    if not isinstance(extra, dict):
+        raise ZooError("config.json: wmnode_extra must be an object")
+    return {
+        "arch": f"{library}:{name}" + (f"-{variant}" if variant else ""),
+        "num_classes": classes,
+        "input_shape": (channels, size[1], size[2]),
+        "mean": _floats(cfg.get("mean"), "mean", channels, False),
+        "std": _floats(cfg.get("std"), "std", channels, True),
+        "extra": extra,
+        "model_args": dict(args),
+        "classifier": classifier,
+    }
+
+
+def config_of(
+    arch: str,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    model_args: Mapping[str, Any],
+    classifier: str,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A card in timm's `config.json` shape, with the library prefix in `architecture`; the
+    directory it is written to, with `model.safetensors`, is in the Hub layout."""
+    out: dict[str, Any] = {
+        "architecture": arch,
+        "num_classes": num_classes,
+        "model_args": dict(model_args),
+        "pretrained_cfg": {
+            "input_size": list(input_shape),
+            "mean": list(mean),
+            "std": list(std),
+            "classifier": classifier,
+        },
+        "wmnode_format": FORMAT,
+    }
+    if extra:
+        out["wmnode_extra"] = dict(extra)
+    return out
+
+
+def check_open(arch: str, model_args: Mapping[str, object], input_shape: tuple[int, int, int]) -> None:
+    """Refuse an open architecture, arguments or input a card may not ask for."""
+    library, _, _ = parse_architecture(arch)
+    _check_args(library, model_args)
+    takes = model_args.get("in_chans", 3) if library == "timm" else 3
+    if takes != input_shape[0]:
+        raise ZooError(
+            f"config.json: {arch} takes {takes} channels but input_size has {input_shape[0]}"
+            + (" (set model_args.in_chans)" if library == "timm" else "")
+        )
+
+
+def _construct(library: str, name: str, num_classes: int, model_args: Mapping[str, Any]) -> nn.Module:
+    kwargs = dict(model_args)
+    if library == "timm":
         import timm
 
-        model: nn.Module = timm.create_model(card.name, pretrained=False, num_classes=card.num_classes, **kwargs)
+        model: nn.Module = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
         return model
     import torchvision.models
 
-    built: nn.Module = torchvision.models.get_model(card.name, weights=None, num_classes=card.num_classes, **kwargs)
+    built: nn.Module = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     return built
 
 
-def parameter_count(card: HubCard) -> int:
-    """Parameters of the carded model, counted on the `meta` device (nothing is allocated)."""
+def parameter_count(arch: str, num_classes: int, model_args: Mapping[str, Any] | None = None) -> int:
+    """Parameters of the architecture, counted on the `meta` device (nothing is allocated)."""
+    library, name, _ = parse_architecture(arch)
+    _check_args(library, model_args or {})
     with torch.device("meta"):
-        skeleton = _construct(card)
+        skeleton = _construct(library, name, num_classes, model_args or {})
     return sum(p.numel() for p in skeleton.parameters())
 
 
-def build_model(
-    card: HubCard, state: Mapping[str, torch.Tensor] | None = None, *, max_parameters: int = MAX_PARAMETERS
+_RUNS: dict[tuple[str, int, tuple[int, ...], str], str | None] = {}
+
+
+def _check_runs(
+    skeleton: nn.Module, arch: str, num_classes: int, input_shape: tuple[int, int, int], args: Mapping[str, Any]
+) -> None:
+    """Refuse an input shape the architecture cannot take (a ViT's fixed size, AlexNet's minimum),
+    found by one forward pass on `meta`, so the refusal comes before anything is allocated."""
+    key = (arch, num_classes, tuple(input_shape), repr(sorted(args.items())))
+    if key not in _RUNS:
+        try:
+            with torch.no_grad():
+                out = skeleton.eval()(torch.zeros(1, *input_shape, device="meta"))
+            _RUNS[key] = None if tuple(out.shape) == (1, num_classes) else f"answers shape {tuple(out.shape)}"
+        except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
+            _RUNS[key] = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    if _RUNS[key] is not None:
+        raise ZooError(f"{arch} cannot run on inputs of shape {list(input_shape)}: {_RUNS[key]}")
+
+
+def create_open(
+    arch: str,
+    *,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    model_args: Mapping[str, Any] | None = None,
+    max_parameters: int = MAX_PARAMETERS,
 ) -> nn.Module:
-    """The carded architecture, checked on `meta` first (size cap; `state`'s keys, shapes and
-    dtypes), then built for real, with `state` loaded when given (eval mode)."""
+    """A freshly initialised open architecture: checked, counted on `meta` and capped first, then
+    built where the caller builds (on `meta` inside `with torch.device("meta")`), variant applied."""
+    args = dict(model_args or {})
+    check_open(arch, args, input_shape)
+    library, name, variant = parse_architecture(arch)
     with torch.device("meta"):
-        skeleton = _construct(card)
+        skeleton = _construct(library, name, num_classes, args)
     count = sum(p.numel() for p in skeleton.parameters())
     if count > max_parameters:
-        raise ZooError(f"{card.architecture} has {count:,} parameters, over the cap of {max_parameters:,}")
-    if state is not None:
-        check_state(skeleton.state_dict(), state)
-    model = _construct(card)
-    if state is not None:
-        model.load_state_dict(state, strict=True)
-        model.eval()
+        raise ZooError(f"{arch} has {count:,} parameters, over the cap of {max_parameters:,}")
+    _check_runs(skeleton, arch, num_classes, input_shape, args)
+    model = skeleton if torch.get_default_device().type == "meta" else _construct(library, name, num_classes, args)
+    if variant == "passport":
+        from schemes._passport_layer import passport_variant
+
+        model = passport_variant(model, input_shape, arch)
     return model
-
-
-def load_hub_dir(
-    path: Path, *, max_bytes: int = 2 * 2**30, max_parameters: int = MAX_PARAMETERS
-) -> tuple[nn.Module, HubCard]:
-    """A model directory in timm's Hub layout (`config.json` + `model.safetensors`), as it is."""
-    path = Path(path)
-    config, weights = path / CONFIG_FILE, path / HUB_WEIGHTS_FILE
-    if not config.is_file() or not weights.is_file():
-        raise ZooError(f"{path} is not a model directory in the Hub layout ({CONFIG_FILE} + {HUB_WEIGHTS_FILE})")
-    card = HubCard.from_config(read_json_file(config, _MAX_CONFIG_BYTES, "config.json"))
-    count = parameter_count(card)  # before the weights are read: they would be allocated
-    if count > max_parameters:
-        raise ZooError(f"{card.architecture} has {count:,} parameters, over the cap of {max_parameters:,}")
-    return build_model(card, read_weights(weights, max_bytes), max_parameters=max_parameters), card

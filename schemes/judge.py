@@ -41,7 +41,7 @@ from schemes.base import SchemeError, Verdict, get_scheme
 from schemes.community import pin
 from schemes.references import Recipe, build_reference, expected_card
 from schemes.serving import RemotePredictor
-from schemes.zoo import ZooError, model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
+from schemes.zoo import BuildLimits, ZooError, model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
 
 _REFERENCES: dict[str, nn.Module] = {}
 _MAX_CACHED = 16
@@ -58,10 +58,10 @@ def _limit_cpu(seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
-def _reference(model_hash: str, path: str, max_bytes: int) -> nn.Module:
+def _reference(model_hash: str, path: str, max_bytes: int, limits: BuildLimits) -> nn.Module:
     model = _REFERENCES.get(model_hash)
     if model is None:
-        model, _ = model_from_bytes(Path(path).read_bytes(), max_bytes=max_bytes, what="reference model")
+        model, _ = model_from_bytes(Path(path).read_bytes(), max_bytes=max_bytes, what="reference model", limits=limits)
         if len(_REFERENCES) >= _MAX_CACHED:
             _REFERENCES.pop(next(iter(_REFERENCES)))
         _REFERENCES[model_hash] = model
@@ -79,6 +79,8 @@ def judge(job: dict[str, Any]) -> dict[str, Any]:
     for dataset in job.get("datasets", []):  # checked against the community's manifest at node start
         pin(dataset["name"], dataset["format"], Path(dataset["path"]), dataset["num_classes"])
     policy = FetchPolicy(**{**job["fetch"], "allow_hosts": tuple(job["fetch"]["allow_hosts"])})
+    build = job.get("build", {})
+    limits = BuildLimits(tuple(build.get("architectures", ("*",))), int(build.get("max_parameters", 100_000_000)))
     try:
         info = strict_json(Path(job["info_path"]).read_bytes(), "info")
         verifier = read_weights_bytes(Path(job["verifier_path"]).read_bytes(), "verifier artifact")
@@ -87,7 +89,7 @@ def judge(job: dict[str, Any]) -> dict[str, Any]:
             suspect = RemotePredictor(job["predict_uri"], policy)
         else:
             suspect, _ = model_from_bytes(
-                Path(job["model_path"]).read_bytes(), max_bytes=policy.max_bytes, what="suspect model"
+                Path(job["model_path"]).read_bytes(), max_bytes=policy.max_bytes, what="suspect model", limits=limits
             )
         verdict = scheme.verify(suspect, key, verifier, info)
     except (SchemeError, ZooError, MessageError) as exc:
@@ -97,7 +99,7 @@ def judge(job: dict[str, Any]) -> dict[str, Any]:
                 "fp_bound": bound_text(1.0), "references": []}  # fmt: skip
     checked, best, passing = [], 0.0, []
     for ref in job["references"]:
-        model = _reference(ref["model_hash"], ref["path"], policy.max_bytes)
+        model = _reference(ref["model_hash"], ref["path"], policy.max_bytes, limits)
         try:
             result = scheme.verify(model, key, verifier, info)
             ref_score, ref_passed = result.score, result.passed

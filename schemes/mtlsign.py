@@ -16,11 +16,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ from mtlsign.verify import Verdict, WatermarkInfo, branch_accuracy
 from schemes.base import Scheme, SchemeError, Suspect, Watermarked, register_scheme, require_module
 from schemes.data import Dataset
 from schemes.training import Progress, accuracy, autocast, batches, train_classifier
-from schemes.zoo import ZooError, check_state
+from schemes.zoo import ZooError, check_state, wm_taps
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,22 @@ def _simulated_shifts(
     return shifts
 
 
+@contextlib.contextmanager
+def _norms_frozen(model: nn.Module) -> Iterator[None]:
+    """Batch norms in eval mode while the branch reads D_WM (choice: the paper's backbones have none).
+    The branch then sees D_WM through the statistics of D_primary, as verification does, and QR
+    batches never move those statistics: mixed in, they leave a fine-tuned network's task accuracy
+    at chance."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for norm in norms:
+        norm.eval()
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.train()
+
+
 def _wm_loss(
     model: nn.Module,
     head: WatermarkHead,
@@ -90,7 +107,8 @@ def _wm_loss(
     y: torch.Tensor,
     params: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    _, taps = tap_features(model, info.taps, x, params)
+    with _norms_frozen(model):
+        _, taps = tap_features(model, info.taps, x, params)
     return nn.functional.cross_entropy(head(taps), y)
 
 
@@ -133,25 +151,34 @@ def _embed_epoch(
 
 
 def embed(
-    model: nn.Module, data: Dataset, key: bytes, config: Config = Config(), progress: Progress | None = None
+    model: nn.Module,
+    data: Dataset,
+    key: bytes,
+    config: Config = Config(),
+    progress: Progress | None = None,
+    *,
+    clean: nn.Module | None = None,
 ) -> Watermarked:
-    """Train the clean model (W0), then minimise L2 of eq. (10); returns the model, cWM and info."""
+    """Train the clean model (W0), then minimise L2 of eq. (10); returns the model, cWM and info.
+    With `clean` (the owner's trained model, whose weights `model` starts from) the clean training
+    is skipped: W0 is the given model."""
     started = time.perf_counter()
     device = next(model.parameters()).device  # CUDA or CPU: whichever the caller put the model on
     data = replace(data, x_train=data.x_train.to(device), y_train=data.y_train.to(device))
     generator = torch.Generator().manual_seed(config.seed)
-    train_classifier(
-        model,
-        data.x_train,
-        data.y_train,
-        epochs=config.clean_epochs,
-        lr=config.lr,
-        batch_size=config.batch_size,
-        generator=generator,
-    )
-    clean_accuracy = accuracy(model, data.x_test, data.y_test)
+    if clean is None:
+        train_classifier(
+            model,
+            data.x_train,
+            data.y_train,
+            epochs=config.clean_epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            generator=generator,
+        )
+    clean_accuracy = accuracy(model if clean is None else clean, data.x_test, data.y_test)
     w0 = _params(model)
-    taps = cast(tuple[str, ...], tuple(model.wm_taps))  # type: ignore[arg-type]  # the zoo guarantees wm_taps
+    taps = wm_taps(model, data.input_shape)
     info = WatermarkInfo(
         config.n, config.gamma, taps, config.pool, config.hidden, data.input_shape, tuple(data.mean), tuple(data.std)
     )
@@ -202,8 +229,8 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
         parsed = WatermarkInfo.from_json(dict(info))
     except (TypeError, ValueError) as exc:
         raise SchemeError(f"mtlsign info: {exc}") from exc
-    taps = getattr(model, "wm_taps", None)
-    if taps is not None and tuple(taps) != parsed.taps:
+    taps = wm_taps(model, parsed.input_shape)
+    if taps != parsed.taps:
         # cWM reads the early layers the zoo names (§3.2): a claimant may not point it at others.
         raise SchemeError(f"mtlsign info: taps {list(parsed.taps)} are not this architecture's {list(taps)}")
     verdict = algorithm1.verify(model, key, load_head(model, verifier, parsed), parsed)

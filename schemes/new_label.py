@@ -160,16 +160,25 @@ def train_on_key(model: nn.Module, data: Dataset, key: bytes, config: Config, pr
 
 
 def embed(
-    model: nn.Module, data: Dataset, key: bytes, config: Config = Config(), progress: Progress | None = None
+    model: nn.Module,
+    data: Dataset,
+    key: bytes,
+    config: Config = Config(),
+    progress: Progress | None = None,
+    *,
+    clean: nn.Module | None = None,
 ) -> Watermarked:
     """KsGen on the training data, TrEmb from scratch, and the verifier's D2 from the test data."""
     started = time.perf_counter()
     require_community_data(data, NAME)  # before any training: D2 must be rebuildable by every node
     delta = data.num_classes
-    clean = clean_baseline(
-        model, data.x_train, data.y_train, data.x_test, data.y_test,
-        epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed,
-    )  # fmt: skip
+    if clean is None:
+        clean_accuracy = clean_baseline(
+            model, data.x_train, data.y_train, data.x_test, data.y_test,
+            epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed,
+        )  # fmt: skip
+    else:
+        clean_accuracy = accuracy(clean, data.x_test, data.y_test)
     mean, std = _pixel_stats(data.input_shape, data.mean, data.std)
     pattern = epsilon(key, data.input_shape)
     trained = train_on_key(model, data, key, config, progress)
@@ -189,7 +198,7 @@ def embed(
     verdict = verify(model, key, verifier, info)
     all_test = key_samples(_pixels(data.x_test, mean, std), pattern, config.beta, mean, std)
     report = {
-        "clean_accuracy": clean,
+        "clean_accuracy": clean_accuracy,
         "accuracy": accuracy(model, data.x_test, data.y_test),
         "wm_score": verdict.score,
         "threshold": config.threshold,

@@ -325,7 +325,13 @@ def _verifier(
 
 
 def embed(
-    model: nn.Module, data: Dataset, key: bytes, config: Config = Config(), progress: Progress | None = None
+    model: nn.Module,
+    data: Dataset,
+    key: bytes,
+    config: Config = Config(),
+    progress: Progress | None = None,
+    *,
+    clean: nn.Module | None = None,
 ) -> Watermarked:
     """Train the clean reference and the passport model, measure fakes and the noise profile, cache
     γ, β for publication, and verify the result."""
@@ -337,7 +343,8 @@ def embed(
     device = next(model.parameters()).device
     data = replace(data, x_train=data.x_train.to(device), y_train=data.y_train.to(device))
     shapes = passport_shapes(model, data.x_test[:1].to(device))
-    clean = _clean_reference(model, data, config, progress)
+    if clean is None:
+        clean = _clean_reference(model, data, config, progress)
     clean_acc = accuracy(clean, data.x_test, data.y_test)
     passports = _passports(key, config, shapes, data, clean)
     _train(model, data, passports, config, progress)

@@ -26,7 +26,7 @@ from schemes.base import SchemeError, get_scheme, make_config
 from schemes.bundle import Bundle, KeyRecord, load_bundle, save_bundle
 from schemes.data import load_dataset
 from schemes.training import Progress, accuracy, default_device, train_classifier
-from schemes.zoo import ModelCard, create_model, load_model, save_model
+from schemes.zoo import ModelCard, check_state, load_model, save_model, transfer_weights
 
 
 def embed_to_bundle(
@@ -41,27 +41,80 @@ def embed_to_bundle(
     progress: Progress | None = None,
     nonce: bytes | None = None,
     start_from: torch.nn.Module | None = None,
+    model_path: Path | None = None,
 ) -> dict[str, Any]:
     """Derive an owner-bound key (DESIGN §4.2) from a fresh nonce (or the one given, to repeat an
     embedding), embed `scheme` into a fresh `arch` model (or the variant the scheme asks for), or
     into `start_from` (an existing model of that architecture: the overwriting attack), write the
-    bundle; returns the report."""
+    bundle; returns the report.
+
+    With `model_path` (an artifact directory, a Hub-layout directory or a `.safetensors` file) the
+    owner's own trained model is watermarked by fine-tuning: the architecture, input shape and
+    normalisation come from its card (`arch` is not used), the data must have its classes, and the
+    fidelity baseline (`clean_accuracy`) is that model on the same test split."""
     spec = get_scheme(scheme)
     config = make_config(spec, overrides)
+    given, given_card = (None, None) if model_path is None else load_model(model_path)
     # The community's split (registry.infos): every node can then rebuild key-derived inputs from it.
-    data = load_dataset(dataset, path=data_path, seed=COMMUNITY_SPLIT_SEED, test_fraction=COMMUNITY_TEST_FRACTION)
-    model_arch, num_classes = spec.model_arch(arch), data.num_classes + spec.extra_classes
+    data = load_dataset(
+        dataset,
+        path=data_path,
+        seed=COMMUNITY_SPLIT_SEED,
+        test_fraction=COMMUNITY_TEST_FRACTION,
+        input_shape=None if given_card is None else given_card.input_shape,
+        normalisation=None if given_card is None else (given_card.mean, given_card.std),
+    )
+    base_arch = arch if given_card is None else given_card.arch
+    card = ModelCard(
+        spec.model_arch(base_arch),
+        data.num_classes + spec.extra_classes,
+        data.input_shape,
+        tuple(data.mean),
+        tuple(data.std),
+        {"dataset": dataset},
+        model_args={} if given_card is None else given_card.model_args,
+        classifier="" if given_card is None else given_card.classifier,
+    )
+    device = default_device()
     torch.manual_seed(config.seed)  # the initial weights, in the one place a model is created
-    model = create_model(model_arch, num_classes=num_classes, input_shape=data.input_shape).to(default_device())
+    if given is not None and given_card is not None:
+        model = _start_from_given(given, given_card, card, data.num_classes).to(device)
+        given = given.to(device)
+    else:
+        model = card.build().to(device)
     if start_from is not None:
         model.load_state_dict(start_from.state_dict())
     nonce = os.urandom(16) if nonce is None else nonce
     owner_key = derive_owner_key(identity, nonce)
-    wm = spec.embed(model, data, owner_key.key, config, progress)
-    card = ModelCard(model_arch, num_classes, data.input_shape, tuple(data.mean), tuple(data.std), {"dataset": dataset})
+    wm = spec.embed(model, data, owner_key.key, config, progress, clean=given)
     key = KeyRecord(nonce.hex(), identity.public_hex, owner_key.key_proof.hex())
-    save_bundle(out, Bundle(wm.model, card, wm.verifier, wm.info, key, wm.report))
-    return {**wm.report, "scheme": spec.name, "bundle": str(out), "key_hash": owner_key.key_hash}
+    report = {**wm.report, "baseline": "the given model" if given is not None else "a clean model trained alike"}
+    save_bundle(out, Bundle(wm.model, card, wm.verifier, wm.info, key, report))
+    return {**report, "scheme": spec.name, "bundle": str(out), "key_hash": owner_key.key_hash}
+
+
+def _start_from_given(given: torch.nn.Module, given_card: ModelCard, card: ModelCard, classes: int) -> torch.nn.Module:
+    """The scheme's model holding the given model's weights: the same architecture with its trained
+    classifier extended (new label's extra class), or its passport variant computing what it did."""
+    if given_card.num_classes != classes:
+        raise SchemeError(
+            f"the given model answers {given_card.num_classes} classes but the data set has {classes}: "
+            "watermark it on the data it was trained for"
+        )
+    if card.arch.endswith("-passport"):
+        if not card.open:
+            raise SchemeError(
+                f"passport: {given_card.arch} is a zoo model, whose passport variant is its own network: "
+                "watermark a zoo model from scratch (--arch), or give a timm: or torchvision: model"
+            )
+        from schemes._passport_layer import passport_variant
+
+        model = passport_variant(copy.deepcopy(given), card.input_shape, card.arch)
+        check_state(card.build().state_dict(), model.state_dict())
+        return model
+    model = card.build()
+    transfer_weights(given, model)
+    return model
 
 
 def verify_suspect(bundle_dir: Path, suspect: Path) -> Verdict:

@@ -20,12 +20,23 @@ from registry.cli._common import echo_json, json_option, load_identity, parse_op
 @click.option("--scheme", default="mtlsign", show_default=True, help="Scheme name (`wmnode schemes` lists them).")
 @click.option(
     "--arch",
-    default="lenet5",
-    show_default=True,
-    help="Model zoo name (lenet5, resnet18, vgg16, alexnet); the passport scheme uses its passport variant.",
+    default=None,
+    help="Model zoo name (lenet5, resnet18, vgg16, alexnet) to train from scratch [default: lenet5]; "
+    "the passport scheme uses its passport variant.",
 )
 @click.option(
-    "--dataset", default="digits", show_default=True, help="digits, mnist, fashion-mnist, cifar10, cifar100, npz."
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Watermark your own trained model by fine-tuning: an artifact or Hub-layout directory "
+    "(config.json + model.safetensors) or a .safetensors file carrying its card.",
+)
+@click.option(
+    "--dataset",
+    default="digits",
+    show_default=True,
+    help="digits, mnist, fashion-mnist, cifar10, cifar100, npz, folder (train/ and val/ in ImageFolder layout).",
 )
 @click.option(
     "--data-path", type=click.Path(exists=True, path_type=Path), default=None, help="Local copy of the data set."
@@ -46,7 +57,8 @@ from registry.cli._common import echo_json, json_option, load_identity, parse_op
 @json_option
 def embed(
     scheme: str,
-    arch: str,
+    arch: str | None,
+    model_path: Path | None,
     dataset: str,
     data_path: Path | None,
     identity_path: Path,
@@ -56,24 +68,29 @@ def embed(
     options: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Train a model on the data set and embed the watermark; write the owner's bundle."""
+    """Train a model on the data set and embed the watermark, or fine-tune your own model (--model)
+    to embed it; write the owner's bundle."""
     from schemes.workflow import embed_to_bundle
 
+    if arch is not None and model_path is not None:
+        raise click.UsageError("--arch builds a model from scratch; --model watermarks yours: give one of them")
     report = embed_to_bundle(
         load_identity(identity_path),
-        arch,
+        arch or "lenet5",
         dataset,
         out,
         scheme=scheme,
         data_path=data_path,
         overrides=parse_options(options, n, seed),
         progress=progress_bar("embedding"),
+        model_path=model_path,
     )
     if as_json:
         echo_json(report)
         return
+    clean = "given model" if model_path is not None else "clean"
     click.echo(
-        f"wrote {out}: accuracy {report['accuracy']:.4f} (clean {report['clean_accuracy']:.4f}), "
+        f"wrote {out}: accuracy {report['accuracy']:.4f} ({clean} {report['clean_accuracy']:.4f}), "
         f"watermark {report['wm_score']:.4f} (threshold {report['threshold']}), {report['seconds']:.0f} s"
     )
 

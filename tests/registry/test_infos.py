@@ -102,9 +102,12 @@ def test_a_community_may_raise_floors_and_lower_caps() -> None:
             "max_input_elements": 1_000_000,
             "max_false_positive": 1e-9,
             "require_references": True,
+            "architectures": ["lenet5", "timm:resnet*"],
+            "max_parameters": 30_000_000,
         },
         "v",
     )
+    assert policy.architectures == ("lenet5", "timm:resnet*") and policy.max_parameters == 30_000_000
     assert (policy.new_label.min_threshold, policy.new_label.min_n) == (0.5, 200)
     assert (policy.mtlsign.min_gamma, policy.mtlsign.max_pool, policy.mtlsign.max_taps) == (0.8, 2, 1)
     assert (policy.max_queries, policy.max_input_elements, policy.max_false_positive) == (1000, 1_000_000, 1e-9)
@@ -147,7 +150,10 @@ def test_a_config_cannot_lower_a_floor_or_raise_a_cap(table: dict[str, Any], fra
 @pytest.mark.parametrize(
     ("table", "fragment"),
     [
-        ({"colour": "blue"}, r"v: unknown field 'colour' \(allowed: blind, function_coupled, judge_cpu_seconds"),
+        ({"colour": "blue"}, r"v: unknown field 'colour' \(allowed: architectures, blind, function_coupled"),
+        ({"architectures": []}, r"v\.architectures must list 1-256 names or shell patterns"),
+        ({"architectures": ["timm:resnet18; rm -rf /"]}, r"v\.architectures must list"),
+        ({"max_parameters": 10**9}, r"v\.max_parameters must be a number in \[1, 3\.5e\+08\]"),
         ({"mtlsign": {"min_nn": 700}}, r"v\.mtlsign: unknown field 'min_nn' \(allowed: max_hidden"),
         ({"new-label": {"min_n": 200}}, r"v: unknown field 'new-label'"),  # tables use underscores
         ({"mtlsign": 600}, r"v\.mtlsign must be a table"),

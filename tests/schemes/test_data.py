@@ -36,7 +36,7 @@ def assert_normalised(ds: Dataset) -> None:
 
 
 def test_list_datasets_is_sorted_and_complete() -> None:
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion-mnist", "mnist", "npz"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion-mnist", "folder", "mnist", "npz"]
 
 
 def test_unknown_name_lists_the_known_ones() -> None:

@@ -19,6 +19,7 @@ from schemes.zoo import (
     CARD_FILE,
     MAX_CARD_BYTES,
     WEIGHTS_FILE,
+    BuildLimits,
     ModelCard,
     ZooError,
     create_model,
@@ -469,8 +470,10 @@ def test_untrusted_model_bytes_are_checked_before_anything_is_allocated() -> Non
         model_from_bytes(safetensors.torch.save(state))
     huge = ModelCard("lenet5", 10**8, (1, 28, 28), (0.5,), (0.25,))
     greedy = safetensors.torch.save(state, metadata={"wmnode.card": json.dumps(huge.to_json())})
-    with pytest.raises(ZooError, match="shape mismatch"):  # judged on the meta device: no 48 GB allocated
+    with pytest.raises(ZooError, match="over the cap"):  # counted on the meta device: no 34 GB allocated
         model_from_bytes(greedy)
+    with pytest.raises(ZooError, match="shape mismatch"):  # under a larger cap, the weights still do not fit
+        model_from_bytes(greedy, limits=BuildLimits(max_parameters=10**10))
     with pytest.raises(ZooError, match="not a safetensors file"):
         model_from_bytes(b"\x80\x04\x95" + b"\x00" * 64)  # a pickle
     with pytest.raises(ZooError, match="over the limit"):
