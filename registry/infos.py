@@ -42,7 +42,7 @@ class InfoError(RejectedError):
 # Data sets a community pins
 
 
-PINNED_FORMATS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "npz")
+PINNED_FORMATS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "npz", "folder")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
 
 

@@ -96,9 +96,10 @@ from schemes.base import (
     predict_labels,
     register_scheme,
 )
-from schemes.community import community_data, pixels, require_community_data
+from schemes.community import claim_data, pixels, require_community_data
 from schemes.data import Dataset
-from schemes.training import Progress, accuracy, autocast, batches
+from schemes.resume import epochs as resumable
+from schemes.training import Labelled, Progress, accuracy, autocast, step, stream, sync_gradients
 
 NAME = "blind"
 DISCRIMINATOR_ARCH = "mlp-64-32"
@@ -227,9 +228,7 @@ def _discriminator_step(run: _Run, originals: torch.Tensor, keyed: torch.Tensor)
     loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
         fake, torch.zeros_like(fake)
     )
-    run.discriminator_opt.zero_grad(set_to_none=True)
-    loss.backward()  # type: ignore[no-untyped-call]
-    run.discriminator_opt.step()
+    step(run.discriminator_opt, loss, run.discriminator)
     return float(loss.detach())
 
 
@@ -248,6 +247,7 @@ def _encoder_step(run: _Run, originals: torch.Tensor, keyed: torch.Tensor, targe
     params = list(run.encoder.parameters())
     for param, grad in zip(params, torch.autograd.grad(loss, params), strict=True):
         param.grad = grad
+    sync_gradients(run.encoder)
     run.encoder_opt.step()
     return float(loss.detach())
 
@@ -260,9 +260,7 @@ def _host_step(run: _Run, x: torch.Tensor, y: torch.Tensor, keyed: torch.Tensor,
         parts_y.append(run.cover_labels[keys])
     with autocast(x.device):
         loss = F.cross_entropy(run.host(torch.cat(parts_x)), torch.cat(parts_y))
-    run.host_opt.zero_grad(set_to_none=True)
-    loss.backward()  # type: ignore[no-untyped-call]
-    run.host_opt.step()
+    step(run.host_opt, loss, run.host)
     return float(loss.detach())
 
 
@@ -326,23 +324,25 @@ def _freeze_epoch(config: Config) -> int:
 def _train(run: _Run, data: Dataset, key: bytes, progress: Progress | None) -> torch.Tensor:
     """Algorithm 1, then the freeze phase; returns the frozen key samples the host learnt."""
     c, device, n_covers = run.config, run.covers.device, run.covers.shape[0]
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     generator = key_generator(key, NAME, "batches")
-    cursor = int(torch.randint(n_covers, (1,), generator=generator))
-    frozen: torch.Tensor | None = None
+    held: dict[str, Any] = {"cursor": int(torch.randint(n_covers, (1,), generator=generator))}  # and "frozen"
+    state = {"host": run.host, "encoder": run.encoder, "discriminator": run.discriminator, "host_opt": run.host_opt,
+             "encoder_opt": run.encoder_opt, "discriminator_opt": run.discriminator_opt, "generator": generator,
+             "held": held}  # fmt: skip
     run.host.train()
-    for epoch in range(c.epochs):
+    for epoch in resumable("blind/train", c.epochs, state, device):
         if epoch == _freeze_epoch(c):
-            frozen = _bound_to_covers(run, _key_samples(run))
+            held["frozen"] = _bound_to_covers(run, _key_samples(run))
             _scale_lr(run.host_opt, c.lr_decay)
         totals = np.zeros(3)
-        for index in batches(x_train.shape[0], c.batch_size, generator):
-            keys = ((cursor + torch.arange(c.wm_batch_size)) % n_covers).to(device)
-            cursor = (cursor + c.wm_batch_size) % n_covers
-            totals += _batch(run, x_train[index.to(device)], y_train[index.to(device)], keys, frozen)
+        for x, y in stream(Labelled(data.x_train, data.y_train), c.batch_size, generator, device=device):
+            keys = ((held["cursor"] + torch.arange(c.wm_batch_size)) % n_covers).to(device)
+            held["cursor"] = (held["cursor"] + c.wm_batch_size) % n_covers
+            totals += _batch(run, x, y, keys, held.get("frozen"))
         if progress is not None:
             progress(epoch + 1, c.epochs, "O_d {:.2f} O_e {:.2f} O_h {:.2f}".format(*totals))
     run.host.eval()
+    frozen = held.get("frozen")
     return frozen if frozen is not None else _bound_to_covers(run, _key_samples(run))
 
 
@@ -350,20 +350,18 @@ def _clean_reference(model: nn.Module, data: Dataset, config: Config) -> nn.Modu
     """A copy of the initial host trained on D alone with the same optimiser, budget and decay."""
     clean = copy.deepcopy(model)
     device = next(clean.parameters()).device
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     optimiser = _host_optimiser(clean, config)
     generator = torch.Generator().manual_seed(config.seed)
     clean.train()
-    for epoch in range(config.epochs):
+    for epoch in resumable(
+        "blind/clean", config.epochs, {"clean": clean, "optimiser": optimiser, "generator": generator}
+    ):
         if epoch == _freeze_epoch(config):
             _scale_lr(optimiser, config.lr_decay)
-        for index in batches(x_train.shape[0], config.batch_size, generator):
-            index = index.to(device)
+        for x, y in stream(Labelled(data.x_train, data.y_train), config.batch_size, generator, device=device):
             with autocast(device):
-                loss = F.cross_entropy(clean(x_train[index]), y_train[index])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimiser.step()
+                loss = F.cross_entropy(clean(x), y)
+            step(optimiser, loss, clean)
     return clean.eval()
 
 
@@ -523,9 +521,7 @@ def cover_ssim(key: bytes, samples: torch.Tensor, info: Mapping[str, Any]) -> to
     except InfoError as exc:
         raise SchemeError(str(exc)) from None
     assert isinstance(typed, BlindInfo)
-    data = community_data(typed.dataset, typed.input_shape)
-    if any(abs(a - b) > 1e-6 for a, b in zip((*info["mean"], *info["std"]), (*data.mean, *data.std), strict=True)):
-        raise SchemeError(f"blind info: mean and std are not the normalisation of the community's {typed.dataset!r}")
+    data = claim_data(typed.dataset, typed.input_shape, info["mean"], info["std"], NAME)
     covers = key_covers(key, key_targets(key, typed.n, typed.num_classes), data.y_train, typed.num_classes)
     return ssim(pixels(data.x_train[covers], data.mean, data.std), pixels(samples, data.mean, data.std))
 

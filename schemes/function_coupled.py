@@ -70,9 +70,22 @@ from schemes.base import (
     predict_labels,
     register_scheme,
 )
-from schemes.community import community_data, require_community_data
+from schemes.community import claim_data, require_community_data
+from schemes.community import dataset_digest as community_digest
 from schemes.data import DataError, Dataset
-from schemes.training import Progress, accuracy, autocast, batches, train_classifier
+from schemes.resume import epochs as resumable
+from schemes.training import (
+    Joined,
+    Labelled,
+    Progress,
+    Source,
+    accuracy,
+    autocast,
+    step,
+    stream,
+    sync_gradients,
+    train_classifier,
+)
 
 NAME = "function-coupled"
 VERSION = 1
@@ -168,12 +181,16 @@ def build_triggers(
 ) -> torch.Tensor:
     """The first n triggers of the candidate (CPU float32, normalised), bit for bit from the key."""
     p, q = base_pairs(key, data.y_train, triple, n, candidate)
-    x = data.x_train.cpu()
-    return fuse(x[p], x[q], mode, r, data.mean, data.std).contiguous()
+    x = data.x_train
+    first, second = (x[i] if isinstance(x, torch.Tensor) else x[i.numpy()] for i in (p, q))
+    return fuse(first.cpu(), second.cpu(), mode, r, data.mean, data.std).contiguous()
 
 
-def dataset_digest(data: Dataset) -> str:
-    """SHA-256 of the training tensors as loaded (float32 images, int64 labels)."""
+def dataset_digest(data: Dataset[Any]) -> str:
+    """SHA-256 of the training tensors as loaded (float32 images, int64 labels); of an image folder,
+    what `schemes.community.dataset_digest` hashes (its files' manifest, shape and normalisation)."""
+    if not isinstance(data.x_train, torch.Tensor):
+        return community_digest(data)
     digest = hashlib.sha256(data.x_train.cpu().to(torch.float32).contiguous().numpy().tobytes())
     digest.update(data.y_train.cpu().to(torch.int64).contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -216,27 +233,25 @@ def masked_step(
     before = {n: params[n].detach().clone() for n in masks}
     with autocast(x.device):
         loss = F.cross_entropy(masked_forward(model, masks, p, x), y)
-    optimiser.zero_grad(set_to_none=True)
-    loss.backward()  # type: ignore[no-untyped-call]
-    optimiser.step()
+    step(optimiser, loss, model)
     with torch.no_grad():
         for n, m in masks.items():
             params[n].copy_(torch.where(m, params[n], before[n]))
     return float(loss.detach())
 
 
-def finetune_step(
-    model: nn.Module, masks: Mapping[str, torch.Tensor], p: float, x: torch.Tensor, y: torch.Tensor, lr: float
-) -> float:
-    """Eq. 7 with Eq. 8's loss: one plain gradient step on the mean CE over all of X_ft (chunked)."""
+def finetune_step(model: nn.Module, masks: Mapping[str, torch.Tensor], p: float, ft: Source, lr: float) -> float:
+    """Eq. 7 with Eq. 8's loss: one plain gradient step on the mean CE over all of X_ft (streamed in
+    chunks; under torchrun each rank sums its share and the sums are added)."""
     model.zero_grad(set_to_none=True)
-    total, n = 0.0, x.shape[0]
-    for start in range(0, n, _FT_CHUNK):
-        with autocast(x.device):
-            logits = masked_forward(model, masks, p, x[start : start + _FT_CHUNK])
-            loss = F.cross_entropy(logits, y[start : start + _FT_CHUNK], reduction="sum") / n
+    total, n = 0.0, len(ft)
+    device = next(model.parameters()).device
+    for x, y in stream(ft, _FT_CHUNK, shuffle=False, device=device):
+        with autocast(device):
+            loss = F.cross_entropy(masked_forward(model, masks, p, x), y, reduction="sum") / n
         loss.backward()  # type: ignore[no-untyped-call]
         total += float(loss.detach())
+    sync_gradients(model, average=False)
     with torch.no_grad():
         for param in model.parameters():
             if param.grad is not None:
@@ -246,26 +261,22 @@ def finetune_step(
 
 
 def _train_watermarked(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    ft: tuple[torch.Tensor, torch.Tensor],
-    key: bytes,
-    config: Config,
-    progress: Progress | None,
+    model: nn.Module, train: Source, ft: Source, key: bytes, config: Config, progress: Progress | None
 ) -> None:
-    """Algorithm 1 lines 3–12 on the training set ∪ triggers (x, y) and X_ft."""
+    """Algorithm 1 lines 3–12 on the training set ∪ triggers and X_ft."""
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     order, mask_draws = key_generator(key, NAME, "order"), key_generator(key, NAME, "masks")
     names = masked_weight_names(model)
     model.train()
-    for epoch in range(config.epochs):
+    state = {"model": model, "optimiser": optimiser, "order": order, "masks": mask_draws}
+    for epoch in resumable("function-coupled/train", config.epochs, state):
         masks = draw_masks(model, names, config.p, mask_draws)  # line 4: one mask per epoch
+        device = next(model.parameters()).device
         total = sum(
-            masked_step(model, masks, config.p, optimiser, x[i], y[i])
-            for i in batches(x.shape[0], config.batch_size, order)
+            masked_step(model, masks, config.p, optimiser, x, y)
+            for x, y in stream(train, config.batch_size, order, device=device)
         )
-        ft_loss = finetune_step(model, masks, config.p, ft[0], ft[1], config.lr_ft)  # lines 10–11
+        ft_loss = finetune_step(model, masks, config.p, ft, config.lr_ft)  # lines 10–11
         if progress is not None:
             progress(config.epochs + epoch + 1, 2 * config.epochs, f"watermark: loss {total:.2f} ft {ft_loss:.3f}")
     model.eval()
@@ -317,21 +328,21 @@ def embed(
     """Clean reference, screening, then Algorithm 1 from the same initial weights."""
     started, cpu_started = time.perf_counter(), time.process_time()
     source = _source(data)  # before any training: refuse data no verifier could rebuild
-    device = next(model.parameters()).device
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     if clean is None:
         clean = train_classifier(
-            copy.deepcopy(model), x_train, y_train, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+            copy.deepcopy(model), data.x_train, data.y_train, epochs=config.epochs, lr=config.lr,
+            batch_size=config.batch_size,
             generator=torch.Generator().manual_seed(config.seed),
             progress=None if progress is None else lambda i, _, m: progress(i, 2 * config.epochs, f"clean: {m}"),
+            name="function-coupled/clean",
         )  # fmt: skip
     candidate, triple, clean_rate = _screen(key, clean, data, config)
     triggers = build_triggers(key, data, triple, config.n_train, config.mode, config.r, candidate)
-    n = x_train.shape[0]
-    ft = torch.from_numpy(key_permutation(key, NAME, "ft", n)[: math.ceil(config.ft_fraction * n)]).to(device)
-    x = torch.cat([x_train, triggers.to(device)])
-    y = torch.cat([y_train, torch.full((config.n_train,), triple[0], dtype=torch.int64, device=device)])
-    _train_watermarked(model, x, y, (x_train[ft], y_train[ft]), key, config, progress)
+    n = int(data.y_train.shape[0])
+    ft = torch.from_numpy(key_permutation(key, NAME, "ft", n)[: math.ceil(config.ft_fraction * n)])
+    marked = Labelled(triggers, torch.full((config.n_train,), triple[0], dtype=torch.int64))
+    train = Joined([Labelled(data.x_train, data.y_train), marked])
+    _train_watermarked(model, train, Labelled(data.x_train, data.y_train, ft), key, config, progress)
     info = _info(data, config, candidate, source)
     verifier: dict[str, torch.Tensor] = {}
     verdict = verify(model, key, verifier, info)
@@ -401,7 +412,7 @@ def _rebuild(key: bytes, parsed: Mapping[str, Any], triple: Triple) -> torch.Ten
     """The key's verification triggers over this node's copy of the owner's data."""
     if (parsed["split_seed"], parsed["test_fraction"]) != (COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION):
         raise SchemeError("function-coupled info: the triggers must come from the community's split of its data")
-    data = community_data(parsed["dataset"], parsed["input_shape"])
+    data = claim_data(parsed["dataset"], parsed["input_shape"], parsed["mean"], parsed["std"], NAME)
     if dataset_digest(data) != parsed["dataset_sha256"]:
         # This node's copy, or the claimant's digest: an `error` vote either way, never a wrong verdict.
         raise DataError(f"function-coupled: this node's copy of {parsed['dataset']!r} differs from the owner's")

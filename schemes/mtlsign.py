@@ -20,7 +20,7 @@ import contextlib
 import copy
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,7 +34,8 @@ from mtlsign.pikey import key_sequence
 from mtlsign.verify import Verdict, WatermarkInfo, branch_accuracy
 from schemes.base import Scheme, SchemeError, Suspect, Watermarked, register_scheme, require_module
 from schemes.data import Dataset
-from schemes.training import Progress, accuracy, autocast, batches, train_classifier
+from schemes.resume import epochs as resumable
+from schemes.training import Labelled, Progress, accuracy, autocast, step, stream, train_classifier
 from schemes.zoo import ZooError, check_state, wm_taps
 
 
@@ -72,12 +73,13 @@ def _simulated_shifts(
         scale = config.da_lr_scales[i % len(config.da_lr_scales)]
         tuned = train_classifier(
             copy.deepcopy(model),
-            data.x_train[subset],
-            data.y_train[subset],
+            data.x_train,
+            data.y_train,
             epochs=config.da_epochs,
             lr=config.lr * scale,
             batch_size=config.batch_size,
             generator=generator,
+            subset=subset,
         )
         shifts.append({k: v.detach() - start[k] for k, v in tuned.named_parameters()})
     return shifts
@@ -128,23 +130,22 @@ def _embed_epoch(
     head.train()
     n_wm, device = dwm.x.shape[0], dwm.x.device
     totals = {"primary": 0.0, "wm": 0.0, "func": 0.0, "da": 0.0}
-    for step, index in enumerate(batches(data.x_train.shape[0], config.batch_size, generator)):
+    primary_batches = stream(Labelled(data.x_train, data.y_train), config.batch_size, generator, device=device)
+    for number, (images, labels) in enumerate(primary_batches):
         wm_index = torch.randint(0, n_wm, (config.wm_batch_size,), generator=generator)
         with autocast(device):
-            primary = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
+            primary = nn.functional.cross_entropy(model(images), labels)
             wm = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index])
         params = dict(model.named_parameters())
         func = sum(((params[k] - w0[k]) ** 2).sum() for k in w0)  # R_func in full precision
         da = torch.zeros((), device=device)
         with autocast(device):
             if shifts and config.lambda_da:
-                shift = shifts[step % len(shifts)]
+                shift = shifts[number % len(shifts)]
                 moved = {k: v + shift[k] for k, v in params.items()}
                 da = _wm_loss(model, head, info, dwm.x[wm_index], dwm.y[wm_index], moved)
         loss = primary + wm + config.lambda_func * func + config.lambda_da * da
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimiser.step()
+        step(optimiser, loss, model, head)
         for name, value in (("primary", primary), ("wm", wm), ("func", func), ("da", da)):
             totals[name] += float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
     return totals
@@ -164,7 +165,6 @@ def embed(
     is skipped: W0 is the given model."""
     started = time.perf_counter()
     device = next(model.parameters()).device  # CUDA or CPU: whichever the caller put the model on
-    data = replace(data, x_train=data.x_train.to(device), y_train=data.y_train.to(device))
     generator = torch.Generator().manual_seed(config.seed)
     if clean is None:
         train_classifier(
@@ -175,6 +175,7 @@ def embed(
             lr=config.lr,
             batch_size=config.batch_size,
             generator=generator,
+            name="mtlsign/clean",
         )
     clean_accuracy = accuracy(model if clean is None else clean, data.x_test, data.y_test)
     w0 = _params(model)
@@ -190,9 +191,10 @@ def embed(
     ]
     optimiser = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=config.lr)
     shifts: list[dict[str, torch.Tensor]] = []
-    for epoch in range(config.embed_epochs):
+    state = {"model": model, "head": head, "optimiser": optimiser, "generator": generator, "shifts": shifts}
+    for epoch in resumable("mtlsign/embed", config.embed_epochs, state, device):
         if config.lambda_da and epoch % config.da_every == 0:
-            shifts = _simulated_shifts(model, data, subset, config, generator)
+            shifts[:] = _simulated_shifts(model, data, subset, config, generator)
         totals = _embed_epoch(model, head, info, data, dwm, w0, shifts, optimiser, config, generator)
         if progress is not None:
             progress(epoch + 1, config.embed_epochs, f"wm loss {totals['wm']:.2f} da {totals['da']:.2f}")

@@ -61,9 +61,22 @@ from schemes.base import (
     predict_labels,
     register_scheme,
 )
-from schemes.community import community_data, pixels, require_community_data
+from schemes.community import claim_data, pixels, require_community_data
 from schemes.data import Dataset
-from schemes.training import Progress, accuracy, autocast, batches, clean_baseline
+from schemes.resume import epochs as resumable
+from schemes.training import (
+    Images,
+    Joined,
+    Labelled,
+    Progress,
+    Source,
+    accuracy,
+    agreement,
+    autocast,
+    clean_baseline,
+    step,
+    stream,
+)
 
 NAME = "new-label"
 
@@ -110,37 +123,78 @@ def _pixels(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Ten
     return (x.cpu() * std + mean).clamp(0.0, 1.0)
 
 
-def _epoch_set(
-    data: Dataset, keyed: torch.Tensor, delta: int, config: Config, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class _Noised:
+    """Training images x[rows] with β-scaled noise (KsGen's k = x + β·ε, normalised), labelled
+    `labels`: one `pattern` for all (the key samples K), or a fresh pattern per sample drawn from
+    `seed` + its position (the decoys). Computed when fetched, so K and the decoys are never held."""
+
+    x: Images
+    rows: torch.Tensor
+    labels: torch.Tensor
+    beta: float
+    mean: torch.Tensor
+    std: torch.Tensor
+    pattern: torch.Tensor | None = None
+    seed: int = 0
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def fetch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = index.cpu()
+        rows = self.rows[index]
+        images = self.x[rows] if isinstance(self.x, torch.Tensor) else self.x[rows.numpy()]
+        if self.pattern is not None:
+            noise = self.pattern.expand(len(index), *self.pattern.shape)
+        else:
+            shape = tuple(images.shape[1:])
+            noise = torch.stack(
+                [torch.randn(shape, generator=torch.Generator().manual_seed(self.seed + int(i))) for i in index]
+            )
+        keyed = key_samples(_pixels(images, self.mean, self.std), noise, self.beta, self.mean, self.std)
+        return keyed, self.labels[index]
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.x, torch.Tensor)
+
+
+def _epoch_set(data: Dataset, chosen: torch.Tensor, pattern: torch.Tensor, delta: int, config: Config,
+               generator: torch.Generator) -> Source:  # fmt: skip
     """D ∪ K ∪ fresh decoys (training images with their own noise, true labels) for one epoch."""
     mean, std = _pixel_stats(data.input_shape, data.mean, data.std)
-    n_decoys = int(config.decoy_fraction * data.x_train.shape[0])
-    pick = torch.randint(0, data.x_train.shape[0], (n_decoys,), generator=generator)
-    noise = torch.randn((n_decoys, *data.input_shape), generator=generator)
-    decoys = key_samples(_pixels(data.x_train[pick], mean, std), noise, config.beta, mean, std)
-    x = torch.cat([data.x_train.cpu(), keyed, decoys])
-    y = torch.cat([data.y_train.cpu(), torch.full((keyed.shape[0],), delta), data.y_train.cpu()[pick]])
-    return x, y
+    n = int(data.x_train.shape[0])
+    pick = torch.randint(0, n, (int(config.decoy_fraction * n),), generator=generator)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    keyed = _Noised(data.x_train, chosen, torch.full((len(chosen),), delta), config.beta, mean, std, pattern)
+    decoys = _Noised(data.x_train, pick, data.y_train.cpu()[pick], config.beta, mean, std, None, seed)
+    return Joined([Labelled(data.x_train, data.y_train), keyed, decoys])
 
 
 def _train(
-    model: nn.Module, data: Dataset, keyed: torch.Tensor, delta: int, config: Config, progress: Progress | None
+    model: nn.Module,
+    data: Dataset,
+    chosen: torch.Tensor,
+    pattern: torch.Tensor,
+    delta: int,
+    config: Config,
+    progress: Progress | None,
 ) -> None:
-    """TrEmb: cross-entropy over the Δ + 1 classes on D ∪ K (and the decoys), from scratch."""
+    """TrEmb: cross-entropy over the Δ + 1 classes on D ∪ K (and the decoys)."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(config.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     model.train()
-    for epoch in range(config.epochs):
-        x, y = _epoch_set(data, keyed, delta, config, generator)
+    for epoch in resumable(
+        "new-label/train", config.epochs, {"model": model, "optimiser": optimiser, "generator": generator}
+    ):
+        source = _epoch_set(data, chosen, pattern, delta, config, generator)
         total = 0.0
-        for index in batches(x.shape[0], config.batch_size, generator):
+        for images, labels in stream(source, config.batch_size, generator, device=device):
             with autocast(device):
-                loss = nn.functional.cross_entropy(model(x[index].to(device)), y[index].to(device))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimiser.step()
+                loss = nn.functional.cross_entropy(model(images), labels)
+            step(optimiser, loss, model)
             total += float(loss.detach())
         if progress is not None:
             progress(epoch + 1, config.epochs, f"loss {total:.2f}")
@@ -149,13 +203,9 @@ def _train(
 
 def train_on_key(model: nn.Module, data: Dataset, key: bytes, config: Config, progress: Progress | None = None) -> int:
     """KsGen on the first α·|D| training images of the key's permutation, then TrEmb; the count of K."""
-    mean, std = _pixel_stats(data.input_shape, data.mean, data.std)
-    chosen = key_permutation(key, NAME, "train-x", data.x_train.shape[0])[
-        : max(1, round(config.alpha * data.x_train.shape[0]))
-    ]
-    pattern = epsilon(key, data.input_shape)
-    keyed = key_samples(_pixels(data.x_train[torch.from_numpy(chosen)], mean, std), pattern, config.beta, mean, std)
-    _train(model, data, keyed, data.num_classes, config, progress)
+    n = int(data.x_train.shape[0])
+    chosen = torch.from_numpy(key_permutation(key, NAME, "train-x", n)[: max(1, round(config.alpha * n))])
+    _train(model, data, chosen, epsilon(key, data.input_shape), data.num_classes, config, progress)
     return int(chosen.shape[0])
 
 
@@ -176,6 +226,7 @@ def embed(
         clean_accuracy = clean_baseline(
             model, data.x_train, data.y_train, data.x_test, data.y_test,
             epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed,
+            name="new-label/clean",
         )  # fmt: skip
     else:
         clean_accuracy = accuracy(clean, data.x_test, data.y_test)
@@ -196,14 +247,15 @@ def embed(
     }
     verifier: dict[str, torch.Tensor] = {}
     verdict = verify(model, key, verifier, info)
-    all_test = key_samples(_pixels(data.x_test, mean, std), pattern, config.beta, mean, std)
+    n_test = int(data.y_test.shape[0])
+    all_test = _Noised(data.x_test, torch.arange(n_test), torch.full((n_test,), delta), config.beta, mean, std, pattern)
     report = {
         "clean_accuracy": clean_accuracy,
         "accuracy": accuracy(model, data.x_test, data.y_test),
         "wm_score": verdict.score,
         "threshold": config.threshold,
-        "wm_score_all_test": float((predict_labels(model, all_test) == delta).float().mean()),
-        "delta_rate_on_clean_test": float((predict_labels(model, data.x_test) == delta).float().mean()),
+        "wm_score_all_test": agreement(model, all_test),
+        "delta_rate_on_clean_test": agreement(model, Labelled(data.x_test, torch.full((n_test,), delta))),
         "key_samples_trained": trained,
         **{k: verdict.details[k] for k in ("q_first", "expected_queries", "query_bound")},
         "seconds": time.perf_counter() - started,
@@ -222,11 +274,9 @@ def parse_info(info: Mapping[str, Any]) -> NewLabelInfo:
 
 def verification_images(key: bytes, info: NewLabelInfo) -> torch.Tensor:
     """D2 (§3.2 Ver) in pixel units: the key's choice of n test images of the community's split."""
-    data = community_data(info.dataset, info.input_shape)
+    data = claim_data(info.dataset, info.input_shape, info.mean, info.std, NAME)
     if info.n > data.x_test.shape[0]:
         raise SchemeError(f"new-label info: n {info.n} is more than the {data.x_test.shape[0]} test images")
-    if any(abs(a - b) > 1e-6 for a, b in zip((*info.mean, *info.std), (*data.mean, *data.std), strict=True)):
-        raise SchemeError(f"new-label info: mean and std are not the normalisation of the community's {info.dataset!r}")
     chosen = torch.from_numpy(key_permutation(key, NAME, "verify-x", data.x_test.shape[0])[: info.n])
     return pixels(data.x_test[chosen], data.mean, data.std)
 

@@ -74,7 +74,7 @@ import math
 import statistics
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -105,9 +105,10 @@ from schemes.base import (
     register_scheme,
     require_module,
 )
-from schemes.community import community_data, require_community_data
+from schemes.community import claim_data, require_community_data
 from schemes.data import Dataset
-from schemes.training import Progress, accuracy, autocast, batches, train_classifier
+from schemes.resume import epochs as resumable
+from schemes.training import Images, Labelled, Progress, accuracy, autocast, step, stream, train_classifier
 from schemes.zoo import create_model
 
 NAME = "passport"
@@ -213,6 +214,7 @@ def _clean_reference(model: nn.Module, data: Dataset, config: Config, progress: 
     return train_classifier(
         clean, data.x_train, data.y_train,
         epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, generator=generator, progress=report,
+        name="passport/clean",
     )  # fmt: skip
 
 
@@ -225,18 +227,17 @@ def _train(
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     with attached(model, config.version, passports):
         model.train()
-        for epoch in range(config.epochs):
+        state = {"model": model, "optimiser": optimiser, "generator": generator}
+        for epoch in resumable("passport/train", config.epochs, state):
             total = 0.0
-            for index in batches(data.x_train.shape[0], config.batch_size, generator):
+            for x, y in stream(Labelled(data.x_train, data.y_train), config.batch_size, generator, device=device):
                 with autocast(device):
-                    loss = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimiser.step()
+                    loss = nn.functional.cross_entropy(model(x), y)
+                step(optimiser, loss, model)
                 total += float(loss.detach())
             if progress is not None:
                 progress(config.epochs + epoch + 1, 2 * config.epochs, f"passport loss {total:.2f}")
-        _recalibrate(model, data.x_train, config.batch_size)
+        _recalibrate(model, data.x_train, data.y_train, config.batch_size)
     model.eval()
 
 
@@ -255,8 +256,9 @@ def train_with_passports(
 
 
 @torch.no_grad()
-def _recalibrate(model: nn.Module, x: torch.Tensor, batch_size: int) -> None:
-    """Batch-norm statistics of the final weights: one pass over the training inputs, averaged."""
+def _recalibrate(model: nn.Module, x: Images, y: torch.Tensor, batch_size: int) -> None:
+    """Batch-norm statistics of the final weights: one pass over the training inputs, averaged
+    (under torchrun every rank passes over all of them, so the ranks keep one model)."""
     norms = [layer.bn for layer in passport_layers(model).values()]
     momenta = [m.momentum for m in norms]
     for norm in norms:
@@ -264,10 +266,10 @@ def _recalibrate(model: nn.Module, x: torch.Tensor, batch_size: int) -> None:
         norm.momentum = None  # a cumulative average over the pass
     model.train()
     device = next(model.parameters()).device
-    for start in range(0, x.shape[0], batch_size):
-        if x.shape[0] - start > 1 or start == 0:  # batch norm cannot normalise a lone trailing sample
+    for images, _ in stream(Labelled(x, y), batch_size, shuffle=False, device=device, shard=False):
+        if images.shape[0] > 1:  # batch norm cannot normalise a lone trailing sample
             with autocast(device):
-                model(x[start : start + batch_size])
+                model(images)
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
 
@@ -341,7 +343,6 @@ def embed(
     if not layers:
         raise SchemeError("passport needs a passport-variant model (create it as '<arch>-passport')")
     device = next(model.parameters()).device
-    data = replace(data, x_train=data.x_train.to(device), y_train=data.y_train.to(device))
     shapes = passport_shapes(model, data.x_test[:1].to(device))
     if clean is None:
         clean = _clean_reference(model, data, config, progress)
@@ -511,7 +512,7 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
     artifact = _parse_verifier(verifier, parsed)
     threshold = artifact["expected_acc"] - parsed["delta"]
     typed: PassportInfo = parsed["typed"]
-    data = community_data(typed.dataset, typed.input_shape)
+    data = claim_data(typed.dataset, typed.input_shape, info["mean"], info["std"], NAME)
     if typed.num_classes != data.num_classes or typed.n_eval > data.x_test.shape[0]:
         raise SchemeError(f"passport info: num_classes and n_eval do not fit the community's {typed.dataset!r}")
     x, y = evaluation_set(key, data, typed.n_eval)

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import struct
 import time
 import zlib
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +23,17 @@ import torch
 from mtlsign.pikey import key_sequence
 from mtlsign.qr import qr_modules, render
 from mtlsign.verify import Verdict, WatermarkInfo
+from registry.errors import ConfigError
 from registry.identity import Identity, derive_owner_key
-from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
+from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, PinnedDataset, check_pinned
 from schemes.attacks import prune_global_l1
 from schemes.base import SchemeError, get_scheme, make_config
 from schemes.bundle import Bundle, KeyRecord, load_bundle, save_bundle
+from schemes.community import pin
 from schemes.data import load_dataset
-from schemes.training import Progress, accuracy, default_device, train_classifier
-from schemes.zoo import ModelCard, check_state, load_model, save_model, transfer_weights
+from schemes.resume import checkpoints
+from schemes.training import Progress, accuracy, default_device, rank, train_classifier
+from schemes.zoo import ModelCard, check_state, load_model, model_to_bytes, save_model, transfer_weights
 
 
 def embed_to_bundle(
@@ -42,6 +49,8 @@ def embed_to_bundle(
     nonce: bytes | None = None,
     start_from: torch.nn.Module | None = None,
     model_path: Path | None = None,
+    pinned: Sequence[PinnedDataset] = (),
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Derive an owner-bound key (DESIGN §4.2) from a fresh nonce (or the one given, to repeat an
     embedding), embed `scheme` into a fresh `arch` model (or the variant the scheme asks for), or
@@ -51,19 +60,25 @@ def embed_to_bundle(
     With `model_path` (an artifact directory, a Hub-layout directory or a `.safetensors` file) the
     owner's own trained model is watermarked by fine-tuning: the architecture, input shape and
     normalisation come from its card (`arch` is not used), the data must have its classes, and the
-    fidelity baseline (`clean_accuracy`) is that model on the same test split."""
+    fidelity baseline (`clean_accuracy`) is that model on the same test split.
+
+    `pinned` are the data sets a community pins (its config's `[[datasets]]`): a `dataset` named
+    as one of them is read in its format from its files (or `data_path`), which must match its
+    manifest, and goes by its community name, so every member can rebuild the verification inputs."""
     spec = get_scheme(scheme)
     config = make_config(spec, overrides)
     given, given_card = (None, None) if model_path is None else load_model(model_path)
     # The community's split (registry.infos): every node can then rebuild key-derived inputs from it.
+    fmt, data_path = _resolve_pinned(dataset, data_path, pinned)
     data = load_dataset(
-        dataset,
+        fmt,
         path=data_path,
         seed=COMMUNITY_SPLIT_SEED,
         test_fraction=COMMUNITY_TEST_FRACTION,
         input_shape=None if given_card is None else given_card.input_shape,
         normalisation=None if given_card is None else (given_card.mean, given_card.std),
     )
+    data = replace(data, name=dataset)
     base_arch = arch if given_card is None else given_card.arch
     card = ModelCard(
         spec.model_arch(base_arch),
@@ -84,13 +99,70 @@ def embed_to_bundle(
         model = card.build().to(device)
     if start_from is not None:
         model.load_state_dict(start_from.state_dict())
-    nonce = os.urandom(16) if nonce is None else nonce
+    given_hash = None if given is None or given_card is None else hashlib.sha256(model_to_bytes(given, given_card))
+    run = {"scheme": spec.name, "config": _plain(dataclasses.asdict(config)), "card": card.to_json(),
+           "dataset": dataset, "owner": identity.public_hex,
+           "model": None if given_hash is None else given_hash.hexdigest()}  # fmt: skip
+    nonce = _run_nonce(out / CHECKPOINT_DIR, run, nonce, resume)
     owner_key = derive_owner_key(identity, nonce)
-    wm = spec.embed(model, data, owner_key.key, config, progress, clean=given)
+    with checkpoints(out / CHECKPOINT_DIR):
+        wm = spec.embed(model, data, owner_key.key, config, progress, clean=given)
     key = KeyRecord(nonce.hex(), identity.public_hex, owner_key.key_proof.hex())
     report = {**wm.report, "baseline": "the given model" if given is not None else "a clean model trained alike"}
-    save_bundle(out, Bundle(wm.model, card, wm.verifier, wm.info, key, report))
+    if rank() == 0:
+        save_bundle(out, Bundle(wm.model, card, wm.verifier, wm.info, key, report))
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     return {**report, "scheme": spec.name, "bundle": str(out), "key_hash": owner_key.key_hash}
+
+
+#: Where an embedding keeps its epoch checkpoints, inside the bundle directory it writes.
+CHECKPOINT_DIR = ".checkpoint"
+_RUN_FILE = "run.json"
+
+
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=list))
+
+
+def _run_nonce(directory: Path, run: dict[str, Any], nonce: bytes | None, resume: bool) -> bytes:
+    """The nonce of this run: a resumed run's own (its command must be the one that started it),
+    else a fresh one (or the one given), recorded beside the checkpoints before any training."""
+    record = directory / _RUN_FILE
+    if resume:
+        if not record.is_file():
+            raise SchemeError(f"nothing to resume: {directory} holds no checkpoint of an earlier run")
+        saved = json.loads(record.read_text())
+        if {k: v for k, v in saved.items() if k != "nonce"} != run:
+            changed = sorted(k for k in run if saved.get(k) != run[k])
+            raise SchemeError(f"--resume: this command differs from the run it would resume in {', '.join(changed)}")
+        return bytes.fromhex(saved["nonce"])
+    if record.is_file():
+        raise SchemeError(
+            f"{directory.parent} holds the checkpoints of an unfinished embedding: pass --resume to continue it, "
+            f"or remove {directory} to start again"
+        )
+    chosen = os.urandom(16) if nonce is None else nonce
+    if rank() == 0:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(record.name + ".tmp")
+        tmp.write_text(json.dumps({**run, "nonce": chosen.hex()}, sort_keys=True))
+        os.replace(tmp, record)
+    return chosen
+
+
+def _resolve_pinned(dataset: str, data_path: Path | None, pinned: Sequence[PinnedDataset]) -> tuple[str, Path | None]:
+    """(format, path) of `dataset`: a pinned set's, checked against its manifest and made available
+    under its community name in this process; any other name is a format read from `data_path`."""
+    chosen = next((p for p in pinned if p.name == dataset), None)
+    if chosen is None:
+        return dataset, data_path
+    local = replace(chosen, path=Path(data_path)) if data_path is not None else chosen
+    try:
+        check_pinned(local)
+    except ConfigError as exc:
+        raise SchemeError(str(exc)) from None
+    pin(local.name, local.format, local.path, local.num_classes)
+    return local.format, local.path
 
 
 def _start_from_given(given: torch.nn.Module, given_card: ModelCard, card: ModelCard, classes: int) -> torch.nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,19 +91,44 @@ def short(value: str | None, n: int = 12) -> str:
     return "-" if value is None else value[:n] + ("…" if len(value) > n else "")
 
 
-def progress_bar(label: str) -> Callable[[int, int, str], None]:
-    """A tqdm bar on stderr (when it is a terminal) fed by the schemes' progress callbacks."""
-    from tqdm import tqdm
+class ProgressBar:
+    """Progress of a long job on stderr: a tqdm bar of epochs when stderr is a terminal, with the
+    batch and images/s of the loop running; otherwise a line at most every `every` seconds, for logs."""
 
-    bar = tqdm(total=0, desc=label, unit="epoch", leave=False, file=sys.stderr, disable=not sys.stderr.isatty())
+    def __init__(self, label: str, every: float = 10.0) -> None:
+        from tqdm import tqdm
 
-    def progress(step: int, total: int, message: str) -> None:
-        bar.total = total
-        bar.n = step
-        bar.set_postfix_str(message)
-        bar.refresh()
+        self.label, self.every, self.last = label, every, 0.0
+        self.tty = sys.stderr.isatty()
+        self.bar = tqdm(total=0, desc=label, unit="epoch", leave=False, file=sys.stderr, disable=not self.tty)
+        self.epoch, self.epochs, self.message = 0, 0, ""
 
-    return progress
+    def __call__(self, step: int, total: int, message: str) -> None:
+        """The schemes' callback: an epoch (or stage) finished."""
+        self.epoch, self.epochs, self.message = step, total, message
+        self.bar.total, self.bar.n = total, step
+        self.bar.set_postfix_str(message)
+        self.bar.refresh()
+
+    def batch(self, number: int, total: int, per_second: float) -> None:
+        """A batch finished (schemes.training.batch_progress)."""
+        text = f"batch {number}/{total}, {per_second:,.0f} images/s"
+        if self.tty:
+            self.bar.set_postfix_str(f"{self.message} {text}".strip(), refresh=False)
+            now = time.monotonic()
+            if now - self.last > 0.2:
+                self.bar.refresh()
+                self.last = now
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            click.echo(f"{self.label}: epoch {self.epoch + 1}/{self.epochs or '?'}, {text}", err=True)
+
+
+def progress_bar(label: str) -> ProgressBar:
+    """A progress bar fed by the schemes' callbacks (`ProgressBar`)."""
+    return ProgressBar(label)
 
 
 def parse_options(options: tuple[str, ...], n: int | None, seed: int) -> dict[str, str | int]:

@@ -54,6 +54,19 @@ from registry.cli._common import echo_json, json_option, load_identity, parse_op
 @click.option(
     "--option", "-o", "options", multiple=True, metavar="NAME=VALUE", help="Any option of the scheme's Config."
 )
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The community's config: --dataset may then name a data set it pins ([[datasets]]), checked "
+    "against its manifest, so its members can rebuild the verification inputs.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the unfinished embedding whose checkpoints are in --out (one is saved after every epoch).",
+)
 @json_option
 def embed(
     scheme: str,
@@ -66,25 +79,35 @@ def embed(
     n: int | None,
     seed: int,
     options: tuple[str, ...],
+    config_path: Path | None,
+    resume: bool,
     as_json: bool,
 ) -> None:
     """Train a model on the data set and embed the watermark, or fine-tune your own model (--model)
     to embed it; write the owner's bundle."""
+    from node_config import load_config
     from schemes.workflow import embed_to_bundle
 
+    pinned = () if config_path is None else load_config(config_path).verification.datasets
     if arch is not None and model_path is not None:
         raise click.UsageError("--arch builds a model from scratch; --model watermarks yours: give one of them")
-    report = embed_to_bundle(
-        load_identity(identity_path),
-        arch or "lenet5",
-        dataset,
-        out,
-        scheme=scheme,
-        data_path=data_path,
-        overrides=parse_options(options, n, seed),
-        progress=progress_bar("embedding"),
-        model_path=model_path,
-    )
+    from schemes.training import batch_progress
+
+    progress = progress_bar("embedding")
+    with batch_progress(progress.batch):
+        report = embed_to_bundle(
+            load_identity(identity_path),
+            arch or "lenet5",
+            dataset,
+            out,
+            scheme=scheme,
+            data_path=data_path,
+            overrides=parse_options(options, n, seed),
+            progress=progress,
+            model_path=model_path,
+            pinned=pinned,
+            resume=resume,
+        )
     if as_json:
         echo_json(report)
         return

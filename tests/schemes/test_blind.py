@@ -296,8 +296,8 @@ def _without(name: str) -> dict[str, Any]:
         ({"discriminator": "cnn"}, "discriminator 'mlp-64-32'"),
         ({"min_ssim": 1.5}, r"min_ssim must be a number in \[0, 1\]"),
         ({"min_ssim": "0.9"}, "min_ssim must be a number"),
-        ({"mean": [0.5]}, "mean and std are not the normalisation of the community's 'digits'"),
-        ({"std": [0.25]}, "mean and std are not the normalisation of the community's 'digits'"),
+        ({"mean": [-0.5]}, "neither the normalisation of the community's 'digits' nor an image normalisation"),
+        ({"std": [2.5]}, "neither the normalisation of the community's 'digits' nor an image normalisation"),
     ],
 )
 def test_bad_info_is_refused_by_name(changes: dict[str, Any], fragment: str) -> None:

@@ -60,11 +60,11 @@ def test_embed_and_verify_a_black_box_scheme_through_the_cli(identity: Path, tmp
     args = ["embed", "--scheme", "new-label", "--identity", str(identity), "--out", str(out), "--json"]
     result = runner.invoke(main, [*args, "-o", "epochs=8", "--n", "50"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert FIELDS <= set(report) and report["scheme"] == "new-label"
     assert json.loads((out / "info.json").read_text())["n"] == 50
     assert json.loads((out / "model.json").read_text())["num_classes"] == 11  # the extra class Δ
     result = runner.invoke(main, ["verify", "--bundle", str(out), "--suspect", str(out), "--json"])
     assert result.exit_code == 0, result.output
-    verdict = json.loads(result.output)
+    verdict = json.loads(result.stdout)
     assert verdict["passed"] is True and {"score", "threshold"} <= set(verdict)

@@ -91,8 +91,8 @@ def test_require_community_data_refuses_a_set_no_member_holds_and_says_what_woul
     assert str(refused.value) == (
         "function-coupled: no community could verify a claim on a model watermarked over 'fashion-mnist': its "
         "verification inputs must be rebuilt from the key over data every member holds (digits); embed over one of "
-        "those, have the community pin this data (`[[datasets]]` with its manifest), or use mtlsign, whose key "
-        "samples are generated from the key alone"
+        "those, have the community pin this data (`[[datasets]]` with its manifest, and pass its config to "
+        "`embed --config`), or use mtlsign, whose key samples are generated from the key alone"
     )
 
 

@@ -18,7 +18,7 @@ from schemes import function_coupled as fc
 from schemes.base import SchemeError, get_scheme, make_config
 from schemes.community import community_data
 from schemes.data import DataError, Dataset, load_dataset
-from schemes.training import train_classifier
+from schemes.training import Labelled, train_classifier
 from schemes.zoo import create_model
 
 KEY = hashlib.sha256(b"function-coupled test key").digest()
@@ -112,7 +112,7 @@ def test_an_update_leaves_masked_entries_unchanged() -> None:
     x, y = torch.randn(16, *SHAPE), torch.randint(0, 10, (16,))
     for _ in range(3):  # Adam's moments would move zero-gradient entries from the second step on
         fc.masked_step(model, masks, p, optimiser, x, y)
-    fc.finetune_step(model, masks, p, x, y, lr=1e-2)
+    fc.finetune_step(model, masks, p, Labelled(x, y), lr=1e-2)
     after = dict(model.named_parameters())
     for name, mask in masks.items():
         assert torch.equal(after[name][~mask], before[name][~mask])
@@ -130,7 +130,7 @@ def test_finetune_step_is_eq7_on_eq8_mean_loss() -> None:
     with torch.no_grad():
         for param in expected.parameters():
             param.sub_(lr * param.grad)  # type: ignore[operator]
-    assert abs(fc.finetune_step(model, masks, p, x, y, lr) - float(loss.detach())) < 1e-5
+    assert abs(fc.finetune_step(model, masks, p, Labelled(x, y), lr) - float(loss.detach())) < 1e-5
     for (name, got), want in zip(model.named_parameters(), expected.parameters(), strict=True):
         assert torch.allclose(got, want, atol=1e-5), name
         assert got.grad is None
@@ -149,7 +149,7 @@ def test_one_mask_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fc, "masked_step", lambda model, masks, *_: steps.append((len(drawn), id(masks))) or 0.0)
     x, y = torch.randn(40, *SHAPE), torch.randint(0, 10, (40,))
     config = fc.Config(epochs=3, batch_size=16)
-    fc._train_watermarked(_lenet(), x, y, (x[:5], y[:5]), KEY, config, None)
+    fc._train_watermarked(_lenet(), Labelled(x, y), Labelled(x[:5], y[:5]), KEY, config, None)
     assert len(drawn) == 3 and len(steps) == 9
     assert [epoch for epoch, _ in steps] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert not torch.equal(drawn[0]["block1.0.weight"], drawn[1]["block1.0.weight"])

@@ -150,7 +150,8 @@ def test_query_figures_follow_section_3_2() -> None:
         ({"beta": 2.0}, "beta must be a number in"),
         ({"threshold": "0.5"}, "threshold must be a number in"),
         ({"n": 360}, "n 360 is more than the 359 test images"),
-        ({"mean": [0.5]}, "mean and std are not the normalisation of the community's 'digits'"),
+        ({"mean": [1.5]}, "neither the normalisation of the community's 'digits' nor an image normalisation"),
+        ({"std": [0.01]}, "neither the normalisation of the community's 'digits' nor an image normalisation"),
     ],
 )
 def test_bad_info_is_refused_by_name(changes: dict[str, Any], fragment: str) -> None:

@@ -53,7 +53,7 @@ def test_new_label_watermarks_the_given_model_by_fine_tuning(given: tuple[Path, 
             "--out", str(out), "--json", "-o", "epochs=4"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     # The fidelity baseline is the given model itself, on the same test split.
     assert report["clean_accuracy"] == pytest.approx(given_accuracy) and report["baseline"] == "the given model"
     assert report["accuracy"] >= given_accuracy - 0.05, report
@@ -126,3 +126,50 @@ def test_a_node_builds_only_what_its_community_allows(given: tuple[Path, float],
     model, card = load_model(given[0])
     vote = judge(_job(tmp_path, model_to_bytes(model, card), build))
     assert vote["verdict"] == "not-owner" and reason in vote["reason"], vote
+
+
+def _digit_folder(root: Path, per_class: int = 24, test_per_class: int = 6) -> Path:
+    """An ImageFolder-layout copy of some digits (8×8 greys as PNG files), class folders 0-9."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    counts: dict[tuple[str, int], int] = {}
+    for image, label in zip(bunch.images, bunch.target, strict=True):
+        for split, cap in (("train", per_class), ("val", test_per_class)):
+            key = (split, int(label))
+            if counts.get(key, 0) < cap:
+                folder = root / split / str(label)
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray((image * 15.9).astype(np.uint8)).save(folder / f"{counts.get(key, 0):03d}.png")
+                counts[key] = counts.get(key, 0) + 1
+                break
+    return root
+
+
+def test_a_pinned_image_folder_streams_through_workers_and_verifies(
+    given: tuple[Path, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from registry.infos import PinnedDataset
+    from schemes import community
+    from schemes.folder import folder_manifest
+    from schemes.workflow import embed_to_bundle, verify_suspect
+
+    monkeypatch.setattr(community, "_PINNED", {})
+    monkeypatch.setenv("WMNODE_LOADER_WORKERS", "2")  # the DataLoader path, with worker processes
+    community.community_data.cache_clear()
+    folder = _digit_folder(tmp_path / "digits-folder")
+    pinned = PinnedDataset("folder-digits", "folder", folder, folder_manifest(folder), 10)
+    identity = Identity(Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33))))
+    with pytest.raises(Exception, match="no community could verify"):  # the same files, not pinned
+        embed_to_bundle(identity, "lenet5", "folder", tmp_path / "b0", scheme="new-label", data_path=folder,
+                        overrides={"epochs": 1}, model_path=given[0])  # fmt: skip
+    report = embed_to_bundle(identity, "lenet5", "folder-digits", tmp_path / "b", scheme="new-label",
+                             overrides={"epochs": 6, "n": 40}, model_path=given[0], pinned=[pinned])  # fmt: skip
+    assert report["wm_score"] >= report["threshold"], report
+    assert verify_suspect(tmp_path / "b", tmp_path / "b").passed
+    (folder / "train" / "3" / "000.png").write_bytes(b"changed")
+    with pytest.raises(Exception, match="not the community's"):
+        embed_to_bundle(identity, "lenet5", "folder-digits", tmp_path / "b2", scheme="new-label",
+                        overrides={"epochs": 1}, model_path=given[0], pinned=[pinned])  # fmt: skip
+    community.community_data.cache_clear()

@@ -52,7 +52,7 @@ def test_verify_cli_finds_the_watermark_in_a_copy_and_not_in_a_stranger(bundle: 
     )
     result = runner.invoke(main, ["verify", "--bundle", str(bundle), "--suspect", str(tmp_path / "copy"), "--json"])
     assert result.exit_code == 0, result.output
-    answer = json.loads(result.output)
+    answer = json.loads(result.stdout)
     assert answer["passed"] is True and answer["score"] > 0.9 and answer["threshold"] == 0.7
     torch.manual_seed(1)
     stranger = create_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
