@@ -34,6 +34,7 @@ from mtlsign.pikey import key_sequence
 from mtlsign.verify import Verdict, WatermarkInfo, branch_accuracy
 from schemes.base import Scheme, SchemeError, Suspect, Watermarked, register_scheme, require_module
 from schemes.data import Dataset
+from schemes.distributed import broadcast_modules
 from schemes.resume import epochs as resumable
 from schemes.training import Labelled, Progress, accuracy, autocast, step, stream, train_classifier
 from schemes.zoo import ZooError, check_state, wm_taps
@@ -185,6 +186,7 @@ def embed(
     )
     head = WatermarkHead(head_input_size(model, taps, data.input_shape, config.pool), config.hidden, config.pool)
     head.to(device)
+    broadcast_modules(head)  # under torchrun, every rank's cWM starts as rank 0's
     dwm = build_dwm(key, config.n, data.input_shape, data.mean, data.std, device=device)
     subset = torch.randperm(data.x_train.shape[0], generator=generator)[
         : max(1, int(config.da_fraction * data.x_train.shape[0]))

@@ -59,7 +59,8 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def _barrier() -> None:
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in one process)."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -80,7 +81,7 @@ def epochs(name: str, total: int, state: Mapping[str, Any], device: torch.device
         yield epoch
         if _rank() == 0:
             _save(file, name, epoch + 1, total, state)
-        _barrier()
+        barrier()
 
 
 # --------------------------------------------------------------------------------------------

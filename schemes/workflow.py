@@ -31,7 +31,8 @@ from schemes.base import SchemeError, get_scheme, make_config
 from schemes.bundle import Bundle, KeyRecord, load_bundle, save_bundle
 from schemes.community import pin
 from schemes.data import load_dataset
-from schemes.resume import checkpoints
+from schemes.distributed import broadcast_bytes, broadcast_modules, check_in_step, distributed
+from schemes.resume import barrier, checkpoints
 from schemes.training import Progress, accuracy, default_device, rank, train_classifier
 from schemes.zoo import ModelCard, check_state, load_model, model_to_bytes, save_model, transfer_weights
 
@@ -65,6 +66,26 @@ def embed_to_bundle(
     `pinned` are the data sets a community pins (its config's `[[datasets]]`): a `dataset` named
     as one of them is read in its format from its files (or `data_path`), which must match its
     manifest, and goes by its community name, so every member can rebuild the verification inputs."""
+    with distributed():  # one process, or one of torchrun's (schemes.distributed)
+        return _embed_to_bundle(identity, arch, dataset, out, scheme, data_path, overrides, progress, nonce,
+                                start_from, model_path, pinned, resume)  # fmt: skip
+
+
+def _embed_to_bundle(
+    identity: Identity,
+    arch: str,
+    dataset: str,
+    out: Path,
+    scheme: str,
+    data_path: Path | None,
+    overrides: dict[str, Any] | None,
+    progress: Progress | None,
+    nonce: bytes | None,
+    start_from: torch.nn.Module | None,
+    model_path: Path | None,
+    pinned: Sequence[PinnedDataset],
+    resume: bool,
+) -> dict[str, Any]:
     spec = get_scheme(scheme)
     config = make_config(spec, overrides)
     given, given_card = (None, None) if model_path is None else load_model(model_path)
@@ -99,6 +120,7 @@ def embed_to_bundle(
         model = card.build().to(device)
     if start_from is not None:
         model.load_state_dict(start_from.state_dict())
+    broadcast_modules(model)  # every rank starts from rank 0's weights
     given_hash = None if given is None or given_card is None else hashlib.sha256(model_to_bytes(given, given_card))
     run = {"scheme": spec.name, "config": _plain(dataclasses.asdict(config)), "card": card.to_json(),
            "dataset": dataset, "owner": identity.public_hex,
@@ -107,6 +129,7 @@ def embed_to_bundle(
     owner_key = derive_owner_key(identity, nonce)
     with checkpoints(out / CHECKPOINT_DIR):
         wm = spec.embed(model, data, owner_key.key, config, progress, clean=given)
+    check_in_step(wm.model)
     key = KeyRecord(nonce.hex(), identity.public_hex, owner_key.key_proof.hex())
     report = {**wm.report, "baseline": "the given model" if given is not None else "a clean model trained alike"}
     if rank() == 0:
@@ -128,25 +151,28 @@ def _run_nonce(directory: Path, run: dict[str, Any], nonce: bytes | None, resume
     """The nonce of this run: a resumed run's own (its command must be the one that started it),
     else a fresh one (or the one given), recorded beside the checkpoints before any training."""
     record = directory / _RUN_FILE
+    found = record.is_file()
+    barrier()  # every rank has looked before rank 0 writes
     if resume:
-        if not record.is_file():
+        if not found:
             raise SchemeError(f"nothing to resume: {directory} holds no checkpoint of an earlier run")
         saved = json.loads(record.read_text())
         if {k: v for k, v in saved.items() if k != "nonce"} != run:
             changed = sorted(k for k in run if saved.get(k) != run[k])
             raise SchemeError(f"--resume: this command differs from the run it would resume in {', '.join(changed)}")
         return bytes.fromhex(saved["nonce"])
-    if record.is_file():
+    if found:
         raise SchemeError(
             f"{directory.parent} holds the checkpoints of an unfinished embedding: pass --resume to continue it, "
             f"or remove {directory} to start again"
         )
-    chosen = os.urandom(16) if nonce is None else nonce
+    chosen = broadcast_bytes(os.urandom(16) if nonce is None else nonce, 16)  # rank 0's, on every rank
     if rank() == 0:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = record.with_name(record.name + ".tmp")
         tmp.write_text(json.dumps({**run, "nonce": chosen.hex()}, sort_keys=True))
         os.replace(tmp, record)
+    barrier()
     return chosen
 
 

@@ -121,7 +121,7 @@ class ProgressBar:
                 self.last = now
             return
         now = time.monotonic()
-        if now - self.last >= self.every:
+        if now - self.last >= self.every and os.environ.get("RANK", "0") == "0":
             self.last = now
             click.echo(f"{self.label}: epoch {self.epoch + 1}/{self.epochs or '?'}, {text}", err=True)
 

@@ -8,6 +8,8 @@ The ML stack is imported inside the commands, so `wmnode` stays light for the no
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,6 +65,14 @@ from registry.cli._common import echo_json, json_option, load_identity, parse_op
     "against its manifest, so its members can rebuild the verification inputs.",
 )
 @click.option(
+    "--nproc",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Processes to embed with, data-parallel: starts `torchrun --standalone --nproc-per-node N` on this "
+    "command (one per GPU, or gloo processes on the CPU). For many machines run torchrun yourself (README).",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help="Continue the unfinished embedding whose checkpoints are in --out (one is saved after every epoch).",
@@ -80,6 +90,7 @@ def embed(
     seed: int,
     options: tuple[str, ...],
     config_path: Path | None,
+    nproc: int,
     resume: bool,
     as_json: bool,
 ) -> None:
@@ -91,6 +102,10 @@ def embed(
     pinned = () if config_path is None else load_config(config_path).verification.datasets
     if arch is not None and model_path is not None:
         raise click.UsageError("--arch builds a model from scratch; --model watermarks yours: give one of them")
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:  # start torchrun on this very command, and wait for it
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                   "-m", "registry.cli", *_without_nproc(sys.argv[1:])]  # fmt: skip
+        sys.exit(subprocess.call(command))  # noqa: S603  # this command's own arguments
     from schemes.training import batch_progress
 
     progress = progress_bar("embedding")
@@ -108,6 +123,8 @@ def embed(
             pinned=pinned,
             resume=resume,
         )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 reports (and wrote the bundle)
     if as_json:
         echo_json(report)
         return
@@ -116,6 +133,25 @@ def embed(
         f"wrote {out}: accuracy {report['accuracy']:.4f} ({clean} {report['clean_accuracy']:.4f}), "
         f"watermark {report['wm_score']:.4f} (threshold {report['threshold']}), {report['seconds']:.0f} s"
     )
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """This command's arguments less --nproc, and --n as `-o n=N`: torchrun's parser would read either
+    as an abbreviation of one of its own options (--nproc-per-node, --nnodes)."""
+    out: list[str] = []
+    pending: str | None = None
+    for arg in args:
+        if pending is not None:
+            if pending == "--n":
+                out += ["--option", f"n={arg}"]
+            pending = None
+        elif arg in ("--nproc", "--n"):
+            pending = arg
+        elif arg.startswith("--n="):
+            out += ["--option", f"n={arg[4:]}"]
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 @click.command()
