@@ -63,6 +63,9 @@ Choices where the paper is silent, and deviations:
 * Secrets from named key streams (scheme prefix "blind"): "targets", "offsets", "covers", "logo"
   (its text when no logo is configured), "encoder-init", "discriminator-init", "batches" (host
   batch order and the cover cycle's start). `Config.seed` only orders the clean reference's batches.
+* Fine-tuning the owner's own model (`clean=given`): the host starts from the given weights, not a
+  fresh initialisation, and the given model is the clean reference (none is trained alongside); the
+  encoder and discriminator start from the key as above, and Algorithm 1 runs unchanged.
 """
 
 from __future__ import annotations

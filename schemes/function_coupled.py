@@ -40,6 +40,9 @@ Algorithm 1, with these readings of what the paper leaves open (and three deviat
   refuses data that no node could rebuild them from, before any training. `info` records the
   data set, its split and the SHA-256 of the training tensors; a node whose copy hashes otherwise
   raises (an `error` vote), never a wrong verdict.
+* Fine-tuning the owner's own model (`clean=given`): Algorithm 1 starts from the given weights
+  instead of a fresh initialisation (lines 3-12 unchanged: masks, X_ft, triggers); the given model is
+  the clean model the triples are screened against and the fidelity baseline.
 """
 
 from __future__ import annotations

@@ -12,6 +12,12 @@
   the branch learns to classify D_WM under the kinds of drift an adversary's tuning causes — the
   "data augmentation in the parameter space" reading of §3.2.
 * Both the backbone and cWM are trained; only the backbone with its classifier is published.
+* Fine-tuning the owner's own model (`embed(..., clean=given)`, `wmnode embed --model`): the paper
+  trains the clean model and then minimises L2 from its weights W0; here W0 is the given model (the
+  clean training is skipped and the given model is the fidelity baseline), and eq. (10) is minimised
+  from it as above. The head reads the first three stages any architecture has (`schemes.zoo.wm_taps`).
+  Batch norms, which the paper's backbones lack, stay in eval mode while the branch reads D_WM
+  (`_norms_frozen`): mixing QR batches into their statistics drops a fine-tuned ResNet to chance.
 """
 
 from __future__ import annotations

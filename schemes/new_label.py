@@ -37,6 +37,10 @@ Choices the paper leaves open:
   artifact is empty and a claimant cannot choose the images it is judged on. Δ must be the one
   output the task does not have (index `num_classes`), so a model without the extra class can
   never answer it; `embed` refuses data no member could rebuild D2 from.
+* Fine-tuning the owner's own model (`clean=given`): TrEmb starts from the given weights with the
+  trained classifier extended by the output Δ (its K rows kept, the new row freshly initialised), not
+  from scratch, for `epochs` epochs (a few suffice); the clean model F of §4.1 is the given model
+  itself, so no clean model is trained alongside.
 """
 
 from __future__ import annotations

@@ -65,6 +65,13 @@ paper's S = 82.5: the trainable γ grows until β = Avg(W * p_β) stops matterin
 97 % and verification cannot tell the owner's passport from another (the report's
 `fakes_stay_below_threshold` is False). V2 is offered for comparison, not for protection, and its
 verification fails by design: `verify` requires fake passports to paralyse the suspect.
+
+Fine-tuning the owner's own model (`clean=given`, a timm or torchvision network): each convolution
+and the batch norm after it become one passport layer computing what they computed (the norm's
+statistics carried over, its affine as the cached γ, β and as "B"; `passport_variant`, refused for
+networks whose norms do not follow a convolution), and training with the key's passports then
+starts from those weights instead of from scratch (§3.2 trains from scratch). The clean model A_o
+is the given model, whose feature maps give the T2/T3 passports.
 """
 
 from __future__ import annotations
