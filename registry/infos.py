@@ -18,7 +18,7 @@ import json
 import math
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -139,6 +139,11 @@ class MtlsignFloors:
     max_pool: int = 4
     max_hidden: int = 256
     max_taps: int = 4
+    #: Judge MTLSign on timm:/torchvision: suspects. Off: cWM reads the first stages, and a public
+    #: pretrained checkpoint's first stages survive in every fine-tune of it, so a head fitted to them
+    #: would claim them all; a community that turns this on should admit those checkpoints as
+    #: reference models.
+    open_architectures: bool = False
 
 
 @dataclass(frozen=True)
@@ -291,6 +296,11 @@ def _raise_floors(floors: Any, table: Mapping[str, Any], where: str) -> Any:
             if not isinstance(value, list) or not value or not set(value) <= set(current):
                 raise ConfigError(f"{where}.types must be a non-empty subset of {list(current)}")
             changes[name] = tuple(value)
+            continue
+        if name == "open_architectures":  # a community's choice (see MtlsignFloors)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.open_architectures must be true or false")
+            changes[name] = value
             continue
         if name == "mode":
             if value not in ("invisible", "direct"):
@@ -673,7 +683,23 @@ def card_from_artifact(data: bytes) -> dict[str, Any]:
         raise MessageError("the suspect model carries no model card in its metadata") from exc
     if not isinstance(card, dict):
         raise MessageError("the suspect model's card is not a JSON object")
-    return card
+    return card_summary(card)
+
+
+def card_summary(card: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a node checks, from either card shape (schemes.zoo.ModelCard): the zoo's own
+    (`arch`, `input_shape`, `mean`, `std` at the top) or timm's config.json (`architecture`, and
+    `pretrained_cfg` with `input_size`, `mean`, `std`), read exactly as the judge's loader reads it
+    (a bare timm name is `timm:NAME`), so the node and its judge see one card."""
+    if "architecture" not in card:
+        return {k: card.get(k) for k in ("arch", "num_classes", "input_shape", "mean", "std")}
+    arch = card.get("architecture")
+    cfg = card.get("pretrained_cfg")
+    cfg = cfg if isinstance(cfg, dict) else {}
+    if isinstance(arch, str) and ":" not in arch:
+        arch = f"timm:{arch}"
+    return {"arch": arch, "num_classes": card.get("num_classes"), "input_shape": cfg.get("input_size"),
+            "mean": cfg.get("mean"), "std": cfg.get("std")}  # fmt: skip
 
 
 def safetensors_header(path: Path) -> bytes:
@@ -718,22 +744,51 @@ def _header(data: bytes, what: str) -> dict[str, Any]:
     return header
 
 
-def check_against_card(info: Info, card: Mapping[str, Any]) -> None:
-    """DESIGN §6.2: the verification inputs are shaped as the suspect takes them, normalised as it does."""
+#: A normalisation other than the suspect card's (or a data set's own statistics) must lie in these
+#: bounds, in [0, 1]-pixel units: the means, and the stds (ImageNet's are 0.229-0.225, most published
+#: ones 0.2-0.35). A claimant cannot choose one that scales the verification inputs far out of any
+#: range a model was trained on; a thief who nudges a stolen model's card does not void the owner's.
+MEAN_RANGE = (0.0, 1.0)
+STD_RANGE = (0.1, 0.5)
+
+
+def image_normalisation(mean: Sequence[float], std: Sequence[float]) -> bool:
+    return all(MEAN_RANGE[0] <= m <= MEAN_RANGE[1] for m in mean) and all(
+        STD_RANGE[0] <= s <= STD_RANGE[1] for s in std
+    )
+
+
+def check_against_card(info: Info, card: Mapping[str, Any], policy: VerificationPolicy = DEFAULT_POLICY) -> None:
+    """DESIGN §6.2: the verification inputs are shaped as the suspect takes them, normalised as it
+    does (or by an image normalisation, `MEAN_RANGE` and `STD_RANGE`); `card` is a `card_summary`."""
     shape = card.get("input_shape")
     if shape != list(info.input_shape):
         raise InfoError(
             f"{info.SCHEME} info: input_shape {list(info.input_shape)} is not the suspect's {str(shape)[:40]}"
         )
+    same = True
     for name in ("mean", "std"):
         mine = getattr(info, name)
         theirs = card.get(name)
-        same = isinstance(theirs, list) and len(theirs) == len(mine)
-        same = same and all(
-            isinstance(t, int | float) and abs(float(t) - m) <= 1e-6 for t, m in zip(theirs or (), mine, strict=False)
+        equal = isinstance(theirs, list) and len(theirs) == len(mine)
+        same = (
+            same
+            and equal
+            and all(
+                isinstance(t, int | float) and abs(float(t) - m) <= 1e-6
+                for t, m in zip(theirs or (), mine, strict=False)
+            )
         )
-        if not same:
-            raise InfoError(f"{info.SCHEME} info: {name} is not the suspect's normalisation")
+    if not same and not image_normalisation(info.mean, info.std):
+        raise InfoError(f"{info.SCHEME} info: mean and std are neither the suspect's normalisation nor an image one")
+    arch = card.get("arch")
+    if info.SCHEME == "mtlsign" and isinstance(arch, str) and ":" in arch and not policy.mtlsign.open_architectures:
+        raise InfoError(
+            f"mtlsign: the suspect is a {arch.split('-')[0]} network, whose first stages public pretrained "
+            "checkpoints share: a head fitted to them would pass on anyone's fine-tune of that checkpoint. This "
+            "community does not judge MTLSign on open architectures ([verification.mtlsign] open_architectures); "
+            "claim with passport or a black-box scheme"
+        )
 
 
 # --------------------------------------------------------------------------------------------

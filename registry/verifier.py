@@ -361,7 +361,7 @@ class VerifierWorker:
         else:
             model_path = files.get(claim.model_uri, claim.model_hash, self.fetcher.policy.max_bytes, "suspect model")
             card = card_from_artifact(safetensors_header(model_path))
-            check_against_card(typed, card)
+            check_against_card(typed, card, self.policy)
         references = self._matching_references(typed, card)
         if not references and self.policy.require_references:
             shape = "x".join(map(str, typed.input_shape))

@@ -17,7 +17,14 @@ from typing import Any
 
 import torch
 
-from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, EMBEDDED_DATASETS
+from registry.infos import (
+    COMMUNITY_SPLIT_SEED,
+    COMMUNITY_TEST_FRACTION,
+    EMBEDDED_DATASETS,
+    MEAN_RANGE,
+    STD_RANGE,
+    image_normalisation,
+)
 from schemes.base import SchemeError
 from schemes.data import DataError, Dataset, load_dataset
 from schemes.folder import FolderImages, folder_manifest
@@ -65,15 +72,6 @@ def community_data(
         raise DataError(f"cannot load the community's copy of {name!r}: {exc}") from exc
 
 
-#: Bounds on a normalisation other than the data's own statistics, in [0, 1]-pixel units. The
-#: owner's model may expect its own (a pretrained model's card: ImageNet's std is 0.229-0.225, and
-#: most published ones lie in [0.2, 0.35]), but a claimant may not pick one that scales the
-#: verification inputs far out of any range a model was trained on, to push an innocent model's
-#: answers towards the labels it needs.
-MEAN_RANGE = (0.0, 1.0)
-STD_RANGE = (0.1, 0.5)
-
-
 def _close(a: Sequence[float], b: Sequence[float]) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= 1e-6 for x, y in zip(a, b, strict=True))
 
@@ -89,9 +87,7 @@ def claim_data(
         return own
     if len(mean) != input_shape[0] or len(std) != input_shape[0]:
         raise SchemeError(f"{scheme} info: mean and std need one value per channel ({input_shape[0]})")
-    if not all(MEAN_RANGE[0] <= m <= MEAN_RANGE[1] for m in mean) or not all(
-        STD_RANGE[0] <= v <= STD_RANGE[1] for v in std
-    ):
+    if not image_normalisation(mean, std):  # registry.infos: the bounds a node checks too
         raise SchemeError(
             f"{scheme} info: mean {list(mean)} and std {list(std)} are neither the normalisation of the "
             f"community's {name!r} nor an image normalisation (means in [{MEAN_RANGE[0]:g}, {MEAN_RANGE[1]:g}], "

@@ -241,15 +241,19 @@ def check_open(arch: str, model_args: Mapping[str, object], input_shape: tuple[i
 
 def _construct(library: str, name: str, num_classes: int, model_args: Mapping[str, Any]) -> nn.Module:
     kwargs = dict(model_args)
-    if library == "timm":
-        import timm
+    try:
+        if library == "timm":
+            import timm
 
-        model: nn.Module = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-        return model
-    import torchvision.models
+            model: nn.Module = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+            return model
+        import torchvision.models
 
-    built: nn.Module = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
-    return built
+        built: nn.Module = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+        return built
+    except (TypeError, ValueError, AssertionError, NotImplementedError, RuntimeError, KeyError) as exc:
+        # An allow-listed argument this model does not take, or a model that cannot be built here.
+        raise ZooError(f"{library}:{name} cannot be built with {dict(model_args)}: {str(exc)[:200]}") from None
 
 
 def parameter_count(arch: str, num_classes: int, model_args: Mapping[str, Any] | None = None) -> int:
@@ -262,6 +266,7 @@ def parameter_count(arch: str, num_classes: int, model_args: Mapping[str, Any] |
 
 
 _RUNS: dict[tuple[str, int, tuple[int, ...], str], str | None] = {}
+_CACHED = 256
 
 
 def _check_runs(
@@ -270,6 +275,8 @@ def _check_runs(
     """Refuse an input shape the architecture cannot take (a ViT's fixed size, AlexNet's minimum),
     found by one forward pass on `meta`, so the refusal comes before anything is allocated."""
     key = (arch, num_classes, tuple(input_shape), repr(sorted(args.items())))
+    if len(_RUNS) >= _CACHED:  # keys come from strangers' cards: bounded
+        _RUNS.clear()
     if key not in _RUNS:
         try:
             with torch.no_grad():
@@ -296,13 +303,15 @@ def create_open(
     library, name, variant = parse_architecture(arch)
     with torch.device("meta"):
         skeleton = _construct(library, name, num_classes, args)
-    count = sum(p.numel() for p in skeleton.parameters())
+    # Buffers too: some hold tensors the weights file never carries (position indices of size
+    # (img_size / patch_size)^4), allocated when the model is built.
+    count = sum(p.numel() for p in skeleton.parameters()) + sum(b.numel() for b in skeleton.buffers())
     if count > max_parameters:
-        raise ZooError(f"{arch} has {count:,} parameters, over the cap of {max_parameters:,}")
+        raise ZooError(f"{arch} has {count:,} parameters and buffer elements, over the cap of {max_parameters:,}")
     _check_runs(skeleton, arch, num_classes, input_shape, args)
     model = skeleton if torch.get_default_device().type == "meta" else _construct(library, name, num_classes, args)
     if variant == "passport":
         from schemes._passport_layer import passport_variant
 
-        model = passport_variant(model, input_shape, arch)
+        model = passport_variant(model, input_shape, f"{arch} ({num_classes} classes, {sorted(args.items())})")
     return model

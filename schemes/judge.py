@@ -88,9 +88,11 @@ def judge(job: dict[str, Any]) -> dict[str, Any]:
         if job.get("predict_uri"):
             suspect = RemotePredictor(job["predict_uri"], policy)
         else:
-            suspect, _ = model_from_bytes(
+            suspect, card = model_from_bytes(
                 Path(job["model_path"]).read_bytes(), max_bytes=policy.max_bytes, what="suspect model", limits=limits
             )
+            if list(card.input_shape) != info.get("input_shape"):  # what the node checked, read as built
+                raise SchemeError(f"the suspect takes {list(card.input_shape)}, not the info's input_shape")
         verdict = scheme.verify(suspect, key, verifier, info)
     except (SchemeError, ZooError, MessageError) as exc:
         # The claimant's artifacts (or the suspect it named) cannot carry this watermark: the

@@ -311,6 +311,12 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
     x_verify = verification_images(key, parsed)
     order = torch.from_numpy(key_permutation(key, NAME, "query-order", parsed.n))
     queries = key_samples(x_verify[order], epsilon(key, shape), parsed.beta, mean, std)
+    if isinstance(suspect, nn.Module):  # Δ must be the one class the task lacks, not one of a wider model's own
+        with torch.no_grad():
+            width = int(suspect.eval()(queries[:1].to(next(suspect.parameters()).device)).shape[1])
+        if width != parsed.delta + 1:
+            raise SchemeError(f"new-label: the suspect answers {width} classes; a new-label model of this task "
+                              f"answers its {parsed.delta} and Δ ({parsed.delta + 1})")  # fmt: skip
     answers = predict_labels(suspect, queries) == parsed.delta
     figures = _query_figures(answers)
     # Null: a model independent of the key answers Δ at most this often (none without the extra

@@ -467,6 +467,8 @@ def strict_json(data: bytes | str, what: str) -> Any:
     """Strict JSON from untrusted bytes: no repeated fields, no NaN/Infinity; `what` names it in errors."""
     try:
         return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except RecursionError:
+        raise ZooError(f"{what} nests too deeply") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ZooError(f"{what} is not valid JSON: {exc}") from exc
 

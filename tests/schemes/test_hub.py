@@ -211,3 +211,16 @@ def test_a_classifier_is_extended_not_reset() -> None:
     other = create_model("torchvision:vgg11_bn", num_classes=6, input_shape=(3, 32, 32))
     with pytest.raises(ZooError, match="do not match"):
         transfer_weights(given, other)
+
+
+def test_buffers_count_against_the_cap_and_unfit_arguments_are_refused() -> None:
+    # (img_size / patch_size)^4 position indices are buffers the weights file never carries.
+    with pytest.raises(ZooError, match="parameters and buffer elements, over the cap"):
+        create_model("timm:beit_base_patch16_224", num_classes=5, input_shape=(3, 64, 64),
+                     model_args={"img_size": 64, "patch_size": 1}, max_parameters=100_000_000)  # fmt: skip
+    with pytest.raises(ZooError, match="cannot be built with"):
+        create_model("timm:resnet18", num_classes=5, input_shape=(3, 32, 32), model_args={"img_size": 32})
+    from schemes.zoo import strict_json
+
+    with pytest.raises(ZooError, match="nests too deeply"):
+        strict_json("[" * 100_000 + "]" * 100_000, "a card")

@@ -173,3 +173,16 @@ def test_a_pinned_image_folder_streams_through_workers_and_verifies(
         embed_to_bundle(identity, "lenet5", "folder-digits", tmp_path / "b2", scheme="new-label",
                         overrides={"epochs": 1}, model_path=given[0], pinned=[pinned])  # fmt: skip
     community.community_data.cache_clear()
+
+
+def test_new_label_refuses_a_suspect_whose_delta_is_one_of_its_own_classes() -> None:
+    from schemes import new_label
+    from schemes.base import SchemeError
+    from schemes.community import community_data
+
+    data = community_data("digits", (1, 28, 28))
+    info = {"scheme": "new-label", "dataset": "digits", "delta": 10, "beta": 0.3, "n": 100, "threshold": 0.25,
+            "input_shape": [1, 28, 28], "mean": list(data.mean), "std": list(data.std)}  # fmt: skip
+    wide = ModelCard("lenet5", 100, (1, 28, 28), data.mean, data.std).build()  # class 10 is an ordinary one
+    with pytest.raises(SchemeError, match="answers 100 classes"):
+        new_label.verify(wide, bytes(32), {}, info)
