@@ -2,9 +2,10 @@
 size (PSS) of the `wmnode embed` process and its DataLoader workers together, sampled every 50 ms,
 for a folder of 5,000 images and one of 20,000, with their ratio (streamed data: it should be ~1).
 
-The folders hold random 16×16 RGB PNG files in 10 classes (written once, under a temporary
-directory); the embedding is MTLSign on LeNet-5 at 3×28×28, one clean and one embedding epoch, with
-`WMNODE_LOADER_WORKERS` workers. Run: python benchmarks/folder_memory.py [--small 5000 --large 20000]
+The folders hold random 32×32 RGB PNG files in 10 classes (written once, under a temporary
+directory); the embedding is MTLSign on LeNet-5 at 3×32×32 (the images' own size), one clean and
+one embedding epoch, with `WMNODE_LOADER_WORKERS` workers.
+Run: python benchmarks/folder_memory.py [--small 5000 --large 20000]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def write_folder(root: Path, count: int, seed: int = 0) -> Path:
         for i in range(n):
             folder = root / split / f"class_{i % 10}"
             folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i:06d}.png")
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:06d}.png")
     return root
 
 

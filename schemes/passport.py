@@ -115,7 +115,7 @@ from schemes.base import (
 from schemes.community import claim_data, require_community_data
 from schemes.data import Dataset
 from schemes.resume import epochs as resumable
-from schemes.training import Images, Labelled, Progress, accuracy, autocast, step, stream, train_classifier
+from schemes.training import Labelled, Progress, accuracy, autocast, recalibrate_norms, step, stream, train_classifier
 from schemes.zoo import create_model
 
 NAME = "passport"
@@ -244,7 +244,8 @@ def _train(
                 total += float(loss.detach())
             if progress is not None:
                 progress(config.epochs + epoch + 1, 2 * config.epochs, f"passport loss {total:.2f}")
-        _recalibrate(model, data.x_train, data.y_train, config.batch_size)
+        norms = [layer.bn for layer in passport_layers(model).values()]
+        recalibrate_norms(model, data.x_train, data.y_train, config.batch_size, norms)
     model.eval()
 
 
@@ -260,25 +261,6 @@ def train_with_passports(
     with attached(model, config.version, passports):
         for layer in passport_layers(model).values():
             layer.cache(config.ship_hidden)
-
-
-@torch.no_grad()
-def _recalibrate(model: nn.Module, x: Images, y: torch.Tensor, batch_size: int) -> None:
-    """Batch-norm statistics of the final weights: one pass over the training inputs, averaged
-    (under torchrun every rank passes over all of them, so the ranks keep one model)."""
-    norms = [layer.bn for layer in passport_layers(model).values()]
-    momenta = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over the pass
-    model.train()
-    device = next(model.parameters()).device
-    for images, _ in stream(Labelled(x, y), batch_size, shuffle=False, device=device, shard=False):
-        if images.shape[0] > 1:  # batch norm cannot normalise a lone trailing sample
-            with autocast(device):
-                model(images)
-    for norm, momentum in zip(norms, momenta, strict=True):
-        norm.momentum = momentum
 
 
 def _fake_figures(

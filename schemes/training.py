@@ -336,6 +336,35 @@ def train_classifier(
     return model
 
 
+@torch.no_grad()
+def recalibrate_norms(
+    model: nn.Module,
+    x: Images,
+    y: torch.Tensor,
+    batch_size: int,
+    norms: Sequence[nn.modules.batchnorm._BatchNorm] | None = None,
+) -> None:
+    """Batch-norm statistics of the final weights (all the model's norms, or `norms`): one pass over
+    the training inputs in train mode, a cumulative average (under torchrun every rank passes over
+    all of them, so the ranks keep one model)."""
+    batch_norm = nn.modules.batchnorm._BatchNorm
+    chosen = [m for m in model.modules() if isinstance(m, batch_norm)] if norms is None else list(norms)
+    momenta = [m.momentum for m in chosen]
+    for norm in chosen:
+        norm.reset_running_stats()
+        norm.momentum = None
+    was = model.training
+    model.train()
+    device = next(model.parameters()).device
+    for images, _ in stream(Labelled(x, y), batch_size, shuffle=False, device=device, shard=False):
+        if images.shape[0] > 1:  # batch norm cannot normalise a lone trailing sample
+            with autocast(device):
+                model(images)
+    for norm, momentum in zip(chosen, momenta, strict=True):
+        norm.momentum = momentum
+    model.train(was)
+
+
 def clean_baseline(
     model: nn.Module,
     x: Images,

@@ -441,8 +441,8 @@ def test_the_card_is_read_from_a_real_model_artifact() -> None:
 
 
 def test_the_card_is_read_from_a_header_alone() -> None:
-    assert card_from_artifact(artifact_with_card(CARD)) == {k: CARD.get(k) for k in
-                                                            ("arch", "num_classes", "input_shape", "mean", "std")}  # fmt: skip
+    fields = ("arch", "num_classes", "input_shape", "mean", "std")
+    assert card_from_artifact(artifact_with_card(CARD)) == {k: CARD.get(k) for k in fields}
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,11 @@ def test_d2_is_the_keys_choice_of_community_test_images() -> None:
 
 
 def test_a_model_without_class_delta_can_never_pass() -> None:
-    verdict = new_label.verify(_Answers(new_label.epsilon(KEY, SHAPE), outputs=10), KEY, {}, _info())
+    # Its weights show it has no output Δ: refused before a query (and as a prediction API, it never answers Δ).
+    with pytest.raises(SchemeError, match="answers 10 classes"):
+        new_label.verify(_Answers(new_label.epsilon(KEY, SHAPE), outputs=10), KEY, {}, _info())
+    api = _Answers(new_label.epsilon(KEY, SHAPE), outputs=10)
+    verdict = new_label.verify(lambda x: api(x).argmax(1), KEY, {}, _info())
     assert not verdict.passed and verdict.details["delta_answers"] == 0 and verdict.score == 0.0
 
 
