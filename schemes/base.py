@@ -124,6 +124,9 @@ class Scheme:
     bound: str = "binomial"
     #: Config overrides for a seconds-long embedding on the digits data (contract tests, smoke runs).
     quick: Mapping[str, object] = field(default_factory=dict)
+    #: Whether every verification input is generated from the key alone (MTLSign's QR codes), so any
+    #: community can verify a claim whatever data the model was trained on.
+    key_inputs: bool = False
 
 
 _SCHEMES: dict[str, Scheme] = {}

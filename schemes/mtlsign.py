@@ -269,6 +269,7 @@ SCHEME = register_scheme(
         embed=embed,
         verify=verify,
         bound="chernoff",
+        key_inputs=True,
         quick={"n": 600, "clean_epochs": 8, "embed_epochs": 40, "da_attacks": 1, "da_epochs": 3},
     )
 )

@@ -12,7 +12,7 @@ import shutil
 import struct
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, Pinned
 from schemes.attacks import prune_global_l1
 from schemes.base import SchemeError, get_scheme, make_config
 from schemes.bundle import Bundle, KeyRecord, load_bundle, save_bundle
-from schemes.community import pin
+from schemes.community import pin, require_community_data
 from schemes.data import load_dataset
 from schemes.distributed import broadcast_bytes, broadcast_modules, check_in_step, distributed
 from schemes.resume import barrier, checkpoints
@@ -52,6 +52,7 @@ def embed_to_bundle(
     model_path: Path | None = None,
     pinned: Sequence[PinnedDataset] = (),
     resume: bool = False,
+    notice: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Derive an owner-bound key (DESIGN §4.2) from a fresh nonce (or the one given, to repeat an
     embedding), embed `scheme` into a fresh `arch` model (or the variant the scheme asks for), or
@@ -68,7 +69,7 @@ def embed_to_bundle(
     manifest, and goes by its community name, so every member can rebuild the verification inputs."""
     with distributed():  # one process, or one of torchrun's (schemes.distributed)
         return _embed_to_bundle(identity, arch, dataset, out, scheme, data_path, overrides, progress, nonce,
-                                start_from, model_path, pinned, resume)  # fmt: skip
+                                start_from, model_path, pinned, resume, notice)  # fmt: skip
 
 
 def _embed_to_bundle(
@@ -85,6 +86,7 @@ def _embed_to_bundle(
     model_path: Path | None,
     pinned: Sequence[PinnedDataset],
     resume: bool,
+    notice: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     spec = get_scheme(scheme)
     config = make_config(spec, overrides)
@@ -125,17 +127,34 @@ def _embed_to_bundle(
     run = {"scheme": spec.name, "config": _plain(dataclasses.asdict(config)), "card": card.to_json(),
            "dataset": dataset, "owner": identity.public_hex,
            "model": None if given_hash is None else given_hash.hexdigest()}  # fmt: skip
+    if not spec.key_inputs:
+        require_community_data(data, spec.name)  # refuses, saying what would work, before any training
+    report_verifiable = verifiable(spec.key_inputs, spec.name, data.name)
+    if notice is not None and rank() == 0:
+        notice(report_verifiable)  # said before any training
     nonce = _run_nonce(out / CHECKPOINT_DIR, run, nonce, resume)
     owner_key = derive_owner_key(identity, nonce)
     with checkpoints(out / CHECKPOINT_DIR):
         wm = spec.embed(model, data, owner_key.key, config, progress, clean=given)
     check_in_step(wm.model)
     key = KeyRecord(nonce.hex(), identity.public_hex, owner_key.key_proof.hex())
-    report = {**wm.report, "baseline": "the given model" if given is not None else "a clean model trained alike"}
+    report = {
+        **wm.report,
+        "baseline": "the given model" if given is not None else "a clean model trained alike",
+        "verifiable": report_verifiable,
+    }
     if rank() == 0:
         save_bundle(out, Bundle(wm.model, card, wm.verifier, wm.info, key, report))
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     return {**report, "scheme": spec.name, "bundle": str(out), "key_hash": owner_key.key_hash}
+
+
+def verifiable(key_inputs: bool, scheme: str, dataset: str) -> str:
+    """Whether a community could verify a claim on the result (DESIGN §6.1), in words; data no
+    member holds is refused by the scheme itself, before any training, saying what would work."""
+    if key_inputs:
+        return f"verifiable by any community: {scheme}'s verification inputs are generated from the key"
+    return f"verifiable by communities that hold {dataset!r}: {scheme} rebuilds its inputs from the key over it"
 
 
 #: Where an embedding keeps its epoch checkpoints, inside the bundle directory it writes.

@@ -122,6 +122,7 @@ def embed(
             model_path=model_path,
             pinned=pinned,
             resume=resume,
+            notice=lambda text: click.echo(text, err=True),
         )
     if int(os.environ.get("RANK", "0")) != 0:
         return  # rank 0 reports (and wrote the bundle)

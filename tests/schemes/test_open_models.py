@@ -57,6 +57,8 @@ def test_new_label_watermarks_the_given_model_by_fine_tuning(given: tuple[Path, 
     # The fidelity baseline is the given model itself, on the same test split.
     assert report["clean_accuracy"] == pytest.approx(given_accuracy) and report["baseline"] == "the given model"
     assert report["accuracy"] >= given_accuracy - 0.05, report
+    # Said before any training: who could verify a claim on the result.
+    assert "verifiable by communities that hold 'digits'" in result.stderr and report["verifiable"]
     config = json.loads((out / "config.json").read_text())  # the result is in the Hub layout too
     assert config["architecture"] == "timm:test_resnet" and config["num_classes"] == 11
     # Normalisation is the card's, never recomputed; the trained classifier was extended, not reset.

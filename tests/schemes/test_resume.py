@@ -46,6 +46,7 @@ def test_a_resumed_embedding_is_the_one_never_interrupted(tmp_path: Path) -> Non
     with pytest.raises(Exception, match="differs from the run it would resume in config"):
         embed_to_bundle(IDENTITY, "lenet5", "digits", tmp_path / "cut", overrides={**QUICK, "n": 300}, resume=True)
     report = embed_to_bundle(IDENTITY, "lenet5", "digits", tmp_path / "cut", overrides=QUICK, resume=True)
+    assert report["verifiable"].startswith("verifiable by any community: mtlsign's verification inputs")
     assert not (tmp_path / "cut" / CHECKPOINT_DIR).exists()  # a finished run leaves its bundle alone
     whole, cut = load_bundle(tmp_path / "whole"), load_bundle(tmp_path / "cut")
     assert cut.key.nonce == whole.key.nonce
