@@ -333,8 +333,8 @@ def test_a_claim_on_a_scheme_the_community_does_not_judge_is_refused(
         ({**MTLSIGN_INFO, "n": 100_000}, r"100000 inputs of \[1, 28, 28\] \(78400000 elements\) exceed the community"),
         # Within the caps, but not the inputs the suspect takes.
         ({**MTLSIGN_INFO, "input_shape": [1, 32, 32]}, r"\[1, 32, 32\] is not the suspect's \[1, 28, 28\]"),
-        ({**MTLSIGN_INFO, "mean": [1]}, "mtlsign info: mean is not the suspect's normalisation"),
-        ({**MTLSIGN_INFO, "std": [2]}, "mtlsign info: std is not the suspect's normalisation"),
+        ({**MTLSIGN_INFO, "mean": [1]}, "mtlsign info: mean and std are neither the suspect's normalisation"),
+        ({**MTLSIGN_INFO, "std": [2]}, "mtlsign info: mean and std are neither the suspect's normalisation"),
     ],
 )  # fmt: skip
 def test_the_small_info_attack_is_refused_on_arrival(
