@@ -3,9 +3,9 @@ peak at the PSS (process and DataLoader workers) of one over 5,000, within 10 % 
 folder_memory.py prints the same figures).
 
 Not yet on every machine, so it is a `bench` check, run by hand (`pytest -m bench`), not in CI: it
-measured 1.018 on the development machine but 1.137 in a fresh CI clone (685 → 779 MiB). The peak
-comes late in the run, in the main process after its workers have gone, not from any structure
-that holds the data: see issue 13's note."""
+measured 1.018 on the development machine but 1.137 in a fresh CI clone (685 → 779 MiB), and peaks
+vary from run to run by more than the bar; nothing that holds the data grows, and the cause is not
+found yet: see issue 13's note."""
 
 from __future__ import annotations
 
