@@ -186,8 +186,7 @@ def build_triggers(
     """The first n triggers of the candidate (CPU float32, normalised), bit for bit from the key."""
     p, q = base_pairs(key, data.y_train, triple, n, candidate)
     x = data.x_train
-    first, second = (x[i] if isinstance(x, torch.Tensor) else x[i.numpy()] for i in (p, q))
-    return fuse(first.cpu(), second.cpu(), mode, r, data.mean, data.std).contiguous()
+    return fuse(x[p].cpu(), x[q].cpu(), mode, r, data.mean, data.std).contiguous()
 
 
 def dataset_digest(data: Dataset[Any]) -> str:

@@ -78,6 +78,7 @@ from schemes.training import (
     agreement,
     autocast,
     clean_baseline,
+    in_memory,
     step,
     stream,
 )
@@ -148,7 +149,7 @@ class _Noised:
     def fetch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         index = index.cpu()
         rows = self.rows[index]
-        images = self.x[rows] if isinstance(self.x, torch.Tensor) else self.x[rows.numpy()]
+        images = self.x[rows]
         if self.pattern is not None:
             noise = self.pattern.expand(len(index), *self.pattern.shape)
         else:
@@ -161,7 +162,7 @@ class _Noised:
 
     @property
     def in_memory(self) -> bool:
-        return isinstance(self.x, torch.Tensor)
+        return in_memory(self.x)
 
 
 def _epoch_set(data: Dataset, chosen: torch.Tensor, pattern: torch.Tensor, delta: int, config: Config,

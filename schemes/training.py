@@ -78,7 +78,8 @@ class Source(Protocol):
     def in_memory(self) -> bool: ...
 
 
-def _in_memory(x: object) -> bool:
+def in_memory(x: object) -> bool:
+    """Whether images are a tensor (fetched in process) rather than files (fetched by workers)."""
     return isinstance(x, torch.Tensor)
 
 
@@ -95,12 +96,11 @@ class Labelled:
 
     def fetch(self, index: torch.Tensor) -> Batch:
         rows = index.cpu() if self.subset is None else self.subset.cpu()[index.cpu()]
-        images = self.x[rows] if _in_memory(self.x) else self.x[rows.numpy()]
-        return images, self.y.cpu()[rows]
+        return self.x[rows], self.y.cpu()[rows]
 
     @property
     def in_memory(self) -> bool:
-        return _in_memory(self.x)
+        return in_memory(self.x)
 
 
 @dataclass(frozen=True)
