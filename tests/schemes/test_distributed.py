@@ -67,9 +67,11 @@ def test_ranks_share_the_batches_and_stay_one_model(tmp_path: Path) -> None:
 def test_mtlsign_under_torchrun_with_two_gloo_processes_gives_a_bundle_that_verifies(tmp_path: Path) -> None:
     key = tmp_path / "owner.key"
     subprocess.run([sys.executable, "-m", "registry.cli", "keygen", "--out", str(key)], check=True, capture_output=True)
-    options = ["-o", "clean_epochs=8", "-o", "embed_epochs=40", "-o", "da_attacks=1", "-o", "da_epochs=3"]
     walls = {}
     for nproc in (1, 2):
+        # Each of N processes takes every N-th batch: N times the epochs give the same optimiser steps.
+        options = ["-o", f"clean_epochs={8 * nproc}", "-o", f"embed_epochs={40 * nproc}", "-o", "da_attacks=1",
+                   "-o", "da_epochs=3"]  # fmt: skip
         out = tmp_path / f"bundle-{nproc}"
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
         command = [*launcher, "-m", "registry.cli", "embed", "--identity", str(key), "--out", str(out), "--json",
