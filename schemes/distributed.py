@@ -45,6 +45,10 @@ def distributed(timeout_seconds: float = 1800) -> Iterator[None]:
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_seconds))
     try:
         yield
+        # Leave together: a rank that tore its group down and exited while rank 0 still wrote the
+        # bundle was once aborted by gloo ("terminate called without an active exception"), and a
+        # rank's exit status should not say done before the bundle is written.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
