@@ -126,6 +126,13 @@ def embed(
         )
     if int(os.environ.get("RANK", "0")) != 0:
         return  # rank 0 reports (and wrote the bundle)
+    if report["wm_score"] < report["threshold"]:
+        click.echo(
+            f"warning: the watermark did not take: score {report['wm_score']:.4f} under its threshold "
+            f"{report['threshold']}, so a claim on this model would be lost; embed again (a fresh nonce) or with "
+            "more epochs (-o ...) before publishing",
+            err=True,
+        )
     if as_json:
         echo_json(report)
         return

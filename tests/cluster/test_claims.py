@@ -28,11 +28,10 @@ from registry.localnet import LocalCommunity
 from registry.log import APPENDED, REJECTED, RegistryLog
 from registry.messages import Claim, Vote
 from registry.ownership import BundleFiles, claim_suspect, publish_bundle, wait_decided
-from schemes import get_scheme
 from schemes.serving import PATH, RemotePredictor, encode_batch
 from schemes.workflow import attack_model, embed_to_bundle
 from schemes.zoo import load_model, model_to_bytes
-from tests.cluster.community import start_community, write_configs
+from tests.cluster.community import embed_marked, start_community, write_configs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -60,7 +59,7 @@ def owner() -> Identity:
 def owner_bundle(base: Path, owner: Identity, community: LocalCommunity) -> Path:
     """A quick MTLSign embedding on LeNet-5/digits, published before it is released."""
     bundle = base / "owner"
-    embed_to_bundle(owner, "lenet5", "digits", bundle, scheme="mtlsign", overrides=get_scheme("mtlsign").quick)
+    embed_marked(owner, "mtlsign", bundle)
     with community.client(0) as client:
         publish_bundle(client, owner, bundle)
     return bundle
@@ -324,7 +323,7 @@ def test_a_black_box_claim_against_serve_model_is_decided_owner(
 ) -> None:
     owner = Identity.generate()
     bundle = base / f"bb-{scheme}"
-    embed_to_bundle(owner, "lenet5", "digits", bundle, scheme=scheme, overrides=get_scheme(scheme).quick)
+    embed_marked(owner, scheme, bundle)
     with _serve_model(bundle) as url:
         with community.client(0) as client:
             publish_bundle(client, owner, bundle)

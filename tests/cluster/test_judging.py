@@ -24,11 +24,10 @@ from registry.judges import rss_bytes
 from registry.localnet import LocalCommunity, write_local_configs
 from registry.messages import Claim, Publish, predict_model_hash
 from registry.ownership import claim_suspect, publish_bundle, wait_decided
-from schemes import get_scheme
 from schemes.attacks import prune_global_l1
 from schemes.community import community_data
-from schemes.workflow import embed_to_bundle
 from schemes.zoo import load_model, save_model
+from tests.cluster.community import embed_marked
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -108,7 +107,7 @@ def test_slow_claims_of_one_claimant_do_not_delay_anothers(
 ) -> None:
     owner, claimant = Identity.generate(), Identity.generate()
     bundle = tmp_path / "owner"
-    embed_to_bundle(owner, "lenet5", "digits", bundle, scheme="mtlsign", overrides=get_scheme("mtlsign").quick)
+    embed_marked(owner, "mtlsign", bundle)
     model, card = load_model(bundle)
     suspects = []
     for i in range(2):

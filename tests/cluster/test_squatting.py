@@ -28,12 +28,11 @@ from registry.identity import Identity, derive_owner_key
 from registry.localnet import LocalCommunity, write_local_configs
 from registry.messages import Claim, Publish
 from registry.ownership import claim_suspect, publish_bundle, suspect_uri, wait_decided
-from schemes import get_scheme
 from schemes.blind import key_targets
 from schemes.community import community_data
 from schemes.mtlsign import WatermarkHead
-from schemes.workflow import embed_to_bundle
 from schemes.zoo import create_model
+from tests.cluster.community import embed_marked
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -208,7 +207,7 @@ def test_early_squatters_lose_to_the_victim_for_every_scheme(community: LocalCom
         bundles = {}
         for scheme in SCHEMES:
             bundle = tmp_path / scheme
-            embed_to_bundle(victim, "lenet5", "digits", bundle, scheme=scheme, overrides=get_scheme(scheme).quick)
+            embed_marked(victim, scheme, bundle)
             publish_bundle(client, victim, bundle)
             bundles[scheme] = bundle
         # 3. The attacker claims every victim's model with every early record.

@@ -68,3 +68,16 @@ def test_embed_and_verify_a_black_box_scheme_through_the_cli(identity: Path, tmp
     assert result.exit_code == 0, result.output
     verdict = json.loads(result.stdout)
     assert verdict["passed"] is True and {"score", "threshold"} <= set(verdict)
+
+
+def test_embed_warns_when_the_watermark_did_not_take(identity: Path, tmp_path: Path) -> None:
+    # One epoch of function-coupled's 30: the bundle is written (nothing lost), and the owner is told
+    # before publishing that a claim on it would be lost.
+    out = tmp_path / "weak"
+    args = ["embed", "--scheme", "function-coupled", "--identity", str(identity), "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "-o", "epochs=1", "-o", "n_train=20", "-o", "n_verify=20"])
+    assert result.exit_code == 0, result.output
+    assert (out / "info.json").is_file()
+    score = float(result.stdout.split("watermark ")[1].split()[0])
+    assert score < 0.9, score
+    assert "warning: the watermark did not take: score" in result.stderr and "before publishing" in result.stderr
