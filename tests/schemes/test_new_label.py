@@ -290,4 +290,5 @@ def test_default_embedding_meets_the_issue_bars() -> None:
     assert not new_label.verify(other, KEY, owner.verifier, owner.info).passed
     torch.manual_seed(1)
     clean = create_model("lenet5", num_classes=10, input_shape=data.input_shape)
-    assert not new_label.verify(clean, KEY, owner.verifier, owner.info).passed
+    with pytest.raises(SchemeError, match="answers 10 classes"):  # no Δ to answer: refused, never passed
+        new_label.verify(clean, KEY, owner.verifier, owner.info)
