@@ -51,7 +51,7 @@ import copy
 import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,7 +270,6 @@ def _train_watermarked(
     key: bytes,
     config: Config,
     progress: Progress | None,
-    calibrate: Callable[[nn.Module], None] | None = None,
 ) -> None:
     """Algorithm 1 lines 3–12 on the training set ∪ triggers and X_ft."""
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -288,10 +287,6 @@ def _train_watermarked(
         ft_loss = finetune_step(model, masks, config.p, ft, config.lr_ft)  # lines 10–11
         if progress is not None:
             progress(config.epochs + epoch + 1, 2 * config.epochs, f"watermark: loss {total:.2f} ft {ft_loss:.3f}")
-    if calibrate is not None:
-        # Batch norms (none in the paper's networks) saw masked, rescaled weights all along: their
-        # statistics are taken again with the weights the model is published with.
-        calibrate(model)
     model.eval()
 
 
@@ -355,8 +350,10 @@ def embed(
     ft = torch.from_numpy(key_permutation(key, NAME, "ft", n)[: math.ceil(config.ft_fraction * n)])
     marked = Labelled(triggers, torch.full((config.n_train,), triple[0], dtype=torch.int64))
     train = Joined([Labelled(data.x_train, data.y_train), marked])
-    _train_watermarked(model, train, Labelled(data.x_train, data.y_train, ft), key, config, progress,
-                       lambda m: recalibrate_norms(m, data.x_train, data.y_train, config.batch_size))  # fmt: skip
+    _train_watermarked(model, train, Labelled(data.x_train, data.y_train, ft), key, config, progress)
+    # Batch norms (none in the paper's networks) saw masked, rescaled weights all along: their
+    # statistics are taken again with the weights the model is published with.
+    recalibrate_norms(model, data.x_train, data.y_train, config.batch_size)
     info = _info(data, config, candidate, source)
     verifier: dict[str, torch.Tensor] = {}
     verdict = verify(model, key, verifier, info)

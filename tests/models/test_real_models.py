@@ -10,17 +10,14 @@ the smallest that pass on a 2-core CPU; every figure is printed (`-s`)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from registry.cli import main
 from registry.identity import Identity, write_identity
@@ -32,6 +29,7 @@ from schemes.data import load_dataset
 from schemes.folder import folder_manifest
 from schemes.training import accuracy, train_classifier
 from schemes.zoo import ModelCard, save_model
+from tests.helpers import digit_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -50,28 +48,11 @@ BUDGETS: dict[str, list[str]] = {
 }
 
 
-def _write_folder(root: Path) -> Path:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    counts: dict[tuple[str, int], int] = {}
-    for image, label in zip(bunch.images, bunch.target, strict=True):
-        for split, cap in (("train", PER_CLASS), ("val", TEST_PER_CLASS)):
-            key = (split, int(label))
-            if counts.get(key, 0) < cap:
-                folder = root / split / f"class_{label}"
-                folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray((image * 15.9).astype(np.uint8)).save(folder / f"{counts.get(key, 0):04d}.png")
-                counts[key] = counts.get(key, 0) + 1
-                break
-    return root
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The folder, its pin (a community config), an owner, and its two trained models in the Hub layout."""
     base = tmp_path_factory.mktemp("real")
-    folder = _write_folder(base / "data")
+    folder = digit_folder(base / "data", PER_CLASS, TEST_PER_CLASS)
     pinned = PinnedDataset(NAME, "folder", folder, folder_manifest(folder), 10)
     pin = (f'\n[[datasets]]\nname = "{NAME}"\nformat = "folder"\npath = "{folder}"\n'
            f'manifest_sha256 = "{pinned.manifest_sha256}"\nnum_classes = 10\n')  # fmt: skip
@@ -156,4 +137,3 @@ def test_claims_on_the_timm_model_are_decided_owner_by_three_node_processes(worl
                 assert (status["decided"], status["result"]) == ("owner", "owner"), status["votes"]
     finally:
         nodes.stop()
-    os.environ.pop("WMNODE_LOADER_WORKERS", None)

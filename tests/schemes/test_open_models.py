@@ -20,6 +20,7 @@ from schemes.data import load_dataset
 from schemes.judge import judge
 from schemes.training import accuracy, train_classifier
 from schemes.zoo import ModelCard, load_model, model_to_bytes, save_model
+from tests.helpers import digit_folder
 
 SHAPE = (1, 16, 16)
 
@@ -130,25 +131,6 @@ def test_a_node_builds_only_what_its_community_allows(given: tuple[Path, float],
     assert vote["verdict"] == "not-owner" and reason in vote["reason"], vote
 
 
-def _digit_folder(root: Path, per_class: int = 24, test_per_class: int = 6) -> Path:
-    """An ImageFolder-layout copy of some digits (8×8 greys as PNG files), class folders 0-9."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    counts: dict[tuple[str, int], int] = {}
-    for image, label in zip(bunch.images, bunch.target, strict=True):
-        for split, cap in (("train", per_class), ("val", test_per_class)):
-            key = (split, int(label))
-            if counts.get(key, 0) < cap:
-                folder = root / split / str(label)
-                folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray((image * 15.9).astype(np.uint8)).save(folder / f"{counts.get(key, 0):03d}.png")
-                counts[key] = counts.get(key, 0) + 1
-                break
-    return root
-
-
 def test_a_pinned_image_folder_streams_through_workers_and_verifies(
     given: tuple[Path, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,7 +142,7 @@ def test_a_pinned_image_folder_streams_through_workers_and_verifies(
     monkeypatch.setattr(community, "_PINNED", {})
     monkeypatch.setenv("WMNODE_LOADER_WORKERS", "2")  # the DataLoader path, with worker processes
     community.community_data.cache_clear()
-    folder = _digit_folder(tmp_path / "digits-folder")
+    folder = digit_folder(tmp_path / "digits-folder", 24, 6)
     pinned = PinnedDataset("folder-digits", "folder", folder, folder_manifest(folder), 10)
     identity = Identity(Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33))))
     with pytest.raises(Exception, match="no community could verify"):  # the same files, not pinned
