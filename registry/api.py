@@ -259,7 +259,16 @@ def check_claim_info(log: RegistryLog, claim: Claim, store: ArtifactStore, polic
         raise RejectedError(f"the info is over {MAX_INFO_BYTES} bytes")
     with log.state.lock:
         publish = log.state.publishes.get(claim.publish)
-    scheme = publish["scheme"] if publish is not None else ""
+    if publish is None:
+        raise RejectedError(f"claim: entry {claim.publish} is not a publish")
+    # DESIGN §6.1: the info and verifier judged are the ones the publish committed to, not others
+    # uploaded beside them (a claim naming another info would commit, and every node vote `error`).
+    if digest != publish["info_hash"]:
+        raise RejectedError("claim: info_uri is not the info its publish names (info_hash)")
+    verifier = claim.verifier_uri.removeprefix("sha256:")
+    if uri_kind(claim.verifier_uri) == ARTIFACT and verifier != publish["verifier_hash"]:
+        raise RejectedError("claim: verifier_uri is not the verifier artifact its publish names (verifier_hash)")
+    scheme = publish["scheme"]
     typed = parse_info(scheme, parse_json(store.path(digest).read_bytes(), limit=MAX_INFO_BYTES, floats=True), policy)
     if uri_kind(claim.verifier_uri) == ARTIFACT and store.has(claim.verifier_uri[7:]):
         check_verifier(typed, tensor_names(safetensors_header(store.path(claim.verifier_uri[7:]))))

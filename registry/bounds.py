@@ -9,7 +9,10 @@ reference models reached on the same questions. Then
 * "chernoff": MTLSign's appendix A, P[X ≥ γN] ≤ ((1 − p + p·e^λ)/e^(γλ))^N at the best λ,
   which is exp(−N·KL(γ ‖ p)).
 
-Both treat the n answers as independent; that is what the reference models check empirically.
+Both treat the n answers as independent. Whether they are is measured on the suspect itself: the
+judge verifies control keys nobody knew before the claim committed, and p is at least
+`rate_upper_bound` of the controls' pooled answers (answers that move together, such as one ε or
+one base pair shared by n questions, spread the controls' scores and raise that bound).
 """
 
 from __future__ import annotations
@@ -58,6 +61,23 @@ def false_positive_bound(kind: str, n: int, threshold: float, p: float) -> float
     k = math.ceil(threshold * n - 1e-9)
     p = min(1.0, max(0.0, p))
     return binomial_tail(n, k, p) if kind == "binomial" else chernoff_tail(n, k, p)
+
+
+def rate_upper_bound(hits: int, n: int, alpha: float = 1e-3) -> float:
+    """The one-sided Clopper-Pearson upper confidence bound on a rate seen as `hits` of `n`: the p at
+    which P[Bin(n, p) ≤ hits] = `alpha` (found by bisection on the exact tail)."""
+    if n <= 0:
+        return 1.0
+    if hits >= n:
+        return 1.0
+    low, high = hits / n, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        if 1.0 - binomial_tail(n, hits + 1, mid) > alpha:  # P[Bin ≤ hits] still above alpha
+            low = mid
+        else:
+            high = mid
+    return high
 
 
 def bound_text(value: float) -> str:

@@ -193,8 +193,14 @@ class VerificationPolicy:
     #: The largest false-positive bound an `owner` vote may rest on (DESIGN §6.1 rule 3).
     max_false_positive: float = 1e-6
     #: Caps on the work one claim can cause (§6.2): inputs × C × H × W, queries to an API.
-    max_input_elements: int = 8_000_000
-    max_queries: int = 2_000
+    max_input_elements: int = 32_000_000
+    max_queries: int = 20_000
+    #: Control keys each judge verifies on the suspect (DESIGN §6.1 rule 3, schemes.controls); their
+    #: inputs count against the caps above with the claim's own.
+    control_keys: int = 8
+    #: A prediction API answers each request (at most 256 inputs) within this many seconds, or the
+    #: claim is refused: a slow API holds a judge for seconds, not minutes (§6.2).
+    predict_deadline_seconds: int = 2
     #: Inputs are at most this many pixels high and wide, with 1 or 3 channels: a judge resizes the
     #: whole data set to the claim's input shape, so the shape bounds its memory as well as the queries.
     max_input_side: int = 64
@@ -235,8 +241,10 @@ _FLOOR_TABLES = ("mtlsign", "new_label", "function_coupled", "blind", "passport"
 #: Floors a community may only raise ("min_*"), caps it may only lower ("max_*").
 _GLOBAL_BOUNDS: dict[str, tuple[float, float]] = {
     "max_false_positive": (1e-300, DEFAULT_POLICY.max_false_positive),
-    "max_input_elements": (1, 8_000_000),
-    "max_queries": (1, 2_000),
+    "max_input_elements": (1, 32_000_000),
+    "max_queries": (1, 20_000),
+    "control_keys": (8, 64),
+    "predict_deadline_seconds": (1, 30),
     "max_input_side": (8, 1024),
     "judges": (2, 64),
     "judge_memory_mib": (256, 65_536),
@@ -426,11 +434,13 @@ class Info:
                 f"{self.SCHEME} info: input_shape {list(self.input_shape)} must have 1 or 3 channels and sides of at "
                 f"most {policy.max_input_side} pixels (the community's cap)"
             )
+        count *= 1 + policy.control_keys  # the controls ask the same number each
         elements = count * math.prod(self.input_shape)
         if count > policy.max_queries or elements > policy.max_input_elements:
             raise InfoError(
                 f"{self.SCHEME} info: {count} inputs of {list(self.input_shape)} ({elements} elements) exceed the "
-                f"community's caps ({policy.max_queries} inputs, {policy.max_input_elements} elements)"
+                f"community's caps ({policy.max_queries} inputs, {policy.max_input_elements} elements), with "
+                f"{policy.control_keys} control keys"
             )
 
     def _floor(self, name: str, value: float, least: float) -> None:
@@ -744,10 +754,9 @@ def _header(data: bytes, what: str) -> dict[str, Any]:
     return header
 
 
-#: A normalisation other than the suspect card's (or a data set's own statistics) must lie in these
-#: bounds, in [0, 1]-pixel units: the means, and the stds (ImageNet's are 0.229-0.225, most published
-#: ones 0.2-0.35). A claimant cannot choose one that scales the verification inputs far out of any
-#: range a model was trained on; a thief who nudges a stolen model's card does not void the owner's.
+#: An info's normalisation is only the encoding its verification inputs are built in (the judge turns
+#: them back into raw pixels, schemes.suspect): its data set's own statistics, or one in these bounds
+#: ([0, 1]-pixel units), so the round trip through it keeps every pixel's precision.
 MEAN_RANGE = (0.0, 1.0)
 STD_RANGE = (0.1, 0.5)
 
@@ -759,28 +768,12 @@ def image_normalisation(mean: Sequence[float], std: Sequence[float]) -> bool:
 
 
 def check_against_card(info: Info, card: Mapping[str, Any], policy: VerificationPolicy = DEFAULT_POLICY) -> None:
-    """DESIGN §6.2: the verification inputs are shaped as the suspect takes them, normalised as it
-    does (or by an image normalisation, `MEAN_RANGE` and `STD_RANGE`); `card` is a `card_summary`."""
-    shape = card.get("input_shape")
-    if shape != list(info.input_shape):
-        raise InfoError(
-            f"{info.SCHEME} info: input_shape {list(info.input_shape)} is not the suspect's {str(shape)[:40]}"
-        )
-    same = True
-    for name in ("mean", "std"):
-        mine = getattr(info, name)
-        theirs = card.get(name)
-        equal = isinstance(theirs, list) and len(theirs) == len(mine)
-        same = (
-            same
-            and equal
-            and all(
-                isinstance(t, int | float) and abs(float(t) - m) <= 1e-6
-                for t, m in zip(theirs or (), mine, strict=False)
-            )
-        )
-    if not same and not image_normalisation(info.mean, info.std):
-        raise InfoError(f"{info.SCHEME} info: mean and std are neither the suspect's normalisation nor an image one")
+    """What a node refuses of a suspect's card before any work (`card` is a `card_summary`).
+
+    Neither the card's input size nor its normalisation is checked against the info: the judge
+    runs the suspect as its own function of raw pixels, normalised by its own card, at the input
+    shape the owner published (schemes.suspect, DESIGN §6.1 rule 4), so a thief who re-cards a copy
+    does not void the owner's claim, and the claimant chooses neither after the fact."""
     arch = card.get("arch")
     if info.SCHEME == "mtlsign" and isinstance(arch, str) and ":" in arch and not policy.mtlsign.open_architectures:
         raise InfoError(

@@ -47,7 +47,7 @@ from registry.encoding import MAX_MESSAGE_BYTES, canonical, parse_json
 from registry.errors import MessageError, NotFoundError, RejectedError, WmnodeError
 from registry.identity import Identity, verify_owner_key
 from registry.merkle import MerkleTree, leaf_hash
-from registry.messages import OWNER, Claim, Message, Publish, Reference, Vote, message_from_json
+from registry.messages import ERROR, OWNER, Claim, Message, Publish, Reference, Vote, message_from_json
 from registry.raft_transport import RaftAuth, SecureTransport, WireLimits, stretch_secret
 
 logger = logging.getLogger(__name__)
@@ -219,6 +219,8 @@ class LogState:
                 "nonce": msg.nonce,
                 "time": time,
                 "scheme": msg.scheme,
+                "info_hash": msg.info_hash,
+                "verifier_hash": msg.verifier_hash,
             }
         elif isinstance(msg, Claim):
             self.claims[index] = ClaimState(msg.publish, msg.owner, msg.model_hash, msg.body_hash(), {})
@@ -308,6 +310,23 @@ class LogState:
         if hashlib.sha256(key).hexdigest() != publish["key_hash"]:
             raise RejectedError(f"the revealed key does not hash to publish #{claim.publish}'s key_hash")
         verify_owner_key(claim.owner, bytes.fromhex(publish["nonce"]), key, proof)
+        # DESIGN §6.1 rule 4: repeated claims on one model pay for each other. A (publish, model)
+        # pair is tried again only after every earlier claim on it was decided `error` (nothing was
+        # decided), and then its judges count the earlier tries in the bound (`tries`).
+        for earlier in self.by_model.get(claim.model_hash, []):
+            state = self.claims[earlier]
+            if state.publish == claim.publish and state.decided != ERROR:
+                raise RejectedError(
+                    f"publish #{claim.publish} was already claimed on this model (claim #{earlier}, "
+                    f"{state.decided or 'not yet decided'}); a pair is tried again only after an `error` decision"
+                )
+
+    def tries(self, index: int) -> int:
+        """How many claims on claim #`index`'s (publish, model) pair up to and including it."""
+        with self.lock:
+            claim = self.claims[index]
+            return sum(1 for i in self.by_model.get(claim.model_hash, [])
+                       if i <= index and self.claims[i].publish == claim.publish)  # fmt: skip
 
     # -- snapshots --------------------------------------------------------------------------
 

@@ -291,10 +291,13 @@ class Vote(Message):
 
     `fp_bound` is the chance that a model independent of the key passes, as the node bounded it
     (registry.bounds); `references` the model hashes of the community's reference models the
-    verification also ran on (comma-separated, empty when none matched the suspect)."""
+    verification also ran on (comma-separated, empty when none matched the suspect); `controls` the
+    control keys it verified on the suspect (schemes.controls): "COUNT:MAX:NEAR:RATE", their number,
+    the best control's score per mille, how many came near the threshold and the upper bound on
+    their pooled per-answer rate (empty when the claim was not verified)."""
 
     TYPE: ClassVar[str] = "vote"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     SIGNER: ClassVar[str] = "node"
 
     node: str
@@ -306,6 +309,7 @@ class Vote(Message):
     reason: str
     fp_bound: str
     references: str
+    controls: str
 
     @classmethod
     def _validate_fields(cls, obj: dict[str, Any]) -> None:
@@ -328,6 +332,9 @@ class Vote(Message):
             raise MessageError(f"field 'references' must name at most {MAX_VOTE_REFERENCES} reference models")
         if refs and not all(is_hex(r, 32) for r in refs.split(",")):
             raise MessageError("field 'references' must be comma-separated SHA-256 hex digests")
+        controls = obj["controls"]
+        if not isinstance(controls, str) or not (controls == "" or _CONTROLS_RE.fullmatch(controls)):
+            raise MessageError("field 'controls' must be empty or 'COUNT:MAX:NEAR:RATE' like '8:120:0:1.40e-02'")
 
     @classmethod
     def create(
@@ -342,6 +349,7 @@ class Vote(Message):
         reason: str,
         fp_bound: str = "1.00e+00",
         references: tuple[str, ...] = (),
+        controls: str = "",
     ) -> Vote:
         unsigned = {
             "claim": claim,
@@ -352,10 +360,12 @@ class Vote(Message):
             "reason": reason,
             "fp_bound": fp_bound,
             "references": ",".join(references),
+            "controls": controls,
         }
         return cast(Vote, cls._sign(identity, unsigned))
 
 
+_CONTROLS_RE = re.compile(r"[1-9][0-9]{0,2}:(?:1000|[0-9]{1,3}):[0-9]{1,3}:" + BOUND_RE.pattern)
 _ARCH_RE = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
 _SHAPE_RE = re.compile(r"[1-9][0-9]{0,3}x[1-9][0-9]{0,3}x[1-9][0-9]{0,3}")
 

@@ -14,8 +14,10 @@ For every claim in the log that lacks this node's vote it
    decides (schemes.judge), and votes with the judge's verdict, false-positive bound and the
    references it checked; `error` with the reason when any step could not be carried out.
 
-Fairness (§6.2): claims are served round robin by claimant, so a burst from one claimant waits
-its turn behind another's single claim, and `judges` claims run at once. A claim being judged is
+Fairness (§6.2): claims are served in commit order, each claimant's k-th waiting claim after
+every claimant's (k−1)-th, so a burst from one claimant waits its turn behind another's single
+claim and a new identity is never served first for being new; `judges` claims run at once, and a
+prediction API must answer each request within the community's deadline. A claim being judged is
 marked on disk (data_dir/judging/INDEX); a node killed mid-judgement finds the mark at restart and
 votes `error` on that claim instead of judging it again, so it neither loops on a claim that
 kills it nor votes twice (apply refuses a second vote anyway). At first start the node also trains
@@ -77,6 +79,7 @@ class Judgement:
     reason: str
     fp_bound: str = "1.00e+00"
     references: tuple[str, ...] = ()
+    controls: str = ""
 
 
 class _Files:
@@ -130,9 +133,6 @@ class VerifierWorker:
         self._in_flight: set[int] = set()
         #: Votes judged but not yet committed (a quorum outage): resubmitted, never re-judged.
         self._unsent: dict[int, Vote] = {}
-        #: Round robin by claimant: the tick at which each claimant was last served.
-        self._served: dict[str, int] = {}
-        self._tick = 0
         self._threads: list[threading.Thread] = []
         #: Set once the judges are up and the log is replayed; then once the references are recorded.
         self.ready = threading.Event()
@@ -270,33 +270,36 @@ class VerifierWorker:
             return sum(1 for i, c in self.log.state.claims.items() if me not in c.votes and i not in self._done)
 
     def _take(self) -> int | None:
-        """The next claim to judge: the lowest pending one of the claimant served longest ago.
-
-        One claimant holds at most `judges − 1` judges at once, so a burst of slow claims from one
-        claimant always leaves a judge free for the next claimant's claim."""
+        """The next claim to judge: in commit order, each claimant's k-th waiting claim after every
+        claimant's (k−1)-th (DESIGN §6.2). Nothing favours a claimant for being new: a fresh identity's
+        first claim waits behind every first claim committed before it, and a burst from one claimant
+        waits behind another's single claim. One claimant holds at most `judges − 1` judges at once,
+        so a burst of slow claims always leaves a judge for the next claimant; what a slow claim can
+        hold a judge for is bounded (the judge's limits, a prediction API's per-request deadline).
+        The order is derived from the log and the claims in flight: no per-claimant state is kept."""
         me = self.identity.public_hex
         with self.log.state.lock:
-            pending = [
+            waiting = [
                 (i, c.owner) for i, c in sorted(self.log.state.claims.items())
-                if me not in c.votes and i not in self._done and i not in self._in_flight
+                if me not in c.votes and i not in self._done
             ]  # fmt: skip
-            busy: dict[str, int] = {}
-            for index in self._in_flight:
-                claim = self.log.state.claims.get(index)
-                if claim is not None:
-                    busy[claim.owner] = busy.get(claim.owner, 0) + 1
+        busy: dict[str, int] = {}
+        for index, owner in waiting:
+            if index in self._in_flight:
+                busy[owner] = busy.get(owner, 0) + 1
         share = max(1, len(self.judges) - 1)
-        first: dict[str, int] = {}
-        for index, owner in pending:
-            if busy.get(owner, 0) < share:
-                first.setdefault(owner, index)
-        if not first:
+        rank: dict[str, int] = {}
+        best: tuple[int, int] | None = None
+        for index, owner in waiting:
+            rank[owner] = rank.get(owner, -1) + 1
+            if index in self._in_flight or busy.get(owner, 0) >= share:
+                continue
+            if best is None or (rank[owner], index) < best:
+                best = (rank[owner], index)
+        if best is None:
             return None
-        owner = min(first, key=lambda o: (self._served.get(o, -1), first[o]))
-        self._tick += 1
-        self._served[owner] = self._tick
-        self._in_flight.add(first[owner])
-        return first[owner]
+        self._in_flight.add(best[1])
+        return best[1]
 
     def _handle(self, index: int, judge: Judge) -> None:
         vote = self._unsent.pop(index, None)
@@ -320,6 +323,8 @@ class VerifierWorker:
         try:
             publish = self.log.entry(claim.publish)["msg"]
             job = self._prepare(claim, publish, files)
+            if isinstance(job, dict):  # seeded by the claim's leaf: nobody knew it before the commit
+                job.update(control_seed=self.log.entry(index)["leaf_hash"], tries=self.log.state.tries(index))
             answer = judge.run(job, self.limits) if isinstance(job, dict) else None
             if answer is None:
                 result = job if isinstance(job, Judgement) else Judgement(ERROR, 0, 0, "nothing to judge")
@@ -328,7 +333,7 @@ class VerifierWorker:
             else:
                 result = Judgement(
                     answer["verdict"], answer["score"], answer["threshold"], answer["reason"], answer["fp_bound"],
-                    tuple(answer["references"]),
+                    tuple(answer["references"]), answer["controls"],
                 )  # fmt: skip
         except InfoError as exc:
             result = Judgement(NOT_OWNER, 0, 0, f"refused: {exc.diagnostics()}"[:500])
@@ -380,6 +385,8 @@ class VerifierWorker:
             "references": references,
             "threshold_floor": getattr(floors, "min_threshold", getattr(floors, "min_gamma", 0.0)),
             "max_false_positive": self.policy.max_false_positive,
+            "controls": self.policy.control_keys,
+            "predict_deadline_s": self.policy.predict_deadline_seconds,
             "datasets": [d.job() for d in self.policy.datasets],
             "build": {"architectures": list(self.policy.architectures), "max_parameters": self.policy.max_parameters},
         }
@@ -414,6 +421,7 @@ class VerifierWorker:
             reason="".join(c if c.isprintable() else " " for c in result.reason)[:500],
             fp_bound=result.fp_bound,
             references=result.references,
+            controls=result.controls,
         )
 
     def _submit(self, msg: Message) -> bool:

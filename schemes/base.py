@@ -104,6 +104,23 @@ class _Verify(Protocol):
     ) -> Verdict: ...
 
 
+class _Survey(Protocol):
+    def __call__(
+        self, suspect: Suspect, seed: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]
+    ) -> Verdict: ...
+
+
+class _Control(Protocol):
+    def __call__(
+        self,
+        suspect: Suspect,
+        key: bytes,
+        control_key: bytes,
+        verifier: Mapping[str, torch.Tensor],
+        info: Mapping[str, Any],
+    ) -> Verdict: ...
+
+
 @dataclass(frozen=True)
 class Scheme:
     """A registered scheme: its module's `Config`, `embed` and `verify`, and how to build its model."""
@@ -127,6 +144,27 @@ class Scheme:
     #: Whether every verification input is generated from the key alone (MTLSign's QR codes), so any
     #: community can verify a claim whatever data the model was trained on.
     key_inputs: bool = False
+    #: A control (DESIGN §6.1 rule 3): the claim's verification under a control key the claimant
+    #: could not know. None: `verify` with the control key in place of the claimant's; a scheme
+    #: whose inputs are not all derived from the key (blind's shipped samples) says what stands in.
+    control: _Control | None = None
+    #: Where a key's answers share one choice (function-coupled's triple), the null of that choice
+    #: measured on the suspect: a Verdict whose score bounds the chance that a key independent of
+    #: the suspect passes (seeded by the claim's control seed). None: the answers share none.
+    survey: _Survey | None = None
+
+    def verify_control(
+        self,
+        suspect: Suspect,
+        key: bytes,
+        control_key: bytes,
+        verifier: Mapping[str, torch.Tensor],
+        info: Mapping[str, Any],
+    ) -> Verdict:
+        """The claim's verification with `control_key` standing in for the claimant's `key`."""
+        if self.control is not None:
+            return self.control(suspect, key, control_key, verifier, info)
+        return self.verify(suspect, control_key, verifier, info)
 
 
 _SCHEMES: dict[str, Scheme] = {}

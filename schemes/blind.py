@@ -548,6 +548,33 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
     return Verdict(score > parsed["threshold"], score, parsed["threshold"], details)
 
 
+def control(
+    suspect: Suspect, key: bytes, control_key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]
+) -> Verdict:
+    """What stands in for a control key (DESIGN §6.1 rule 3): blind's key samples are the encoder's
+    output, shipped rather than derived, so another key would find no sample near its covers. A
+    control keeps the claim's samples and their SSIM check and draws other targets from the control
+    key, each neither the claim's target nor the cover's class: a suspect that answers the shipped
+    samples for reasons of its own (one class everywhere, the samples' look) matches these as often
+    as the claim's, a watermarked one almost never."""
+    parsed = _parse_info(info)
+    samples = _key_samples_from(verifier, parsed)
+    n, classes = parsed["n"], parsed["num_classes"]
+    targets = key_targets(key, n, classes)
+    offsets = torch.from_numpy(key_integers(key, NAME, "offsets", classes - 1, n) + 1)
+    covers = (targets + offsets) % classes
+    picks = key_integers(control_key, NAME, "control-targets", max(1, classes - 2), n).tolist()
+    others = []
+    for t, c, pick in zip(targets.tolist(), covers.tolist(), picks, strict=True):
+        free = [k for k in range(classes) if k not in (t, c)] or [t]
+        others.append(free[pick % len(free)])
+    close = cover_ssim(key, samples, parsed) >= parsed["min_ssim"]
+    hit = predict_labels(suspect, samples) == torch.tensor(others, dtype=torch.int64)
+    matches = int((hit & close).sum())
+    details = {"n": n, "matches": matches, "chance_rate": 1 / (classes - 1)}
+    return Verdict(matches / n > parsed["threshold"], matches / n, parsed["threshold"], details)
+
+
 SCHEME = register_scheme(
     Scheme(
         name=NAME,
@@ -557,6 +584,7 @@ SCHEME = register_scheme(
         config=Config,
         embed=embed,
         verify=verify,
+        control=control,
         quick={"epochs": 24, "freeze_fraction": 0.35},
     )
 )

@@ -29,8 +29,9 @@ Algorithm 1, with these readings of what the paper leaves open (and three deviat
   batch order from "order"; masks from "masks".
 * Deviation, screening: a clean model may already send a pair's blends to one class (digits:
   → 8). Embed takes the first candidate k < MAX_CANDIDATES whose 90 triggers the clean reference
-  labels t at a rate below max_clean_rate (0.3) and records k in `info`; the bound limits a false
-  claimant's choice among triples to a factor of MAX_CANDIDATES.
+  labels t at a rate below max_clean_rate (0.3) and records k in `info`. The claimant thus chooses
+  among MAX_CANDIDATES triples of its key: a vote's bound counts every one (`choices` in the
+  verdict's details; the judge multiplies the binomial tail by it, DESIGN §6.1 rule 4).
 * Verification (§4.4): the share of the 90 triggers the suspect labels t (labels only); the
   paper names no threshold: 0.9 here. By chance another key gives the same behaviour with
   probability 1/360 (10 classes, r = 0.5 makes pairs unordered), and then both models pass.
@@ -61,6 +62,7 @@ from torch import nn
 from torch.func import functional_call
 
 from mtlsign.verify import Verdict
+from registry.bounds import binomial_tail, rate_upper_bound
 from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
 from schemes.base import (
     Scheme,
@@ -419,14 +421,19 @@ def _parse_info(info: Mapping[str, Any]) -> dict[str, Any]:
     return {**info, "input_shape": tuple(shape)}
 
 
-def _rebuild(key: bytes, parsed: Mapping[str, Any], triple: Triple) -> torch.Tensor:
-    """The key's verification triggers over this node's copy of the owner's data."""
-    if (parsed["split_seed"], parsed["test_fraction"]) != (COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION):
-        raise SchemeError("function-coupled info: the triggers must come from the community's split of its data")
+def _community_copy(parsed: Mapping[str, Any]) -> Dataset:
     data = claim_data(parsed["dataset"], parsed["input_shape"], parsed["mean"], parsed["std"], NAME)
     if dataset_digest(data) != parsed["dataset_sha256"]:
         # This node's copy, or the claimant's digest: an `error` vote either way, never a wrong verdict.
         raise DataError(f"function-coupled: this node's copy of {parsed['dataset']!r} differs from the owner's")
+    return data
+
+
+def _rebuild(key: bytes, parsed: Mapping[str, Any], triple: Triple) -> torch.Tensor:
+    """The key's verification triggers over this node's copy of the owner's data."""
+    if (parsed["split_seed"], parsed["test_fraction"]) != (COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION):
+        raise SchemeError("function-coupled info: the triggers must come from the community's split of its data")
+    data = _community_copy(parsed)
     return build_triggers(key, data, triple, parsed["n_verify"], parsed["mode"], parsed["r"], parsed["candidate"])
 
 
@@ -443,8 +450,52 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
     # model answers for the blends (per sample; answers to one pair's blends are not independent,
     # which is why judges also run the community's reference models).
     details = {"target": triple[0], "bases": list(triple[1:]), "n": n, "target_answers": hits,
-               "chance_rate": 1 / (parsed["num_classes"] - 2)}  # fmt: skip
+               "chance_rate": 1 / (parsed["num_classes"] - 2), "choices": MAX_CANDIDATES}  # fmt: skip
     return Verdict(hits / n >= threshold, hits / n, threshold, details)
+
+
+#: The survey's fresh blends per ordered base pair, and the most base pairs it asks about.
+SURVEY_BLENDS, SURVEY_PAIRS = 20, 90
+
+
+def survey(suspect: Suspect, seed: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Verdict:
+    """The null of the shared choice, measured on the suspect (DESIGN §6.1 rule 3).
+
+    A key's 90 answers share one triple (t, b1, b2), and a watermark generalises over its classes,
+    not its pairs: measured, a model watermarked on (7, 9, 6) labels blends of fresh 9/6 pairs 7 at
+    0.98, its own at 0.99, and a plain digits model labels some other pair's blends one class at
+    0.8-0.97. So a key independent of the suspect passes whenever its triple is one the suspect
+    answers generically, and the binomial tail over 90 answers says nothing about that. The survey
+    asks the suspect about `SURVEY_BLENDS` blends of fresh pairs (drawn from `seed`, the claim's
+    control seed) of every ordered base pair (at most `SURVEY_PAIRS`, drawn from the seed when there
+    are more), and bounds the chance that a uniform triple passes by the mean over triples of
+    P[Bin(n, r̄) ≥ k], r̄ the Clopper-Pearson upper bound (α = 10⁻³) on the triple's rate. The
+    score is that bound; on a 10-class task it is at least about 1/360 for any suspect that answers
+    its own triple, which is as far as one triple per key can go."""
+    parsed = _parse_info(info)
+    if len(verifier):
+        raise SchemeError("function-coupled verifier must be empty: the triggers come from the key, never the claimant")
+    data = _community_copy(parsed)
+    classes, n = parsed["num_classes"], parsed["n_verify"]
+    k = math.ceil(parsed["threshold"] * n - 1e-9)
+    pairs = [(b1, b2) for b1 in range(classes) for b2 in range(classes) if b1 != b2]
+    if len(pairs) > SURVEY_PAIRS:
+        pairs = [pairs[int(i)] for i in key_permutation(seed, NAME, "survey/pairs", len(pairs))[:SURVEY_PAIRS]]
+    blends = [
+        build_triggers(seed, data, (-1, b1, b2), SURVEY_BLENDS, parsed["mode"], parsed["r"], i)
+        for i, (b1, b2) in enumerate(pairs)
+    ]
+    labels = predict_labels(suspect, torch.cat(blends)).view(len(pairs), SURVEY_BLENDS)
+    tails = []
+    for (b1, b2), answers in zip(pairs, labels, strict=True):
+        counts = torch.bincount(answers.clamp(0, classes), minlength=classes + 1)
+        for t in range(classes):
+            if t not in (b1, b2):
+                tails.append(binomial_tail(n, k, rate_upper_bound(int(counts[t]), SURVEY_BLENDS)))
+    share = sum(tails) / len(tails)
+    details = {"n": len(pairs) * SURVEY_BLENDS, "pairs": len(pairs), "triples": len(tails),
+               "generic": sum(1 for t in tails if t >= 0.5)}  # fmt: skip
+    return Verdict(False, share, 0.0, details)
 
 
 SCHEME = register_scheme(
@@ -456,6 +507,7 @@ SCHEME = register_scheme(
         config=Config,
         embed=embed,
         verify=verify,
+        survey=survey,
         quick={"epochs": 10},
     )
 )

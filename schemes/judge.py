@@ -27,6 +27,8 @@ import resource
 import signal
 import sys
 import time
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,21 @@ from registry.errors import MessageError, WmnodeError
 from registry.fetch import FetchPolicy
 from schemes.base import SchemeError, Verdict, get_scheme
 from schemes.community import pin
+from schemes.controls import control_figures, control_keys, verify_with_controls
 from schemes.references import Recipe, build_reference, expected_card
 from schemes.serving import RemotePredictor
-from schemes.zoo import BuildLimits, ZooError, model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
+from schemes.suspect import PixelCodec, pixel_predict, pixel_view, require_shape
+from schemes.zoo import (
+    BuildLimits,
+    ModelCard,
+    ZooError,
+    model_from_bytes,
+    model_to_bytes,
+    read_weights_bytes,
+    strict_json,
+)
 
-_REFERENCES: dict[str, nn.Module] = {}
+_REFERENCES: dict[str, tuple[nn.Module, ModelCard]] = {}
 _MAX_CACHED = 16
 
 
@@ -58,22 +70,39 @@ def _limit_cpu(seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
-def _reference(model_hash: str, path: str, max_bytes: int, limits: BuildLimits) -> nn.Module:
-    model = _REFERENCES.get(model_hash)
-    if model is None:
-        model, _ = model_from_bytes(Path(path).read_bytes(), max_bytes=max_bytes, what="reference model", limits=limits)
+def _reference(model_hash: str, path: str, max_bytes: int, limits: BuildLimits) -> tuple[nn.Module, ModelCard]:
+    cached = _REFERENCES.get(model_hash)
+    if cached is None:
+        cached = model_from_bytes(Path(path).read_bytes(), max_bytes=max_bytes, what="reference model", limits=limits)
         if len(_REFERENCES) >= _MAX_CACHED:
             _REFERENCES.pop(next(iter(_REFERENCES)))
-        _REFERENCES[model_hash] = model
-    return model
+        _REFERENCES[model_hash] = cached
+    return cached
 
 
 def _per_mille(value: float) -> int:
     return max(0, min(1000, round(1000 * float(value))))
 
 
+def _codec(values: Any) -> PixelCodec:
+    return PixelCodec(values["mean"], values["std"])
+
+
+def _suspect(job: dict[str, Any], info: dict[str, Any], policy: FetchPolicy, limits: BuildLimits) -> tuple[Any, Any]:
+    """The suspect as its own function of raw pixels (schemes.suspect), and its card (None: an API)."""
+    if job.get("predict_uri"):
+        deadline = float(job.get("predict_deadline_s", policy.timeout_s))
+        api = RemotePredictor(job["predict_uri"], replace(policy, timeout_s=min(policy.timeout_s, deadline)))
+        return pixel_predict(api, _codec(info)), None
+    model, card = model_from_bytes(
+        Path(job["model_path"]).read_bytes(), max_bytes=policy.max_bytes, what="suspect model", limits=limits
+    )
+    require_shape(model, info["input_shape"])
+    return model, card
+
+
 def judge(job: dict[str, Any]) -> dict[str, Any]:
-    """One claim: the suspect, then the matching references; the vote's fields."""
+    """One claim: the suspect, its controls, then the matching references; the vote's fields."""
     scheme = get_scheme(job["scheme"])
     key = bytes.fromhex(job["key"])
     for dataset in job.get("datasets", []):  # checked against the community's manifest at node start
@@ -81,29 +110,26 @@ def judge(job: dict[str, Any]) -> dict[str, Any]:
     policy = FetchPolicy(**{**job["fetch"], "allow_hosts": tuple(job["fetch"]["allow_hosts"])})
     build = job.get("build", {})
     limits = BuildLimits(tuple(build.get("architectures", ("*",))), int(build.get("max_parameters", 100_000_000)))
+    seed = bytes.fromhex(job["control_seed"])
+    controls = control_keys(seed, int(job["controls"]))
     try:
         info = strict_json(Path(job["info_path"]).read_bytes(), "info")
         verifier = read_weights_bytes(Path(job["verifier_path"]).read_bytes(), "verifier artifact")
-        suspect: Any
-        if job.get("predict_uri"):
-            suspect = RemotePredictor(job["predict_uri"], policy)
-        else:
-            suspect, card = model_from_bytes(
-                Path(job["model_path"]).read_bytes(), max_bytes=policy.max_bytes, what="suspect model", limits=limits
-            )
-            if list(card.input_shape) != info.get("input_shape"):  # what the node checked, read as built
-                raise SchemeError(f"the suspect takes {list(card.input_shape)}, not the info's input_shape")
-        verdict = scheme.verify(suspect, key, verifier, info)
+        suspect, card = _suspect(job, info, policy, limits)
+        own = _codec(info) if card is None else PixelCodec(card.mean, card.std)
+        with pixel_view(suspect, _codec(info), own) if card is not None else nullcontext(suspect):
+            verdict, checks, survey = verify_with_controls(scheme, suspect, key, controls, verifier, info, seed)
     except (SchemeError, ZooError, MessageError) as exc:
         # The claimant's artifacts (or the suspect it named) cannot carry this watermark: the
         # claim proves nothing, which is `not-owner`, not a failure of this node.
         return {"verdict": "not-owner", "score": 0, "threshold": 0, "reason": f"refused: {exc.diagnostics()}"[:500],
-                "fp_bound": bound_text(1.0), "references": []}  # fmt: skip
+                "fp_bound": bound_text(1.0), "references": [], "controls": ""}  # fmt: skip
     checked, best, passing = [], 0.0, []
     for ref in job["references"]:
-        model = _reference(ref["model_hash"], ref["path"], policy.max_bytes, limits)
+        model, ref_card = _reference(ref["model_hash"], ref["path"], policy.max_bytes, limits)
         try:
-            result = scheme.verify(model, key, verifier, info)
+            with pixel_view(model, _codec(info), PixelCodec(ref_card.mean, ref_card.std)):
+                result = scheme.verify(model, key, verifier, info)
             ref_score, ref_passed = result.score, result.passed
         except WmnodeError:  # a reference this scheme cannot read at all passes nothing
             ref_score, ref_passed = 0.0, False
@@ -111,7 +137,7 @@ def judge(job: dict[str, Any]) -> dict[str, Any]:
         best = max(best, ref_score)
         if ref_passed:
             passing.append((ref["model_hash"], ref_score))
-    return _decide(job, scheme.name, scheme.bound, verdict, checked, best, passing)
+    return _decide(job, scheme.name, scheme.bound, verdict, checks, survey, checked, best, passing)
 
 
 def _decide(
@@ -119,29 +145,46 @@ def _decide(
     name: str,
     kind: str,
     verdict: Verdict,
+    controls: list[Verdict],
+    survey: Verdict | None,
     checked: list[str],
     best: float,
     passing: list[tuple[str, float]],
 ) -> dict[str, Any]:
     n = int(verdict.details.get("n", 0))
     chance = float(verdict.details.get("chance_rate", 0.5))
-    p = max(chance, best)
+    figures = control_figures(controls, chance, verdict.threshold)
+    p = max(chance, best, figures.rate_bound)
+    # Union bounds over what the claimant chose among at embed time (function-coupled's candidate)
+    # and over the earlier claims of this publish on this model (registry.log: tries).
+    choices = int(verdict.details.get("choices", 1)) * max(1, int(job.get("tries", 1)))
     bound = false_positive_bound(kind, n, verdict.threshold, p) if n > 0 else 1.0
+    if survey is not None:  # answers that share one choice: that choice's null, measured (schemes.base)
+        bound = max(bound, survey.score)
+    bound = min(1.0, choices * bound)
     word = "found" if verdict.passed else "not found"
     reason = f"{name} watermark {word}: score {verdict.score:.3f}, threshold {verdict.threshold:g}"
     verdict_word = "owner" if verdict.passed else "not-owner"
     if verdict.passed and verdict.threshold < job["threshold_floor"]:
         verdict_word = "not-owner"
         reason += f"; the threshold is below the community's floor {job['threshold_floor']:g}"
+    elif verdict.passed and figures.near:
+        verdict_word = "not-owner"
+        reason += (f"; {figures.near} of {figures.count} control keys score {figures.max_score:.3f}, near the "
+                   f"threshold (at least {figures.near_score:.3f}): the suspect answers so for any key")  # fmt: skip
     elif verdict.passed and passing:
         verdict_word = "not-owner"
         reason += f"; reference model {passing[0][0][:12]}… passes too (score {passing[0][1]:.3f}): proves nothing"
     elif verdict.passed and bound > job["max_false_positive"]:
         verdict_word = "not-owner"
         reason += f"; false-positive bound {bound:.2e} is over the community's maximum {job['max_false_positive']:g}"
-    reason += f"; null p {p:.3f}, " + (
-        f"{len(checked)} reference model(s)" if checked else "no reference model matches"
+    reason += f"; null p {p:.3f} ({figures.count} controls: best {figures.max_score:.3f}, rate ≤ " + (
+        f"{figures.rate_bound:.3f}), " + (f"{len(checked)} reference model(s)" if checked else "no reference model")
     )
+    if survey is not None:
+        reason += f", shared choice {survey.score:.2e} ({survey.details.get('generic', 0)} generic)"
+    if choices > 1:
+        reason += f", ×{choices} for the claimant's choices and tries"
     if "reason" in verdict.details:
         reason += f" ({verdict.details['reason']})"
     return {
@@ -151,6 +194,7 @@ def _decide(
         "reason": reason,
         "fp_bound": bound_text(bound),
         "references": checked,
+        "controls": figures.text(),
     }
 
 

@@ -7,9 +7,10 @@ The wire format, JSON in and labels out:
     POST /v1/predict   {"shape": [N, C, H, W], "dtype": "float32", "data": base64(float32 LE)}
                     -> {"labels": [N integers]}
 
-Inputs are model inputs (already normalised), sent as little-endian float32 so that the labels a
-node gets are the labels the model computes on exactly the verifier's tensors. A claim names
-such a service as `predict+http(s)://host:port/v1/predict`.
+Inputs are raw pixels in [0, 1] (N, C, H, W), sent as little-endian float32; the service
+normalises them itself (this one with its card's mean and std), so a node judges the service as
+the function of pixels it is and a claimant has no normalisation to choose (DESIGN §6.1 rule 4).
+A claim names such a service as `predict+http(s)://host:port/v1/predict`.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def decode_batch(obj: object, input_shape: tuple[int, int, int], max_batch: int 
     if len(raw) != 4 * int(np.prod(shape)):
         raise MessageError(f"data holds {len(raw)} bytes; shape {shape} needs {4 * int(np.prod(shape))}")
     array = np.frombuffer(raw, dtype="<f4").reshape(shape)
-    if not np.isfinite(array).all():
-        raise MessageError("inputs must be finite numbers")
+    if not (np.isfinite(array).all() and (array >= 0).all() and (array <= 1).all()):
+        raise MessageError("inputs must be pixels in [0, 1]")
     return torch.from_numpy(array.astype(np.float32))
 
 
@@ -79,9 +80,12 @@ def prediction_app(model: nn.Module, card: ModelCard, max_batch: int = MAX_BATCH
     """A bare ASGI app serving `model`'s labels; bodies are size-limited before they are read."""
     model.eval()
     limit = _request_limit(card.input_shape, max_batch)
+    mean = torch.tensor(card.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(card.std, dtype=torch.float32).view(1, -1, 1, 1)
     describe = {
         "kind": KIND,
-        "v": 1,
+        "v": 2,
+        "inputs": "pixels",
         "input_shape": list(card.input_shape),
         "num_classes": card.num_classes,
         "max_batch": max_batch,
@@ -107,7 +111,7 @@ def prediction_app(model: nn.Module, card: ModelCard, max_batch: int = MAX_BATCH
                 raise MessageError(f"the body is not JSON: {exc}") from None
             x = decode_batch(obj, card.input_shape, max_batch)
             with torch.no_grad():
-                labels = model(x).argmax(dim=1)
+                labels = model((x - mean) / std).argmax(dim=1)
             await send_json(send, 200, {"labels": [int(v) for v in labels]})
         except WmnodeError as exc:
             await send_json(send, exc.http_status, {"error": type(exc).__name__, "detail": exc.diagnostics()})
@@ -127,7 +131,13 @@ class RemotePredictor:
         for start in range(0, x.shape[0], self.max_batch):
             chunk = x[start : start + self.max_batch]
             body = json.dumps(encode_batch(chunk)).encode()
-            raw, _ = http_post(self.url, body, self.policy, limit=64 + 24 * chunk.shape[0])
+            try:
+                raw, _ = http_post(self.url, body, self.policy, limit=64 + 24 * chunk.shape[0])
+            except FetchError as exc:  # a slow API holds a judge for one deadline, no longer (DESIGN §6.2)
+                raise FetchError(
+                    f"the prediction API failed a request of {chunk.shape[0]} inputs (the community's deadline is "
+                    f"{self.policy.timeout_s:g} s per request): {exc.diagnostics()[:200]}"
+                ) from None
             out.append(self._labels(raw, chunk.shape[0]))
             self.queries += chunk.shape[0]
         return torch.cat(out)

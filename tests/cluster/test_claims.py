@@ -458,8 +458,13 @@ def test_attack_and_serve_model_commands(base: Path, owner_bundle: Path) -> None
     with _serve_model(pruned) as url:
         described = httpx.get(url).json()
         assert described["kind"] == "wmnode-predict" and described["input_shape"] == [1, 28, 28]
-        x = torch.randn(5, 1, 28, 28)
+        assert described["inputs"] == "pixels"
+        x = torch.rand(5, 1, 28, 28)  # raw pixels: the service normalises them by its card
         labels = RemotePredictor("predict+" + url, FetchPolicy(allow_loopback=True))(x)
-        assert torch.equal(labels, model(x).argmax(dim=1))
+        _, card = load_model(pruned)
+        mean, std = torch.tensor(card.mean).view(1, -1, 1, 1), torch.tensor(card.std).view(1, -1, 1, 1)
+        assert torch.equal(labels, model((x - mean) / std).argmax(dim=1))
         bad = httpx.post(url, json={**encode_batch(x), "shape": [5, 3, 28, 28]})
         assert bad.status_code == 400 and "shape must be" in bad.json()["detail"]
+        outside = httpx.post(url, json=encode_batch(x * 4 - 2))  # normalised inputs, not pixels
+        assert outside.status_code == 400 and "pixels in [0, 1]" in outside.json()["detail"]

@@ -106,8 +106,8 @@ def _bad_bodies(make_publish: PublishFactory) -> list[tuple[bytes, int, str]]:
         (b'{"type": "publish", "pad": "' + b"x" * MAX_MESSAGE_BYTES + b'"}', 413, "over the limit of 65536 bytes"),
         (b"{not json", 400, "not valid JSON"),
         (b'{"type": "ballot", "v": 1}', 400, "unknown message type 'ballot'"),
-        (b'{"type": "vote", "v": 1}', 400, "field 'v' must be 2 for 'vote'"),  # votes carry fp_bound since v2
-        (b'{"type": "vote", "v": 2}', 400, r"missing field\(s\) in 'vote'"),
+        (b'{"type": "vote", "v": 1}', 400, "field 'v' must be 3 for 'vote'"),  # votes carry control figures since v3
+        (b'{"type": "vote", "v": 3}', 400, r"missing field\(s\) in 'vote'"),
         (b'{"type": "reference", "v": 1}', 400, r"missing field\(s\) in 'reference'"),
     ]
 
@@ -234,7 +234,8 @@ def claim_on(
     """Publish a `scheme` watermark with `info`, and the claim on `model` a claimant would then send."""
     info_digest = upload(client, info) if upload_info else hashlib.sha256(info).hexdigest()
     model_digest = upload(client, model) if upload_model else hashlib.sha256(model).hexdigest()
-    pub = make_publish(scheme=scheme, info_hash=info_digest)
+    verifier_digest = upload(client, verifier) if verifier is not None else "ab" * 32
+    pub = make_publish(scheme=scheme, info_hash=info_digest, verifier_hash=verifier_digest)
     code, answer = post(client, pub.canonical_bytes())
     assert code == 201, answer
     key = derive_owner_key(owner, bytes.fromhex(pub.nonce))
@@ -243,7 +244,7 @@ def claim_on(
         publish=answer["index"],
         model_uri=f"sha256:{model_digest}",
         model_hash=model_digest,
-        verifier_uri="sha256:" + (upload(client, verifier) if verifier is not None else "ab" * 32),
+        verifier_uri=f"sha256:{verifier_digest}",
         info_uri=info_uri or f"sha256:{info_digest}",
         key=key.key,
         key_proof=key.key_proof,
@@ -328,13 +329,10 @@ def test_a_claim_on_a_scheme_the_community_does_not_judge_is_refused(
     [
         # 169 bytes of JSON: the minimum N, but on 256x256 inputs that a LeNet never takes (39 M elements).
         ({**MTLSIGN_INFO, "input_shape": [1, 256, 256]}, r"\[1, 256, 256\] must have 1 or 3 channels and sides of at most 64"),  # noqa: E501
+        # The controls ask as many inputs as the claim, 8 times over: 18,000 inputs, 221 M elements.
         ({**MTLSIGN_INFO, "n": 2000, "input_shape": [3, 64, 64], "mean": [0, 0, 0], "std": [1, 1, 1]},
-         r"2000 inputs of \[3, 64, 64\] \(24576000 elements\) exceed"),
-        ({**MTLSIGN_INFO, "n": 100_000}, r"100000 inputs of \[1, 28, 28\] \(78400000 elements\) exceed the community"),
-        # Within the caps, but not the inputs the suspect takes.
-        ({**MTLSIGN_INFO, "input_shape": [1, 32, 32]}, r"\[1, 32, 32\] is not the suspect's \[1, 28, 28\]"),
-        ({**MTLSIGN_INFO, "mean": [1]}, "mtlsign info: mean and std are neither the suspect's normalisation"),
-        ({**MTLSIGN_INFO, "std": [2]}, "mtlsign info: mean and std are neither the suspect's normalisation"),
+         r"18000 inputs of \[3, 64, 64\] \(221184000 elements\) exceed .* with 8 control keys"),
+        ({**MTLSIGN_INFO, "n": 100_000}, r"900000 inputs of \[1, 28, 28\] \(705600000 elements\) exceed the community"),
     ],
 )  # fmt: skip
 def test_the_small_info_attack_is_refused_on_arrival(
@@ -349,6 +347,42 @@ def test_the_small_info_attack_is_refused_on_arrival(
     assert len(data) < 200  # a few bytes that would cost every member minutes of work
     claim = claim_on(client, make_publish, owner, data, artifact_with_card(SUSPECT_CARD))
     assert_refused(client, log, claim, fragment)
+
+
+@pytest.mark.parametrize(
+    "changes", [{"input_shape": [1, 32, 32]}, {"mean": [1]}, {"std": [0.25]}], ids=["shape", "mean", "std"]
+)
+def test_an_info_that_differs_from_the_card_is_appended_for_the_judge(
+    node: tuple[Http, Identity, RegistryLog], make_publish: PublishFactory, owner: Identity, changes: dict[str, Any]
+) -> None:
+    """The info's shape is what the owner published and its normalisation only the encoding of its
+    inputs: the judge runs the suspect at that shape through its own card (schemes.suspect), so a
+    thief who re-cards a copy does not get the owner's claim refused on arrival."""
+    client, _, log = node
+    claim = claim_on(
+        client, make_publish, owner, json_bytes({**MTLSIGN_INFO, **changes}), artifact_with_card(SUSPECT_CARD)
+    )
+    code, answer = post(client, claim.canonical_bytes())
+    assert (code, answer["status"]) == (201, "appended"), answer
+
+
+def test_a_claim_whose_info_or_verifier_is_not_its_publishs_is_refused(
+    node: tuple[Http, Identity, RegistryLog], make_publish: PublishFactory, owner: Identity
+) -> None:
+    """Another info uploaded beside the published one would commit, and every node vote `error`."""
+    client, _, log = node
+    claim = claim_on(client, make_publish, owner, json_bytes(MTLSIGN_INFO), artifact_with_card(SUSPECT_CARD))
+    other = upload(client, json_bytes({**MTLSIGN_INFO, "hidden": 64}))
+    fields = {"publish": claim.publish, "model_uri": claim.model_uri, "model_hash": claim.model_hash,
+              "verifier_uri": claim.verifier_uri, "info_uri": claim.info_uri, "key": bytes.fromhex(claim.key),
+              "key_proof": bytes.fromhex(claim.key_proof), "time": claim.time}  # fmt: skip
+    forged = Claim.create(owner, **{**fields, "info_uri": f"sha256:{other}"})
+    assert_refused(client, log, forged, r"info_uri is not the info its publish names", "RejectedError")
+    swapped = Claim.create(owner, **{**fields, "verifier_uri": "sha256:" + upload(client, b"other")})
+    assert_refused(
+        client, log, swapped, r"verifier_uri is not the verifier artifact its publish names", "RejectedError"
+    )
+    assert post(client, claim.canonical_bytes())[0] == 201  # the honest claim of the same publish
 
 
 def test_a_claim_whose_info_was_never_uploaded_is_refused(

@@ -28,6 +28,7 @@ def make_vote(**overrides: Any) -> Vote:
         "reason": "mtlsign watermark found",
         "fp_bound": "2.30e-09",
         "references": REFS,
+        "controls": "8:120:0:1.40e-02",
     }
     return Vote.create(NODE, **{**fields, **overrides})
 
@@ -46,15 +47,16 @@ def make_reference(identity: Identity = NODE, **overrides: Any) -> Reference:
 
 
 # --------------------------------------------------------------------------------------------
-# Vote v2
+# Vote v3
 
 
-def test_a_v2_vote_round_trips_through_its_canonical_bytes() -> None:
+def test_a_v3_vote_round_trips_through_its_canonical_bytes() -> None:
     vote = make_vote()
     obj = vote.to_json()
-    assert (obj["type"], obj["v"], obj["fp_bound"], obj["references"]) == ("vote", 2, "2.30e-09", ",".join(REFS))
+    assert (obj["type"], obj["v"], obj["fp_bound"], obj["references"]) == ("vote", 3, "2.30e-09", ",".join(REFS))
+    assert obj["controls"] == "8:120:0:1.40e-02"
     assert set(obj) == {"type", "v", "node", "claim", "claim_hash", "verdict", "score", "threshold", "reason",
-                        "fp_bound", "references", "sig"}  # fmt: skip
+                        "fp_bound", "references", "controls", "sig"}  # fmt: skip
     assert message_from_json(obj) == vote and Vote.from_json(obj) == vote
     again = message_from_bytes(vote.canonical_bytes())
     assert again == vote and again.canonical_bytes() == vote.canonical_bytes()
@@ -121,14 +123,19 @@ def test_bad_reference_lists_are_refused(refs: object, fragment: str) -> None:
 @pytest.mark.parametrize(
     ("mutate", "fragment"),
     [
-        (lambda o: o.update(v=1), "field 'v' must be 2 for 'vote'"),
-        (lambda o: o.update(v=True), "field 'v' must be 2 for 'vote'"),
+        (lambda o: o.update(v=1), "field 'v' must be 3 for 'vote'"),
+        (lambda o: o.update(v=True), "field 'v' must be 3 for 'vote'"),
         (lambda o: o.pop("fp_bound"), r"missing field\(s\) in 'vote': fp_bound"),
-        (lambda o: [o.pop("fp_bound"), o.pop("references"), o.update(v=1)], "field 'v' must be 2"),  # a v1 vote
+        (lambda o: [o.pop("fp_bound"), o.pop("references"), o.update(v=1)], "field 'v' must be 3"),  # a v1 vote
+        (lambda o: [o.pop("controls"), o.update(v=2)], "field 'v' must be 3"),  # a v2 vote
+        (lambda o: o.pop("controls"), r"missing field\(s\) in 'vote': controls"),
         (lambda o: o.update(bound="2.30e-09"), r"unknown field\(s\) in 'vote': bound"),
+        (lambda o: o.update(controls="8:1200:0:1.00e+00"), "field 'controls' must be empty or 'COUNT:MAX:NEAR:RATE'"),
+        (lambda o: o.update(controls="0:0:0:1.00e+00"), "field 'controls' must be empty or"),
+        (lambda o: o.update(controls="8:120:0:0.014"), "field 'controls' must be empty or"),
     ],
 )
-def test_a_vote_of_the_first_version_is_refused(mutate: Any, fragment: str) -> None:
+def test_a_vote_of_an_earlier_version_or_with_bad_control_figures_is_refused(mutate: Any, fragment: str) -> None:
     obj = make_vote().to_json()
     mutate(obj)
     with pytest.raises(MessageError, match=fragment):

@@ -136,8 +136,10 @@ def test_a_community_may_raise_floors_and_lower_caps() -> None:
         ({"new_label": {"min_threshold": 2.0}}, r"v\.new_label\.min_threshold must be at least"),  # over 1: no pass
         ({"passport": {"types": ["T1", "T2"]}}, r"v\.passport\.types must be a non-empty subset of \['T1'\]"),
         ({"passport": {"types": []}}, r"v\.passport\.types must be a non-empty subset"),
-        ({"max_queries": 5000}, r"v\.max_queries must be a number in \[1, 2000\], got 5000"),
-        ({"max_input_elements": 10**9}, r"v\.max_input_elements must be a number in \[1, 8e\+06\]"),
+        ({"max_queries": 50_000}, r"v\.max_queries must be a number in \[1, 20000\], got 50000"),
+        ({"max_input_elements": 10**9}, r"v\.max_input_elements must be a number in \[1, 3\.2e\+07\]"),
+        ({"control_keys": 4}, r"v\.control_keys must be a number in \[8, 64\], got 4"),
+        ({"predict_deadline_seconds": 600}, r"v\.predict_deadline_seconds must be a number in \[1, 30\]"),
         ({"max_queries": 10.5}, r"v\.max_queries must be an integer"),
         ({"judges": 1000}, r"v\.judges must be a number in \[2, 64\]"),
     ],
@@ -150,7 +152,7 @@ def test_a_config_cannot_lower_a_floor_or_raise_a_cap(table: dict[str, Any], fra
 @pytest.mark.parametrize(
     ("table", "fragment"),
     [
-        ({"colour": "blue"}, r"v: unknown field 'colour' \(allowed: architectures, blind, function_coupled"),
+        ({"colour": "blue"}, r"v: unknown field .colour. \(allowed: architectures, blind, control_keys, function_c"),
         ({"architectures": []}, r"v\.architectures must list 1-256 names or shell patterns"),
         ({"architectures": ["timm:resnet18; rm -rf /"]}, r"v\.architectures must list"),
         ({"max_parameters": 10**9}, r"v\.max_parameters must be a number in \[1, 3\.5e\+08\]"),
@@ -198,7 +200,7 @@ def test_a_node_config_that_lowers_a_floor_is_refused_naming_the_file_and_field(
     with pytest.raises(ConfigError, match=r"verification\.mtlsign\.max_pool must be at most the built-in 4"):
         load_config(path)
     path = write_config(tmp_path, "[verification]\nmax_queries = 100000\n")
-    with pytest.raises(ConfigError, match=r"verification\.max_queries must be a number in \[1, 2000\]"):
+    with pytest.raises(ConfigError, match=r"verification\.max_queries must be a number in \[1, 20000\]"):
         load_config(path)
 
 
@@ -293,18 +295,18 @@ def test_counts_and_bars_below_the_floors_are_refused(scheme: str, field: str, v
 @pytest.mark.parametrize(
     ("scheme", "changes", "fragment"),
     [
-        # 100 000 queries: over the query cap whatever the shape.
-        ("mtlsign", {"n": 100_000}, r"mtlsign info: 100000 inputs of \[1, 28, 28\] \(78400000 elements\) exceed"),
+        # 100 000 queries, and as many for each of the 8 controls: over the query cap whatever the shape.
+        ("mtlsign", {"n": 100_000}, r"mtlsign info: 900000 inputs of \[1, 28, 28\] \(705600000 elements\) exceed"),
         # The MTLSign attack: the minimum N at a 256x256 input is 39 million input elements.
         ("mtlsign", {"input_shape": [1, 256, 256]}, r"\[1, 256, 256\] must have 1 or 3 channels and sides of at most 64"),  # noqa: E501
         ("mtlsign", {"n": 2000, "input_shape": [3, 64, 64], "mean": [0, 0, 0], "std": [1, 1, 1]},
-         r"2000 inputs of \[3, 64, 64\] \(24576000 elements\) exceed"),
+         r"18000 inputs of \[3, 64, 64\] \(221184000 elements\) exceed"),
         ("new-label", {"n": 100, "input_shape": [3, 224, 224], "mean": [0, 0, 0], "std": [1, 1, 1]},
          r"new-label info: input_shape \[3, 224, 224\] must have 1 or 3 channels and sides of at most 64 pixels"),
-        ("new-label", {"n": 2001}, r"2001 inputs of \[1, 28, 28\] .* \(2000 inputs, 8000000 elements\)"),
-        ("function-coupled", {"n_verify": 5000}, "function-coupled info: 5000 inputs"),
-        ("blind", {"n": 3000}, "blind info: 3000 inputs"),
-        ("passport", {"n_eval": 100_000}, "passport info: 100000 inputs"),
+        ("new-label", {"n": 2223}, r"20007 inputs of \[1, 28, 28\] .* \(20000 inputs, 32000000 elements\)"),
+        ("function-coupled", {"n_verify": 5000}, "function-coupled info: 45000 inputs"),
+        ("blind", {"n": 3000}, "blind info: 27000 inputs"),
+        ("passport", {"n_eval": 100_000}, "passport info: 900000 inputs"),
     ],
 )  # fmt: skip
 def test_work_over_the_caps_is_refused(scheme: str, changes: dict[str, Any], fragment: str) -> None:
@@ -312,9 +314,11 @@ def test_work_over_the_caps_is_refused(scheme: str, changes: dict[str, Any], fra
 
 
 def test_the_caps_follow_the_community_policy() -> None:
-    policy = parse_policy({"max_queries": 600, "max_input_elements": 600 * 28 * 28}, "v")
-    parse_info("mtlsign", info("mtlsign"), policy)  # exactly at the caps
-    refused("mtlsign", info("mtlsign", n=601), r"601 inputs .* \(600 inputs, 470400 elements\)", policy)
+    policy = parse_policy({"max_queries": 5400, "max_input_elements": 5400 * 28 * 28}, "v")
+    parse_info("mtlsign", info("mtlsign"), policy)  # exactly at the caps: 600 inputs and 8 × 600 controls
+    refused("mtlsign", info("mtlsign", n=601), r"5409 inputs .* \(5400 inputs, 4233600 elements\)", policy)
+    more = parse_policy({"max_queries": 5400, "control_keys": 9}, "v")  # more controls, as many inputs each
+    refused("mtlsign", info("mtlsign"), r"6000 inputs .* with 9 control keys", more)
 
 
 @pytest.mark.parametrize("delta", [1, 0, 9, 11, 1000])
@@ -487,50 +491,16 @@ def test_a_deeply_nested_header_is_refused_cleanly(where: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("card_changes", "fragment"),
-    [
-        ({"input_shape": [3, 32, 32]}, r"input_shape \[1, 28, 28\] is not the suspect's \[3, 32, 32\]"),
-        ({"input_shape": [1, 256, 256]}, r"input_shape \[1, 28, 28\] is not the suspect's \[1, 256, 256\]"),
-        ({"input_shape": "1x28x28"}, r"input_shape \[1, 28, 28\] is not the suspect's 1x28x28"),
-        ({"input_shape": None}, r"input_shape \[1, 28, 28\] is not the suspect's None"),
-    ],
-)
-@pytest.mark.parametrize("scheme", ["mtlsign", "new-label"])
-def test_infos_that_do_not_fit_the_suspects_card_are_refused(
-    scheme: str, card_changes: dict[str, Any], fragment: str
-) -> None:
-    typed = parse_info(scheme, info(scheme))
-    with pytest.raises(InfoError, match=f"{scheme} info: {fragment}"):
-        check_against_card(typed, {**CARD, **card_changes})
-
-
-@pytest.mark.parametrize("card_changes", [{"mean": [0.1307]}, {"std": [0.3081]}, {"mean": None}, {"mean": ["0.5"]},
-                                          {"std": [0.5, 0.5]}])  # fmt: skip
-@pytest.mark.parametrize("scheme", ["mtlsign", "new-label"])
-def test_a_normalisation_is_the_suspects_or_an_image_one(scheme: str, card_changes: dict[str, Any]) -> None:
-    # The info's (mean 0.5, std 0.5) is an image normalisation: a card nudged by whoever holds the
-    # model does not void the owner's claim. One out of those bounds must be the card's own.
+    "card_changes",
+    [{"input_shape": [3, 32, 32]}, {"input_shape": [1, 29, 29]}, {"input_shape": None}, {"mean": [0.1307]},
+     {"std": [0.05]}, {"mean": None}, {"std": [0.5, 0.5]}],
+)  # fmt: skip
+@pytest.mark.parametrize("scheme", ["mtlsign", "new-label", "function-coupled", "blind", "passport"])
+def test_a_card_that_differs_from_the_info_is_left_to_the_judge(scheme: str, card_changes: dict[str, Any]) -> None:
+    """DESIGN §6.1 rule 4: the judge runs the suspect at the published shape through its own card's
+    normalisation (schemes.suspect), so neither is a reason to refuse a claim on arrival: a thief who
+    re-cards a copy (LeNet-5 builds the same weights at 1×29×29) does not void the owner's claim."""
     check_against_card(parse_info(scheme, info(scheme)), {**CARD, **card_changes})
-    wild = parse_info(scheme, info(scheme, std=[0.05]))
-    with pytest.raises(InfoError, match=f"{scheme} info: mean and std are neither the suspect's normalisation"):
-        check_against_card(wild, {**CARD, **card_changes})
-    check_against_card(wild, {**CARD, "std": [0.05]})
-
-
-@pytest.mark.parametrize("scheme", ["function-coupled", "blind", "passport"])
-def test_input_shapes_that_do_not_fit_the_card_are_refused_for_every_scheme(scheme: str) -> None:
-    typed = parse_info(scheme, info(scheme))
-    with pytest.raises(
-        InfoError, match=rf"{scheme} info: input_shape \[1, 28, 28\] is not the suspect's \[1, 32, 32\]"
-    ):
-        check_against_card(typed, {**CARD, "input_shape": [1, 32, 32]})
-
-
-@pytest.mark.parametrize("scheme", ["function-coupled", "blind", "passport"])
-def test_normalisation_that_does_not_fit_the_card_is_refused_for_every_scheme(scheme: str) -> None:
-    typed = parse_info(scheme, info(scheme, mean=[0.9], std=[0.01]))
-    with pytest.raises(InfoError, match="neither the suspect.s normalisation nor an image one"):
-        check_against_card(typed, CARD)
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,15 +567,7 @@ def test_the_node_reads_an_open_architectures_card_as_the_judge_builds_it() -> N
     card = card_summary(config)
     assert card == {"arch": "timm:resnet18", "num_classes": 10, "input_shape": [3, 32, 32],
                     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # fmt: skip
-    typed = parse_info("new-label", {**info("new-label"), "input_shape": [3, 32, 32], "mean": [0.5] * 3,
-                                     "std": [0.25] * 3})  # fmt: skip
-    check_against_card(typed, card)  # an image normalisation: a nudged card does not void the claim
-    wild = parse_info("new-label", {**info("new-label"), "input_shape": [3, 32, 32], "mean": [0.5] * 3,
-                                    "std": [0.01] * 3})  # fmt: skip
-    with pytest.raises(InfoError, match="neither the suspect's normalisation nor an image one"):
-        check_against_card(wild, card)
-    with pytest.raises(InfoError, match=r"input_shape \[1, 28, 28\] is not the suspect's \[3, 32, 32\]"):
-        check_against_card(parse_info("new-label", info("new-label")), card)
+    check_against_card(parse_info("new-label", info("new-label")), card)  # the judge runs it at [1, 28, 28]
     mtl = parse_info("mtlsign", {**info("mtlsign"), "input_shape": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3})
     with pytest.raises(InfoError, match="does not judge MTLSign on open architectures"):
         check_against_card(mtl, card)

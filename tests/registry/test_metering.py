@@ -138,7 +138,7 @@ def test_a_thousand_unnamed_uploads_stay_within_quota_and_are_collected_while_na
         # An honest claimant: publish, upload the info and the suspect, claim (it names the suspect).
         info, suspect = json_bytes(MTLSIGN_INFO), artifact_with_card(SUSPECT_CARD)
         info_hash, suspect_hash = hashlib.sha256(info).hexdigest(), hashlib.sha256(suspect).hexdigest()
-        pub = make_publish(info_hash=info_hash)
+        pub = make_publish(info_hash=info_hash, verifier_hash="ab" * 32)
         answer = post(client, pub.canonical_bytes())
         assert answer.status_code == 201, answer.text
         assert put(client, info).status_code == 201 and put(client, suspect).status_code == 201

@@ -132,7 +132,7 @@ def test_a_prediction_api_is_named_by_the_hash_of_its_uri() -> None:
         ({"reason": "line\nbreak"}, "printable"),
         ({"fp_bound": "0.000001"}, "'fp_bound' must be a decimal string like '2.30e-09'"),
         ({"references": "AB" * 32}, "'references' must be comma-separated SHA-256 hex digests"),
-        ({"v": 1}, "'v' must be 2 for 'vote'"),
+        ({"v": 1}, "'v' must be 3 for 'vote'"),
     ],
 )
 def test_votes_with_bad_fields_are_refused(vote_obj: dict[str, object], fragment: str) -> None:
@@ -225,7 +225,7 @@ def test_a_vote_records_its_bound_and_references_in_the_log(log: StateLog) -> No
     status, at, _ = submit(log, cast)
     assert status == APPENDED
     msg = log.entry(at)["msg"]
-    assert (msg["v"], msg["fp_bound"], msg["references"]) == (2, "3.10e-22", "aa" * 32 + "," + "bb" * 32)
+    assert (msg["v"], msg["fp_bound"], msg["references"]) == (3, "3.10e-22", "aa" * 32 + "," + "bb" * 32)
     assert log.claim_status(c)["votes"][0]["msg"] == cast.to_json()
 
 
@@ -295,3 +295,29 @@ def test_a_lying_member_never_plants_a_reference(log: StateLog) -> None:
     submit(log, reference(MEMBERS[2], honest))
     assert [r["model_hash"] for r in log.state.admitted_references()] == [honest]
     assert log.state.references[("lenet5", 10, "1x28x28", "digits", "plain")][planted] == {liar.public_hex}
+
+
+def test_a_publish_is_tried_on_a_model_again_only_after_an_error_decision(log: StateLog) -> None:
+    """DESIGN §6.1 rule 4: repeated claims on one model pay for each other. The attack: claim the
+    same (publish, model) again and again, each claim drawing fresh control keys, until one passes."""
+    owner = Identity.generate()
+    index, key, proof = publish(log, owner)
+    sent = iter(range(1, 100))
+
+    def again(model: str = "ee" * 32) -> Claim:  # a new message each time (another time stamp)
+        c = claim(owner, index, key, proof, model)
+        return Claim.create(owner, publish=index, model_uri=c.model_uri, model_hash=model, verifier_uri=c.verifier_uri,
+                            info_uri=c.info_uri, key=key, key_proof=proof, time=c.time + next(sent))  # fmt: skip
+
+    _, first, _ = submit(log, again())
+    status, _, reason = submit(log, again())  # pending: refused
+    assert status == REJECTED and f"already claimed on this model (claim #{first}, not yet decided)" in reason
+    for member in MEMBERS[:2]:
+        submit(log, vote(member, first, "error", log))
+    _, second, _ = submit(log, again())  # nothing was decided: one more try
+    assert log.state.tries(second) == 2 and log.state.tries(first) == 1
+    for member in MEMBERS[:2]:
+        submit(log, vote(member, second, "not-owner", log))
+    status, _, reason = submit(log, again())
+    assert status == REJECTED and f"(claim #{second}, not-owner)" in reason
+    assert submit(log, again("dd" * 32))[0] == APPENDED  # another model

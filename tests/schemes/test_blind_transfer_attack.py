@@ -156,6 +156,8 @@ def _job(tmp_path: Path, info: dict[str, Any], verifier: dict[str, torch.Tensor]
         "threshold_floor": 0.8,
         "max_false_positive": 1e-6,
         "datasets": [],
+        "control_seed": "00" * 32,
+        "controls": 8,
     }
 
 

@@ -224,7 +224,14 @@ def test_verify_takes_a_prediction_function() -> None:
     t = fc.candidate_triple(KEY, 10, 0)[0]
     verdict = fc.verify(_answering(t), KEY, {}, _info())
     assert verdict.passed and verdict.score == 1.0 and verdict.threshold == 0.9
-    assert verdict.details == {"target": t, "bases": [5, 0], "n": 90, "target_answers": 90, "chance_rate": 1 / 8}
+    assert verdict.details == {
+        "target": t,
+        "bases": [5, 0],
+        "n": 90,
+        "target_answers": 90,
+        "chance_rate": 1 / 8,
+        "choices": 4,
+    }
     assert not fc.verify(_answering((t + 1) % 10), KEY, {}, _info()).passed
 
 

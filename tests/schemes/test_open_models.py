@@ -114,6 +114,7 @@ def _job(tmp_path: Path, model_bytes: bytes, build: dict[str, object]) -> dict[s
         "fetch": {"allow_loopback": False, "allow_private": False, "allow_hosts": [], "max_bytes": 2**28,
                   "timeout_s": 5.0},
         "references": [], "threshold_floor": 0.0, "max_false_positive": 1e-6, "datasets": [], "build": build,
+        "control_seed": "00" * 32, "controls": 8,
     }  # fmt: skip
 
 
