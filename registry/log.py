@@ -117,6 +117,10 @@ class ClaimState:
     votes: dict[str, tuple[str, int]]
     decided: str | None = None
     decided_at: int = -1
+    #: Each voter's reading of the suspect's function identity (registry.modelid).
+    ids: dict[str, str] = field(default_factory=dict)
+    #: The model the decision is about: the identity every deciding vote read, else the artifact hash.
+    model_id: str = ""
 
 
 @dataclass
@@ -146,6 +150,8 @@ class LogState:
         self.publishes: dict[int, dict[str, Any]] = {}
         self.claims: dict[int, ClaimState] = {}
         self.by_model: dict[str, list[int]] = {}
+        #: Decided claims by the function identity of their model (DESIGN §4.4).
+        self.by_function: dict[str, list[int]] = {}
         #: Reference models: slot -> model_hash -> the members that recorded it (DESIGN §6.1 rule 3).
         self.references: dict[tuple[str, int, str, str, str], dict[str, set[str]]] = {}
         #: The latest stamp each member signed (entries and beacons), and the envelope that carried
@@ -227,7 +233,7 @@ class LogState:
             self.by_model.setdefault(msg.model_hash, []).append(index)
             self.changed.set()
         elif isinstance(msg, Vote):
-            self._count(self.claims[msg.claim], msg, index)
+            self._count(msg.claim, msg, index)
             self.changed.set()
         elif isinstance(msg, Reference):
             self.references.setdefault(msg.slot, {}).setdefault(msg.model_hash, set()).add(msg.node)
@@ -245,12 +251,17 @@ class LogState:
                                     "recipe": recipe, "model_hash": model_hash, "members": len(nodes)})  # fmt: skip
             return out
 
-    def _count(self, claim: ClaimState, vote: Vote, index: int) -> None:
+    def _count(self, claim_index: int, vote: Vote, index: int) -> None:
+        claim = self.claims[claim_index]
         claim.votes[vote.node] = (vote.verdict, index)
+        claim.ids[vote.node] = vote.model_id
         if claim.decided is None:
-            tally = sum(1 for verdict, _ in claim.votes.values() if verdict == vote.verdict)
-            if tally >= self.majority:
+            deciding = [node for node, (verdict, _) in claim.votes.items() if verdict == vote.verdict]
+            if len(deciding) >= self.majority:
                 claim.decided, claim.decided_at = vote.verdict, index
+                read = {claim.ids[node] for node in deciding}
+                claim.model_id = read.pop() if len(read) == 1 and "" not in read else claim.model_hash
+                self.by_function.setdefault(claim.model_id, []).append(claim_index)
 
     def _outcome(self, status: str, index: int) -> Outcome:
         return Outcome(status, index, self.times[index], self.tree.leaf(index).hex())
@@ -321,12 +332,13 @@ class LogState:
                     f"{state.decided or 'not yet decided'}); a pair is tried again only after an `error` decision"
                 )
 
-    def tries(self, index: int) -> int:
-        """How many claims on claim #`index`'s (publish, model) pair up to and including it."""
+    def tries(self, index: int, model_id: str = "") -> int:
+        """How many claims of claim #`index`'s publish on its model, up to and including it: on the
+        same artifact, or decided on a model of the same function identity (a re-carded copy)."""
         with self.lock:
             claim = self.claims[index]
-            return sum(1 for i in self.by_model.get(claim.model_hash, [])
-                       if i <= index and self.claims[i].publish == claim.publish)  # fmt: skip
+            same = set(self.by_model.get(claim.model_hash, [])) | set(self.by_function.get(model_id, []))
+            return sum(1 for i in same if i <= index and self.claims[i].publish == claim.publish)
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -412,8 +424,8 @@ class LogState:
     def adopt(self, fresh: LogState) -> None:
         with self.lock:
             for name in ("leaves", "times", "tree", "by_body", "by_key_hash", "publishes", "claims", "by_model",
-                         "references", "last_time", "latest", "latest_env", "stamps", "leaf_bytes", "rejected",
-                         "beacons"):  # fmt: skip
+                         "by_function", "references", "last_time", "latest", "latest_env", "stamps", "leaf_bytes",
+                         "rejected", "beacons"):  # fmt: skip
                 setattr(self, name, getattr(fresh, name))
         self.changed.set()
 
@@ -655,24 +667,29 @@ class LogReader:
             "standing": standing,
         }
 
-    def standing_owner(self, model_hash: str) -> dict[str, Any] | None:
-        """Among the claims on `model_hash` decided `owner`, the one whose publish came first."""
+    def standing_owner(self, model: str) -> dict[str, Any] | None:
+        """Among the claims decided `owner` on `model` (an artifact hash or a function identity,
+        registry.modelid), the one whose publish came first. Every artifact of one function is one
+        model: a copy re-carded in its input size, free fields or label names stands with the
+        original (DESIGN §4.4)."""
         with self.state.lock:
+            ids = {model} | {self.state.claims[i].model_id for i in self.state.by_model.get(model, [])}
+            claims = {i for name in ids for i in self.state.by_function.get(name, [])}
             passed = [
-                (self.state.times[c.publish], c.publish, i, c.owner)
-                for i in self.state.by_model.get(model_hash, [])
+                (self.state.times[c.publish], c.publish, i, c.owner, c.model_id)
+                for i in claims
                 if (c := self.state.claims[i]).decided == OWNER
             ]
         if not passed:
             return None
-        time, publish, claim, owner = min(passed)
+        time, publish, claim, owner, model_id = min(passed)
         return {
-            "model_hash": model_hash,
+            "model_id": model_id,
             "owner": owner,
             "claim": claim,
             "publish": publish,
             "publish_time": time,
-            "passed_claims": sorted(i for _, _, i, _ in passed),
+            "passed_claims": sorted(i for _, _, i, _, _ in passed),
             "why": (
                 f"claim #{claim} passed and rests on publish #{publish}, the earliest publish among the "
                 f"{len(passed)} claim(s) that passed on this model"

@@ -294,7 +294,9 @@ class Vote(Message):
     verification also ran on (comma-separated, empty when none matched the suspect); `controls` the
     control keys it verified on the suspect (schemes.controls): "COUNT:MAX:NEAR:RATE", their number,
     the best control's score per mille, how many came near the threshold and the upper bound on
-    their pooled per-answer rate (empty when the claim was not verified)."""
+    their pooled per-answer rate (empty when the claim was not verified); `model_id` the suspect's
+    function identity as this node read it (registry.modelid; a prediction API's is its model_hash;
+    empty when the node could not read the suspect), by which decisions and standing owners go."""
 
     TYPE: ClassVar[str] = "vote"
     VERSION: ClassVar[int] = 3
@@ -310,6 +312,7 @@ class Vote(Message):
     fp_bound: str
     references: str
     controls: str
+    model_id: str
 
     @classmethod
     def _validate_fields(cls, obj: dict[str, Any]) -> None:
@@ -335,6 +338,8 @@ class Vote(Message):
         controls = obj["controls"]
         if not isinstance(controls, str) or not (controls == "" or _CONTROLS_RE.fullmatch(controls)):
             raise MessageError("field 'controls' must be empty or 'COUNT:MAX:NEAR:RATE' like '8:120:0:1.40e-02'")
+        if obj["model_id"] != "" and not is_hex(obj["model_id"], 32):
+            raise MessageError("field 'model_id' must be empty or a SHA-256 hex digest")
 
     @classmethod
     def create(
@@ -350,6 +355,7 @@ class Vote(Message):
         fp_bound: str = "1.00e+00",
         references: tuple[str, ...] = (),
         controls: str = "",
+        model_id: str = "",
     ) -> Vote:
         unsigned = {
             "claim": claim,
@@ -361,6 +367,7 @@ class Vote(Message):
             "fp_bound": fp_bound,
             "references": ",".join(references),
             "controls": controls,
+            "model_id": model_id,
         }
         return cast(Vote, cls._sign(identity, unsigned))
 

@@ -24,6 +24,7 @@ from registry.errors import IdentityError, MessageError, UnavailableError
 from registry.fetch import FetchPolicy, http_get
 from registry.identity import Identity, derive_owner_key
 from registry.messages import Claim, Publish, predict_model_hash
+from registry.modelid import model_identity_of
 from registry.receipt import fetch_receipt
 
 RECEIPT_FILE = "receipt.json"
@@ -89,6 +90,16 @@ def publish_bundle(
     if save_receipt:
         (bundle_dir / RECEIPT_FILE).write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
     return receipt
+
+
+def model_name(suspect: str) -> str:
+    """The function identity (registry.modelid) of a local model file or directory."""
+    from schemes.zoo import load_model, model_to_bytes
+
+    path = Path(suspect)
+    if not path.exists():
+        raise MessageError(f"model {suspect!r} is neither a local model nor a SHA-256 hex digest")
+    return model_identity_of(model_to_bytes(*load_model(path)))
 
 
 def suspect_uri(client: NodeClient, suspect: str) -> tuple[str, str]:

@@ -59,6 +59,7 @@ from registry.infos import (
 from registry.judges import Judge, JudgeLimitError, Limits
 from registry.log import REJECTED, Outcome, RegistryLog
 from registry.messages import ERROR, NOT_OWNER, PREDICT, Claim, Message, Reference, Vote, uri_kind
+from registry.modelid import model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Judgement:
     fp_bound: str = "1.00e+00"
     references: tuple[str, ...] = ()
     controls: str = ""
+    model_id: str = ""
 
 
 class _Files:
@@ -320,11 +322,14 @@ class VerifierWorker:
         assert isinstance(claim, Claim)
         started = time.perf_counter()
         files = _Files(self.fetcher.store, self.fetcher, self.work_dir)
+        model_id = ""
         try:
             publish = self.log.entry(claim.publish)["msg"]
             job = self._prepare(claim, publish, files)
             if isinstance(job, dict):  # seeded by the claim's leaf: nobody knew it before the commit
-                job.update(control_seed=self.log.entry(index)["leaf_hash"], tries=self.log.state.tries(index))
+                model_id = job.pop("model_id")
+                job.update(control_seed=self.log.entry(index)["leaf_hash"],
+                           tries=self.log.state.tries(index, model_id))  # fmt: skip
             answer = judge.run(job, self.limits) if isinstance(job, dict) else None
             if answer is None:
                 result = job if isinstance(job, Judgement) else Judgement(ERROR, 0, 0, "nothing to judge")
@@ -333,7 +338,7 @@ class VerifierWorker:
             else:
                 result = Judgement(
                     answer["verdict"], answer["score"], answer["threshold"], answer["reason"], answer["fp_bound"],
-                    tuple(answer["references"]), answer["controls"],
+                    tuple(answer["references"]), answer["controls"], model_id,
                 )  # fmt: skip
         except InfoError as exc:
             result = Judgement(NOT_OWNER, 0, 0, f"refused: {exc.diagnostics()}"[:500])
@@ -360,12 +365,14 @@ class VerifierWorker:
         check_verifier(typed, tensor_names(safetensors_header(verifier_path)))
         card: dict[str, Any] | None = None
         model_path: Path | None = None
+        model_id = ""
         if uri_kind(claim.model_uri) == PREDICT:
             if scheme not in BLACK_BOX:
                 raise WmnodeError(f"{scheme} is a white-box scheme: it needs the model's weights, not an API")
         else:
             model_path = files.get(claim.model_uri, claim.model_hash, self.fetcher.policy.max_bytes, "suspect model")
             card = card_from_artifact(safetensors_header(model_path))
+            model_id = model_identity(model_path)
             check_against_card(typed, card, self.policy)
         references = self._matching_references(typed, card)
         if not references and self.policy.require_references:
@@ -375,6 +382,7 @@ class VerifierWorker:
         floors = self.policy.floors(scheme)
         return {
             "op": "judge",
+            "model_id": model_id or claim.model_hash,  # the node's, not a judge's: popped before the job
             "scheme": scheme,
             "key": claim.key,
             "info_path": str(info_path),
@@ -422,6 +430,7 @@ class VerifierWorker:
             fp_bound=result.fp_bound,
             references=result.references,
             controls=result.controls,
+            model_id=result.model_id,
         )
 
     def _submit(self, msg: Message) -> bool:

@@ -26,9 +26,10 @@ from registry.cli._common import (
     state_dir_option,
 )
 from registry.client import NodeClient
+from registry.encoding import is_hex
 from registry.errors import ConfigError, VerificationError, WmnodeError
 from registry.monitor import Community, Monitor, Peer
-from registry.ownership import claim_suspect
+from registry.ownership import claim_suspect, model_name
 
 #: Exit codes of `wmnode claim`.
 EXIT_OWNER, EXIT_NOT_OWNER, EXIT_UNDECIDED = 0, 1, 2
@@ -174,12 +175,21 @@ def _signed_by(cert: dict[str, Any], keys: tuple[str, ...]) -> list[Any]:
 
 @click.command()
 @node_option
-@click.option("--model", "model_hash", required=True, help="SHA-256 of the model file (the claims' model_hash).")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    help="A local model (file or directory), or the SHA-256 of a model artifact or of its function identity.",
+)
 @json_option
-def owner(node: str, model_hash: str, as_json: bool) -> None:
-    """Show the standing owner of a model and why (the earliest publish among passing claims)."""
+def owner(node: str, model: str, as_json: bool) -> None:
+    """Show the standing owner of a model and why (the earliest publish among passing claims).
+
+    A model is named by what defines its function (registry.modelid): any copy of it, re-carded in
+    its input size, free fields or label names, has the same standing owner."""
+    name = model if is_hex(model, 32) else model_name(model)
     with NodeClient(node) as client:
-        standing = client.owner(model_hash)
+        standing = client.owner(name)
     if as_json:
         echo_json(standing)
         return

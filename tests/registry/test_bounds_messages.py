@@ -29,6 +29,7 @@ def make_vote(**overrides: Any) -> Vote:
         "fp_bound": "2.30e-09",
         "references": REFS,
         "controls": "8:120:0:1.40e-02",
+        "model_id": "5a" * 32,
     }
     return Vote.create(NODE, **{**fields, **overrides})
 
@@ -56,7 +57,7 @@ def test_a_v3_vote_round_trips_through_its_canonical_bytes() -> None:
     assert (obj["type"], obj["v"], obj["fp_bound"], obj["references"]) == ("vote", 3, "2.30e-09", ",".join(REFS))
     assert obj["controls"] == "8:120:0:1.40e-02"
     assert set(obj) == {"type", "v", "node", "claim", "claim_hash", "verdict", "score", "threshold", "reason",
-                        "fp_bound", "references", "controls", "sig"}  # fmt: skip
+                        "fp_bound", "references", "controls", "model_id", "sig"}  # fmt: skip
     assert message_from_json(obj) == vote and Vote.from_json(obj) == vote
     again = message_from_bytes(vote.canonical_bytes())
     assert again == vote and again.canonical_bytes() == vote.canonical_bytes()
@@ -133,6 +134,7 @@ def test_bad_reference_lists_are_refused(refs: object, fragment: str) -> None:
         (lambda o: o.update(controls="8:1200:0:1.00e+00"), "field 'controls' must be empty or 'COUNT:MAX:NEAR:RATE'"),
         (lambda o: o.update(controls="0:0:0:1.00e+00"), "field 'controls' must be empty or"),
         (lambda o: o.update(controls="8:120:0:0.014"), "field 'controls' must be empty or"),
+        (lambda o: o.update(model_id="5A" * 32), "field 'model_id' must be empty or a SHA-256 hex digest"),
     ],
 )
 def test_a_vote_of_an_earlier_version_or_with_bad_control_figures_is_refused(mutate: Any, fragment: str) -> None:
