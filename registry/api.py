@@ -275,7 +275,8 @@ def check_claim_info(log: RegistryLog, claim: Claim, store: ArtifactStore, polic
     if uri_kind(claim.model_uri) == ARTIFACT:
         if not store.has(claim.model_hash):
             raise RejectedError(f"the suspect {claim.model_uri[:23]}… is not in this node's store; upload it first")
-        check_against_card(typed, card_from_artifact(safetensors_header(store.path(claim.model_hash))), policy)
+        card = card_from_artifact(safetensors_header(store.path(claim.model_hash)))
+        check_against_card(typed, card, policy, log.state.checkpoint_archs())
 
 
 async def _upload(

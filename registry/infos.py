@@ -427,6 +427,12 @@ class Info:
         """Inputs the judge sends the suspect (one pass); capped by the policy."""
         raise NotImplementedError
 
+    @property
+    def classes(self) -> int | None:
+        """The outputs a suspect of this info answers (None where the info does not say)."""
+        value = getattr(self, "num_classes", None)
+        return value if isinstance(value, int) else None
+
     def _check_work(self, policy: VerificationPolicy, count: int) -> None:
         channels, height, width = self.input_shape
         if channels not in (1, 3) or max(height, width) > policy.max_input_side:
@@ -527,6 +533,10 @@ class NewLabelInfo(Info):
     @property
     def queries(self) -> int:
         return self.n
+
+    @property
+    def classes(self) -> int | None:
+        return self.delta + 1  # the task's classes and Δ
 
 
 @dataclass(frozen=True)
@@ -767,27 +777,44 @@ def image_normalisation(mean: Sequence[float], std: Sequence[float]) -> bool:
     )
 
 
-def check_against_card(info: Info, card: Mapping[str, Any], policy: VerificationPolicy = DEFAULT_POLICY) -> None:
+def check_against_card(
+    info: Info,
+    card: Mapping[str, Any],
+    policy: VerificationPolicy = DEFAULT_POLICY,
+    checkpoints: frozenset[str] = frozenset(),
+) -> None:
     """What a node refuses of a suspect's card before any work (`card` is a `card_summary`).
 
     Neither the card's input size nor its normalisation is checked against the info: the judge
     runs the suspect as its own function of raw pixels, normalised by its own card, at the input
     shape the owner published (schemes.suspect, DESIGN §6.1 rule 4), so a thief who re-cards a copy
-    does not void the owner's claim, and the claimant chooses neither after the fact."""
+    does not void the owner's claim, and the claimant chooses neither after the fact. MTLSign on an
+    open architecture is judged where the community admitted a public checkpoint of it as a reference
+    (`checkpoints`: their base architectures) or opted in."""
     arch = card.get("arch")
-    if info.SCHEME == "mtlsign" and isinstance(arch, str) and ":" in arch and not policy.mtlsign.open_architectures:
+    opened = policy.mtlsign.open_architectures or base_arch(arch) in checkpoints
+    if info.SCHEME == "mtlsign" and isinstance(arch, str) and ":" in arch and not opened:
         raise InfoError(
             f"mtlsign: the suspect is a {arch.split('-')[0]} network, whose first stages public pretrained "
             "checkpoints share: a head fitted to them would pass on anyone's fine-tune of that checkpoint. This "
-            "community does not judge MTLSign on open architectures ([verification.mtlsign] open_architectures); "
-            "claim with passport or a black-box scheme"
+            "community has admitted no public checkpoint of it as a reference (wmnode reference add) and does not "
+            "judge MTLSign on open architectures without one ([verification.mtlsign] open_architectures); claim "
+            "with passport or a black-box scheme"
         )
+
+
+def base_arch(arch: object) -> str:
+    """An architecture without its scheme variant (a passport model is its plain network's kind)."""
+    return arch.removesuffix("-passport") if isinstance(arch, str) else ""
 
 
 # --------------------------------------------------------------------------------------------
 # Reference models a node builds (DESIGN §6.1 rule 3)
 
 REFERENCE_RECIPES = ("plain", "new-label", "passport")
+#: The recipe of a public checkpoint a community admits by hash (`wmnode reference add`): its slot's
+#: data set is the model hash itself, so every checkpoint is a slot of its own.
+CHECKPOINT = "checkpoint"
 _REFERENCE_KEYS = {"recipe": str, "arch": str, "dataset": str, "input_shape": list, "seed": int, "epochs": int}
 
 

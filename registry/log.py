@@ -46,6 +46,7 @@ from registry.clock import (
 from registry.encoding import MAX_MESSAGE_BYTES, canonical, parse_json
 from registry.errors import MessageError, NotFoundError, RejectedError, WmnodeError
 from registry.identity import Identity, verify_owner_key
+from registry.infos import CHECKPOINT, base_arch
 from registry.merkle import MerkleTree, leaf_hash
 from registry.messages import ERROR, OWNER, Claim, Message, Publish, Reference, Vote, message_from_json
 from registry.raft_transport import RaftAuth, SecureTransport, WireLimits, stretch_secret
@@ -250,6 +251,10 @@ class LogState:
                         out.append({"arch": arch, "num_classes": classes, "input_shape": shape, "dataset": dataset,
                                     "recipe": recipe, "model_hash": model_hash, "members": len(nodes)})  # fmt: skip
             return out
+
+    def checkpoint_archs(self) -> frozenset[str]:
+        """The base architectures of the public checkpoints a majority of members admitted."""
+        return frozenset(base_arch(r["arch"]) for r in self.admitted_references() if r["recipe"] == CHECKPOINT)
 
     def _count(self, claim_index: int, vote: Vote, index: int) -> None:
         claim = self.claims[claim_index]

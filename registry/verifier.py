@@ -46,9 +46,11 @@ from registry.errors import VerificationError, WmnodeError
 from registry.fetch import ArtifactStore, Fetcher
 from registry.identity import Identity, verify_owner_key
 from registry.infos import (
+    CHECKPOINT,
     Info,
     InfoError,
     ReferenceSpec,
+    base_arch,
     card_from_artifact,
     check_against_card,
     check_verifier,
@@ -373,7 +375,7 @@ class VerifierWorker:
             model_path = files.get(claim.model_uri, claim.model_hash, self.fetcher.policy.max_bytes, "suspect model")
             card = card_from_artifact(safetensors_header(model_path))
             model_id = model_identity(model_path)
-            check_against_card(typed, card, self.policy)
+            check_against_card(typed, card, self.policy, self.log.state.checkpoint_archs())
         references = self._matching_references(typed, card)
         if not references and self.policy.require_references:
             shape = "x".join(map(str, typed.input_shape))
@@ -400,15 +402,15 @@ class VerifierWorker:
         }
 
     def _matching_references(self, info: Info, card: dict[str, Any] | None) -> list[dict[str, str]]:
-        """Admitted references of the suspect's architecture, classes and input shape (a prediction
-        API shows none of them but the shape: every reference of that shape and data set)."""
-        shape = "x".join(map(str, info.input_shape))
-        dataset = getattr(info, "dataset", None)
+        """Admitted references that match the suspect. A trained one: the suspect's architecture,
+        classes and input shape (a prediction API shows none of them but the shape: every reference of
+        that shape and data set). A public checkpoint (DESIGN §6.1 rule 3), judged at the claim's
+        shape: for a white-box scheme, one of the suspect's architecture whatever its head (MTLSign
+        reads its early stages, passport its convolutions); for a black-box one, one with the
+        suspect's classes."""
         out = []
         for ref in self.log.state.admitted_references():
-            if ref["input_shape"] != shape or (dataset is not None and ref["dataset"] != dataset):
-                continue
-            if card is not None and (ref["arch"], ref["num_classes"]) != (card.get("arch"), card.get("num_classes")):
+            if not _matches(ref, info, card):
                 continue
             try:
                 self.fetcher.artifact(ref["model_hash"], self.fetcher.policy.max_bytes)
@@ -452,6 +454,19 @@ class VerifierWorker:
             self._stop.wait(0.2)
         logger.warning("%s not committed yet; it is kept and submitted again", msg.TYPE)
         return False
+
+
+def _matches(ref: dict[str, Any], info: Info, card: dict[str, Any] | None) -> bool:
+    """Whether the admitted reference `ref` is a null model for a claim of `info` on `card`."""
+    if ref["recipe"] == CHECKPOINT:
+        if info.SCHEME not in BLACK_BOX:
+            return card is not None and base_arch(ref["arch"]) == base_arch(card.get("arch"))
+        classes = card.get("num_classes") if card is not None else info.classes
+        return bool(ref["num_classes"] == classes)
+    dataset = getattr(info, "dataset", None)
+    if ref["input_shape"] != "x".join(map(str, info.input_shape)) or dataset not in (None, ref["dataset"]):
+        return False
+    return card is None or (ref["arch"], ref["num_classes"]) == (card.get("arch"), card.get("num_classes"))
 
 
 def _collector(box: list[tuple[Outcome | None, int]], done: threading.Event) -> Callable[[Outcome | None, int], None]:

@@ -10,6 +10,7 @@ from node_config import load_config
 from registry.cli._common import echo_json, json_option, node_option, short
 from registry.client import NodeClient
 from registry.errors import RejectedError
+from registry.infos import CHECKPOINT
 from registry.messages import Reference
 
 
@@ -66,6 +67,36 @@ def build(config_path: Path, data_dir: Path | None) -> None:
                 click.echo(f"  recorded {short(digest, 16)} as entry #{entry['index']}")
             except RejectedError as exc:
                 click.echo(f"  not recorded: {exc.diagnostics()}")
+
+
+@reference.command("add")
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def add(model: Path, config_path: Path, data_dir: Path | None) -> None:
+    """Record a public checkpoint (a model file or a Hub-layout directory) as a reference model.
+
+    It counts once a majority of the members recorded the same hash: every member runs this with
+    its own config on the same file. A claim on a suspect of its architecture is then judged on it
+    too (DESIGN §6.1 rule 3), for MTLSign and passport whatever its head, for black-box schemes when
+    its classes are the suspect's; MTLSign is judged on an open architecture once one is admitted."""
+    from registry.node import data_dir_for, node_identity
+    from schemes.zoo import load_model, model_to_bytes
+
+    config = load_config(config_path).with_data_dir(data_dir)
+    identity = node_identity(config, data_dir_for(config))
+    module, card = load_model(model)
+    with NodeClient(config.me.api_url, timeout=60) as client:
+        digest = client.put_artifact(model_to_bytes(module, card)).removeprefix("sha256:")
+        msg = Reference.create(
+            identity, arch=card.arch, num_classes=card.num_classes, input_shape="x".join(map(str, card.input_shape)),
+            dataset=digest, recipe=CHECKPOINT, seed=0, model_hash=digest,
+        )  # fmt: skip
+        try:
+            entry = client.submit(msg)
+        except RejectedError as exc:
+            raise click.ClickException(f"not recorded: {exc.diagnostics()}") from None
+    click.echo(f"recorded {card.arch} checkpoint {short(digest, 16)} as entry #{entry['index']}")
 
 
 COMMANDS = [reference]
