@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import socket
@@ -30,7 +31,7 @@ from registry.messages import Claim, Vote
 from registry.ownership import BundleFiles, claim_suspect, publish_bundle, wait_decided
 from schemes.serving import PATH, RemotePredictor, encode_batch
 from schemes.workflow import attack_model, embed_to_bundle
-from schemes.zoo import load_model, model_to_bytes
+from schemes.zoo import load_model, model_to_bytes, save_model
 from tests.cluster.community import embed_marked, start_community, write_configs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -72,6 +73,17 @@ def finetuned(base: Path, owner_bundle: Path) -> Path:
     return out
 
 
+def copy_of(model_dir: Path, name: str) -> Path:
+    """`model_dir` re-carded with a free field: another artifact of the same model (registry.modelid).
+    A publish is tried on one artifact once (registry.log), so each test claims a copy of its own; the
+    judges count the earlier decided claims on the same function in the bound."""
+    out = model_dir.parent / f"{model_dir.name}-{name}"
+    if not out.exists():
+        model, card = load_model(model_dir)
+        save_model(model, dataclasses.replace(card, extra={**card.extra, "copy": name}), out)
+    return out
+
+
 def seeds(community: LocalCommunity) -> list[Identity]:
     """The member identities (test configs derive them from a seed in the config)."""
     return [Identity.from_seed(load_config(n.config_path).identity_seed or "") for n in community.nodes]
@@ -88,7 +100,7 @@ def test_the_owners_claim_on_a_fine_tuned_copy_is_decided_owner_with_a_checkable
     community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
 ) -> None:
     with community.client(1) as client:  # any node takes a claim
-        status = claim_suspect(client, owner, owner_bundle, str(finetuned), timeout_s=120)
+        status = claim_suspect(client, owner, owner_bundle, str(copy_of(finetuned, "cert")), timeout_s=120)
     assert (status["decided"], status["result"]) == ("owner", "owner"), status["votes"]
     verdicts = {v["msg"]["node"]: v["msg"]["verdict"] for v in status["votes"]}
     assert len(verdicts) >= 2 and set(verdicts.values()) == {"owner"}
@@ -110,7 +122,7 @@ def test_with_one_node_stopped_during_a_claim_the_other_two_decide(
 ) -> None:
     try:
         with community.client(0) as client:
-            msg = _claim_msg(client, owner, owner_bundle, *_uploaded(client, finetuned))
+            msg = _claim_msg(client, owner, owner_bundle, *_uploaded(client, copy_of(finetuned, "stopped")))
             index = client.submit(msg)["index"]
             community.nodes[2].kill()  # the claim is committed; node3 dies before it can have voted much
             status = wait_decided(client, index, 120)
@@ -133,7 +145,7 @@ def test_a_restarted_node_votes_once_on_the_claims_it_missed(
     try:
         community.wait_ready(timeout=60)
         with community.client(0) as client:
-            status = claim_suspect(client, owner, owner_bundle, str(finetuned), timeout_s=120)
+            status = claim_suspect(client, owner, owner_bundle, str(copy_of(finetuned, "restart")), timeout_s=120)
             index = status["claim"]["index"]
             community.nodes[2].start()
             community.wait_ready(timeout=60)
@@ -177,7 +189,7 @@ def test_a_member_that_votes_against_the_truth_does_not_change_the_outcome(
             while liar_log.sync._getLeader() is None or liar_log.size() < client.status()["size"]:
                 assert time.monotonic() < deadline, "member 3's log never caught up"
                 time.sleep(0.05)
-            msg = _claim_msg(client, owner, owner_bundle, *_uploaded(client, finetuned))
+            msg = _claim_msg(client, owner, owner_bundle, *_uploaded(client, copy_of(finetuned, "liar")))
             index = client.submit(msg)["index"]
             lie = Vote.create(
                 liar, claim=index, claim_hash=msg.body_hash(), verdict="not-owner", score=0, threshold=700, reason="lie"
@@ -222,7 +234,7 @@ def _claim_msg(client: NodeClient, owner: Identity, bundle_dir: Path, model_uri:
 def test_bad_claims_are_refused_before_anyone_votes(
     community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
 ) -> None:
-    data = model_to_bytes(*load_model(finetuned))
+    data = model_to_bytes(*load_model(copy_of(finetuned, "bad")))
     digest = hashlib.sha256(data).hexdigest()
     with community.client(0) as client:
         size = client.status()["size"]
@@ -295,7 +307,7 @@ class _FileServer:
 def test_a_model_url_whose_bytes_changed_is_voted_an_error(
     community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
 ) -> None:
-    data = model_to_bytes(*load_model(finetuned))
+    data = model_to_bytes(*load_model(copy_of(finetuned, "url")))
     server = _FileServer(data)
     try:
         with community.client(0) as client:
@@ -437,6 +449,13 @@ def test_the_command_line_publishes_claims_certifies_and_names_the_owner(
     model_hash = json.loads(cert.read_text())["claim"]["msg"]["model_hash"]
     standing = _wmnode("owner", "--node", node, "--model", model_hash, "--json")
     assert standing.exit_code == 0 and json.loads(standing.output)["owner"] == owner.public_hex
+    # A copy re-carded by a thief (a free field, another input size), never claimed: the same model.
+    stolen = copy_of(finetuned, "never-claimed")
+    model, card = load_model(stolen)
+    save_model(model, dataclasses.replace(card, input_shape=(1, 29, 29)), base / "stolen-29")
+    for path in (stolen, base / "stolen-29"):
+        named = _wmnode("owner", "--node", node, "--model", str(path), "--json")
+        assert named.exit_code == 0 and json.loads(named.output)["owner"] == owner.public_hex, named.output
 
     lost = _wmnode(
         "claim", "--node", node, "--config", config, "--identity", str(key_file), "--bundle", str(weak),

@@ -1,0 +1,118 @@
+"""The claimant picks the normalisation (issue: a decision that holds for any model), as it was done.
+
+A squatter publishes new-label and function-coupled records before any victim exists, with a
+degenerate normalisation in its info (mean 0 / std 0.1; mean 1), and later claims models it never
+touched. With the suspect fed the info's encoding (the check switched off: `scheme.verify` as the
+judge called it before), random keys pass; through the judge, which feeds the suspect its own
+card's normalisation and verifies control keys, none is `owner`, while the victim's honest claim
+on the same model is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors.torch import save_file
+
+from registry.identity import Identity, derive_owner_key
+from schemes import judge as judging
+from schemes.base import SchemeError, get_scheme
+from schemes.bundle import load_bundle
+from schemes.community import claim_data, community_data
+from schemes.function_coupled import dataset_digest
+from schemes.references import Recipe, build_reference
+from schemes.zoo import model_to_bytes
+from tests.cluster.community import embed_marked
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+def job(tmp: Path, model_bytes: bytes, info: dict[str, Any], key: bytes) -> dict[str, Any]:
+    (tmp / "suspect").write_bytes(model_bytes)
+    (tmp / "info.json").write_text(json.dumps(info))
+    save_file({}, str(tmp / "verifier"))  # both schemes ship nothing: their inputs come from the key
+    return {
+        "op": "judge", "scheme": info["scheme"], "key": key.hex(), "info_path": str(tmp / "info.json"),
+        "verifier_path": str(tmp / "verifier"), "model_path": str(tmp / "suspect"), "predict_uri": None,
+        "fetch": {"allow_loopback": True, "allow_private": False, "allow_hosts": [], "max_bytes": 2**28,
+                  "timeout_s": 5.0},
+        "references": [], "threshold_floor": 0.0, "max_false_positive": 1e-6, "datasets": [],
+        "build": {"architectures": ["*"], "max_parameters": 10**8}, "control_seed": os.urandom(32).hex(),
+        "controls": 8, "tries": 1,
+    }  # fmt: skip
+
+
+def squat(tmp: Path, model: Any, card: Any, info: dict[str, Any], keys: int) -> tuple[int, int]:
+    """(keys that pass with the check off, keys the judge decides `owner`)."""
+    scheme = get_scheme(info["scheme"])
+    winners = []
+    for _ in range(keys):
+        key = os.urandom(32)
+        if scheme.verify(model, key, {}, info).passed:  # fed the info's encoding, as before
+            winners.append(key)
+    data = model_to_bytes(model, card)
+    owners = sum(judging.judge(job(tmp, data, info, key))["verdict"] == "owner" for key in winners)
+    return len(winners), owners
+
+
+def test_a_degenerate_normalisation_wins_nothing_against_a_new_label_model(tmp_path: Path) -> None:
+    victim = Identity.generate()
+    embed_marked(victim, "new-label", tmp_path / "victim")
+    bundle = load_bundle(tmp_path / "victim")
+    honest = judging.judge(job(tmp_path, model_to_bytes(bundle.model, bundle.card), bundle.info, bundle.key.key))
+    assert honest["verdict"] == "owner", honest["reason"]
+    squatter_info = {**bundle.info, "mean": [0.0], "std": [0.1]}
+    passed, owners = squat(tmp_path, bundle.model, bundle.card, squatter_info, 300)
+    print(f"new label, mean 0 / std 0.1: {passed} of 300 random keys pass with the check off, {owners} owner")
+    assert passed >= 30  # the attack, with the check switched off
+    assert owners == 0
+
+
+def test_a_degenerate_normalisation_wins_nothing_against_a_plain_model(tmp_path: Path) -> None:
+    model, card = build_reference(Recipe("plain", "lenet5", "digits", (1, 28, 28), seed=3, epochs=8))
+    std = list(community_data("digits", (1, 28, 28)).std)
+    encoded = claim_data("digits", (1, 28, 28), [1.0], std, "function-coupled")
+    info = {"scheme": "function-coupled", "version": 1, "mode": "invisible", "r": 0.5, "n_train": 200,
+            "n_verify": 90, "threshold": 0.9, "candidate": 0, "num_classes": 10, "input_shape": [1, 28, 28],
+            "mean": [1.0], "std": std, "dataset": "digits", "split_seed": 0, "test_fraction": 0.2,
+            "dataset_sha256": dataset_digest(encoded)}  # fmt: skip
+    passed = owners = 0
+    for candidate in range(4):  # the claimant's choice among its key's candidates, all of them
+        got = squat(tmp_path, model, card, {**info, "candidate": candidate}, 200)
+        passed, owners = passed + got[0], owners + got[1]
+    print(f"function-coupled, mean 1: {passed} of 800 (key, candidate) pairs pass with the check off, {owners} owner")
+    assert owners == 0
+
+
+def test_a_key_searched_against_the_references_and_a_model_of_its_own_wins_nothing(tmp_path: Path) -> None:
+    """The searcher holds a new-label model of its own and the community's public references (they
+    rebuild bit for bit), and grinds 10,000 nonces for the key its own model answers Δ to most often
+    while every reference fails it; it then claims a victim's new-label model with that key, at the
+    card's normalisation. The key was never embedded in the victim: `not-owner`."""
+    searcher, victim = Identity.generate(), Identity.generate()
+    embed_marked(searcher, "new-label", tmp_path / "searcher")
+    embed_marked(victim, "new-label", tmp_path / "victim")
+    own, target = load_bundle(tmp_path / "searcher"), load_bundle(tmp_path / "victim")
+    references = [build_reference(Recipe(r, "lenet5", "digits", (1, 28, 28), seed=1, epochs=8))[0]
+                  for r in ("plain", "new-label")]  # fmt: skip
+    scheme, info = get_scheme("new-label"), own.info
+    best: tuple[float, bytes] = (-1.0, b"")
+    for _ in range(10_000):
+        key = derive_owner_key(searcher, os.urandom(16)).key
+        score = scheme.verify(own.model, key, {}, info).score
+        if score > best[0] and not any(_passes(scheme, ref, key, info) for ref in references):
+            best = (score, key)
+    vote = judging.judge(job(tmp_path, model_to_bytes(target.model, target.card), info, best[1]))
+    print(f"searched key: {best[0]:.3f} on the searcher's own model; on the victim's: {vote['reason'][:160]}")
+    assert vote["verdict"] == "not-owner", vote["reason"]
+
+
+def _passes(scheme: Any, model: Any, key: bytes, info: dict[str, Any]) -> bool:
+    try:
+        return bool(scheme.verify(model, key, {}, info).passed)
+    except SchemeError:  # a reference without Δ cannot answer it: it passes nothing
+        return False
