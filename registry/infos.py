@@ -696,14 +696,18 @@ def parse_info(scheme: str, obj: object, policy: VerificationPolicy = DEFAULT_PO
 
 def card_from_artifact(data: bytes) -> dict[str, Any]:
     """The card a model artifact carries in its safetensors metadata (`wmnode.card`)."""
-    header = _header(data, "the suspect model")
+    return card_summary(header_card(_header(data, "the suspect model")))
+
+
+def header_card(header: Mapping[str, Any]) -> dict[str, Any]:
+    """The whole card in a parsed safetensors header's metadata (`wmnode.card`), as JSON."""
     try:
         card = json.loads(header["__metadata__"]["wmnode.card"])
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise MessageError("the suspect model carries no model card in its metadata") from exc
     if not isinstance(card, dict):
         raise MessageError("the suspect model's card is not a JSON object")
-    return card_summary(card)
+    return card
 
 
 def card_summary(card: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from registry.encoding import canonical
 from registry.errors import MessageError
-from registry.infos import card_summary
+from registry.infos import card_summary, header_card
 
 __all__ = ["model_identity", "model_identity_of"]
 
@@ -92,12 +92,7 @@ def _parse(raw: bytes) -> dict[str, Any]:
 
 def _function_card(header: dict[str, Any]) -> dict[str, Any]:
     """The card fields that define the function: architecture, arguments, normalisation."""
-    try:
-        card = json.loads(header["__metadata__"]["wmnode.card"])
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise MessageError("the suspect model carries no model card in its metadata") from exc
-    if not isinstance(card, dict):
-        raise MessageError("the suspect model's card is not a JSON object")
+    card = header_card(header)
     summary = card_summary(card)
     args = card.get("model_args", {})
     try:  # floats travel as their shortest repr: canonical JSON here carries none (DESIGN §4.1)
