@@ -154,7 +154,9 @@ def test_slow_claims_of_one_claimant_do_not_delay_anothers(
         delay = loaded["seconds_to_decision"] - normal["seconds_to_decision"]
         print(f"honest claim: {normal['seconds_to_decision']:.2f} s alone, {loaded['seconds_to_decision']:.2f} s "
               f"behind two stalled claims (delay {delay:+.2f} s)")  # fmt: skip
-        assert delay <= 1.0
+        # Waiting behind a stalled claim would cost at least the 2 s per-request deadline; what is left
+        # is the CPU the stalled claims' judges share on a small machine (0.8 s measured on 2 cores).
+        assert delay <= 1.5
 
         for index in slow:
             status = wait_decided(client, index, 10 * WALL_S + 60)
@@ -184,11 +186,19 @@ def test_a_node_killed_mid_judgement_votes_error_after_restart_and_never_twice(
         node.start()
         community.wait_ready(timeout=120, verifiers=True)
         for index in slow:
-            status = wait_decided(client, index, 10 * WALL_S + 60)
-            mine = [v["msg"] for v in status["votes"] if v["msg"]["node"] == status_key(community, 2)]
-            assert len(mine) <= 1, mine
-        statuses = [client.claim(i) for i in slow]
-    votes = [v["msg"] for s in statuses for v in s["votes"] if v["msg"]["node"] == status_key(community, 2)]
+            wait_decided(client, index, 10 * WALL_S + 60)
+        # A claim is decided by two votes; node3 may still be judging the other one. Wait for its own.
+        me = status_key(community, 2)
+        deadline = time.monotonic() + 10 * WALL_S + 60
+        while True:
+            statuses = [client.claim(i) for i in slow]
+            mine = [[v["msg"] for v in s["votes"] if v["msg"]["node"] == me] for s in statuses]
+            assert all(len(m) <= 1 for m in mine), mine
+            if all(mine) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert all(mine), "node3 never voted on every stalled claim"
+    votes = [v for m in mine for v in m]
     interrupted = [v for v in votes if "stopped while judging" in v["reason"]]
     assert interrupted and all(v["verdict"] == "error" for v in interrupted), votes
     assert not any(marks.glob("claim-*"))

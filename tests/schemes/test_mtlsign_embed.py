@@ -55,7 +55,9 @@ def test_embed_learns_the_watermark_and_keeps_the_task() -> None:
     torch.manual_seed(0)
     data = load_dataset("digits")
     model = create_model("lenet5", num_classes=10, input_shape=data.input_shape)
-    config = replace(Config(), n=128, clean_epochs=8, embed_epochs=25, da_attacks=1, da_epochs=3)
+    # 25 epochs left this key mid-way on 2 threads (accuracy 0.891, wm 0.633: the rounding of the
+    # CPU's kernels decides the path); at 30, 4 seeds on 1 and 2 threads all settled (>= 0.953, >= 0.96).
+    config = replace(Config(), n=128, clean_epochs=8, embed_epochs=30, da_attacks=1, da_epochs=3)
     wm = embed(model, data, KEY, config)
     report = wm.report
     assert set(report) >= {"clean_accuracy", "accuracy", "wm_score", "threshold", "seconds", "mean_parameter_deviation"}
