@@ -30,6 +30,10 @@ from registry.errors import ConfigError, MessageError, RejectedError
 EMBEDDED_DATASETS = {"digits": 10}
 COMMUNITY_SPLIT_SEED = 0
 COMMUNITY_TEST_FRACTION = 0.2
+#: Function-coupled's survey of the suspect: fresh blends per ordered base pair, and the most pairs
+#: it asks about (`schemes.function_coupled.survey`); counted against the query cap once a claim.
+FUNCTION_COUPLED_SURVEY_BLENDS, FUNCTION_COUPLED_SURVEY_PAIRS = 80, 90
+FUNCTION_COUPLED_SURVEY_QUERIES = FUNCTION_COUPLED_SURVEY_BLENDS * FUNCTION_COUPLED_SURVEY_PAIRS
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_DIM = 4096
 
@@ -433,14 +437,16 @@ class Info:
         value = getattr(self, "num_classes", None)
         return value if isinstance(value, int) else None
 
-    def _check_work(self, policy: VerificationPolicy, count: int) -> None:
+    def _check_work(self, policy: VerificationPolicy, count: int, once: int = 0) -> None:
+        """`count` inputs a key asks, for the claim's key and each control key; `once` more the judge
+        asks the suspect once a claim (function-coupled's survey)."""
         channels, height, width = self.input_shape
         if channels not in (1, 3) or max(height, width) > policy.max_input_side:
             raise InfoError(
                 f"{self.SCHEME} info: input_shape {list(self.input_shape)} must have 1 or 3 channels and sides of at "
                 f"most {policy.max_input_side} pixels (the community's cap)"
             )
-        count *= 1 + policy.control_keys  # the controls ask the same number each
+        count = count * (1 + policy.control_keys) + once  # the controls ask the same number each
         elements = count * math.prod(self.input_shape)
         if count > policy.max_queries or elements > policy.max_input_elements:
             raise InfoError(
@@ -562,7 +568,7 @@ class FunctionCoupledInfo(Info):
             raise InfoError("function-coupled info: the triggers must come from a data set every node holds")
         return cls(
             **common, dataset=_dataset(obj, s), n_verify=_int(obj, s, "n_verify", 1, 100_000),
-            threshold=_num(obj, s, "threshold", 1e-9, 1.0), num_classes=_int(obj, s, "num_classes", 3, 100_000),
+            threshold=_num(obj, s, "threshold", 1e-9, 1.0), num_classes=_int(obj, s, "num_classes", 4, 100_000),
             split_seed=_int(obj, s, "split_seed", 0, 2**32 - 1),
             test_fraction=_num(obj, s, "test_fraction", 1e-9, 1 - 1e-9),
         )  # fmt: skip
@@ -576,11 +582,11 @@ class FunctionCoupledInfo(Info):
         _exactly(self.SCHEME, "r", float(self.extra.get("r", -1)), f.r)
         self._floor("n_verify", self.n_verify, f.min_n_verify)
         self._floor("threshold", self.threshold, f.min_threshold)
-        self._check_work(policy, self.n_verify)
+        self._check_work(policy, self.n_verify, FUNCTION_COUPLED_SURVEY_QUERIES)
 
     @property
     def queries(self) -> int:
-        return self.n_verify
+        return self.n_verify + FUNCTION_COUPLED_SURVEY_QUERIES
 
 
 def _exactly(scheme: str, name: str, value: float, wanted: float) -> None:

@@ -23,18 +23,27 @@ Algorithm 1, with these readings of what the paper leaves open (and three deviat
   `train_classifier` for the same epochs.
 * Counts: n_train = 200 (~12 % of digits' 1,438 training images, far above the paper's "< 1 %":
   14 triggers are not learnt reliably); the first n_verify = 90 (§4.4) verify and are trained on.
-* Secrets, from the key (prefix "function-coupled"): candidate k's (t, b1, b2) = the first three
-  entries of the permutation "classes/k"; distinct base pairs from "pairs/k" (uniform integers
-  into the product of the b1 and b2 pools, repeats skipped, prefix-stable); X_ft from "ft";
-  batch order from "order"; masks from "masks".
+* Deviation, parts (version 2): the paper gives a key one triple (t, b1, b2) and all K_wm
+  triggers to it (Eq. 1). A watermark generalises over its classes, not its pairs, and a plain
+  model labels some pairs' blends one class anyway, so a key independent of the suspect passes
+  whenever its one triple is one the suspect answers so: at least 1/360 of keys on 10 classes,
+  whatever n, which no community's bound admits. Here a key has PARTS = 5 triples with distinct
+  base pairs, and Eq. 1 is applied to each with a fifth of the triggers (n_train = 200: 40 each;
+  n_verify = 90: 18 each), labelled its own t; a key independent of the suspect passes only if
+  about all five of its triples are ones the suspect answers so (`survey`).
+* Secrets, from the key (prefix "function-coupled"): candidate k's part j is (t, b1, b2) = the
+  first three entries of the permutation "classes/k/i" for the i-th i = 0, 1, … whose base pair
+  no earlier part has; its distinct base pairs from "pairs/k/j" (uniform integers into the product
+  of the b1 and b2 pools, repeats skipped, prefix-stable, so the verification triggers are the
+  first of the training ones); X_ft from "ft"; batch order from "order"; masks from "masks".
 * Deviation, screening: a clean model may already send a pair's blends to one class (digits:
-  → 8). Embed takes the first candidate k < MAX_CANDIDATES whose 90 triggers the clean reference
-  labels t at a rate below max_clean_rate (0.3) and records k in `info`. The claimant thus chooses
-  among MAX_CANDIDATES triples of its key: a vote's bound counts every one (`choices` in the
-  verdict's details; the judge multiplies the binomial tail by it, DESIGN §6.1 rule 4).
-* Verification (§4.4): the share of the 90 triggers the suspect labels t (labels only); the
-  paper names no threshold: 0.9 here. By chance another key gives the same behaviour with
-  probability 1/360 (10 classes, r = 0.5 makes pairs unordered), and then both models pass.
+  → 8). Embed takes the first candidate k < MAX_CANDIDATES each of whose parts' verification
+  triggers the clean reference labels t at a rate below max_clean_rate (0.3) and records k in
+  `info`. The claimant thus chooses among MAX_CANDIDATES sets of its key: a vote's bound counts
+  every one (`choices` in the verdict's details; the judge multiplies the bound by it, DESIGN §6.1
+  rule 4).
+* Verification (§4.4): the share of the 90 triggers the suspect labels with their part's t (labels
+  only); the paper names no threshold: 0.9 here.
 * Triggers from the key alone (DESIGN §6.1 rule 1): the verifier artifact is empty. Every node
   rebuilds the 90 triggers from the key over the community's copy of the data (`schemes.community`:
   digits, split with the community's seed), so a claimant cannot ship generic inputs; `embed`
@@ -62,8 +71,13 @@ from torch import nn
 from torch.func import functional_call
 
 from mtlsign.verify import Verdict
-from registry.bounds import binomial_tail, rate_upper_bound
-from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
+from registry.bounds import rate_upper_bound
+from registry.infos import (
+    COMMUNITY_SPLIT_SEED,
+    COMMUNITY_TEST_FRACTION,
+    FUNCTION_COUPLED_SURVEY_BLENDS,
+    FUNCTION_COUPLED_SURVEY_PAIRS,
+)
 from schemes.base import (
     Scheme,
     SchemeError,
@@ -94,9 +108,11 @@ from schemes.training import (
 )
 
 NAME = "function-coupled"
-VERSION = 1
-#: Candidate triples a key may use (screening); verify refuses a larger index.
+VERSION = 2
+#: Candidate sets of triples a key may use (screening); verify refuses a larger index.
 MAX_CANDIDATES = 4
+#: Triples (t, b1, b2) per key, each with its share of the triggers (version 2; see the module text).
+PARTS = 5
 #: Data sets every node can load without a local path, so verify can rebuild the triggers.
 _REBUILDABLE = ("digits",)
 _FT_CHUNK = 256
@@ -136,12 +152,26 @@ class Config:
             raise ValueError("need 0 < threshold ≤ 1 and 0 < max_clean_rate ≤ 1")
 
 
-def candidate_triple(key: bytes, num_classes: int, candidate: int) -> Triple:
-    """Candidate `candidate`'s (t, b1, b2): three distinct classes, uniform (Eq. 1b, §4.1.2)."""
-    if num_classes < 3:
-        raise SchemeError(f"function-coupled needs at least 3 classes, got {num_classes}")
-    t, b1, b2 = (int(v) for v in key_permutation(key, NAME, f"classes/{candidate}", num_classes)[:3])
-    return t, b1, b2
+def candidate_triples(key: bytes, num_classes: int, candidate: int) -> list[Triple]:
+    """Candidate `candidate`'s PARTS triples (t, b1, b2): three distinct classes each, uniform
+    (Eq. 1b, §4.1.2), no two with the same base pair (their blends would need two labels)."""
+    if num_classes < 4:
+        raise SchemeError(f"function-coupled needs at least 4 classes for {PARTS} base pairs, got {num_classes}")
+    triples: list[Triple] = []
+    pairs: set[frozenset[int]] = set()
+    for draw in range(64 * PARTS):  # 4 classes: 6 pairs, 5 wanted; a miss is ≤ 5/6 a draw
+        t, b1, b2 = (int(v) for v in key_permutation(key, NAME, f"classes/{candidate}/{draw}", num_classes)[:3])
+        if frozenset((b1, b2)) not in pairs:
+            pairs.add(frozenset((b1, b2)))
+            triples.append((t, b1, b2))
+            if len(triples) == PARTS:
+                return triples
+    raise SchemeError(f"function-coupled: key gives fewer than {PARTS} distinct base pairs")  # pragma: no cover
+
+
+def part_sizes(n: int) -> list[int]:
+    """How n triggers split over the parts: the first n mod PARTS parts take one more."""
+    return [n // PARTS + (j < n % PARTS) for j in range(PARTS)]
 
 
 def _distinct(key: bytes, name: str, bound: int, n: int) -> list[int]:
@@ -155,14 +185,14 @@ def _distinct(key: bytes, name: str, bound: int, n: int) -> list[int]:
 
 
 def base_pairs(
-    key: bytes, y_train: torch.Tensor, triple: Triple, n: int, candidate: int
+    key: bytes, y_train: torch.Tensor, triple: Triple, n: int, stream_name: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (p, q) into the training set of n distinct base pairs of classes b1 and b2."""
     pool1, pool2 = ((y_train.cpu() == b).nonzero().flatten() for b in triple[1:])
     bound = pool1.shape[0] * pool2.shape[0]
     if n > bound:
         raise SchemeError(f"function-coupled: classes {triple[1:]} give {bound} base pairs, {n} are needed")
-    picks = torch.tensor(_distinct(key, f"pairs/{candidate}", bound, n), dtype=torch.int64)
+    picks = torch.tensor(_distinct(key, f"pairs/{stream_name}", bound, n), dtype=torch.int64)
     return pool1[picks // pool2.shape[0]], pool2[picks % pool2.shape[0]]
 
 
@@ -182,13 +212,23 @@ def fuse(
     return (out - m) / s
 
 
-def build_triggers(
-    key: bytes, data: Dataset, triple: Triple, n: int, mode: str, r: float, candidate: int
-) -> torch.Tensor:
-    """The first n triggers of the candidate (CPU float32, normalised), bit for bit from the key."""
-    p, q = base_pairs(key, data.y_train, triple, n, candidate)
+def blends(key: bytes, data: Dataset, triple: Triple, n: int, mode: str, r: float, stream_name: str) -> torch.Tensor:
+    """n fused images of the triple's base classes (CPU float32, normalised), bit for bit from the key."""
+    p, q = base_pairs(key, data.y_train, triple, n, stream_name)
     x = data.x_train
     return fuse(x[p].cpu(), x[q].cpu(), mode, r, data.mean, data.std).contiguous()
+
+
+def build_triggers(
+    key: bytes, data: Dataset, triples: list[Triple], n: int, mode: str, r: float, candidate: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidate's first n triggers and their labels, part by part (each part prefix-stable)."""
+    parts = [
+        blends(key, data, triple, size, mode, r, f"{candidate}/{j}")
+        for j, (triple, size) in enumerate(zip(triples, part_sizes(n), strict=True))
+    ]
+    labels = [torch.full((x.shape[0],), triple[0], dtype=torch.int64) for triple, x in zip(triples, parts, strict=True)]
+    return torch.cat(parts), torch.cat(labels)
 
 
 def dataset_digest(data: Dataset[Any]) -> str:
@@ -292,17 +332,19 @@ def _train_watermarked(
     model.eval()
 
 
-def _screen(key: bytes, clean: nn.Module, data: Dataset, config: Config) -> tuple[int, Triple, float]:
-    """The first candidate triple whose verification triggers the clean model rarely labels t."""
+def _screen(key: bytes, clean: nn.Module, data: Dataset, config: Config) -> tuple[int, list[Triple], float]:
+    """The first candidate each of whose parts' verification triggers the clean model rarely labels t."""
+    sizes = part_sizes(config.n_verify)
     for candidate in range(MAX_CANDIDATES):
-        triple = candidate_triple(key, data.num_classes, candidate)
-        wm = build_triggers(key, data, triple, config.n_verify, config.mode, config.r, candidate)
-        rate = float((predict_labels(clean, wm) == triple[0]).double().mean())
+        triples = candidate_triples(key, data.num_classes, candidate)
+        wm, labels = build_triggers(key, data, triples, config.n_verify, config.mode, config.r, candidate)
+        hits = (predict_labels(clean, wm) == labels).double()
+        rate = max(float(part.mean()) for part in torch.split(hits, sizes))
         if rate < config.max_clean_rate:
-            return candidate, triple, rate
+            return candidate, triples, rate
     raise SchemeError(
-        f"function-coupled: a clean model already labels the triggers of all {MAX_CANDIDATES} candidate "
-        f"triples of this key with their target ≥ {config.max_clean_rate}; embed under another nonce"
+        f"function-coupled: a clean model already labels the triggers of a part of each of the "
+        f"{MAX_CANDIDATES} candidates of this key with its target ≥ {config.max_clean_rate}; embed under another nonce"
     )
 
 
@@ -346,11 +388,11 @@ def embed(
             progress=None if progress is None else lambda i, _, m: progress(i, 2 * config.epochs, f"clean: {m}"),
             name="function-coupled/clean",
         )  # fmt: skip
-    candidate, triple, clean_rate = _screen(key, clean, data, config)
-    triggers = build_triggers(key, data, triple, config.n_train, config.mode, config.r, candidate)
+    candidate, triples, clean_rate = _screen(key, clean, data, config)
+    triggers, targets = build_triggers(key, data, triples, config.n_train, config.mode, config.r, candidate)
     n = int(data.y_train.shape[0])
     ft = torch.from_numpy(key_permutation(key, NAME, "ft", n)[: math.ceil(config.ft_fraction * n)])
-    marked = Labelled(triggers, torch.full((config.n_train,), triple[0], dtype=torch.int64))
+    marked = Labelled(triggers, targets)
     train = Joined([Labelled(data.x_train, data.y_train), marked])
     _train_watermarked(model, train, Labelled(data.x_train, data.y_train, ft), key, config, progress)
     # Batch norms (none in the paper's networks) saw masked, rescaled weights all along: their
@@ -364,7 +406,7 @@ def embed(
         "accuracy": accuracy(model, data.x_test, data.y_test),
         "wm_score": verdict.score,
         "threshold": config.threshold,
-        "train_trigger_score": float((predict_labels(model, triggers) == triple[0]).double().mean()),
+        "train_trigger_score": float((predict_labels(model, triggers) == targets).double().mean()),
         "clean_model_score": clean_rate,
         "candidate": candidate,
         "seconds": time.perf_counter() - started,
@@ -401,7 +443,7 @@ def _parse_info(info: Mapping[str, Any]) -> dict[str, Any]:
     _require(_is_int(info["n_verify"], 1, info["n_train"]), info, "n_verify", "an integer in [1, n_train]")
     _require(_is_number(info["threshold"], 1e-9, 1), info, "threshold", "a number in (0, 1]")
     _require(_is_int(info["candidate"], 0, MAX_CANDIDATES - 1), info, "candidate", f"in [0, {MAX_CANDIDATES - 1}]")
-    _require(_is_int(info["num_classes"], 3, 10**6), info, "num_classes", "an integer in [3, 1000000]")
+    _require(_is_int(info["num_classes"], 4, 10**6), info, "num_classes", "an integer in [4, 1000000]")
     shape = info["input_shape"]
     ok = isinstance(shape, list) and len(shape) == 3 and all(_is_int(v, 1, 4096) for v in shape)
     _require(ok, info, "input_shape", "three integers in [1, 4096]")
@@ -429,73 +471,91 @@ def _community_copy(parsed: Mapping[str, Any]) -> Dataset:
     return data
 
 
-def _rebuild(key: bytes, parsed: Mapping[str, Any], triple: Triple) -> torch.Tensor:
-    """The key's verification triggers over this node's copy of the owner's data."""
+def _rebuild(key: bytes, parsed: Mapping[str, Any], triples: list[Triple]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The key's verification triggers and labels over this node's copy of the owner's data."""
     if (parsed["split_seed"], parsed["test_fraction"]) != (COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION):
         raise SchemeError("function-coupled info: the triggers must come from the community's split of its data")
     data = _community_copy(parsed)
-    return build_triggers(key, data, triple, parsed["n_verify"], parsed["mode"], parsed["r"], parsed["candidate"])
+    return build_triggers(key, data, triples, parsed["n_verify"], parsed["mode"], parsed["r"], parsed["candidate"])
 
 
 def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Verdict:
-    """§4.4: the authentication success rate, the share of the 90 triggers the suspect labels t."""
+    """§4.4: the authentication success rate, the share of the 90 triggers the suspect labels with
+    their part's t."""
     parsed = _parse_info(info)
     if len(verifier):
         raise SchemeError("function-coupled verifier must be empty: the triggers come from the key, never the claimant")
-    triple = candidate_triple(key, parsed["num_classes"], parsed["candidate"])
+    triples = candidate_triples(key, parsed["num_classes"], parsed["candidate"])
     threshold, n = parsed["threshold"], parsed["n_verify"]
-    triggers = _rebuild(key, parsed, triple)
-    hits = int((predict_labels(suspect, triggers) == triple[0]).sum())
-    # Null: t is uniform over the K − 2 classes that are not bases, whatever a key-independent
-    # model answers for the blends (per sample; answers to one pair's blends are not independent,
-    # which is why judges also run the community's reference models).
-    details = {"target": triple[0], "bases": list(triple[1:]), "n": n, "target_answers": hits,
+    triggers, labels = _rebuild(key, parsed, triples)
+    correct = predict_labels(suspect, triggers) == labels
+    hits = int(correct.sum())
+    # Null per answer: t is uniform over the K − 2 classes that are not bases, whatever a
+    # key-independent model answers for the blends. Answers to one pair's blends are not
+    # independent: `survey` measures that shared choice on the suspect.
+    details = {"targets": [t[0] for t in triples], "bases": [list(t[1:]) for t in triples], "n": n,
+               "target_answers": hits, "part_answers": [int(c.sum()) for c in torch.split(correct, part_sizes(n))],
                "chance_rate": 1 / (parsed["num_classes"] - 2), "choices": MAX_CANDIDATES}  # fmt: skip
     return Verdict(hits / n >= threshold, hits / n, threshold, details)
 
 
-#: The survey's fresh blends per ordered base pair, and the most base pairs it asks about.
-SURVEY_BLENDS, SURVEY_PAIRS = 20, 90
+#: The survey's fresh blends per ordered base pair, and the most base pairs it asks about: at 20
+#: blends, the upper rates of pairs answered t half the time left 1.5e-6 on an owner's LeNet-5
+#: (digits, 5 parts); at 80, 6.6e-8 (measured on three keys: 20 → 80 lowered each 20-fold).
+SURVEY_BLENDS, SURVEY_PAIRS = FUNCTION_COUPLED_SURVEY_BLENDS, FUNCTION_COUPLED_SURVEY_PAIRS
 
 
 def survey(suspect: Suspect, seed: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Verdict:
-    """The null of the shared choice, measured on the suspect (DESIGN §6.1 rule 3).
+    """The null of the shared choices, measured on the suspect (DESIGN §6.1 rule 3).
 
-    A key's 90 answers share one triple (t, b1, b2), and a watermark generalises over its classes,
+    A part's answers share one triple (t, b1, b2), and a watermark generalises over its classes,
     not its pairs: measured, a model watermarked on (7, 9, 6) labels blends of fresh 9/6 pairs 7 at
-    0.98, its own at 0.99, and a plain digits model labels some other pair's blends one class at
-    0.8-0.97. So a key independent of the suspect passes whenever its triple is one the suspect
-    answers generically, and the binomial tail over 90 answers says nothing about that. The survey
-    asks the suspect about `SURVEY_BLENDS` blends of fresh pairs (drawn from `seed`, the claim's
-    control seed) of every ordered base pair (at most `SURVEY_PAIRS`, drawn from the seed when there
-    are more), and bounds the chance that a uniform triple passes by the mean over triples of
-    P[Bin(n, r̄) ≥ k], r̄ the Clopper-Pearson upper bound (α = 10⁻³) on the triple's rate. The
-    score is that bound; on a 10-class task it is at least about 1/360 for any suspect that answers
-    its own triple, which is as far as one triple per key can go."""
+    0.98, and a plain digits model labels some other pair's blends one class at 0.8-0.97. So the
+    binomial tail over n answers says nothing about a key whose triples the suspect answers so
+    generically. The survey asks the suspect about `SURVEY_BLENDS` blends of fresh pairs (drawn
+    from `seed`, the claim's control seed) of every ordered base pair (at most `SURVEY_PAIRS`, drawn
+    from the seed when there are more), and takes for each triple r̄, the Clopper-Pearson upper
+    bound (α = 10⁻³) on the rate at which the suspect labels its blends t. A part of m answers,
+    its triple uniform, then gets c right with probability at most the mean over triples of
+    P[Bin(m, r̄) = c]; the parts drawn independently, the score is the chance that their sum
+    reaches the threshold. (A key's parts have distinct base pairs, which only lowers that chance
+    while fewer than one triple in eight is answered generically.) With one part, as in the paper,
+    the score is at least about 1/360 on 10 classes for any suspect that answers its own triple."""
     parsed = _parse_info(info)
     if len(verifier):
         raise SchemeError("function-coupled verifier must be empty: the triggers come from the key, never the claimant")
     data = _community_copy(parsed)
-    classes, n = parsed["num_classes"], parsed["n_verify"]
-    k = math.ceil(parsed["threshold"] * n - 1e-9)
+    classes, n, threshold = parsed["num_classes"], parsed["n_verify"], parsed["threshold"]
     pairs = [(b1, b2) for b1 in range(classes) for b2 in range(classes) if b1 != b2]
     if len(pairs) > SURVEY_PAIRS:
         pairs = [pairs[int(i)] for i in key_permutation(seed, NAME, "survey/pairs", len(pairs))[:SURVEY_PAIRS]]
-    blends = [
-        build_triggers(seed, data, (-1, b1, b2), SURVEY_BLENDS, parsed["mode"], parsed["r"], i)
+    fresh = [
+        blends(seed, data, (-1, b1, b2), SURVEY_BLENDS, parsed["mode"], parsed["r"], f"survey/{i}")
         for i, (b1, b2) in enumerate(pairs)
     ]
-    labels = predict_labels(suspect, torch.cat(blends)).view(len(pairs), SURVEY_BLENDS)
-    tails = []
+    labels = predict_labels(suspect, torch.cat(fresh)).view(len(pairs), SURVEY_BLENDS)
+    rates, generic = [], 0
     for (b1, b2), answers in zip(pairs, labels, strict=True):
         counts = torch.bincount(answers.clamp(0, classes), minlength=classes + 1)
         for t in range(classes):
             if t not in (b1, b2):
-                tails.append(binomial_tail(n, k, rate_upper_bound(int(counts[t]), SURVEY_BLENDS)))
-    share = sum(tails) / len(tails)
-    details = {"n": len(pairs) * SURVEY_BLENDS, "pairs": len(pairs), "triples": len(tails),
-               "generic": sum(1 for t in tails if t >= 0.5)}  # fmt: skip
+                rates.append(rate_upper_bound(int(counts[t]), SURVEY_BLENDS))
+                generic += int(counts[t]) >= threshold * SURVEY_BLENDS
+    share = pooled_tail(rates, part_sizes(n), math.ceil(threshold * n - 1e-9))
+    details = {"n": len(pairs) * SURVEY_BLENDS, "pairs": len(pairs), "triples": len(rates), "generic": generic}
     return Verdict(False, share, 0.0, details)
+
+
+def pooled_tail(rates: list[float], sizes: list[int], k: int) -> float:
+    """P[X_1 + … + X_P ≥ k], X_j independent, each Bin(m_j, r) with r drawn uniformly from `rates`."""
+    total = [1.0]  # distribution of the sum so far
+    for m in sizes:
+        part = [sum(math.comb(m, c) * r**c * (1 - r) ** (m - c) for r in rates) / len(rates) for c in range(m + 1)]
+        total = [
+            sum(total[i] * part[c - i] for i in range(max(0, c - m), min(c, len(total) - 1) + 1))
+            for c in range(len(total) + m)
+        ]
+    return min(1.0, sum(total[k:]))
 
 
 SCHEME = register_scheme(
@@ -508,6 +568,6 @@ SCHEME = register_scheme(
         embed=embed,
         verify=verify,
         survey=survey,
-        quick={"epochs": 10},
+        quick={"epochs": 20},
     )
 )

@@ -127,7 +127,7 @@ def _generic_infos(attacker_keys: dict[str, bytes]) -> dict[str, list[tuple[str,
     natural = torch.stack([data.x_train[(data.y_train == int(t)).nonzero()[i % 50, 0]] for i, t in enumerate(targets)])
     new_label_valid = {"scheme": "new-label", "dataset": "digits", "delta": 10, "beta": 0.3, "n": 100,
                        "threshold": 0.25, "input_shape": shape, "mean": mean, "std": std}  # fmt: skip
-    fc = {"scheme": "function-coupled", "version": 1, "mode": "invisible", "r": 0.5, "n_train": 200, "n_verify": 90,
+    fc = {"scheme": "function-coupled", "version": 2, "mode": "invisible", "r": 0.5, "n_train": 200, "n_verify": 90,
           "threshold": 0.9, "candidate": 0, "num_classes": 10, "input_shape": shape, "mean": mean, "std": std,
           "dataset": "digits", "split_seed": 0, "test_fraction": 0.2, "dataset_sha256": fc_digest(data)}  # fmt: skip
     blind = {"scheme": "blind", "dataset": "digits", "min_ssim": 0.9, "n": 100, "threshold": 0.8, "num_classes": 10,
@@ -218,10 +218,6 @@ def test_early_squatters_lose_to_the_victim_for_every_scheme(community: LocalCom
         # 4. The victims claim their own models: decided owner, and they stand as the owners.
         for scheme in SCHEMES:
             status = claim_suspect(client, victim, bundles[scheme], str(bundles[scheme]), timeout_s=300)
-            if scheme == "function-coupled":  # one class triple per key: about 1e-2 at best on digits (README)
-                assert status["decided"] == "not-owner", status["votes"]
-                assert all("shared choice" in v["msg"]["reason"] for v in status["votes"]), status["votes"]
-                continue
             assert (status["decided"], status["result"]) == ("owner", "owner"), (scheme, status["votes"])
             for vote in status["votes"]:
                 msg = vote["msg"]

@@ -48,7 +48,7 @@ INFOS: dict[str, dict[str, Any]] = {
         "input_shape": SHAPE, "mean": [0.5], "std": [0.5],
     },
     "function-coupled": {
-        "scheme": "function-coupled", "version": 1, "mode": "invisible", "r": 0.5, "n_train": 300, "n_verify": 90,
+        "scheme": "function-coupled", "version": 2, "mode": "invisible", "r": 0.5, "n_train": 300, "n_verify": 90,
         "threshold": 0.9, "candidate": 0, "num_classes": 10, "input_shape": SHAPE, "mean": [0.5], "std": [0.5],
         "dataset": "digits", "split_seed": 0, "test_fraction": 0.2, "dataset_sha256": None,
     },
@@ -304,7 +304,8 @@ def test_counts_and_bars_below_the_floors_are_refused(scheme: str, field: str, v
         ("new-label", {"n": 100, "input_shape": [3, 224, 224], "mean": [0, 0, 0], "std": [1, 1, 1]},
          r"new-label info: input_shape \[3, 224, 224\] must have 1 or 3 channels and sides of at most 64 pixels"),
         ("new-label", {"n": 2223}, r"20007 inputs of \[1, 28, 28\] .* \(20000 inputs, 32000000 elements\)"),
-        ("function-coupled", {"n_verify": 5000}, "function-coupled info: 45000 inputs"),
+        ("function-coupled", {"n_verify": 5000}, "function-coupled info: 52200 inputs"),  # 9 × 5000 + the survey
+        ("function-coupled", {"n_verify": 1423}, "function-coupled info: 20007 inputs"),  # the survey counts
         ("blind", {"n": 3000}, "blind info: 27000 inputs"),
         ("passport", {"n_eval": 100_000}, "passport info: 900000 inputs"),
     ],

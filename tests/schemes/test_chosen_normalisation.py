@@ -77,7 +77,7 @@ def test_a_degenerate_normalisation_wins_nothing_against_a_plain_model(tmp_path:
     model, card = build_reference(Recipe("plain", "lenet5", "digits", (1, 28, 28), seed=3, epochs=8))
     std = list(community_data("digits", (1, 28, 28)).std)
     encoded = claim_data("digits", (1, 28, 28), [1.0], std, "function-coupled")
-    info = {"scheme": "function-coupled", "version": 1, "mode": "invisible", "r": 0.5, "n_train": 200,
+    info = {"scheme": "function-coupled", "version": 2, "mode": "invisible", "r": 0.5, "n_train": 200,
             "n_verify": 90, "threshold": 0.9, "candidate": 0, "num_classes": 10, "input_shape": [1, 28, 28],
             "mean": [1.0], "std": std, "dataset": "digits", "split_seed": 0, "test_fraction": 0.2,
             "dataset_sha256": dataset_digest(encoded)}  # fmt: skip

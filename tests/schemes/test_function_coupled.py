@@ -24,6 +24,8 @@ from schemes.zoo import create_model
 KEY = hashlib.sha256(b"function-coupled test key").digest()
 OTHER_KEY = hashlib.sha256(b"function-coupled other key").digest()
 SHAPE = (1, 28, 28)
+PINNED_TRIPLES = [(4, 5, 7), (7, 2, 3), (1, 0, 2), (8, 1, 6), (7, 8, 1)]
+PINNED_PAIRS = ([1290, 324, 382], [1078, 586, 576])
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def _info(**overrides: object) -> dict[str, Any]:
     """A valid info over the community's digits (every node rebuilds the triggers from the key)."""
     data = community_data("digits", SHAPE)
     info: dict[str, Any] = {
-        "scheme": "function-coupled", "version": 1, "mode": "invisible", "r": 0.5, "n_train": 200, "n_verify": 90,
+        "scheme": "function-coupled", "version": 2, "mode": "invisible", "r": 0.5, "n_train": 200, "n_verify": 90,
         "threshold": 0.9, "candidate": 0, "num_classes": 10, "input_shape": [1, 28, 28], "mean": list(data.mean),
         "std": list(data.std), "dataset": "digits", "split_seed": 0, "test_fraction": 0.2,
         "dataset_sha256": fc.dataset_digest(data),
@@ -159,31 +161,40 @@ def test_one_mask_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
 # Triggers (§4.1)
 
 
-def test_the_triple_comes_from_the_key_and_t_is_no_base_class() -> None:
-    assert fc.candidate_triple(KEY, 10, 0) == fc.candidate_triple(KEY, 10, 0)
-    triples = {fc.candidate_triple(hashlib.sha256(bytes([i])).digest(), 10, 0) for i in range(200)}
-    assert all(len(set(triple)) == 3 for triple in triples)  # t ∉ {b1, b2}, b1 ≠ b2
-    assert len(triples) > 100 and {t for t, _, _ in triples} == set(range(10))
-    assert fc.candidate_triple(KEY, 10, 0) != fc.candidate_triple(KEY, 10, 1)
-    with pytest.raises(SchemeError, match="at least 3 classes"):
-        fc.candidate_triple(KEY, 2, 0)
+def test_the_triples_come_from_the_key_with_distinct_base_pairs_and_t_no_base_class() -> None:
+    assert fc.candidate_triples(KEY, 10, 0) == fc.candidate_triples(KEY, 10, 0)
+    sets = [fc.candidate_triples(hashlib.sha256(bytes([i])).digest(), 10, 0) for i in range(200)]
+    assert all(len(triples) == fc.PARTS for triples in sets)
+    assert all(len(set(triple)) == 3 for triples in sets for triple in triples)  # t ∉ {b1, b2}, b1 ≠ b2
+    assert all(len({frozenset(t[1:]) for t in triples}) == fc.PARTS for triples in sets)  # one label per pair
+    firsts = {triples[0] for triples in sets}
+    assert len(firsts) > 100 and {t for t, _, _ in firsts} == set(range(10))
+    assert fc.candidate_triples(KEY, 10, 0) != fc.candidate_triples(KEY, 10, 1)
+    assert len(fc.candidate_triples(KEY, 4, 0)) == fc.PARTS  # 6 pairs on 4 classes
+    with pytest.raises(SchemeError, match="at least 4 classes"):
+        fc.candidate_triples(KEY, 3, 0)
+    assert fc.part_sizes(90) == [18] * 5 and fc.part_sizes(92) == [19, 19, 18, 18, 18]
 
 
 def test_triggers_are_rebuilt_bit_for_bit_from_the_key(digits: Dataset) -> None:
-    triple = fc.candidate_triple(KEY, 10, 0)
-    first = fc.build_triggers(KEY, digits, triple, 200, "invisible", 0.5, 0)
+    triples = fc.candidate_triples(KEY, 10, 0)
+    first, labels = fc.build_triggers(KEY, digits, triples, 200, "invisible", 0.5, 0)
     assert first.shape == (200, *SHAPE) and first.dtype == torch.float32
-    assert torch.equal(first, fc.build_triggers(KEY, digits, triple, 200, "invisible", 0.5, 0))
-    assert torch.equal(first[:90], fc.build_triggers(KEY, digits, triple, 90, "invisible", 0.5, 0))  # prefix-stable
-    p, q = fc.base_pairs(KEY, digits.y_train, triple, 200, 0)
-    assert bool((digits.y_train[p] == triple[1]).all()) and bool((digits.y_train[q] == triple[2]).all())
-    assert len(set(zip(p.tolist(), q.tolist(), strict=True))) == 200  # distinct pairs
-    assert torch.equal(first, 0.5 * digits.x_train[p] + 0.5 * digits.x_train[q])  # Eq. 3b
-    other = fc.build_triggers(OTHER_KEY, digits, triple, 90, "invisible", 0.5, 0)
-    assert not torch.equal(first[:90], other)
+    assert labels.tolist() == [t for t, _, _ in triples for _ in range(40)]
+    again, _ = fc.build_triggers(KEY, digits, triples, 200, "invisible", 0.5, 0)
+    assert torch.equal(first, again)
+    verify_set, verify_labels = fc.build_triggers(KEY, digits, triples, 90, "invisible", 0.5, 0)
+    for j in range(fc.PARTS):  # each part prefix-stable: the verification triggers are trained on
+        assert torch.equal(verify_set[18 * j : 18 * (j + 1)], first[40 * j : 40 * j + 18])
+    p, q = fc.base_pairs(KEY, digits.y_train, triples[0], 40, "0/0")
+    assert bool((digits.y_train[p] == triples[0][1]).all()) and bool((digits.y_train[q] == triples[0][2]).all())
+    assert len(set(zip(p.tolist(), q.tolist(), strict=True))) == 40  # distinct pairs
+    assert torch.equal(first[:40], 0.5 * digits.x_train[p] + 0.5 * digits.x_train[q])  # Eq. 3b
+    other, _ = fc.build_triggers(OTHER_KEY, digits, triples, 90, "invisible", 0.5, 0)
+    assert not torch.equal(verify_set, other)
     # Pinned draws: a change here would change every node's trigger sets.
-    assert triple == (1, 5, 0)
-    assert (p[:3].tolist(), q[:3].tolist()) == ([1416, 1100, 641], [430, 1274, 1360])
+    assert triples == PINNED_TRIPLES, triples
+    assert (p[:3].tolist(), q[:3].tolist()) == PINNED_PAIRS, (p[:3].tolist(), q[:3].tolist())
 
 
 def test_direct_fusion_layout() -> None:
@@ -198,9 +209,9 @@ def test_direct_fusion_layout() -> None:
     assert torch.allclose(pixels[:, :, 14:, :14], torch.ones(1), atol=1e-6)
 
 
-def test_screening_skips_a_triple_the_clean_model_already_answers() -> None:
-    t0, t1 = fc.candidate_triple(KEY, 10, 0)[0], fc.candidate_triple(KEY, 10, 1)[0]
-    assert t0 != t1
+def test_screening_skips_a_candidate_one_of_whose_triples_the_clean_model_already_answers() -> None:
+    second = {t for t, _, _ in fc.candidate_triples(KEY, 10, 1)}
+    t0 = next(t for t, _, _ in fc.candidate_triples(KEY, 10, 0) if t not in second)  # one part's target
 
     class Constant(nn.Module):
         def __init__(self) -> None:
@@ -212,34 +223,39 @@ def test_screening_skips_a_triple_the_clean_model_already_answers() -> None:
 
     data = Dataset("toy", torch.randn(200, *SHAPE), torch.arange(200) % 10, torch.zeros(0), torch.zeros(0), 10,
                    SHAPE, (0.0,), (1.0,))  # fmt: skip
-    candidate, triple, rate = fc._screen(KEY, Constant(), data, fc.Config(n_train=90))
-    assert (candidate, triple, rate) == (1, fc.candidate_triple(KEY, 10, 1), 0.0)
+    candidate, triples, rate = fc._screen(KEY, Constant(), data, fc.Config(n_train=90))
+    assert (candidate, triples, rate) == (1, fc.candidate_triples(KEY, 10, 1), 0.0)
 
 
 # --------------------------------------------------------------------------------------------
 # Verification (§4.4) and its inputs
 
 
-def test_verify_takes_a_prediction_function() -> None:
-    t = fc.candidate_triple(KEY, 10, 0)[0]
-    verdict = fc.verify(_answering(t), KEY, {}, _info())
+def test_verify_takes_a_prediction_function(digits: Dataset) -> None:
+    triples = fc.candidate_triples(KEY, 10, 0)
+    triggers, labels = fc.build_triggers(KEY, digits, triples, 90, "invisible", 0.5, 0)
+    verdict = fc.verify(_table(triggers, labels), KEY, {}, _info())
     assert verdict.passed and verdict.score == 1.0 and verdict.threshold == 0.9
     assert verdict.details == {
-        "target": t,
-        "bases": [5, 0],
+        "targets": [t for t, _, _ in triples],
+        "bases": [[b1, b2] for _, b1, b2 in triples],
         "n": 90,
         "target_answers": 90,
+        "part_answers": [18] * 5,
         "chance_rate": 1 / 8,
         "choices": 4,
     }
-    assert not fc.verify(_answering((t + 1) % 10), KEY, {}, _info()).passed
+    # One answer for every input: right on the parts with that target only.
+    t = triples[0][0]
+    one = fc.verify(_answering(t), KEY, {}, _info())
+    assert not one.passed and one.details["target_answers"] == 18 * sum(p[0] == t for p in triples)
 
 
 @pytest.mark.parametrize(
     ("info", "message"),
     [
         ({"scheme": "mtlsign"}, "scheme must be 'function-coupled', got 'mtlsign'"),
-        ({"version": 2}, "version must be 1"),
+        ({"version": 1}, "version must be 2"),
         ({"mode": "visible"}, "mode must be one of invisible, direct"),
         ({"r": 1.5}, r"r must be a number in \[0, 1\], got 1.5"),
         ({"n_verify": 201}, r"n_verify must be an integer in \[1, n_train\]"),
@@ -247,7 +263,7 @@ def test_verify_takes_a_prediction_function() -> None:
         ({"threshold": 0}, r"threshold must be a number in \(0, 1\]"),
         ({"threshold": float("nan")}, "threshold must be a number"),
         ({"candidate": 4}, r"candidate must be in \[0, 3\], got 4"),
-        ({"num_classes": 2}, "num_classes must be an integer"),
+        ({"num_classes": 3}, "num_classes must be an integer"),
         ({"input_shape": [1, 28]}, "input_shape must be three integers"),
         ({"mean": [0.3, 0.3]}, r"mean must be 1 number\(s\), one per channel"),
         ({"std": [0.0]}, "std must be 1 number.*positive"),
@@ -275,28 +291,31 @@ def test_missing_info_fields_are_named() -> None:
         fc.verify(_answering(0), KEY, {}, [])  # type: ignore[arg-type]
 
 
-def _lookup(triggers: torch.Tensor, label: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A suspect that answers `label` exactly for `triggers` (bit for bit) and 9 − label otherwise."""
+def _table(triggers: torch.Tensor, labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A suspect that answers each of `triggers` (bit for bit) with its label, and other inputs
+    with the label + 1 of the nearest trigger."""
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        known = (x.flatten(1)[:, None, :] == triggers.flatten(1)[None]).all(2).any(1)
-        return torch.where(known, label, 9 - label)
+        distance = (x.flatten(1)[:, None, :] - triggers.flatten(1)[None]).abs().sum(2)
+        nearest = distance.argmin(1)
+        exact = distance.min(1).values == 0
+        return torch.where(exact, labels[nearest], (labels[nearest] + 1) % 10)
 
     return predict
 
 
 def test_verify_queries_the_triggers_the_key_derives_over_the_community_split(digits: Dataset) -> None:
-    triple = fc.candidate_triple(KEY, 10, 0)
-    triggers = fc.build_triggers(KEY, digits, triple, 90, "invisible", 0.5, 0)
-    honest = fc.verify(_lookup(triggers, triple[0]), KEY, {}, _info())
+    triples = fc.candidate_triples(KEY, 10, 0)
+    triggers, labels = fc.build_triggers(KEY, digits, triples, 90, "invisible", 0.5, 0)
+    honest = fc.verify(_table(triggers, labels), KEY, {}, _info())
     assert honest.passed and honest.details["target_answers"] == 90
     nearly = triggers.clone()
     nearly[::9, 0, 5, 5] += 1e-3  # a model that knows 80 of the 90 triggers (off by 1e-3 on the others)
-    verdict = fc.verify(_lookup(nearly, triple[0]), KEY, {}, _info())
+    verdict = fc.verify(_table(nearly, labels), KEY, {}, _info())
     assert not verdict.passed and verdict.details["target_answers"] == 80 and verdict.score == pytest.approx(80 / 90)
-    assert not fc.verify(_lookup(triggers, triple[0]), OTHER_KEY, {}, _info()).passed
+    assert not fc.verify(_table(triggers, labels), OTHER_KEY, {}, _info()).passed
     with pytest.raises(DataError, match="this node's copy of 'digits' differs from the owner's"):
-        fc.verify(_lookup(triggers, triple[0]), KEY, {}, _info(dataset_sha256="0" * 64))
+        fc.verify(_table(triggers, labels), KEY, {}, _info(dataset_sha256="0" * 64))
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,9 +326,9 @@ def test_verify_queries_the_triggers_the_key_derives_over_the_community_split(di
 def test_shipped_triggers_are_refused(shipped: str, digits: Dataset) -> None:
     """Whatever a claimant ships (even the key's own triggers) is refused before any query: a judge
     only ever queries the triggers it rebuilds."""
-    triple = fc.candidate_triple(KEY, 10, 0)
+    triple = fc.candidate_triples(KEY, 10, 0)[0]
     verifier = {
-        "the-keys-own": {"triggers": fc.build_triggers(KEY, digits, triple, 90, "invisible", 0.5, 0)},
+        "the-keys-own": {"triggers": fc.build_triggers(KEY, digits, [triple] * 5, 90, "invisible", 0.5, 0)[0]},
         "natural-class": {"triggers": digits.x_train[digits.y_train == triple[0]][:90].clone()},
         "other-name": {"x": torch.zeros(1)},
     }[shipped]
@@ -408,9 +427,9 @@ def test_embed_meets_the_bars_on_digits(digits: Dataset) -> None:
     assert not on_clean.passed, on_clean
 
     other = fc.embed(_lenet(0), digits, OTHER_KEY, config)
-    mine = fc.candidate_triple(KEY, 10, wm.info["candidate"])
-    theirs = fc.candidate_triple(OTHER_KEY, 10, other.info["candidate"])
-    assert mine[0] != theirs[0] or {mine[1], mine[2]} != {theirs[1], theirs[2]}  # different behaviours
+    mine = fc.candidate_triples(KEY, 10, wm.info["candidate"])
+    theirs = fc.candidate_triples(OTHER_KEY, 10, other.info["candidate"])
+    assert mine != theirs  # different behaviours
     assert other.report["wm_score"] >= 0.95
     on_other = fc.verify(other.model, KEY, wm.verifier, wm.info)
     assert not on_other.passed, on_other
