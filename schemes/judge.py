@@ -158,7 +158,11 @@ def _decide(
     # Union bounds over what the claimant chose among at embed time (function-coupled's candidate)
     # and over the earlier claims of this publish on this model (registry.log: tries).
     choices = int(verdict.details.get("choices", 1)) * max(1, int(job.get("tries", 1)))
-    bound = false_positive_bound(kind, n, verdict.threshold, p) if n > 0 else 1.0
+    # A p-value: the chance that a key-independent model answers at least as the suspect did (and
+    # at least the threshold). A reference that reads part of the key (a parent checkpoint whose
+    # early stages an MTLSign head also reads: 0.63) raises p, and a suspect far above it still stands.
+    at = max(verdict.threshold, verdict.score) if verdict.passed else verdict.threshold
+    bound = false_positive_bound(kind, n, at, p) if n > 0 else 1.0
     if survey is not None:  # answers that share one choice: that choice's null, measured (schemes.base)
         bound = max(bound, survey.score)
     bound = min(1.0, choices * bound)
