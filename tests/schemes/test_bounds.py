@@ -101,3 +101,22 @@ def test_bound_text_is_three_significant_digits_in_scientific_notation(value: fl
 def test_bound_re_refuses_other_shapes() -> None:
     for text in ("2.3e-09", "2.30E-09", "0.1", "1e-9", "2.30e-9", " 2.30e-09", "nan", "inf"):
         assert not BOUND_RE.fullmatch(text), text
+
+
+def test_the_binomial_tail_matches_the_full_sum() -> None:
+    """The tail sums outward from its largest term and stops at e⁻⁴⁰ of it (plus a geometric bound
+    on the rest): the full sum of every term agrees to rounding, far into both tails."""
+    import random
+
+    def full(n: int, k: int, p: float) -> float:
+        terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
+                 + (n - i) * math.log1p(-p) for i in range(k, n + 1)]  # fmt: skip
+        top = max(terms)
+        return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+    draw = random.Random(0)
+    for _ in range(500):
+        n = draw.choice([1, 5, 18, 90, 600, 4800])
+        k, p = draw.randint(1, n), draw.choice([draw.random(), 1e-9, 1 - 1e-6, 0.5])
+        expected = full(n, k, p)
+        assert binomial_tail(n, k, p) == pytest.approx(expected, rel=1e-10, abs=1e-300), (n, k, p)
