@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,33 +90,46 @@ def test_a_degenerate_normalisation_wins_nothing_against_a_plain_model(tmp_path:
     assert owners == 0
 
 
+#: Nonces the searcher grinds per scheme. CI runs 1,000 (under a minute each); the issue's 10,000
+#: are measured with WMNODE_SEARCH_NONCES=10000 (README, "A null calibration").
+SEARCH_NONCES = int(os.environ.get("WMNODE_SEARCH_NONCES", "1000"))
+
+
 @pytest.mark.timeout(3600)
-def test_a_key_searched_against_the_references_and_a_model_of_its_own_wins_nothing(tmp_path: Path) -> None:
-    """The searcher holds a new-label model of its own and the community's public references (they
-    rebuild bit for bit), and grinds 10,000 nonces for the key its own model answers Δ to most often
-    while every reference fails it; it then claims a victim's new-label model with that key, at the
-    card's normalisation. The key was never embedded in the victim: `not-owner`."""
+@pytest.mark.parametrize("scheme_name", ["new-label", "function-coupled"])
+def test_a_key_searched_against_the_references_and_a_model_of_its_own_wins_nothing(
+    tmp_path: Path, scheme_name: str
+) -> None:
+    """The searcher holds a model of its own watermarked with the scheme and the community's public
+    references (they rebuild bit for bit), and grinds nonces for the key its own model answers best
+    while every reference fails it; it then claims a victim's model with that key, at the card's
+    normalisation. The key was never embedded in the victim: `not-owner`."""
     searcher, victim = Identity.generate(), Identity.generate()
-    embed_marked(searcher, "new-label", tmp_path / "searcher")
-    embed_marked(victim, "new-label", tmp_path / "victim")
+    embed_marked(searcher, scheme_name, tmp_path / "searcher")
+    embed_marked(victim, scheme_name, tmp_path / "victim")
     own, target = load_bundle(tmp_path / "searcher"), load_bundle(tmp_path / "victim")
     references = [build_reference(Recipe(r, "lenet5", "digits", (1, 28, 28), seed=1, epochs=8))[0]
                   for r in ("plain", "new-label")]  # fmt: skip
-    scheme, info = get_scheme("new-label"), own.info
+    scheme, info = get_scheme(scheme_name), own.info
     best: tuple[float, bytes] = (-1.0, b"")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 30 ms a key on one thread; several threads on a shared machine crawl
+    started = time.perf_counter()
     try:
-        for _ in range(10_000):
+        for _ in range(SEARCH_NONCES):
             key = derive_owner_key(searcher, os.urandom(16)).key
             score = scheme.verify(own.model, key, {}, info).score
             if score > best[0] and not any(_passes(scheme, ref, key, info) for ref in references):
                 best = (score, key)
     finally:
         torch.set_num_threads(threads)
+    searched = time.perf_counter() - started
     vote = judging.judge(job(tmp_path, model_to_bytes(target.model, target.card), info, best[1]))
-    print(f"searched key: {best[0]:.3f} on the searcher's own model; on the victim's: {vote['reason'][:160]}")
+    print(f"{scheme_name}: best of {SEARCH_NONCES} searched keys {best[0]:.3f} on the searcher's own model "
+          f"({searched:.0f} s); on the victim's: {vote['verdict']}: {vote['reason'][:200]}")  # fmt: skip
     assert vote["verdict"] == "not-owner", vote["reason"]
+    honest = judging.judge(job(tmp_path, model_to_bytes(target.model, target.card), target.info, target.key.key))
+    assert honest["verdict"] == "owner", honest["reason"]  # the honest path of the same test
 
 
 def _passes(scheme: Any, model: Any, key: bytes, info: dict[str, Any]) -> bool:
