@@ -496,6 +496,21 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
     """§3.2: γ, β recomputed from the suspect's weights and the key's passports (never the cached
     ones); pass iff the accuracy on x_eval is at least M_p − δ, the noise profile agrees, and fake
     passports paralyse the suspect (their mean accuracy stays below M_p − δ)."""
+    return _verify(suspect, key, verifier, info, score_only=False)
+
+
+def control(
+    suspect: Suspect, key: bytes, control_key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]
+) -> Verdict:
+    """A control key's verification (DESIGN §6.1 rule 3): the accuracy with its passports on its own
+    x_eval, which is all a judge reads of a control (its score and n); the noise profile and the
+    fakes, 1 + levels × draws + 5 more passes, are the claim's alone."""
+    return _verify(suspect, control_key, verifier, info, score_only=True)
+
+
+def _verify(
+    suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any], *, score_only: bool
+) -> Verdict:
     model = require_module(NAME, suspect)
     parsed = _parse_info(info)
     artifact = _parse_verifier(verifier, parsed)
@@ -515,6 +530,8 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
     else:
         passports = artifact["passports"]
     score = _accuracy_with(model, parsed["version"], passports, x, y)
+    if score_only:
+        return Verdict(score >= threshold, score, threshold, {**base, "n": typed.n_eval, "score_only": True})
     noise = _noise_accuracies(
         model, key, parsed["version"], passports, artifact["noise_levels"], parsed["noise_draws"], x, y
     )
@@ -555,6 +572,7 @@ SCHEME = register_scheme(
         config=Config,
         embed=embed,
         verify=verify,
+        control=control,
         model_arch=lambda arch: f"{arch}-passport",
         quick={"epochs": 6, "n_fakes": 10, "noise_draws": 2},
     )

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -148,12 +149,14 @@ def test_the_real_judge_answers_a_bad_job_with_an_error_and_keeps_serving() -> N
     """schemes.judge itself: a job it cannot do is an answer (an error), never a dead judge."""
     judge = Judge("real", threads=1)
     judge.start()
+    # A ready judge holds torch and the zoo: 529-530 MiB measured, over ROOMY's 512 MiB for fakes.
+    roomy = replace(ROOMY, memory_bytes=2 << 30)
     try:
         assert judge.wait_ready()
         pid = judge.pid
-        answer = judge.run({"op": "judge", "scheme": "no-such-scheme"}, ROOMY)
+        answer = judge.run({"op": "judge", "scheme": "no-such-scheme"}, roomy)
         assert "no-such-scheme" in answer["error"] and answer["seconds"] >= 0
-        answer = judge.run({"op": "judge"}, ROOMY)
+        answer = judge.run({"op": "judge"}, roomy)
         assert answer["error"] == "internal error: KeyError: 'scheme'"
         assert judge.pid == pid
     finally:

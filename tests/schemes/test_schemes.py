@@ -248,3 +248,18 @@ def test_key_draws_are_uniform_enough_and_exact() -> None:
     assert torch.equal(noise, key_normal(KEY, "t", "noise", (4, 1000)))
     # Pinned bits: a change to the draws would change every node's trigger sets.
     assert hashlib.sha256(noise.numpy().tobytes()).hexdigest()[:16] == PINNED_NOISE
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", NAMES)
+def test_a_control_scores_as_verify_does_under_the_control_key(name: str, digits: Dataset) -> None:
+    """A judge reads a control's score and n only; a scheme's own control (passport's skips the noise
+    profile and the fakes; blind's stands in for shipped samples) must not change either."""
+    scheme = get_scheme(name)
+    wm = _embedded(name, KEY, digits)
+    control = scheme.verify_control(wm.model, KEY, OTHER_KEY, wm.verifier, wm.info)
+    assert control.details["n"] > 0 and not control.passed
+    if name != "blind":  # blind's stand-in keeps the claim's samples, so plain verify is not comparable
+        full = scheme.verify(wm.model, OTHER_KEY, wm.verifier, wm.info)
+        assert (control.score, control.details["n"]) == (full.score, full.details["n"])
