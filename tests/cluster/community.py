@@ -34,7 +34,7 @@ def embed_marked(owner: Identity, scheme: str, out: Path, attempts: int = 3) -> 
     test needs one to decide `owner`. The quick budgets are a fraction of the papers' (20 epochs of
     function-coupled's 30, 24 of blind's 50), and under some keys the watermark does not take in them
     (measured: function-coupled's version 1 at 10 epochs scored 0.79–0.89 against its 0.9 under 3 of
-    44 fresh keys; version 2 at 20, 0.82 under 1 of 4; blind 0.47 against 0.8 under 1 of 5): then the
+    44 fresh keys; version 2 at 20, 0.82 under 1 of 5; blind 0.47 against 0.8 under 1 of 5): then the
     owner embeds again under a fresh nonce, as `wmnode embed`'s warning tells a user to."""
     reports = []
     for _ in range(attempts):
