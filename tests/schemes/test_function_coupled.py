@@ -438,3 +438,15 @@ def test_embed_meets_the_bars_on_digits(digits: Dataset) -> None:
         f"clean-model {on_clean.score:.3f} other-key {on_other.score:.3f} (triples {mine} / {theirs}) "
         f"embed {report['seconds']:.1f} s wall {report['cpu_seconds']:.1f} s CPU"
     )
+
+
+def test_the_survey_bounds_a_key_whose_triples_the_suspect_answers_generically() -> None:
+    """A suspect that answers 3 to everything answers every triple with t = 3 (72 of 720): a key of
+    five uniform triples passes when all five are such, (1/10)⁵; the other triples' upper rates
+    (0 of 80 seen) add next to nothing."""
+    seed = hashlib.sha256(b"survey seed").digest()
+    survey = fc.survey(_answering(3), seed, {}, _info())
+    assert survey.details == {"n": 7200, "pairs": 90, "triples": 720, "generic": 72}
+    assert 1e-5 <= survey.score <= 1.01e-5
+    one_part = fc.pooled_tail([1.0] * 72 + [0.0] * 648, [90], 81)  # the paper's one triple a key
+    assert one_part == pytest.approx(0.1)
