@@ -35,17 +35,17 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from registry.identity import Identity
-from registry.infos import PinnedDataset
-from registry.localnet import LocalCommunity, write_local_configs
-from registry.ownership import claim_suspect, publish_bundle
+from contracts.identity import Identity
+from contracts.infos import PinnedDataset
+from registry.cli.ownership import claim_suspect, publish_bundle
+from registry.client.localnet import LocalCommunity, write_local_configs
 from schemes import get_scheme
-from schemes.attacks import prune_global_l1
-from schemes.data import load_dataset
-from schemes.folder import folder_manifest
-from schemes.training import train_classifier
-from schemes.workflow import embed_to_bundle
-from schemes.zoo import ModelCard, load_model, save_model
+from schemes.data.datasets import load_dataset
+from schemes.data.folder import folder_manifest
+from schemes.models.zoo import ModelCard, load_model, save_model
+from schemes.training.attacks import prune_global_l1
+from schemes.training.loops import train_classifier
+from schemes.workflow.pipeline import embed_to_bundle
 
 REFERENCES = '[verification]\nrequire_references = true\n\n[[references]]\nrecipe = "plain"\n'
 

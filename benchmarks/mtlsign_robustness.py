@@ -17,11 +17,11 @@ from dataclasses import fields, replace
 
 import torch
 
-from schemes.attacks import fine_tune, prune_global_l1
-from schemes.data import load_dataset
-from schemes.mtlsign import Config, embed, verify
-from schemes.training import accuracy
-from schemes.zoo import create_model
+from schemes.data.datasets import load_dataset
+from schemes.models.zoo import create_model
+from schemes.training.attacks import fine_tune, prune_global_l1
+from schemes.training.loops import accuracy
+from schemes.watermarks.mtlsign import Config, embed, verify
 
 
 def main() -> None:

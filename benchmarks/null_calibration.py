@@ -48,19 +48,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from contracts.bounds import false_positive_bound
+from contracts.errors import WmnodeError
+from contracts.identity import Identity
+from contracts.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
 from mtlsign.verify import Verdict
-from registry.bounds import false_positive_bound
-from registry.errors import WmnodeError
-from registry.identity import Identity
-from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
 from schemes import list_schemes
-from schemes.base import Scheme, get_scheme
-from schemes.bundle import Bundle, load_bundle
-from schemes.data import Dataset, load_dataset
-from schemes.references import Recipe, build_reference
-from schemes.training import accuracy, train_classifier
-from schemes.workflow import embed_to_bundle
-from schemes.zoo import ModelCard, load_model, save_model
+from schemes.data.dataset import Dataset
+from schemes.data.datasets import load_dataset
+from schemes.models.zoo import ModelCard, load_model, save_model
+from schemes.training.loops import accuracy, train_classifier
+from schemes.watermarks.base import Scheme, get_scheme
+from schemes.workflow.bundle import Bundle, load_bundle
+from schemes.workflow.pipeline import embed_to_bundle
+from schemes.workflow.references import Recipe, build_reference
 
 LENET, DATASET, LENET_SHAPE = "lenet5", "digits", (1, 28, 28)
 OPEN_ARCH, OPEN_SHAPE = "timm:resnet18", (3, 32, 32)

@@ -17,10 +17,10 @@ import time
 import torch
 
 from mtlsign.verify import Verdict
-from schemes.data import load_dataset
-from schemes.passport import Config, embed, verify
-from schemes.training import accuracy, train_classifier
-from schemes.zoo import create_model
+from schemes.data.datasets import load_dataset
+from schemes.models.zoo import create_model
+from schemes.training.loops import accuracy, train_classifier
+from schemes.watermarks.passport import Config, embed, verify
 
 OWNER = hashlib.sha256(b"benchmark passport owner").digest()
 OTHER = hashlib.sha256(b"benchmark passport other owner").digest()

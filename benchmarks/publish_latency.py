@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 
-from registry.identity import Identity, derive_owner_key
-from registry.localnet import LocalCommunity, free_ports, write_local_configs
-from registry.messages import Publish
+from contracts.identity import Identity, derive_owner_key
+from registry.client.localnet import LocalCommunity, free_ports, write_local_configs
+from registry.log.messages import Publish
 
 SECRET = "benchmark-secret-0123456789"
 

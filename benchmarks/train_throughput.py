@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from schemes.training import Labelled, autocast, step, stream
-from schemes.zoo import create_model
+from schemes.models.zoo import create_model
+from schemes.training.loops import Labelled, autocast, step, stream
 
 
 def images_per_second(arch: str, device: torch.device, steps: int, batch: int) -> float:

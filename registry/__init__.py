@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from registry.checkpoint import Checkpoint
-from registry.errors import (
+from contracts.errors import (
     ConfigError,
     IdentityError,
     MessageError,
@@ -16,9 +15,10 @@ from registry.errors import (
     VerificationError,
     WmnodeError,
 )
-from registry.identity import Identity, OwnerKey, derive_owner_key, verify_owner_key
-from registry.merkle import MerkleTree, verify_consistency, verify_inclusion
-from registry.messages import Message, Publish, message_from_bytes, message_from_json
+from contracts.identity import Identity, OwnerKey, derive_owner_key, verify_owner_key
+from registry.log.messages import Message, Publish, message_from_bytes, message_from_json
+from registry.proofs.checkpoint import Checkpoint
+from registry.proofs.merkle import MerkleTree, verify_consistency, verify_inclusion
 
 __all__ = [
     "Checkpoint",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.identity import Identity, derive_owner_key
-from registry.messages import Publish
+from contracts.identity import Identity, derive_owner_key
+from registry.log.messages import Publish
 from tests.helpers import PublishFactory, now_ms
 from tests.interop.gotlog import build_tlogcheck, toolchain_problem
 

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from registry.localnet import free_ports
-from registry.messages import Publish
+from registry.client.localnet import free_ports
+from registry.log.messages import Publish
 
 PublishFactory = Callable[..., Publish]
 

@@ -17,14 +17,15 @@ from typing import Any
 import pytest
 import rfc8785
 
-from node_config import example_config, load_config
-from registry.certificate import verify_certificate
-from registry.checkpoint import Checkpoint, open_note
-from registry.encoding import canonical
-from registry.localnet import LocalCommunity, free_ports
-from registry.merkle import verify_consistency
-from registry.messages import message_from_json
-from registry.receipt import entry_leaf, verify_receipt
+from contracts.encoding import canonical
+from node_config import example_config
+from registry.client.certificate import verify_certificate
+from registry.client.localnet import LocalCommunity, free_ports
+from registry.client.receipt import entry_leaf, verify_receipt
+from registry.community.config import load_config
+from registry.log.messages import message_from_json
+from registry.proofs.checkpoint import Checkpoint, open_note
+from registry.proofs.merkle import verify_consistency
 
 FIXTURES = Path(__file__).parent / "fixtures" / "compat"
 MEMBERS = list(load_config(example_config(1)).member_keys)
@@ -69,7 +70,7 @@ def test_entries_reencode_to_the_same_leaves() -> None:
 
 def test_old_bundle_matches_its_published_record() -> None:
     """The bundle's files hash to what its receipt's publish names, and its key proof still checks."""
-    from registry.identity import verify_owner_key
+    from contracts.identity import verify_owner_key
 
     bundle = FIXTURES / "bundle"
     publish = _json("bundle/receipt.json")["entry"]["msg"]

@@ -7,8 +7,8 @@ import sys
 
 import click
 
+from contracts.errors import WmnodeError
 from registry.cli import claim, demo, keys, model, monitor, node, publish, reference, watermark
-from registry.errors import WmnodeError
 
 
 class _Group(click.Group):

@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from node_config import load_config
-from registry.identity import Identity, read_identity
-from registry.monitor import STATE_DIR_ENV, STATE_FILE, CheckpointState, Community, Monitor, default_state_dir
+from contracts.identity import Identity, read_identity
+from registry.client.monitor import STATE_DIR_ENV, STATE_FILE, CheckpointState, Community, Monitor, default_state_dir
+from registry.community.config import load_config
 
 node_option = click.option(
     "--node", "node", default="http://127.0.0.1:8101", show_default=True, help="API URL of any node of the community."

@@ -9,9 +9,8 @@ from typing import Any
 
 import click
 
-from node_config import load_config
-from registry.certificate import build_certificate, verify_certificate
-from registry.checkpoint import Checkpoint
+from contracts.encoding import is_hex
+from contracts.errors import ConfigError, VerificationError, WmnodeError
 from registry.cli._common import (
     config_option,
     echo_json,
@@ -25,11 +24,12 @@ from registry.cli._common import (
     short,
     state_dir_option,
 )
-from registry.client import NodeClient
-from registry.encoding import is_hex
-from registry.errors import ConfigError, VerificationError, WmnodeError
-from registry.monitor import Community, Monitor, Peer
-from registry.ownership import claim_suspect, model_name
+from registry.cli.ownership import claim_suspect, model_name
+from registry.client.certificate import build_certificate, verify_certificate
+from registry.client.monitor import Community, Monitor, Peer
+from registry.client.node_client import NodeClient
+from registry.community.config import load_config
+from registry.proofs.checkpoint import Checkpoint
 
 #: Exit codes of `wmnode claim`.
 EXIT_OWNER, EXIT_NOT_OWNER, EXIT_UNDECIDED = 0, 1, 2

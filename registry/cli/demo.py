@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from registry.demo import run_demo
+from registry.cli.story import run_demo
 
 
 @click.command()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from registry.identity import Identity, write_identity
+from contracts.identity import Identity, write_identity
 
 
 @click.command()

@@ -19,8 +19,8 @@ def serve_model(model: Path, host: str, port: int) -> None:
     """Serve MODEL's labels over HTTP (JSON in, labels out) at /v1/predict, until interrupted."""
     import uvicorn
 
-    from schemes.serving import PATH, prediction_app
-    from schemes.zoo import load_model
+    from schemes.models.serving import PATH, prediction_app
+    from schemes.models.zoo import load_model
 
     module, card = load_model(model)
     click.echo(f"serving {card.arch} ({card.num_classes} classes) at http://{host}:{port}{PATH}", err=True)
@@ -63,7 +63,7 @@ def attack(
     as_json: bool,
 ) -> None:
     """What a thief does to a stolen MODEL: fine-tune it, prune it, or embed a watermark of its own."""
-    from schemes.workflow import attack_model
+    from schemes.workflow.pipeline import attack_model
 
     if kind == "overwrite" and identity_path is None:
         raise click.UsageError("--kind overwrite needs the thief's --identity")

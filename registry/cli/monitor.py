@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from node_config import load_config
+from contracts.errors import VerificationError
 from registry.cli._common import config_option, fmt_ms, open_monitor, short, state_dir_option
-from registry.errors import VerificationError
-from registry.monitor import Community, ForkError, Observation, fork_summary
+from registry.client.monitor import Community, ForkError, Observation, fork_summary
+from registry.community.config import load_config
 
 
 def format_observation(observation: Observation) -> str:

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from node_config import load_config
 from registry.cli._common import echo_json, fmt_ms, json_option, node_option, short
-from registry.client import NodeClient
-from registry.logjson import use_json_logs
-from registry.node import data_dir_for, node_identity, run_node
+from registry.client.node_client import NodeClient
+from registry.community.config import load_config
+from registry.serve.logjson import use_json_logs
+from registry.serve.node import data_dir_for, node_identity, run_node
 
 
 @click.command()

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from contracts.errors import MessageError
+from contracts.identity import Identity
 from registry.cli._common import (
     config_option,
     echo_json,
@@ -27,13 +29,11 @@ from registry.cli._common import (
     open_monitor,
     state_dir_option,
 )
-from registry.client import NodeClient
-from registry.errors import MessageError
-from registry.identity import Identity
-from registry.messages import Publish
-from registry.monitor import Community
-from registry.ownership import RECEIPT_FILE, BundleFiles, publish_bundle
-from registry.receipt import confirm_receipt, entry_leaf, fetch_receipt
+from registry.cli.ownership import RECEIPT_FILE, BundleFiles, publish_bundle
+from registry.client.monitor import Community
+from registry.client.node_client import NodeClient
+from registry.client.receipt import confirm_receipt, entry_leaf, fetch_receipt
+from registry.log.messages import Publish
 
 _RECORD_FIELDS = {"scheme", "key_hash", "verifier_hash", "info_hash", "nonce"}
 

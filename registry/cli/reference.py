@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from node_config import load_config
+from contracts.errors import RejectedError
+from contracts.infos import CHECKPOINT
 from registry.cli._common import echo_json, json_option, node_option, short
-from registry.client import NodeClient
-from registry.errors import RejectedError
-from registry.infos import CHECKPOINT
-from registry.messages import Reference
+from registry.client.node_client import NodeClient
+from registry.community.config import load_config
+from registry.log.messages import Reference
 
 
 @click.group()
@@ -45,9 +45,9 @@ def build(config_path: Path, data_dir: Path | None) -> None:
     """Train this node's configured references (`[[references]]`) and record them through its API.
 
     A running node also does this by itself at start; use the command after adding entries."""
-    from registry.node import data_dir_for, node_identity
-    from schemes.references import Recipe, build_reference
-    from schemes.zoo import model_to_bytes
+    from registry.serve.node import data_dir_for, node_identity
+    from schemes.models.zoo import model_to_bytes
+    from schemes.workflow.references import Recipe, build_reference
 
     config = load_config(config_path).with_data_dir(data_dir)
     identity = node_identity(config, data_dir_for(config))
@@ -80,8 +80,8 @@ def add(model: Path, config_path: Path, data_dir: Path | None) -> None:
     its own config on the same file. A claim on a suspect of its architecture is then judged on it
     too (DESIGN §6.1 rule 3), for MTLSign and passport whatever its head, for black-box schemes when
     its classes are the suspect's; MTLSign is judged on an open architecture once one is admitted."""
-    from registry.node import data_dir_for, node_identity
-    from schemes.zoo import load_model, model_to_bytes
+    from registry.serve.node import data_dir_for, node_identity
+    from schemes.models.zoo import load_model, model_to_bytes
 
     config = load_config(config_path).with_data_dir(data_dir)
     identity = node_identity(config, data_dir_for(config))

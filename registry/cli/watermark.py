@@ -96,8 +96,8 @@ def embed(
 ) -> None:
     """Train a model on the data set and embed the watermark, or fine-tune your own model (--model)
     to embed it; write the owner's bundle."""
-    from node_config import load_config
-    from schemes.workflow import embed_to_bundle
+    from registry.community.config import load_config
+    from schemes.workflow.pipeline import embed_to_bundle
 
     pinned = () if config_path is None else load_config(config_path).verification.datasets
     if arch is not None and model_path is not None:
@@ -106,7 +106,7 @@ def embed(
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                    "-m", "registry.cli", *_without_nproc(sys.argv[1:])]  # fmt: skip
         sys.exit(subprocess.call(command))  # noqa: S603  # this command's own arguments
-    from schemes.training import batch_progress
+    from schemes.training.loops import batch_progress
 
     progress = progress_bar("embedding")
     with batch_progress(progress.batch):
@@ -173,7 +173,7 @@ def _without_nproc(args: list[str]) -> list[str]:
 @json_option
 def verify(bundle_dir: Path, suspect: Path, as_json: bool) -> None:
     """Run the bundle's scheme on a suspect model: exit 0 when the watermark is found, 1 when not."""
-    from schemes.workflow import verify_suspect
+    from schemes.workflow.pipeline import verify_suspect
 
     verdict = verify_suspect(bundle_dir, suspect)
     if as_json:
@@ -225,7 +225,7 @@ def mtlsign() -> None:
 @click.option("--scale", type=click.IntRange(1, 32), default=4, show_default=True, help="Whole-pixel upscaling.")
 def samples(bundle_dir: Path, n: int, out: Path, scale: int) -> None:
     """Write the first key samples (QR codes) as PNG files with their integers and label bits."""
-    from schemes.workflow import write_samples
+    from schemes.workflow.pipeline import write_samples
 
     listing = write_samples(bundle_dir, n, out, scale)
     click.echo(f"wrote {len(listing)} samples and samples.json to {out}")

@@ -6,10 +6,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from registry.identity import Identity
-from registry.localnet import LocalCommunity, write_local_configs
+from contracts.identity import Identity
+from registry.client.localnet import LocalCommunity, write_local_configs
 from schemes import get_scheme
-from schemes.workflow import embed_to_bundle
+from schemes.workflow.pipeline import embed_to_bundle
 
 SECRET = "cluster-test-secret-0123456789"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.localnet import LocalCommunity
+from registry.client.localnet import LocalCommunity
 from tests.cluster.community import start_community
 
 

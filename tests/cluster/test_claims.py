@@ -19,19 +19,19 @@ import httpx
 import pytest
 import torch
 
-from node_config import load_config
-from registry.certificate import build_certificate, verify_certificate
-from registry.client import NodeClient
-from registry.errors import MessageError, RejectedError, VerificationError, WmnodeError
-from registry.fetch import FetchPolicy
-from registry.identity import Identity
-from registry.localnet import LocalCommunity
-from registry.log import APPENDED, REJECTED, RegistryLog
-from registry.messages import Claim, Vote
-from registry.ownership import BundleFiles, claim_suspect, publish_bundle, wait_decided
-from schemes.serving import PATH, RemotePredictor, encode_batch
-from schemes.workflow import attack_model, embed_to_bundle
-from schemes.zoo import load_model, model_to_bytes, save_model
+from contracts.errors import MessageError, RejectedError, VerificationError, WmnodeError
+from contracts.fetch import FetchPolicy
+from contracts.identity import Identity
+from registry.cli.ownership import BundleFiles, claim_suspect, publish_bundle, wait_decided
+from registry.client.certificate import build_certificate, verify_certificate
+from registry.client.localnet import LocalCommunity
+from registry.client.node_client import NodeClient
+from registry.community.config import load_config
+from registry.log.messages import Claim, Vote
+from registry.log.state import APPENDED, REJECTED, RegistryLog
+from schemes.models.serving import PATH, RemotePredictor, encode_batch
+from schemes.models.zoo import load_model, model_to_bytes, save_model
+from schemes.workflow.pipeline import attack_model, embed_to_bundle
 from tests.cluster.community import embed_marked, start_community, write_configs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -404,7 +404,7 @@ def _wmnode(*args: str, state_dir: Path | None = None) -> Any:
 def test_the_command_line_publishes_claims_certifies_and_names_the_owner(
     base: Path, community: LocalCommunity, owner: Identity, owner_bundle: Path, finetuned: Path
 ) -> None:
-    from registry.identity import write_identity
+    from contracts.identity import write_identity
 
     key_file = base / "cli-owner.key"
     if not key_file.exists():

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from registry.checkpoint import Checkpoint, open_note, verifier_key
-from registry.client import NodeClient
-from registry.encoding import canonical
-from registry.errors import MessageError, RejectedError, UnavailableError, VerificationError
-from registry.localnet import LocalCommunity
-from registry.merkle import verify_consistency, verify_inclusion
-from registry.raft_transport import HELLO_BYTES
+from contracts.encoding import canonical
+from contracts.errors import MessageError, RejectedError, UnavailableError, VerificationError
+from registry.client.localnet import LocalCommunity
+from registry.client.node_client import NodeClient
+from registry.log.raft_transport import HELLO_BYTES
+from registry.proofs.checkpoint import Checkpoint, open_note, verifier_key
+from registry.proofs.merkle import verify_consistency, verify_inclusion
 from tests.helpers import PublishFactory, now_ms
 from tests.interop.gotlog import run_tlogcheck
 

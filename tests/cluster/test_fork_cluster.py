@@ -20,10 +20,10 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from registry.checkpoint import Checkpoint
-from registry.identity import Identity
-from registry.localnet import LocalCommunity
-from registry.merkle import MerkleTree, leaf_hash
+from contracts.identity import Identity
+from registry.client.localnet import LocalCommunity
+from registry.proofs.checkpoint import Checkpoint
+from registry.proofs.merkle import MerkleTree, leaf_hash
 from tests.helpers import PublishFactory, now_ms
 
 pytestmark = pytest.mark.cluster

@@ -21,13 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node_config import load_config
-from registry.clock import STAMP_DOMAIN
-from registry.encoding import canonical
-from registry.identity import Identity, derive_owner_key
-from registry.localnet import LocalCommunity
-from registry.log import APPENDED, REJECTED, RegistryLog
-from registry.messages import Publish, Vote
+from contracts.encoding import canonical
+from contracts.identity import Identity, derive_owner_key
+from registry.client.localnet import LocalCommunity
+from registry.community.config import load_config
+from registry.log.clock import STAMP_DOMAIN
+from registry.log.messages import Publish, Vote
+from registry.log.state import APPENDED, REJECTED, RegistryLog
 from tests.cluster.community import SECRET, write_configs
 from tests.helpers import now_ms
 
@@ -195,8 +195,8 @@ def test_the_community_secret_without_a_member_key_is_dropped_and_nothing_is_unp
 
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from registry.clock import settings_digest
-    from registry.raft_transport import MAGIC, _x25519_public
+    from registry.log.clock import settings_digest
+    from registry.log.raft_transport import MAGIC, _x25519_public
 
     community.wait_ready(timeout=60)
     config = community.nodes[0].config

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 
-from registry.identity import Identity, derive_owner_key
-from registry.judges import rss_bytes
-from registry.localnet import LocalCommunity, write_local_configs
-from registry.messages import Claim, Publish, predict_model_hash
-from registry.ownership import claim_suspect, publish_bundle, wait_decided
-from schemes.attacks import prune_global_l1
-from schemes.community import community_data
-from schemes.zoo import load_model, save_model
+from contracts.identity import Identity, derive_owner_key
+from registry.cli.ownership import claim_suspect, publish_bundle, wait_decided
+from registry.client.localnet import LocalCommunity, write_local_configs
+from registry.log.messages import Claim, Publish, predict_model_hash
+from registry.serve.judges import rss_bytes
+from schemes.data.community import community_data
+from schemes.models.zoo import load_model, save_model
+from schemes.training.attacks import prune_global_l1
 from tests.cluster.community import embed_marked
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -205,7 +205,7 @@ def test_a_node_killed_mid_judgement_votes_error_after_restart_and_never_twice(
 
 
 def status_key(community: LocalCommunity, i: int) -> str:
-    from node_config import load_config
+    from registry.community.config import load_config
 
     seed = load_config(community.nodes[i].config_path).identity_seed or ""
     return Identity.from_seed(seed).public_hex

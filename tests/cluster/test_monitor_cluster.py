@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from contracts.identity import Identity, derive_owner_key, write_identity
 from registry.cli import main
-from registry.identity import Identity, derive_owner_key, write_identity
-from registry.localnet import LocalCommunity
-from registry.receipt import verify_receipt
+from registry.client.localnet import LocalCommunity
+from registry.client.receipt import verify_receipt
 
 pytestmark = pytest.mark.cluster
 

@@ -22,16 +22,16 @@ import pytest
 import safetensors.torch
 import torch
 
-from registry.client import NodeClient
-from registry.errors import RejectedError
-from registry.identity import Identity, derive_owner_key
-from registry.localnet import LocalCommunity, write_local_configs
-from registry.messages import Claim, Publish
-from registry.ownership import claim_suspect, publish_bundle, suspect_uri, wait_decided
-from schemes.blind import key_targets
-from schemes.community import community_data
-from schemes.mtlsign import WatermarkHead
-from schemes.zoo import create_model
+from contracts.errors import RejectedError
+from contracts.identity import Identity, derive_owner_key
+from registry.cli.ownership import claim_suspect, publish_bundle, suspect_uri, wait_decided
+from registry.client.localnet import LocalCommunity, write_local_configs
+from registry.client.node_client import NodeClient
+from registry.log.messages import Claim, Publish
+from schemes.data.community import community_data
+from schemes.models.zoo import create_model
+from schemes.watermarks.blind import key_targets
+from schemes.watermarks.mtlsign import WatermarkHead
 from tests.cluster.community import embed_marked
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -118,7 +118,7 @@ def _generic_infos(attacker_keys: dict[str, bytes]) -> dict[str, list[tuple[str,
     lenet = create_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
     head = WatermarkHead(lenet_head_inputs(lenet), 256, 4)
     passport_model = create_model("lenet5-passport", num_classes=10, input_shape=(1, 28, 28))
-    from schemes._passport_layer import passport_shapes
+    from schemes.models._passport_layer import passport_shapes
 
     layers = {p: list(s) for p, s in passport_shapes(passport_model, data.x_test[:1]).items()}
     blind_key = attacker_keys["blind"]
@@ -135,7 +135,7 @@ def _generic_infos(attacker_keys: dict[str, bytes]) -> dict[str, list[tuple[str,
              "epochs": 1, "logo_sha256": "", "logo_source": "text", "encoder": "residual-cnn-32",
              "discriminator": "mlp-64-32"}  # fmt: skip
     logo = torch.zeros(28, 28, dtype=torch.uint8)
-    from schemes._imaging import logo_sha256
+    from schemes.data._imaging import logo_sha256
 
     blind["logo_sha256"] = logo_sha256(logo)
     passport = {"scheme": "passport", "version": "V3", "passport_type": "T1", "layers": layers, "delta": 0.1,
@@ -180,7 +180,7 @@ def lenet_head_inputs(model: torch.nn.Module) -> int:
 
 
 def fc_digest(data: Any) -> str:
-    from schemes.function_coupled import dataset_digest
+    from schemes.watermarks.function_coupled import dataset_digest
 
     return dataset_digest(data)
 

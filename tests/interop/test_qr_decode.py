@@ -14,7 +14,7 @@ import pytest
 
 from mtlsign.pikey import key_sequence
 from mtlsign.qr import digits_for, qr_modules, render
-from schemes.workflow import _png
+from schemes.workflow.pipeline import _png
 
 pytestmark = pytest.mark.interop
 

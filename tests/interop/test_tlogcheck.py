@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from registry.checkpoint import checkpoint_body, sign_note, verifier_key
-from registry.identity import Identity
-from registry.merkle import MerkleTree, leaf_hash
+from contracts.identity import Identity
+from registry.proofs.checkpoint import checkpoint_body, sign_note, verifier_key
+from registry.proofs.merkle import MerkleTree, leaf_hash
 
 from .gotlog import run_tlogcheck
 

@@ -19,16 +19,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from contracts.identity import Identity, write_identity
+from contracts.infos import PinnedDataset
 from registry.cli import main
-from registry.identity import Identity, write_identity
-from registry.infos import PinnedDataset
-from registry.localnet import LocalCommunity, write_local_configs
-from registry.ownership import claim_suspect, publish_bundle
-from schemes import community
-from schemes.data import load_dataset
-from schemes.folder import folder_manifest
-from schemes.training import accuracy, train_classifier
-from schemes.zoo import ModelCard, save_model
+from registry.cli.ownership import claim_suspect, publish_bundle
+from registry.client.localnet import LocalCommunity, write_local_configs
+from schemes.data import community
+from schemes.data.datasets import load_dataset
+from schemes.data.folder import folder_manifest
+from schemes.models.zoo import ModelCard, save_model
+from schemes.training.loops import accuracy, train_classifier
 from tests.helpers import digit_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

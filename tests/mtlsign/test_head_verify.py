@@ -8,7 +8,7 @@ import torch
 from mtlsign.dwm import build_dwm
 from mtlsign.head import WatermarkHead, head_input_size, tap_features
 from mtlsign.verify import WatermarkInfo, branch_accuracy, verify
-from schemes.zoo import create_model
+from schemes.models.zoo import create_model
 
 KEY = hashlib.sha256(b"head key").digest()
 

@@ -15,14 +15,14 @@ import httpx
 import pytest
 import uvicorn
 
-from registry.api import NodeInfo, create_app
-from registry.checkpoint import Checkpoint, open_note
-from registry.encoding import MAX_MESSAGE_BYTES
-from registry.fetch import ArtifactStore
-from registry.identity import Identity, derive_owner_key
-from registry.log import RegistryLog
-from registry.merkle import verify_consistency, verify_inclusion
-from registry.messages import Claim, Reference
+from contracts.encoding import MAX_MESSAGE_BYTES
+from contracts.fetch import ArtifactStore
+from contracts.identity import Identity, derive_owner_key
+from registry.log.messages import Claim, Reference
+from registry.log.state import RegistryLog
+from registry.proofs.checkpoint import Checkpoint, open_note
+from registry.proofs.merkle import verify_consistency, verify_inclusion
+from registry.serve.api import NodeInfo, create_app
 from tests.helpers import PublishFactory, free_ports, now_ms
 from tests.registry.cards import LENET_CARD, artifact_with_card, safetensors_bytes
 

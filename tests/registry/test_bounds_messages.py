@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from registry.bounds import BOUND_RE, binomial_tail, bound_text, chernoff_tail, false_positive_bound
-from registry.encoding import canonical
-from registry.errors import MessageError, VerificationError
-from registry.identity import Identity
-from registry.messages import MAX_VOTE_REFERENCES, Reference, Vote, message_from_bytes, message_from_json
+from contracts.bounds import BOUND_RE, binomial_tail, bound_text, chernoff_tail, false_positive_bound
+from contracts.encoding import canonical
+from contracts.errors import MessageError, VerificationError
+from contracts.identity import Identity
+from registry.log.messages import MAX_VOTE_REFERENCES, Reference, Vote, message_from_bytes, message_from_json
 
 NODE = Identity.from_seed("bounds-messages-test-node")
 REFS = tuple(hashlib.sha256(bytes([i])).hexdigest() for i in range(3))

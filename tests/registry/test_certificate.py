@@ -17,15 +17,16 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from node_config import example_config, load_config
-from registry.certificate import verify_certificate
-from registry.checkpoint import Checkpoint
+from contracts.encoding import canonical
+from contracts.errors import VerificationError
+from contracts.identity import Identity, derive_owner_key
+from node_config import example_config
 from registry.cli import main
-from registry.encoding import canonical
-from registry.errors import VerificationError
-from registry.identity import Identity, derive_owner_key
-from registry.merkle import MerkleTree, leaf_hash
-from registry.messages import Claim, Message, Publish, Vote
+from registry.client.certificate import verify_certificate
+from registry.community.config import load_config
+from registry.log.messages import Claim, Message, Publish, Vote
+from registry.proofs.checkpoint import Checkpoint
+from registry.proofs.merkle import MerkleTree, leaf_hash
 
 T0 = 1_700_000_000_000
 MODEL = hashlib.sha256(b"the suspect").hexdigest()

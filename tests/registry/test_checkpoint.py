@@ -5,9 +5,9 @@ import hashlib
 
 import pytest
 
-from registry.checkpoint import Checkpoint, checkpoint_body, key_id, open_note, sign_note, verifier_key
-from registry.errors import MessageError, VerificationError
-from registry.identity import Identity
+from contracts.errors import MessageError, VerificationError
+from contracts.identity import Identity
+from registry.proofs.checkpoint import Checkpoint, checkpoint_body, key_id, open_note, sign_note, verifier_key
 
 ROOT = hashlib.sha256(b"root").digest()
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from registry.errors import RejectedError
-from registry.infos import CHECKPOINT, check_against_card, parse_info
-from registry.verifier import _matches
+from contracts.errors import RejectedError
+from contracts.infos import CHECKPOINT, check_against_card, parse_info
+from registry.serve.verifier import _matches
 from tests.registry.test_infos import info
 from tests.registry.test_protocol import APPENDED, MEMBERS, StateLog, reference, submit
 from tests.registry.test_protocol import log as log  # noqa: F401 - the fixture, used by name

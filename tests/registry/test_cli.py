@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from node_config import EXAMPLE_SECRET, example_config, load_config
+from contracts.identity import read_identity
+from node_config import example_config
 from registry.cli import main
-from registry.identity import read_identity
+from registry.community.config import EXAMPLE_SECRET, load_config
 from tests.helpers import free_ports
 
 

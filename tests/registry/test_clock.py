@@ -7,7 +7,9 @@ import os
 
 import pytest
 
-from registry.clock import (
+from contracts.encoding import canonical
+from contracts.identity import Identity, derive_owner_key
+from registry.log.clock import (
     CLOCK_NOT_STARTED,
     MAX_STAMP,
     STALE_STAMP,
@@ -17,10 +19,8 @@ from registry.clock import (
     seal,
     settings_digest,
 )
-from registry.encoding import canonical
-from registry.identity import Identity, derive_owner_key
-from registry.log import APPENDED, BEACON, REJECTED, LogState, Outcome
-from registry.messages import Publish, Vote
+from registry.log.messages import Publish, Vote
+from registry.log.state import APPENDED, BEACON, REJECTED, LogState, Outcome
 from tests.helpers import now_ms
 
 MEMBERS = [Identity.from_seed(f"clock-test-member-{i}") for i in range(3)]

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from node_config import EXAMPLE_SECRET, example_config, load_config
-from registry.errors import ConfigError
+from contracts.errors import ConfigError
+from node_config import example_config
+from registry.community.config import EXAMPLE_SECRET, load_config
 
 MEMBERS = """
 [[members]]

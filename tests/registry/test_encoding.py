@@ -7,8 +7,8 @@ import rfc8785
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from registry.encoding import MAX_MESSAGE_BYTES, canonical, is_hex, parse_json
-from registry.errors import MessageError
+from contracts.encoding import MAX_MESSAGE_BYTES, canonical, is_hex, parse_json
+from contracts.errors import MessageError
 
 
 def test_canonical_sorts_keys_and_drops_whitespace() -> None:

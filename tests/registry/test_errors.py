@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from registry.errors import RateLimitedError, RejectedError, VerificationError, WmnodeError, error_class
-from registry.monitor import ForkError
+from contracts.errors import RateLimitedError, RejectedError, VerificationError, WmnodeError, error_class
+from registry.client.monitor import ForkError
 
 
 def test_a_reply_can_name_only_classes_of_registry_errors() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.errors import NotFoundError, PayloadTooLargeError
-from registry.fetch import ArtifactStore, Fetcher, FetchError, FetchPolicy, address_refusal, http_get, pin_url
+from contracts.errors import NotFoundError, PayloadTooLargeError
+from contracts.fetch import ArtifactStore, Fetcher, FetchError, FetchPolicy, address_refusal, http_get, pin_url
 
 OPEN = FetchPolicy()
 LOOPBACK = FetchPolicy(allow_loopback=True, max_bytes=1000)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.errors import IdentityError, VerificationError
-from registry.identity import Identity, derive_owner_key, read_identity, verify_owner_key, write_identity
+from contracts.errors import IdentityError, VerificationError
+from contracts.identity import Identity, derive_owner_key, read_identity, verify_owner_key, write_identity
 
 
 def test_key_file_is_written_0600_and_reads_back(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_owner_key_is_useless_to_anyone_else() -> None:
 
 
 def test_signatures_from_cryptography_verify_and_bad_ones_do_not() -> None:
-    from registry.identity import verify_signature
+    from contracts.identity import verify_signature
 
     ident = Identity.generate()
     sig = ident.sign(b"data")

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from node_config import example_config, load_config
-from registry.errors import ConfigError, MessageError, RejectedError
-from registry.infos import (
+from contracts.errors import ConfigError, MessageError, RejectedError
+from contracts.infos import (
     DEFAULT_POLICY,
     BlindInfo,
     FunctionCoupledInfo,
@@ -32,6 +31,8 @@ from registry.infos import (
     safetensors_header,
     tensor_names,
 )
+from node_config import example_config
+from registry.community.config import load_config
 from tests.registry.cards import LENET_CARD, artifact_with_card, safetensors_bytes
 
 # --------------------------------------------------------------------------------------------
@@ -438,7 +439,7 @@ def test_an_unknown_scheme_is_refused_and_info_errors_are_rejections() -> None:
 
 
 def test_the_card_is_read_from_a_real_model_artifact() -> None:
-    zoo = pytest.importorskip("schemes.zoo")
+    zoo = pytest.importorskip("schemes.models.zoo")
     card = zoo.ModelCard("lenet5", 10, (1, 28, 28), (0.5,), (0.5,))
     model = zoo.create_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
     summary = {k: v for k, v in card.to_json().items() if k != "extra"}  # what a node checks
@@ -560,7 +561,7 @@ def test_a_stored_header_over_16_mib_is_refused_before_it_is_read(tmp_path: Path
 
 
 def test_the_node_reads_an_open_architectures_card_as_the_judge_builds_it() -> None:
-    from registry.infos import card_summary, check_against_card
+    from contracts.infos import card_summary, check_against_card
 
     config = {"architecture": "resnet18", "num_classes": 10, "input_shape": [1, 8, 8],  # a decoy at the top
               "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.485, 0.456, 0.406],

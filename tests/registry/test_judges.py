@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from registry.judges import Judge, JudgeLimitError, Limits, rss_bytes
+from registry.serve.judges import Judge, JudgeLimitError, Limits, rss_bytes
 
 STAND_IN = r"""
 import json, os, resource, sys, time

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from pysyncobj.journal import createJournal
 
-import registry.log as log_module
-from registry.clock import STALE_STAMP
-from registry.encoding import canonical
-from registry.identity import Identity
-from registry.log import APPENDED, DUPLICATE, REJECTED, RegistryLog, repair_journal
-from registry.merkle import leaf_hash
+import registry.log.state as log_module
+from contracts.encoding import canonical
+from contracts.identity import Identity
+from registry.log.clock import STALE_STAMP
+from registry.log.state import APPENDED, DUPLICATE, REJECTED, RegistryLog, repair_journal
+from registry.proofs.merkle import leaf_hash
 from tests.helpers import PublishFactory, free_ports, now_ms
 
 SKEW = 300_000

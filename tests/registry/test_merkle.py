@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.errors import NotFoundError, VerificationError
-from registry.merkle import (
+from contracts.errors import NotFoundError, VerificationError
+from registry.proofs.merkle import (
     EMPTY_ROOT,
     MerkleTree,
     leaf_hash,

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from registry.encoding import canonical
-from registry.errors import MessageError, VerificationError
-from registry.identity import Identity
-from registry.messages import Publish, message_from_bytes, message_from_json
+from contracts.encoding import canonical
+from contracts.errors import MessageError, VerificationError
+from contracts.identity import Identity
+from registry.log.messages import Publish, message_from_bytes, message_from_json
 from tests.helpers import PublishFactory
 
 

@@ -28,20 +28,20 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from node_config import load_config
-from registry.api import NodeInfo, create_app
-from registry.asgi import client_key
-from registry.errors import ConfigError, QuotaExceededError, RateLimitedError
-from registry.fetch import ArtifactStore, Fetcher, FetchPolicy
-from registry.identity import Identity, derive_owner_key
-from registry.limits import Limits, Rate, parse_limits
-from registry.localnet import write_local_configs
-from registry.log import RegistryLog
-from registry.logjson import REDACTED, JsonFormatter
-from registry.messages import Claim
-from registry.metering import Metering, RateLimiter, StoreMeter, charge
-from registry.metrics import NodeMetrics
-from registry.read_meter import READ_BASE_COST, read_cost
+from contracts.asgi import client_key
+from contracts.errors import ConfigError, QuotaExceededError, RateLimitedError
+from contracts.fetch import ArtifactStore, Fetcher, FetchPolicy
+from contracts.identity import Identity, derive_owner_key
+from contracts.limits import Limits, Rate, parse_limits
+from registry.client.localnet import write_local_configs
+from registry.community.config import load_config
+from registry.log.messages import Claim
+from registry.log.state import RegistryLog
+from registry.serve.api import NodeInfo, create_app
+from registry.serve.logjson import REDACTED, JsonFormatter
+from registry.serve.metering import Metering, RateLimiter, StoreMeter, charge
+from registry.serve.metrics import NodeMetrics
+from registry.serve.read_meter import READ_BASE_COST, read_cost
 from tests.helpers import PublishFactory, free_ports, now_ms
 from tests.registry.cards import artifact_with_card
 from tests.registry.test_api import MTLSIGN_INFO, SUSPECT_CARD, json_bytes
@@ -710,14 +710,14 @@ def test_the_limits_table_is_parsed_and_checked(tmp_path: Path) -> None:
 
 def test_json_log_lines_carry_fields_and_never_secrets() -> None:
     formatter = JsonFormatter(secrets=("community-secret-0123456789", None))
-    record = logging.LogRecord("registry.node", logging.WARNING, __file__, 1, "joined with %s", ("community-secret-"
-                               "0123456789",), None)  # fmt: skip
+    record = logging.LogRecord("registry.serve.node", logging.WARNING, __file__, 1, "joined with %s",
+                               ("community-secret-0123456789",), None)  # fmt: skip
     record.__dict__.update({"peer": "node2", "entries": 3, "secret": "x", "identity_seed": "y", "nested": {"token": 1}})
     line = formatter.format(record)
     assert "\n" not in line and "community-secret-0123456789" not in line
     out = json.loads(line)
     assert {k: out[k] for k in ("level", "logger", "message", "peer", "entries")} == {
-        "level": "WARNING", "logger": "registry.node", "message": f"joined with {REDACTED}", "peer": "node2",
+        "level": "WARNING", "logger": "registry.serve.node", "message": f"joined with {REDACTED}", "peer": "node2",
         "entries": 3,
     }  # fmt: skip
     assert (out["secret"], out["identity_seed"], out["nested"]) == (REDACTED, REDACTED, {"token": REDACTED})
@@ -742,6 +742,6 @@ def test_wmnode_start_log_json_writes_one_json_object_per_line(tmp_path: Path) -
         )  # fmt: skip
     assert out.returncode == 1, out.stderr
     records = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
-    warning = next(r for r in records if r["logger"] == "registry.node")
+    warning = next(r for r in records if r["logger"] == "registry.serve.node")
     assert warning["level"] == "WARNING" and "dev mode" in warning["message"]
     assert load_config(config).identity_seed not in out.stderr

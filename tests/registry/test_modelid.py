@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from registry.errors import MessageError
-from registry.identity import Identity
-from registry.modelid import model_identity, model_identity_of
-from registry.ownership import model_name
-from schemes.zoo import ModelCard, create_model, model_to_bytes, save_model
+from contracts.errors import MessageError
+from contracts.identity import Identity
+from contracts.modelid import model_identity, model_identity_of
+from registry.cli.ownership import model_name
+from schemes.models.zoo import ModelCard, create_model, model_to_bytes, save_model
 from tests.registry.cards import artifact_with_card, safetensors_bytes
 from tests.registry.test_protocol import MEMBERS, StateLog, claim, publish, submit
 from tests.registry.test_protocol import log as log  # noqa: F401 - the fixture, used by name
@@ -86,7 +86,7 @@ def test_a_local_model_is_named_as_a_node_names_its_artifact(lenet: torch.nn.Mod
 def test_the_standing_owner_of_every_copy_is_the_owner_of_the_model(log: StateLog) -> None:  # noqa: F811 - the fixture
     """The owner's claim on a re-carded copy (its own artifact hash) decides the model: the original
     artifact, the copy and the function identity all name the same standing owner."""
-    from registry.messages import Vote
+    from registry.log.messages import Vote
 
     owner = Identity.generate()
     index, key, proof = publish(log, owner)

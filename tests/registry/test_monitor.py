@@ -21,15 +21,15 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from registry.checkpoint import Checkpoint
+from contracts.encoding import canonical
+from contracts.errors import ConfigError, MessageError, NotFoundError, PayloadTooLargeError, VerificationError
+from contracts.identity import Identity, derive_owner_key, write_identity
 from registry.cli import main
-from registry.client import NodeClient
-from registry.encoding import canonical
-from registry.errors import ConfigError, MessageError, NotFoundError, PayloadTooLargeError, VerificationError
-from registry.identity import Identity, derive_owner_key, write_identity
-from registry.merkle import MerkleTree, leaf_hash
-from registry.monitor import FORK, INVALID, OK, UNREACHABLE, CheckpointState, Community, Monitor, Peer
-from registry.receipt import verify_receipt
+from registry.client.monitor import FORK, INVALID, OK, UNREACHABLE, CheckpointState, Community, Monitor, Peer
+from registry.client.node_client import NodeClient
+from registry.client.receipt import verify_receipt
+from registry.proofs.checkpoint import Checkpoint
+from registry.proofs.merkle import MerkleTree, leaf_hash
 from tests.helpers import free_ports, now_ms
 
 COMMUNITY = "wmnode.test/fake"

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from node_config.loader import parse_config
-from registry.errors import ConfigError
-from registry.infos import DEFAULT_POLICY, InfoError, check_pinned, manifest_digest, parse_datasets, parse_info
+from contracts.errors import ConfigError
+from contracts.infos import DEFAULT_POLICY, InfoError, check_pinned, manifest_digest, parse_datasets, parse_info
+from registry.community.config import parse_config
 
 
 def _npz(path: Path, seed: int = 0) -> Path:
@@ -100,8 +100,9 @@ def test_a_node_config_pins_data_sets_into_its_verification_policy(tmp_path: Pat
 
 
 def test_judges_rebuild_inputs_from_the_pinned_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from schemes import community, new_label
-    from schemes.community import community_data, pin
+    from schemes.data import community
+    from schemes.data.community import community_data, pin
+    from schemes.watermarks import new_label
 
     monkeypatch.setattr(community, "_PINNED", {})  # the process-wide pins stay as other tests expect them
     community_data.cache_clear()

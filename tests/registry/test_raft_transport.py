@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from registry import raft_wire
-from registry.clock import ClockSettings, settings_digest
-from registry.identity import Identity, derive_owner_key
-from registry.log import APPENDED, REJECTED, RegistryLog, _RaftNode
-from registry.messages import Publish
-from registry.raft_transport import HELLO_BYTES, MAGIC, WireLimits, _x25519_public, stretch_secret
+from contracts.identity import Identity, derive_owner_key
+from registry.log import raft_wire
+from registry.log.clock import ClockSettings, settings_digest
+from registry.log.messages import Publish
+from registry.log.raft_transport import HELLO_BYTES, MAGIC, WireLimits, _x25519_public, stretch_secret
+from registry.log.state import APPENDED, REJECTED, RegistryLog, _RaftNode
 from tests.helpers import free_ports, now_ms
 
 SECRET = "transport-test-secret-0123456789"
@@ -374,8 +374,8 @@ def test_a_frame_of_millions_of_values_is_refused_without_decoding_them() -> Non
 
 
 def test_a_snapshot_must_extend_the_log_and_keep_the_clock_rules(tmp_path: Path) -> None:
-    from registry.clock import seal as seal_env
-    from registry.log import LogState
+    from registry.log.clock import seal as seal_env
+    from registry.log.state import LogState
 
     members = [Identity.from_seed(f"snapshot-member-{i}") for i in range(3)]
     state, t = LogState(frozenset(m.public_hex for m in members)), now_ms()

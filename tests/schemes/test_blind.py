@@ -14,14 +14,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from registry.infos import InfoError, parse_info
-from schemes import blind
-from schemes._imaging import Discriminator, Encoder, file_logo, gaussian_window, logo_sha256, ssim, text_logo
-from schemes.base import SchemeError, get_scheme, make_config, predict_labels
-from schemes.community import community_data
-from schemes.data import Dataset, load_dataset
-from schemes.training import accuracy, train_classifier
-from schemes.zoo import create_model
+from contracts.errors import SchemeError
+from contracts.infos import InfoError, parse_info
+from schemes.data._imaging import Discriminator, Encoder, file_logo, gaussian_window, logo_sha256, ssim, text_logo
+from schemes.data.community import community_data
+from schemes.data.dataset import Dataset
+from schemes.data.datasets import load_dataset
+from schemes.models.zoo import create_model
+from schemes.training.loops import accuracy, train_classifier
+from schemes.watermarks import blind
+from schemes.watermarks.base import get_scheme, make_config, predict_labels
 
 KEY = hashlib.sha256(b"blind watermark owner").digest()
 OTHER = hashlib.sha256(b"blind watermark other owner").digest()

@@ -25,16 +25,16 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from registry.fetch import FetchPolicy
-from registry.infos import ReferenceSpec
-from schemes import blind
-from schemes._imaging import logo_sha256, ssim, text_logo
-from schemes.community import community_data, pixels
-from schemes.data import Dataset
-from schemes.judge import judge
-from schemes.references import Recipe, build_reference
-from schemes.training import train_classifier
-from schemes.zoo import ModelCard, create_model, model_to_bytes
+from contracts.fetch import FetchPolicy
+from contracts.infos import ReferenceSpec
+from registry.judge.process import judge
+from schemes.data._imaging import logo_sha256, ssim, text_logo
+from schemes.data.community import community_data, pixels
+from schemes.data.dataset import Dataset
+from schemes.models.zoo import ModelCard, create_model, model_to_bytes
+from schemes.training.loops import train_classifier
+from schemes.watermarks import blind
+from schemes.workflow.references import Recipe, build_reference
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

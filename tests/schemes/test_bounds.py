@@ -10,8 +10,8 @@ from fractions import Fraction
 
 import pytest
 
+from contracts.bounds import BOUND_KINDS, BOUND_RE, binomial_tail, bound_text, chernoff_tail, false_positive_bound
 from mtlsign.bound import best_lambda, chernoff_bound
-from registry.bounds import BOUND_KINDS, BOUND_RE, binomial_tail, bound_text, chernoff_tail, false_positive_bound
 
 PROBABILITIES = (0.01, 0.1, 1 / 9, 0.25, 0.5, 0.575, 0.9)
 

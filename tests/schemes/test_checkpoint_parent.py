@@ -25,11 +25,12 @@ from torch import nn
 from mtlsign.dwm import build_dwm
 from mtlsign.head import WatermarkHead, pooled, tap_features
 from mtlsign.verify import DEFAULT_GAMMA, WatermarkInfo
-from schemes import judge as judging
-from schemes import mtlsign
-from schemes.data import Dataset, load_dataset
-from schemes.training import accuracy, batches, train_classifier
-from schemes.zoo import ModelCard, model_to_bytes, wm_taps
+from registry.judge import process as judging
+from schemes.data.dataset import Dataset
+from schemes.data.datasets import load_dataset
+from schemes.models.zoo import ModelCard, model_to_bytes, wm_taps
+from schemes.training.loops import accuracy, batches, train_classifier
+from schemes.watermarks import mtlsign
 from tests.schemes.test_null_on_suspect import write_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]

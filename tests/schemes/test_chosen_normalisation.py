@@ -20,14 +20,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from registry.identity import Identity, derive_owner_key
-from schemes import judge as judging
-from schemes.base import SchemeError, get_scheme
-from schemes.bundle import load_bundle
-from schemes.community import claim_data, community_data
-from schemes.function_coupled import dataset_digest
-from schemes.references import Recipe, build_reference
-from schemes.zoo import model_to_bytes
+from contracts.errors import SchemeError
+from contracts.identity import Identity, derive_owner_key
+from registry.judge import process as judging
+from schemes.data.community import claim_data, community_data
+from schemes.models.zoo import model_to_bytes
+from schemes.watermarks.base import get_scheme
+from schemes.watermarks.function_coupled import dataset_digest
+from schemes.workflow.bundle import load_bundle
+from schemes.workflow.references import Recipe, build_reference
 from tests.cluster.community import embed_marked
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from contracts.identity import Identity, write_identity
 from registry.cli import main
-from registry.identity import Identity, write_identity
 from schemes import list_schemes
 
 FIELDS = {"clean_accuracy", "accuracy", "wm_score", "threshold", "seconds"}

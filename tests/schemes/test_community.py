@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, EMBEDDED_DATASETS
-from schemes import community
-from schemes.base import SchemeError
-from schemes.community import community_data, dataset_digest, pixels, require_community_data
-from schemes.data import DataError, Dataset, load_dataset
+from contracts.errors import DataError, SchemeError
+from contracts.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, EMBEDDED_DATASETS
+from schemes.data import community
+from schemes.data.community import community_data, dataset_digest, pixels, require_community_data
+from schemes.data.dataset import Dataset
+from schemes.data.datasets import load_dataset
 
 SHAPE = (1, 28, 28)
 

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from schemes import data
-from schemes.data import DataError, Dataset, list_datasets, load_dataset
+from contracts.errors import DataError
+from schemes.data import datasets as data
+from schemes.data.dataset import Dataset
+from schemes.data.datasets import list_datasets, load_dataset
 
 
 def pixels(x: torch.Tensor, ds: Dataset) -> torch.Tensor:

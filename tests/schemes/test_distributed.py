@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 import torch.multiprocessing as mp
 
-from schemes.training import Labelled, step, stream
+from schemes.training.loops import Labelled, step, stream
 
 
 def _free_port() -> int:
@@ -31,7 +31,7 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     try:
         torch.manual_seed(rank)  # different initial weights on purpose: the broadcast must even them out
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
-        from schemes.distributed import broadcast_modules, check_in_step
+        from schemes.training.distributed import broadcast_modules, check_in_step
 
         broadcast_modules(model)
         optimiser = torch.optim.Adam(model.parameters(), lr=0.05)

@@ -14,10 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from registry.infos import manifest_digest
-from schemes import folder
-from schemes.data import DataError, Dataset, list_datasets, load_dataset
-from schemes.folder import FolderImages, folder_manifest
+from contracts.errors import DataError
+from contracts.infos import manifest_digest
+from schemes.data import folder
+from schemes.data.dataset import Dataset
+from schemes.data.datasets import list_datasets, load_dataset
+from schemes.data.folder import FolderImages, folder_manifest
 
 H, W = 6, 5
 NORM3 = ((0.5, 0.4, 0.3), (0.25, 0.2, 0.3))

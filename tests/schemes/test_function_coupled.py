@@ -13,13 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from registry.infos import InfoError, parse_info
-from schemes import function_coupled as fc
-from schemes.base import SchemeError, get_scheme, make_config
-from schemes.community import community_data
-from schemes.data import DataError, Dataset, load_dataset
-from schemes.training import Labelled, train_classifier
-from schemes.zoo import create_model
+from contracts.errors import DataError, SchemeError
+from contracts.infos import InfoError, parse_info
+from schemes.data.community import community_data
+from schemes.data.dataset import Dataset
+from schemes.data.datasets import load_dataset
+from schemes.models.zoo import create_model
+from schemes.training.loops import Labelled, train_classifier
+from schemes.watermarks import function_coupled as fc
+from schemes.watermarks.base import get_scheme, make_config
 
 KEY = hashlib.sha256(b"function-coupled test key").digest()
 OTHER_KEY = hashlib.sha256(b"function-coupled other key").digest()

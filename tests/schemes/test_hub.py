@@ -13,12 +13,12 @@ import pytest
 import safetensors.torch
 import torch
 
-from schemes._passport_layer import passport_layers, passport_variant
-from schemes.hub import parameter_count
-from schemes.zoo import (
+from contracts.errors import ZooError
+from schemes.models._passport_layer import passport_layers, passport_variant
+from schemes.models.hub import parameter_count
+from schemes.models.zoo import (
     BuildLimits,
     ModelCard,
-    ZooError,
     create_model,
     load_model,
     model_from_bytes,
@@ -220,7 +220,7 @@ def test_buffers_count_against_the_cap_and_unfit_arguments_are_refused() -> None
                      model_args={"img_size": 64, "patch_size": 1}, max_parameters=100_000_000)  # fmt: skip
     with pytest.raises(ZooError, match="cannot be built with"):
         create_model("timm:resnet18", num_classes=5, input_shape=(3, 32, 32), model_args={"img_size": 32})
-    from schemes.zoo import strict_json
+    from schemes.models.zoo import strict_json
 
     with pytest.raises(ZooError, match="nests too deeply"):
         strict_json("[" * 100_000 + "]" * 100_000, "a card")

@@ -9,14 +9,14 @@ from dataclasses import replace
 import pytest
 import torch
 
+from contracts.errors import SchemeError
 from mtlsign.bound import PAPER_GUESS_ACCURACY_MAX
 from mtlsign.head import WatermarkHead, head_input_size
 from mtlsign.verify import WatermarkInfo
-from schemes.attacks import prune_global_l1
-from schemes.base import SchemeError
-from schemes.data import load_dataset
-from schemes.mtlsign import Config, embed, verify
-from schemes.zoo import create_model
+from schemes.data.datasets import load_dataset
+from schemes.models.zoo import create_model
+from schemes.training.attacks import prune_global_l1
+from schemes.watermarks.mtlsign import Config, embed, verify
 
 KEY = hashlib.sha256(b"embed test key").digest()
 SHAPE = (1, 28, 28)
@@ -72,7 +72,7 @@ def test_embed_learns_the_watermark_and_keeps_the_task() -> None:
 @pytest.mark.slow
 def test_r_da_raises_the_watermark_accuracy_after_fine_tuning() -> None:
     """Issue: R_DA (λ2 > 0) against λ2 = 0, same seed and budget, then the thief's fine-tuning."""
-    from schemes.attacks import fine_tune
+    from schemes.training.attacks import fine_tune
 
     data = load_dataset("digits")
     gen = torch.Generator().manual_seed(99)

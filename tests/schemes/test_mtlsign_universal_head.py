@@ -27,11 +27,12 @@ from torch import nn
 from mtlsign.dwm import build_dwm
 from mtlsign.head import WatermarkHead, pooled, tap_features
 from mtlsign.verify import DEFAULT_GAMMA, WatermarkInfo, verify
-from schemes import mtlsign
-from schemes.base import Watermarked, make_config
-from schemes.data import Dataset, load_dataset
-from schemes.training import batches, train_classifier
-from schemes.zoo import create_model
+from schemes.data.dataset import Dataset
+from schemes.data.datasets import load_dataset
+from schemes.models.zoo import create_model
+from schemes.training.loops import batches, train_classifier
+from schemes.watermarks import mtlsign
+from schemes.watermarks.base import Watermarked, make_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # about a minute on two idle cores
 

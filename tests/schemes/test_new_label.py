@@ -9,12 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from registry.infos import InfoError, parse_info
-from schemes import new_label
-from schemes.base import SchemeError, key_permutation
-from schemes.community import community_data, pixels
-from schemes.data import Dataset, load_dataset
-from schemes.zoo import create_model
+from contracts.errors import SchemeError
+from contracts.infos import InfoError, parse_info
+from mtlsign.streams import key_permutation
+from schemes.data.community import community_data, pixels
+from schemes.data.dataset import Dataset
+from schemes.data.datasets import load_dataset
+from schemes.models.zoo import create_model
+from schemes.watermarks import new_label
 
 KEY = hashlib.sha256(b"new label owner").digest()
 OTHER = hashlib.sha256(b"new label other owner").digest()

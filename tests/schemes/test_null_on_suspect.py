@@ -15,12 +15,12 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from schemes import judge as judging
-from schemes.base import get_scheme
-from schemes.community import community_data
-from schemes.controls import control_keys, verify_with_controls
-from schemes.suspect import PixelCodec, pixel_view
-from schemes.zoo import ModelCard, create_model, model_to_bytes
+from registry.judge import process as judging
+from schemes.data.community import community_data
+from schemes.models.zoo import ModelCard, create_model, model_to_bytes
+from schemes.watermarks.base import get_scheme
+from schemes.watermarks.controls import control_keys, verify_with_controls
+from schemes.watermarks.suspect import PixelCodec, pixel_view
 
 SHAPE = (1, 28, 28)
 

@@ -13,13 +13,13 @@ import torch
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from contracts.identity import Identity, write_identity
+from contracts.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
 from registry.cli import main
-from registry.identity import Identity, write_identity
-from registry.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
-from schemes.data import load_dataset
-from schemes.judge import judge
-from schemes.training import accuracy, train_classifier
-from schemes.zoo import ModelCard, load_model, model_to_bytes, save_model
+from registry.judge.process import judge
+from schemes.data.datasets import load_dataset
+from schemes.models.zoo import ModelCard, load_model, model_to_bytes, save_model
+from schemes.training.loops import accuracy, train_classifier
 from tests.helpers import digit_folder
 
 SHAPE = (1, 16, 16)
@@ -72,7 +72,7 @@ def test_new_label_watermarks_the_given_model_by_fine_tuning(given: tuple[Path, 
 
 
 def test_the_classifier_keeps_its_trained_rows(given: tuple[Path, float], identity: Path, tmp_path: Path) -> None:
-    from schemes.workflow import _start_from_given
+    from schemes.workflow.pipeline import _start_from_given
 
     model, card = load_model(given[0])
     wider = ModelCard(card.arch, 11, card.input_shape, card.mean, card.std, model_args=card.model_args)
@@ -135,10 +135,10 @@ def test_a_node_builds_only_what_its_community_allows(given: tuple[Path, float],
 def test_a_pinned_image_folder_streams_through_workers_and_verifies(
     given: tuple[Path, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from registry.infos import PinnedDataset
-    from schemes import community
-    from schemes.folder import folder_manifest
-    from schemes.workflow import embed_to_bundle, verify_suspect
+    from contracts.infos import PinnedDataset
+    from schemes.data import community
+    from schemes.data.folder import folder_manifest
+    from schemes.workflow.pipeline import embed_to_bundle, verify_suspect
 
     monkeypatch.setattr(community, "_PINNED", {})
     monkeypatch.setenv("WMNODE_LOADER_WORKERS", "2")  # the DataLoader path, with worker processes
@@ -161,9 +161,9 @@ def test_a_pinned_image_folder_streams_through_workers_and_verifies(
 
 
 def test_new_label_refuses_a_suspect_whose_delta_is_one_of_its_own_classes() -> None:
-    from schemes import new_label
-    from schemes.base import SchemeError
-    from schemes.community import community_data
+    from contracts.errors import SchemeError
+    from schemes.data.community import community_data
+    from schemes.watermarks import new_label
 
     data = community_data("digits", (1, 28, 28))
     info = {"scheme": "new-label", "dataset": "digits", "delta": 10, "beta": 0.3, "n": 100, "threshold": 0.25,

@@ -15,8 +15,12 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from schemes import passport
-from schemes._passport_layer import (
+from contracts.errors import SchemeError
+from mtlsign.streams import key_permutation
+from schemes.data.community import community_data
+from schemes.data.dataset import Dataset
+from schemes.data.datasets import load_dataset
+from schemes.models._passport_layer import (
     PassportLayer,
     attached,
     feature_passports,
@@ -25,12 +29,11 @@ from schemes._passport_layer import (
     passport_shapes,
     t1_passports,
 )
-from schemes.base import SchemeError, get_scheme, key_permutation, make_config
-from schemes.bundle import read_verifier
-from schemes.community import community_data
-from schemes.data import Dataset, load_dataset
-from schemes.training import accuracy, train_classifier
-from schemes.zoo import create_model
+from schemes.models.zoo import create_model
+from schemes.training.loops import accuracy, train_classifier
+from schemes.watermarks import passport
+from schemes.watermarks.base import get_scheme, make_config
+from schemes.workflow.bundle import read_verifier
 
 KEY = hashlib.sha256(b"passport owner").digest()
 OTHER = hashlib.sha256(b"passport other owner").digest()
@@ -208,7 +211,7 @@ def test_t1_passports_are_the_same_in_another_process() -> None:
     code = (
         "import hashlib, torch\n"
         "from tests.schemes.test_passport import KEY, _digest, _shapes\n"
-        "from schemes._passport_layer import t1_passports\n"
+        "from schemes.models._passport_layer import t1_passports\n"
         "print(_digest(t1_passports(KEY, 'V3', _shapes())))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

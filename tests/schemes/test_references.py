@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from registry.infos import REFERENCE_RECIPES
-from schemes.community import community_data
-from schemes.references import RECIPES, Recipe, build_reference, community_key
-from schemes.zoo import model_to_bytes
+from contracts.infos import REFERENCE_RECIPES
+from schemes.data.community import community_data
+from schemes.models.zoo import model_to_bytes
+from schemes.workflow.references import RECIPES, Recipe, build_reference, community_key
 
 SHAPE = (1, 28, 28)
 #: recipe -> (architecture on the card, number of classes): new label adds Δ, passport its variant.

@@ -15,10 +15,10 @@ import pytest
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from registry.identity import Identity, write_identity
-from schemes.bundle import load_bundle
-from schemes.resume import ResumeError, checkpoints, epochs
-from schemes.workflow import CHECKPOINT_DIR, embed_to_bundle
+from contracts.identity import Identity, write_identity
+from schemes.training.resume import ResumeError, checkpoints, epochs
+from schemes.workflow.bundle import load_bundle
+from schemes.workflow.pipeline import CHECKPOINT_DIR, embed_to_bundle
 
 IDENTITY = Identity(Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33))))
 QUICK = {"n": 200, "clean_epochs": 2, "embed_epochs": 4, "da_attacks": 1, "da_epochs": 1, "da_every": 2}

@@ -13,26 +13,23 @@ import pytest
 import torch
 from torch import nn
 
+from contracts.errors import SchemeError
+from mtlsign.streams import key_generator, key_integers, key_normal, key_permutation, key_stream
 from schemes import list_schemes
-from schemes.base import (
+from schemes.data.dataset import Dataset
+from schemes.data.datasets import load_dataset
+from schemes.models.zoo import create_model
+from schemes.training.loops import default_device
+from schemes.watermarks.base import (
     REPORT_FIELDS,
     Scheme,
-    SchemeError,
     Watermarked,
     get_scheme,
-    key_generator,
-    key_integers,
-    key_normal,
-    key_permutation,
-    key_stream,
     make_config,
     predict_labels,
     register_scheme,
 )
-from schemes.bundle import read_verifier
-from schemes.data import Dataset, load_dataset
-from schemes.training import default_device
-from schemes.zoo import create_model
+from schemes.workflow.bundle import read_verifier
 
 KEY = hashlib.sha256(b"scheme contract key").digest()
 OTHER_KEY = hashlib.sha256(b"another owner's key").digest()

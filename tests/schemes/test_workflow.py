@@ -11,11 +11,11 @@ import torch
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from contracts.identity import Identity, write_identity
 from registry.cli import main
-from registry.identity import Identity, write_identity
-from schemes.bundle import BundleError, load_bundle
-from schemes.workflow import embed_to_bundle
-from schemes.zoo import ModelCard, create_model, save_model
+from schemes.models.zoo import ModelCard, create_model, save_model
+from schemes.workflow.bundle import BundleError, load_bundle
+from schemes.workflow.pipeline import embed_to_bundle
 
 # The module's bundle fixture trains a small MTLSign embedding (about 45 s on an idle 2-core
 # machine); its first test gets room for a loaded one.

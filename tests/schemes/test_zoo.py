@@ -13,15 +13,14 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from registry.errors import WmnodeError
-from schemes import zoo
-from schemes.zoo import (
+from contracts.errors import WmnodeError, ZooError
+from schemes.models import zoo
+from schemes.models.zoo import (
     CARD_FILE,
     MAX_CARD_BYTES,
     WEIGHTS_FILE,
     BuildLimits,
     ModelCard,
-    ZooError,
     create_model,
     list_models,
     load_model,

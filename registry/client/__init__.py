@@ -1,0 +1,1 @@
+"""The client side: the node client, receipts, certificates, the monitor, publishing and claiming, a local community."""

@@ -1,0 +1,1 @@
+"""A community's config: its members, secret, clock, limits, floors and references, loaded from TOML."""

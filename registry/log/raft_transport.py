@@ -1,0 +1,559 @@
+"""The Raft port: authenticated, encrypted, bounded connections between members only.
+
+pysyncobj's own transport buffers up to 2 GiB per connection before it checks anything (with a
+quadratic `bytes +=`), unpickles every frame, and admits anyone who holds the community secret.
+This module keeps pysyncobj's Raft and its `Transport` interface and replaces the wire beneath:
+
+* **Handshake** (per connection, both sides at once). Each side sends a fixed 136-byte HELLO:
+  magic ‖ the community-settings digest ‖ its member key (Ed25519) ‖ an ephemeral X25519 key ‖ a
+  random nonce. A HELLO from a key that is not another member's, or (on a connection we dialled)
+  not the key of the member we dialled, or with other community settings, drops the connection.
+  Both sides derive two direction keys, HKDF-SHA256(ikm = X25519 secret, salt = PSK,
+  info = transcript hash), where the PSK is stretched from the community secret, and each then
+  sends, encrypted, its Ed25519 signature over the transcript hash and its role. Only after the
+  peer's signature verifies is the connection reported to Raft. So the community secret alone
+  admits nobody, and a member can speak only as itself.
+* **Frames**: a 4-byte big-endian length, then AES-256-GCM with a per-direction counter nonce
+  (no replay, no reordering). The length is checked against the limit before any byte of the
+  frame is buffered (136 bytes before authentication, `max_frame_bytes` after); buffers are
+  bytearrays consumed from the front (linear).
+* **Deadlines and counts**: a handshake must finish within `handshake_s`; an authenticated
+  connection silent for `idle_s` is dropped; at most `max_pending` unauthenticated connections,
+  `max_pending_per_ip` from one address. The sweep runs on every Raft tick, so a connection that
+  sends nothing is dropped too (pysyncobj checks its timeouts only when bytes arrive).
+* **Payloads** are decoded by `registry.raft_wire` (no pickle) and checked against their schema.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.tcp_connection import CONNECTION_STATE
+from pysyncobj.transport import TCPTransport
+
+from contracts.errors import VerificationError
+from contracts.identity import Identity, verify_signature
+from registry.log.raft_wire import WireError, check_message, decode, encode
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"wmraft02"
+_LEN = struct.Struct(">I")
+HELLO_BYTES = len(MAGIC) + 32 * 4
+_AUTH_DOMAIN = b"wmnode/raft/auth/v2"
+_TRANSCRIPT_DOMAIN = b"wmnode/raft/handshake/v2"
+_PSK_DOMAIN = b"wmnode/raft/psk/v2"
+_PBKDF2_ROUNDS = 200_000
+
+
+@dataclass(frozen=True)
+class WireLimits:
+    """Bounds on what one peer connection may cost."""
+
+    max_frame_bytes: int = 4 * 2**20
+    max_write_buffer: int = 64 * 2**20
+    handshake_s: float = 3.0
+    idle_s: float = 10.0
+    max_pending: int = 32
+    max_pending_per_ip: int = 4
+    #: New connections a second from addresses that are no member's (each costs a key exchange).
+    stranger_accepts_per_s: float = 64.0
+    #: Bytes read from one socket per poll event, so one busy peer cannot starve the tick.
+    read_budget: int = 1 * 2**20
+
+
+def stretch_secret(secret: str | None, community: str) -> bytes:
+    """The pre-shared key mixed into every session key (empty in dev mode, where only the member
+    keys authenticate and only the ephemeral exchange encrypts)."""
+    if secret is None:
+        return b""
+    salt = hashlib.sha256(_PSK_DOMAIN + b"\n" + community.encode()).digest()
+    kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=_PBKDF2_ROUNDS)
+    return kdf.derive(secret.encode())
+
+
+@dataclass(frozen=True)
+class RaftAuth:
+    """Who this node is on the Raft port and whom it admits."""
+
+    identity: Identity
+    #: Raft address ("host:port") -> that member's public key (hex), for every other member.
+    peers: dict[str, str]
+    #: Digest of the community settings every member must share (members, clock rules).
+    settings: bytes
+    psk: bytes = b""
+    limits: WireLimits = WireLimits()
+
+    @functools.cached_property
+    def public(self) -> bytes:
+        return bytes.fromhex(self.identity.public_hex)
+
+    @functools.cached_property
+    def keys(self) -> frozenset[str]:
+        return frozenset(self.peers.values())
+
+
+def _x25519_public(key: X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class _Handshake(Exception):
+    """A peer failed the handshake; the message says why (logged once, connection dropped)."""
+
+
+class SecureConnection:
+    """One peer connection on pysyncobj's poller, with the interface its `TCPTransport` uses."""
+
+    def __init__(self, poller: Any, auth: RaftAuth, sock: socket.socket | None = None, expected_key: str = "") -> None:
+        self._poller, self._auth, self._limits = poller, auth, auth.limits
+        self.expected_key = expected_key
+        self.peer_key: str | None = None
+        self.peer_ip = ""
+        self._on_message: Callable[[Any], None] | None = None
+        self._on_connected: Callable[[], None] | None = None
+        self._on_disconnected: Callable[[], None] | None = None
+        self._sock: socket.socket | None = None
+        self._fileno: int | None = None
+        self.opened = time.monotonic()
+        self.state = CONNECTION_STATE.DISCONNECTED
+        self._reset()
+        if sock is not None:  # accepted: the peer dialled us
+            self._initiator = False
+            self._attach(sock)
+            self.peer_ip = _peer_ip(sock)
+            self.state = CONNECTION_STATE.CONNECTING
+            self._tcp_up = True
+            self._send_hello()
+            self._subscribe()
+
+    # -- the interface pysyncobj's TCPTransport calls -------------------------------------------
+
+    def setOnConnectedCallback(self, callback: Callable[[], None] | None) -> None:  # noqa: N802 - pysyncobj's names
+        self._on_connected = callback
+
+    def setOnMessageReceivedCallback(self, callback: Callable[[Any], None] | None) -> None:  # noqa: N802
+        self._on_message = callback
+
+    def setOnDisconnectedCallback(self, callback: Callable[[], None] | None) -> None:  # noqa: N802
+        self._on_disconnected = callback
+
+    def fileno(self) -> int | None:
+        return self._fileno
+
+    def getSendBufferSize(self) -> int:  # noqa: N802
+        return len(self._wbuf)
+
+    def connect(self, host: str, port: int) -> bool:
+        self.disconnect(notify=False)
+        self._reset()
+        self._initiator = True
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        try:
+            sock.connect((host, port))
+        except BlockingIOError:
+            pass
+        except OSError:
+            sock.close()
+            return False
+        self._attach(sock)
+        self.state = CONNECTION_STATE.CONNECTING
+        self._subscribe(write=True)
+        return True
+
+    def send(self, message: Any) -> None:
+        if self.state != CONNECTION_STATE.CONNECTED:
+            return
+        payload = encode(message)
+        if len(payload) + 16 > self._limits.max_frame_bytes:
+            logger.error("a Raft message of %d bytes is over the frame limit; not sent", len(payload))
+            return
+        self._queue(self._seal(payload))
+
+    def disconnect(self, notify: bool = True) -> None:
+        was = self.state
+        if self._sock is not None:
+            if self._fileno is not None:
+                self._poller.unsubscribe(self._fileno)
+            self._sock.close()
+        self._sock, self._fileno = None, None
+        self._rbuf, self._wbuf = bytearray(), bytearray()
+        self.state = CONNECTION_STATE.DISCONNECTED
+        if notify and was != CONNECTION_STATE.DISCONNECTED and self._on_disconnected is not None:
+            self._on_disconnected()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._initiator = True
+        self._tcp_up = False
+        self._rbuf, self._wbuf = bytearray(), bytearray()
+        self._eph = X25519PrivateKey.generate()
+        self._my_hello = MAGIC + self._auth.settings + self._auth.public + _x25519_public(self._eph) + os.urandom(32)
+        self._peer_hello = b""
+        self._transcript = b""
+        self._send_aead: AESGCM | None = None
+        self._recv_aead: AESGCM | None = None
+        self._send_n = self._recv_n = 0
+        self.peer_key = None
+        self._deadline = time.monotonic() + self._limits.handshake_s
+        self._last_read = self._last_send = time.monotonic()
+
+    def _attach(self, sock: socket.socket) -> None:
+        self.opened = time.monotonic()
+        sock.setblocking(False)
+        self._sock, self._fileno = sock, sock.fileno()
+        self._deadline = time.monotonic() + self._limits.handshake_s
+        self._last_read = time.monotonic()
+
+    def _subscribe(self, write: bool = False) -> None:
+        if self._fileno is None:
+            return
+        events = POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR
+        if write or self._wbuf:
+            events |= POLL_EVENT_TYPE.WRITE
+        self._poller.subscribe(self._fileno, self._on_event, events)
+
+    def sweep(self, now: float) -> None:
+        """Drop a connection past its handshake deadline, or silent for too long once up."""
+        if self.state == CONNECTION_STATE.CONNECTING and now > self._deadline:
+            self._drop("handshake not finished in time")
+        elif self.state == CONNECTION_STATE.CONNECTED:
+            if now - self._last_read > self._limits.idle_s:
+                self._drop("peer silent for too long")
+            elif now - self._last_send > self._limits.idle_s / 4:
+                self._queue(self._seal(b""))  # keep-alive: followers have nothing else to say to each other
+
+    def _drop(self, why: str) -> None:
+        who = self.peer_key[:16] + "…" if self.peer_key else (self.peer_ip or self.expected_key[:16] or "peer")
+        logger.info("raft connection %s dropped: %s", who, why)
+        self.disconnect()
+
+    def _on_event(self, fd: int, event: int) -> None:
+        if fd != self._fileno or self._sock is None:
+            self._poller.unsubscribe(fd)
+            return
+        if event & POLL_EVENT_TYPE.ERROR:
+            self.disconnect()
+            return
+        if not self._tcp_up:
+            if self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                self.disconnect()
+                return
+            self._tcp_up = True
+            self.peer_ip = _peer_ip(self._sock)
+            self._send_hello()
+        if event & POLL_EVENT_TYPE.WRITE:
+            self._flush()
+        if event & POLL_EVENT_TYPE.READ and self._sock is not None:
+            self._read()
+        if self._sock is not None:
+            self._subscribe()
+
+    def _send_hello(self) -> None:
+        self._queue(self._my_hello)
+
+    def _queue(self, frame: bytes) -> None:
+        self._last_send = time.monotonic()
+        self._wbuf += _LEN.pack(len(frame))
+        self._wbuf += frame
+        if len(self._wbuf) > self._limits.max_write_buffer:
+            self._drop("peer does not read (send buffer full)")
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._wbuf and self._sock is not None:
+            try:
+                sent = self._sock.send(self._wbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.disconnect()
+                return
+            if sent <= 0:
+                break
+            del self._wbuf[:sent]
+        if self._wbuf and self._sock is not None:
+            self._subscribe(write=True)
+
+    def _read(self) -> None:
+        budget = self._limits.read_budget
+        while budget > 0 and self._sock is not None:
+            try:
+                chunk = self._sock.recv(min(65536, budget))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.disconnect()
+                return
+            if not chunk:
+                self.disconnect()
+                return
+            budget -= len(chunk)
+            self._last_read = time.monotonic()
+            self._rbuf += chunk
+            if not self._parse():
+                return
+
+    def _parse(self) -> bool:
+        """Handle every complete frame; False once the connection was dropped."""
+        while len(self._rbuf) >= 4:
+            (size,) = _LEN.unpack_from(self._rbuf)
+            # Nothing bigger than a hello (or the 80-byte signature) until the peer has proven its key.
+            limit = self._limits.max_frame_bytes if self.state == CONNECTION_STATE.CONNECTED else HELLO_BYTES
+            if size == 0 or size > limit:
+                self._drop(f"frame of {size} bytes announced (limit {limit})")
+                return False
+            if len(self._rbuf) < 4 + size:
+                return True
+            frame = bytes(self._rbuf[4 : 4 + size])
+            del self._rbuf[: 4 + size]
+            try:
+                self._frame(frame)
+            except (_Handshake, WireError) as exc:
+                self._drop(str(exc))
+                return False
+            if self._sock is None:
+                return False
+        return True
+
+    def _frame(self, frame: bytes) -> None:
+        if not self._peer_hello:
+            self._hello(frame)
+            return
+        try:
+            payload = self._open(frame)
+        except InvalidTag:
+            raise _Handshake("a frame did not authenticate") from None
+        if self.state != CONNECTION_STATE.CONNECTED:
+            self._auth_frame(payload)
+            return
+        if not payload:  # keep-alive
+            return
+        message = check_message(decode(payload))
+        if self._on_message is not None:
+            self._on_message(message)
+
+    def _hello(self, frame: bytes) -> None:
+        if len(frame) != HELLO_BYTES or not frame.startswith(MAGIC):
+            raise _Handshake("not a wmnode Raft hello")
+        at = len(MAGIC)
+        settings, key = frame[at : at + 32], frame[at + 32 : at + 64]
+        eph = frame[at + 64 : at + 96]
+        if settings != self._auth.settings:
+            raise _Handshake("peer runs with other community settings (members, clock rules)")
+        key_hex = key.hex()
+        if key_hex not in self._auth.keys:
+            raise _Handshake(f"key {key_hex[:16]}… is not another member's")
+        if self._initiator and key_hex != self.expected_key:
+            raise _Handshake(f"dialled {self.expected_key[:16]}… but {key_hex[:16]}… answered")
+        try:
+            shared = self._eph.exchange(X25519PublicKey.from_public_bytes(eph))
+        except ValueError:
+            raise _Handshake("bad ephemeral key") from None
+        self._peer_hello, self.peer_key = frame, key_hex
+        first, second = (self._my_hello, frame) if self._initiator else (frame, self._my_hello)
+        self._transcript = hashlib.sha256(_TRANSCRIPT_DOMAIN + first + second).digest()
+        okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=self._auth.psk or None, info=self._transcript).derive(
+            shared
+        )
+        forward, backward = AESGCM(okm[:32]), AESGCM(okm[32:])
+        self._send_aead, self._recv_aead = (forward, backward) if self._initiator else (backward, forward)
+        role = b"I" if self._initiator else b"R"
+        self._queue(self._seal(self._auth.identity.sign(_AUTH_DOMAIN + role + self._transcript)))
+
+    def _auth_frame(self, signature: bytes) -> None:
+        role = b"R" if self._initiator else b"I"
+        try:
+            verify_signature(self.peer_key or "", signature, _AUTH_DOMAIN + role + self._transcript)
+        except VerificationError:
+            raise _Handshake("peer's signature over the handshake does not verify") from None
+        self.state = CONNECTION_STATE.CONNECTED
+        self._last_read = time.monotonic()
+        if self._on_connected is not None:
+            self._on_connected()
+
+    def _seal(self, payload: bytes) -> bytes:
+        assert self._send_aead is not None
+        nonce = self._send_n.to_bytes(12, "big")
+        self._send_n += 1
+        return self._send_aead.encrypt(nonce, payload, None)
+
+    def _open(self, frame: bytes) -> bytes:
+        assert self._recv_aead is not None
+        nonce = self._recv_n.to_bytes(12, "big")
+        self._recv_n += 1
+        return self._recv_aead.decrypt(nonce, frame, None)
+
+
+def _peer_ip(sock: socket.socket) -> str:
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return ""
+
+
+class SecureServer:
+    """The listening socket; admits a bounded number of unauthenticated connections."""
+
+    def __init__(self, poller: Any, host: str, port: int, auth: RaftAuth, on_new: Callable[[SecureConnection], None],
+                 may_accept: Callable[[str], bool]) -> None:  # fmt: skip
+        self._poller, self._host, self._port, self._auth = poller, host, int(port), auth
+        self._on_new, self._may_accept = on_new, may_accept
+        self._sock: socket.socket | None = None
+
+    def bind(self) -> None:
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        try:
+            sock.bind((self._host, self._port))
+            sock.listen(64)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._poller.subscribe(sock.fileno(), self._on_accept, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR)
+
+    def unbind(self) -> None:
+        if self._sock is not None:
+            self._poller.unsubscribe(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    def _on_accept(self, fd: int, event: int) -> None:
+        for _ in range(64):  # drain the backlog, boundedly
+            if self._sock is None:
+                return
+            try:
+                sock, addr = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if not self._may_accept(str(addr[0])):
+                sock.close()
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._on_new(SecureConnection(self._poller, self._auth, sock=sock))
+
+
+class SecureTransport(TCPTransport):  # type: ignore[misc]
+    """pysyncobj's TCPTransport with `SecureConnection`s, members mapped by key, not address."""
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any, *, auth: RaftAuth) -> None:  # noqa: N803
+        self._auth = auth
+        self._key_to_node: dict[str, Any] = {}
+        self._member_ips = {address.rsplit(":", 1)[0].strip("[]") for address in auth.peers}
+        self._stranger_tokens, self._stranger_refill = auth.limits.stranger_accepts_per_s, time.monotonic()
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    @classmethod
+    def factory(cls, auth: RaftAuth) -> Callable[..., SecureTransport]:
+        return functools.partial(cls, auth=auth)
+
+    def _createServer(self) -> None:  # noqa: N802
+        host, port = self._syncObj.conf.bindAddress.rsplit(":", 1)
+        self._server = SecureServer(
+            self._syncObj._poller,
+            host.strip("[]"),
+            int(port),
+            self._auth,
+            self._onNewIncomingConnection,
+            self._may_accept,
+        )
+
+    def _may_accept(self, ip: str) -> bool:
+        """Admit a new connection, boundedly: members' addresses have their own lane, where a new
+        connection evicts the oldest pending one from that address (the newest is most likely the
+        member redialling); strangers are rate limited, capped per address, and at the global cap
+        the oldest stranger is evicted, so held-open connections cannot lock members out."""
+        limits = self._auth.limits
+        pending = [c for c in self._unknownConnections if c.state != CONNECTION_STATE.DISCONNECTED]
+        same = sorted((c for c in pending if c.peer_ip == ip), key=lambda c: c.opened)
+        if ip in self._member_ips:
+            for conn in same[: max(0, len(same) - limits.max_pending_per_ip + 1)]:
+                conn.disconnect()
+            return True
+        now = time.monotonic()
+        self._stranger_tokens = min(
+            limits.stranger_accepts_per_s * 2,
+            self._stranger_tokens + (now - self._stranger_refill) * limits.stranger_accepts_per_s,
+        )
+        self._stranger_refill = now
+        if self._stranger_tokens < 1 or len(same) >= limits.max_pending_per_ip:
+            return False
+        self._stranger_tokens -= 1
+        strangers = sorted((c for c in pending if c.peer_ip not in self._member_ips), key=lambda c: c.opened)
+        if len(pending) >= limits.max_pending and strangers:
+            strangers[0].disconnect()
+            logger.info("raft port: %d connections handshaking; evicted the oldest stranger", len(pending))
+        return True
+
+    def addNode(self, node: Any) -> None:  # noqa: N802
+        key = self._auth.peers.get(node.address)
+        if key is None:
+            raise ValueError(f"no member key for the Raft address {node.address}")
+        self._nodes.add(node)
+        self._nodeAddrToNode[node.address] = node
+        self._key_to_node[key] = node
+        if self._shouldConnect(node):
+            conn = SecureConnection(self._syncObj._poller, self._auth, expected_key=key)
+            conn.setOnConnectedCallback(functools.partial(self._onOutgoingConnected, conn))
+            conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
+            conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
+            self._connections[node] = conn
+
+    def _onNewIncomingConnection(self, conn: SecureConnection) -> None:  # noqa: N802
+        self._unknownConnections.add(conn)
+        conn.setOnConnectedCallback(functools.partial(self._on_incoming_authenticated, conn))
+        conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
+
+    def _on_incoming_authenticated(self, conn: SecureConnection) -> None:
+        node = self._key_to_node.get(conn.peer_key or "")
+        self._unknownConnections.discard(conn)
+        if node is None or self._shouldConnect(node):
+            # Only the member with the higher address dials (pysyncobj's rule); anything else is odd.
+            conn.disconnect(notify=False)
+            return
+        old = self._connections.get(node)
+        self._connections[node] = conn
+        conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
+        if old is not None and old is not conn:
+            old.disconnect()
+        self._onNodeConnected(node)
+
+    def _onOutgoingConnected(self, conn: SecureConnection) -> None:  # noqa: N802
+        self._onNodeConnected(self._connToNode(conn))
+
+    def _onTick(self) -> None:  # noqa: N802
+        super()._onTick()
+        now = time.monotonic()
+        for conn in list(self._unknownConnections):
+            if conn.state == CONNECTION_STATE.DISCONNECTED:
+                self._unknownConnections.discard(conn)
+            else:
+                conn.sweep(now)
+        for conn in list(self._connections.values()):
+            conn.sweep(now)

@@ -1,0 +1,1 @@
+"""Transparency proofs: the RFC 6962 Merkle tree and signed checkpoints (tlog notes)."""

@@ -1,0 +1,477 @@
+"""The verifier on every node (DESIGN §1, §4.4, §6): judge each committed claim, record a signed vote.
+
+Apply only records a claim; this worker, never the apply path, does the heavy part, and the
+heaviest part runs in judge processes (registry.judges) with memory, CPU and wall-clock limits.
+For every claim in the log that lacks this node's vote it
+
+1. re-checks the revealed key against the publish's key_hash and the owner's key_proof;
+2. fetches the info and checks it against the publish's hash and the community's floors and caps
+   (registry.infos: a claim below them is voted `not-owner`, before any work);
+3. fetches the verifier artifact and the suspect (store, peers or guarded http(s)), checks their
+   hashes and the suspect's card against the info;
+4. picks the reference models that match the suspect (recorded by a majority of members);
+5. hands all of it to a judge, which runs the scheme on the suspect and on the references and
+   decides (schemes.judge), and votes with the judge's verdict, false-positive bound and the
+   references it checked; `error` with the reason when any step could not be carried out.
+
+Fairness (§6.2): claims are served in commit order, each claimant's k-th waiting claim after
+every claimant's (k−1)-th, so a burst from one claimant waits its turn behind another's single
+claim and a new identity is never served first for being new; `judges` claims run at once, and a
+prediction API must answer each request within the community's deadline. A claim being judged is
+marked on disk (data_dir/judging/INDEX); a node killed mid-judgement finds the mark at restart and
+votes `error` on that claim instead of judging it again, so it neither loops on a claim that
+kills it nor votes twice (apply refuses a second vote anyway). At first start the node also trains
+and records the reference models its config lists (`[[references]]`), in a judge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import FAIL_REASON
+
+from contracts.encoding import parse_json
+from contracts.errors import VerificationError, WmnodeError
+from contracts.fetch import ArtifactStore, Fetcher
+from contracts.identity import Identity, verify_owner_key
+from contracts.infos import (
+    CHECKPOINT,
+    Info,
+    InfoError,
+    ReferenceSpec,
+    base_arch,
+    card_from_artifact,
+    check_against_card,
+    check_verifier,
+    parse_info,
+    safetensors_header,
+    tensor_names,
+)
+from contracts.modelid import model_identity
+from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP
+from registry.log.messages import ERROR, NOT_OWNER, PREDICT, Claim, Message, Reference, Vote, uri_kind
+from registry.log.state import REJECTED, Outcome, RegistryLog
+from registry.serve.api import NodeInfo, now_ms
+from registry.serve.judges import Judge, JudgeLimitError, Limits
+
+logger = logging.getLogger(__name__)
+
+MAX_INFO_BYTES = 64 * 1024
+MAX_VERIFIER_BYTES = 64 * 2**20
+#: Schemes whose verification reads only labels, so a prediction API may stand in for the model.
+BLACK_BOX = frozenset({"new-label", "function-coupled", "blind"})
+_IDLE_S = 0.5
+#: Training a reference is the community's own work, not a stranger's: it gets a longer clock.
+_BUILD_WALL_S = 900.0
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: str
+    score: int
+    threshold: int
+    reason: str
+    fp_bound: str = "1.00e+00"
+    references: tuple[str, ...] = ()
+    controls: str = ""
+    model_id: str = ""
+
+
+class _Files:
+    """Paths of what a judge reads: store files as they are, fetched URLs spooled to temp files."""
+
+    def __init__(self, store: ArtifactStore, fetcher: Fetcher, spool: Path) -> None:
+        self.store, self.fetcher, self.spool = store, fetcher, spool
+        self.temps: list[Path] = []
+
+    def get(self, uri: str, digest: str, limit: int, what: str) -> Path:
+        if uri_kind(uri) == "artifact":
+            self.fetcher.fetch(uri, digest, limit, what)  # into the store (from a peer if need be)
+            return self.store.path(digest)
+        data = self.fetcher.fetch(uri, digest, limit, what)
+        self.spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.spool, prefix="fetched-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        self.temps.append(Path(name))
+        return Path(name)
+
+    def clean(self) -> None:
+        for path in self.temps:
+            path.unlink(missing_ok=True)
+
+
+class VerifierWorker:
+    """Judges claims in judge processes, fairly across claimants; submits each vote until it commits."""
+
+    def __init__(
+        self,
+        log: RegistryLog,
+        identity: Identity,
+        fetcher: Fetcher,
+        info: NodeInfo,
+        data_dir: Path | None = None,
+        references: tuple[ReferenceSpec, ...] = (),
+    ) -> None:
+        self.log, self.identity, self.fetcher, self.info = log, identity, fetcher, info
+        self.policy = info.verification
+        self.references = references
+        self.work_dir = (data_dir or Path(tempfile.mkdtemp(prefix="wmnode-verifier-"))) / "judging"
+        threads = int(os.environ.get("WMNODE_VERIFY_THREADS", "0")) or 1
+        self.judges = [Judge(f"judge-{i}", threads) for i in range(self.policy.judges)]
+        self.limits = Limits(
+            self.policy.judge_memory_mib * 2**20, self.policy.judge_cpu_seconds, float(self.policy.judge_wall_seconds)
+        )
+        self._stop = threading.Event()
+        self._lock = threading.Condition()
+        self._done: set[int] = set()
+        self._in_flight: set[int] = set()
+        #: Votes judged but not yet committed (a quorum outage): resubmitted, never re-judged.
+        self._unsent: dict[int, Vote] = {}
+        self._threads: list[threading.Thread] = []
+        #: Set once the judges are up and the log is replayed; then once the references are recorded.
+        self.ready = threading.Event()
+        self.references_done = threading.Event()
+        #: Told the seconds each judgement took (the node's verifier-time histogram).
+        self.on_judged: Callable[[float], None] = lambda seconds: None
+
+    def start(self) -> None:
+        self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for judge in self.judges:
+            judge.start()
+        starter = threading.Thread(target=self._start, name="verifier", daemon=True)
+        starter.start()
+        self._threads.append(starter)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.log.state.changed.set()
+        with self._lock:
+            self._lock.notify_all()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=10)
+        for judge in self.judges:
+            judge.stop()
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        try:
+            for judge in self.judges:
+                if not judge.wait_ready():
+                    logger.error("judge %s did not start", judge.name)
+            self._wait_caught_up()
+            self._settle_interrupted()
+            if self._stop.is_set():
+                return
+            self.ready.set()
+            # The first judge trains the configured references, then serves; the others serve now.
+            for i, judge in enumerate(self.judges):
+                thread = threading.Thread(target=self._serve, args=(judge, i == 0), name=judge.name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            self._watch()
+        except Exception:  # noqa: BLE001 - a dead verifier must say so in the node's log
+            logger.exception("the verifier stopped")
+
+    def _wait_caught_up(self) -> None:
+        """After a restart, replay the log first: the claims this node voted on carry its vote."""
+        while not self._stop.is_set():
+            status = self.log.raft_status()
+            if status.get("leader") is not None and status.get("commit_idx", 0) <= status.get("last_applied", -1):
+                return
+            self._stop.wait(0.05)
+
+    def _settle_interrupted(self) -> None:
+        """Claims this node was judging when it died: an `error` vote each, never a second judgement."""
+        for mark in sorted(self.work_dir.glob("claim-*")):
+            index = int(mark.name.removeprefix("claim-")) if mark.name[6:].isdigit() else -1
+            claim = self.log.state.claims.get(index)
+            if claim is not None and self.identity.public_hex not in claim.votes:
+                logger.warning("claim #%d was being judged when this node stopped; voting error", index)
+                result = Judgement(ERROR, 0, 0, "this node stopped while judging the claim; it does not judge it again")
+                msg = Claim.from_json(self.log.entry(index)["msg"])
+                assert isinstance(msg, Claim)
+                self._unsent[index] = self._vote(index, msg, result)
+            mark.unlink(missing_ok=True)
+        for temp in self.work_dir.glob("fetched-*"):
+            temp.unlink(missing_ok=True)
+
+    def _build_references(self, judge: Judge) -> None:
+        """Train and record the configured reference models this node has not recorded yet."""
+        me = self.identity.public_hex
+        for spec in self.references:
+            if self._stop.is_set():
+                return
+            slot_nodes = self.log.state.references.get(spec.slot, {})
+            if any(me in nodes for nodes in slot_nodes.values()):
+                continue
+            started = time.perf_counter()
+            out = self.work_dir / f"reference-{spec.recipe}.safetensors"
+            try:
+                answer = judge.run({"op": "build", **spec.job(), "out": str(out)},
+                                            Limits(self.limits.memory_bytes, 3600, _BUILD_WALL_S))  # fmt: skip
+                if "error" in answer:
+                    raise WmnodeError(answer["error"])
+                digest = self.fetcher.store.put_bytes(out.read_bytes())
+            except (WmnodeError, JudgeLimitError, OSError) as exc:
+                logger.error("reference %s could not be built: %s", spec.recipe, exc)
+                continue
+            finally:
+                out.unlink(missing_ok=True)
+            msg = Reference.create(
+                self.identity, arch=spec.slot[0], num_classes=spec.slot[1], input_shape=spec.shape_text,
+                dataset=spec.dataset, recipe=spec.recipe, seed=spec.seed, model_hash=digest,
+            )  # fmt: skip
+            self._submit(msg)
+            logger.info("reference %s %s built in %.1f s: %s", spec.recipe, spec.arch, time.perf_counter() - started,
+                        digest[:16])  # fmt: skip
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Wake the judges' threads whenever apply records a claim or a vote."""
+        while not self._stop.is_set():
+            self.log.state.changed.clear()
+            with self._lock:
+                self._lock.notify_all()
+            self.log.state.changed.wait(_IDLE_S)
+
+    def _serve(self, judge: Judge, builds: bool = False) -> None:
+        if builds:
+            self._build_references(judge)
+            self.references_done.set()
+        while not self._stop.is_set():
+            with self._lock:
+                index = self._take()
+                if index is None:
+                    self._lock.wait(_IDLE_S)
+                    continue
+            try:
+                self._handle(index, judge)
+            except Exception:  # noqa: BLE001 - one claim must not stop the judge's thread
+                logger.exception("claim #%d could not be handled", index)
+                self._done.add(index)
+            finally:
+                with self._lock:
+                    self._in_flight.discard(index)
+                    self._lock.notify_all()
+
+    def queue_length(self) -> int:
+        """Claims in the log this node has not voted on yet, being judged or waiting."""
+        me = self.identity.public_hex
+        with self.log.state.lock:
+            return sum(1 for i, c in self.log.state.claims.items() if me not in c.votes and i not in self._done)
+
+    def _take(self) -> int | None:
+        """The next claim to judge: in commit order, each claimant's k-th waiting claim after every
+        claimant's (k−1)-th (DESIGN §6.2). Nothing favours a claimant for being new: a fresh identity's
+        first claim waits behind every first claim committed before it, and a burst from one claimant
+        waits behind another's single claim. One claimant holds at most `judges − 1` judges at once,
+        so a burst of slow claims always leaves a judge for the next claimant; what a slow claim can
+        hold a judge for is bounded (the judge's limits, a prediction API's per-request deadline).
+        The order is derived from the log and the claims in flight: no per-claimant state is kept."""
+        me = self.identity.public_hex
+        with self.log.state.lock:
+            waiting = [
+                (i, c.owner) for i, c in sorted(self.log.state.claims.items())
+                if me not in c.votes and i not in self._done
+            ]  # fmt: skip
+        busy: dict[str, int] = {}
+        for index, owner in waiting:
+            if index in self._in_flight:
+                busy[owner] = busy.get(owner, 0) + 1
+        share = max(1, len(self.judges) - 1)
+        rank: dict[str, int] = {}
+        best: tuple[int, int] | None = None
+        for index, owner in waiting:
+            rank[owner] = rank.get(owner, -1) + 1
+            if index in self._in_flight or busy.get(owner, 0) >= share:
+                continue
+            if best is None or (rank[owner], index) < best:
+                best = (rank[owner], index)
+        if best is None:
+            return None
+        self._in_flight.add(best[1])
+        return best[1]
+
+    def _handle(self, index: int, judge: Judge) -> None:
+        vote = self._unsent.pop(index, None)
+        if vote is None:
+            mark = self.work_dir / f"claim-{index}"
+            mark.write_text(str(now_ms()))
+            try:
+                vote = self._judge(index, judge)
+            finally:
+                mark.unlink(missing_ok=True)
+        if self._submit(vote):
+            self._done.add(index)
+        else:
+            self._unsent[index] = vote  # tried again on the next pass
+
+    def _judge(self, index: int, judge: Judge) -> Vote:
+        claim = Claim.from_json(self.log.entry(index)["msg"])
+        assert isinstance(claim, Claim)
+        started = time.perf_counter()
+        files = _Files(self.fetcher.store, self.fetcher, self.work_dir)
+        model_id = ""
+        try:
+            publish = self.log.entry(claim.publish)["msg"]
+            job = self._prepare(claim, publish, files)
+            if isinstance(job, dict):  # seeded by the claim's leaf: nobody knew it before the commit
+                model_id = job.pop("model_id")
+                job.update(control_seed=self.log.entry(index)["leaf_hash"],
+                           tries=self.log.state.tries(index, model_id))  # fmt: skip
+            answer = judge.run(job, self.limits) if isinstance(job, dict) else None
+            if answer is None:
+                result = job if isinstance(job, Judgement) else Judgement(ERROR, 0, 0, "nothing to judge")
+            elif "error" in answer:
+                result = Judgement(ERROR, 0, 0, str(answer["error"])[:500])
+            else:
+                result = Judgement(
+                    answer["verdict"], answer["score"], answer["threshold"], answer["reason"], answer["fp_bound"],
+                    tuple(answer["references"]), answer["controls"], model_id,
+                )  # fmt: skip
+        except InfoError as exc:
+            result = Judgement(NOT_OWNER, 0, 0, f"refused: {exc.diagnostics()}"[:500])
+        except JudgeLimitError as exc:
+            result = Judgement(ERROR, 0, 0, str(exc)[:500])
+        except WmnodeError as exc:
+            result = Judgement(ERROR, 0, 0, exc.diagnostics()[:500])
+        finally:
+            files.clean()
+        self.on_judged(time.perf_counter() - started)
+        logger.info("claim #%d: %s (%s) in %.2f s", index, result.verdict, result.reason, time.perf_counter() - started)
+        return self._vote(index, claim, result)
+
+    def _prepare(self, claim: Claim, publish: dict[str, Any], files: _Files) -> dict[str, Any] | Judgement:
+        """Everything torch-free: key, info and its floors, artifacts, card, references; the judge's job."""
+        key, proof = bytes.fromhex(claim.key), bytes.fromhex(claim.key_proof)
+        if hashlib.sha256(key).hexdigest() != publish["key_hash"]:
+            raise VerificationError("the revealed key does not hash to the publish's key_hash")
+        verify_owner_key(claim.owner, bytes.fromhex(publish["nonce"]), key, proof)
+        scheme = publish["scheme"]
+        info_path = files.get(claim.info_uri, publish["info_hash"], MAX_INFO_BYTES, "info")
+        typed = parse_info(scheme, parse_json(info_path.read_bytes(), limit=MAX_INFO_BYTES, floats=True), self.policy)
+        verifier_path = files.get(claim.verifier_uri, publish["verifier_hash"], MAX_VERIFIER_BYTES, "verifier")
+        check_verifier(typed, tensor_names(safetensors_header(verifier_path)))
+        card: dict[str, Any] | None = None
+        model_path: Path | None = None
+        model_id = ""
+        if uri_kind(claim.model_uri) == PREDICT:
+            if scheme not in BLACK_BOX:
+                raise WmnodeError(f"{scheme} is a white-box scheme: it needs the model's weights, not an API")
+        else:
+            model_path = files.get(claim.model_uri, claim.model_hash, self.fetcher.policy.max_bytes, "suspect model")
+            card = card_from_artifact(safetensors_header(model_path))
+            model_id = model_identity(model_path)
+            check_against_card(typed, card, self.policy, self.log.state.checkpoint_archs())
+        references = self._matching_references(typed, card)
+        if not references and self.policy.require_references:
+            shape = "x".join(map(str, typed.input_shape))
+            return Judgement(ERROR, 0, 0, f"no reference model matches the suspect ({shape}); this community "
+                                          "decides no claim without one")  # fmt: skip
+        floors = self.policy.floors(scheme)
+        return {
+            "op": "judge",
+            "model_id": model_id or claim.model_hash,  # the node's, not a judge's: popped before the job
+            "scheme": scheme,
+            "key": claim.key,
+            "info_path": str(info_path),
+            "verifier_path": str(verifier_path),
+            "model_path": None if model_path is None else str(model_path),
+            "predict_uri": claim.model_uri if model_path is None else None,
+            "fetch": {**self.fetcher.policy.__dict__, "allow_hosts": list(self.fetcher.policy.allow_hosts)},
+            "references": references,
+            "threshold_floor": getattr(floors, "min_threshold", getattr(floors, "min_gamma", 0.0)),
+            "max_false_positive": self.policy.max_false_positive,
+            "controls": self.policy.control_keys,
+            "predict_deadline_s": self.policy.predict_deadline_seconds,
+            "datasets": [d.job() for d in self.policy.datasets],
+            "build": {"architectures": list(self.policy.architectures), "max_parameters": self.policy.max_parameters},
+        }
+
+    def _matching_references(self, info: Info, card: dict[str, Any] | None) -> list[dict[str, str]]:
+        """Admitted references that match the suspect. A trained one: the suspect's architecture,
+        classes and input shape (a prediction API shows none of them but the shape: every reference of
+        that shape and data set). A public checkpoint (DESIGN §6.1 rule 3), judged at the claim's
+        shape: for a white-box scheme, one of the suspect's architecture whatever its head (MTLSign
+        reads its early stages, passport its convolutions); for a black-box one, one with the
+        suspect's classes."""
+        out = []
+        for ref in self.log.state.admitted_references():
+            if not _matches(ref, info, card):
+                continue
+            try:
+                self.fetcher.artifact(ref["model_hash"], self.fetcher.policy.max_bytes)
+            except WmnodeError as exc:
+                logger.warning("reference %s is on no reachable member: %s", ref["model_hash"][:16], exc)
+                continue
+            out.append({"model_hash": ref["model_hash"], "path": str(self.fetcher.store.path(ref["model_hash"]))})
+        return out[:16]
+
+    def _vote(self, index: int, claim: Claim, result: Judgement) -> Vote:
+        return Vote.create(
+            self.identity,
+            claim=index,
+            claim_hash=claim.body_hash(),
+            verdict=result.verdict,
+            score=result.score,
+            threshold=result.threshold,
+            reason="".join(c if c.isprintable() else " " for c in result.reason)[:500],
+            fp_bound=result.fp_bound,
+            references=result.references,
+            controls=result.controls,
+            model_id=result.model_id,
+        )
+
+    def _submit(self, msg: Message) -> bool:
+        """Submit until committed or refused (already voted): True; False when the community
+        could not commit it for a while (the caller keeps the vote and tries again later)."""
+        deadline = time.monotonic() + 10 * self.info.commit_timeout_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            done = threading.Event()
+            box: list[tuple[Outcome | None, int]] = []
+            self.log.submit(self.log.seal(msg), _collector(box, done))
+            if done.wait(self.info.commit_timeout_s) and box[0][1] == FAIL_REASON.SUCCESS and box[0][0] is not None:
+                outcome = box[0][0]
+                if outcome.code in (STALE_STAMP, CLOCK_NOT_STARTED):  # re-stamp and submit again
+                    self._stop.wait(0.05)
+                    continue
+                if outcome.status == REJECTED:
+                    logger.warning("%s refused: %s", msg.TYPE, outcome.reason)
+                return True
+            self._stop.wait(0.2)
+        logger.warning("%s not committed yet; it is kept and submitted again", msg.TYPE)
+        return False
+
+
+def _matches(ref: dict[str, Any], info: Info, card: dict[str, Any] | None) -> bool:
+    """Whether the admitted reference `ref` is a null model for a claim of `info` on `card`."""
+    if ref["recipe"] == CHECKPOINT:
+        if info.SCHEME not in BLACK_BOX:
+            return card is not None and base_arch(ref["arch"]) == base_arch(card.get("arch"))
+        classes = card.get("num_classes") if card is not None else info.classes
+        return bool(ref["num_classes"] == classes)
+    dataset = getattr(info, "dataset", None)
+    if ref["input_shape"] != "x".join(map(str, info.input_shape)) or dataset not in (None, ref["dataset"]):
+        return False
+    return card is None or (ref["arch"], ref["num_classes"]) == (card.get("arch"), card.get("num_classes"))
+
+
+def _collector(box: list[tuple[Outcome | None, int]], done: threading.Event) -> Callable[[Outcome | None, int], None]:
+    def _cb(res: Outcome | None, err: int) -> None:
+        box.append((res, err))
+        done.set()
+
+    return _cb

@@ -1,0 +1,1 @@
+"""Training loops, resumable checkpoints, data-parallel runs, and the removal attacks."""

@@ -1,0 +1,1 @@
+"""Whole runs a user starts: embed into a bundle, attack a model, build reference models."""
