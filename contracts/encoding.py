@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 import rfc8785
 
@@ -108,3 +109,17 @@ def is_hex(value: object, nbytes: int | None = None) -> bool:
     if not isinstance(value, str) or (nbytes is not None and len(value) != 2 * nbytes):
         return False
     return _HEX_RE.fullmatch(value) is not None
+
+
+def is_int(value: object, low: int | None = None, high: int | None = None) -> TypeGuard[int]:
+    """True for an int that is not a bool (JSON's `true` parses to Python's 1), within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def is_number(value: object, low: float = -math.inf, high: float = math.inf) -> TypeGuard[int | float]:
+    """True for a finite int or float that is not a bool, within [low, high] (NaN fails)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return low <= value <= high

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from registry.client.localnet import free_ports
+from registry.log.clock import now_ms
 from registry.log.messages import Publish
 
 PublishFactory = Callable[..., Publish]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def digit_folder(root: Path, per_class: int, test_per_class: int) -> Path:

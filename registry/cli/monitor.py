@@ -11,6 +11,7 @@ from contracts.errors import VerificationError
 from registry.cli._common import config_option, fmt_ms, open_monitor, short, state_dir_option
 from registry.client.monitor import Community, ForkError, Observation, fork_summary
 from registry.community.config import load_config
+from registry.log.clock import now_ms
 
 
 def format_observation(observation: Observation) -> str:
@@ -51,7 +52,7 @@ def monitor(config: Path, interval: float, once: bool, timeout_s: float, state_d
         while True:
             started = time.monotonic()
             observations = watcher.round()
-            stamp = fmt_ms(time.time_ns() // 1_000_000)
+            stamp = fmt_ms(now_ms())
             for observation in observations:
                 click.echo(f"{stamp} {format_observation(observation)}")
             problem = fork_summary(observations)

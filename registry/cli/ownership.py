@@ -25,6 +25,7 @@ from contracts.identity import Identity, derive_owner_key
 from contracts.modelid import model_identity_of
 from registry.client.node_client import NodeClient
 from registry.client.receipt import fetch_receipt
+from registry.log.clock import now_ms
 from registry.log.messages import Claim, Publish, predict_model_hash
 
 RECEIPT_FILE = "receipt.json"
@@ -79,7 +80,7 @@ def publish_bundle(
     msg = Publish.create(
         identity,
         scheme=bundle.scheme,
-        time=time.time_ns() // 1_000_000,
+        time=now_ms(),
         key_hash=hashlib.sha256(key).hexdigest(),
         verifier_hash=hashlib.sha256(bundle.verifier).hexdigest(),
         info_hash=hashlib.sha256(bundle.info).hexdigest(),
@@ -162,7 +163,7 @@ def claim_suspect(
         info_uri=info_uri,
         key=key,
         key_proof=proof,
-        time=time.time_ns() // 1_000_000,
+        time=now_ms(),
     )
     started = time.perf_counter()
     submitted = client.submit(msg)

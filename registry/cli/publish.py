@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from registry.cli.ownership import RECEIPT_FILE, BundleFiles, publish_bundle
 from registry.client.monitor import Community
 from registry.client.node_client import NodeClient
 from registry.client.receipt import confirm_receipt, entry_leaf, fetch_receipt
+from registry.log.clock import now_ms
 from registry.log.messages import Publish
 
 _RECORD_FIELDS = {"scheme", "key_hash", "verifier_hash", "info_hash", "nonce"}
@@ -62,7 +62,7 @@ def _submit(
         receipt = publish_bundle(client, identity, bundle_dir, save_receipt=False)
         return receipt, receipt.pop("status"), bundle_expectation(identity, bundle_dir)
     assert record_path is not None
-    msg = Publish.create(identity, time=time.time_ns() // 1_000_000, **read_record(record_path))
+    msg = Publish.create(identity, time=now_ms(), **read_record(record_path))
     result = client.submit(msg)
     return fetch_receipt(client, result["index"]), result["status"], msg.to_json()
 

@@ -27,6 +27,7 @@ from registry.cli.ownership import claim_suspect, publish_bundle, suspect_uri, w
 from registry.client.certificate import build_certificate, verify_certificate
 from registry.client.localnet import LocalCommunity
 from registry.community.config import load_config
+from registry.log.clock import now_ms
 from registry.log.messages import Claim, Publish
 
 #: MTLSign for the demo: a shorter budget than the paper-scale default, the same mechanics.
@@ -136,7 +137,7 @@ def run_demo(base_dir: Path, out_dir: Path, say: Callable[[str], None]) -> Path:
             info_uri=status["claim"]["msg"]["info_uri"],
             key=bytes.fromhex(status["claim"]["msg"]["key"]),  # the owner's key, revealed in its claim
             key_proof=bytes.fromhex(status["claim"]["msg"]["key_proof"]),
-            time=time.time_ns() // 1_000_000,
+            time=now_ms(),
         )
         try:
             client.submit(wrong)
@@ -188,7 +189,7 @@ def _squat(
 ) -> tuple[str, dict[str, Any]]:
     nonce, info_bytes = os.urandom(16), json.dumps(info, sort_keys=True).encode()
     msg = Publish.create(
-        squatter, scheme=scheme, time=time.time_ns() // 1_000_000, key_hash=derive_owner_key(squatter, nonce).key_hash,
+        squatter, scheme=scheme, time=now_ms(), key_hash=derive_owner_key(squatter, nonce).key_hash,
         verifier_hash=hashlib.sha256(verifier).hexdigest(), info_hash=hashlib.sha256(info_bytes).hexdigest(),
         nonce=nonce.hex(),
     )  # fmt: skip
@@ -201,7 +202,7 @@ def _claim_squat(client: Any, squatter: Identity, record: dict[str, Any], uri: s
     msg = Claim.create(
         squatter, publish=record["index"], model_uri=uri, model_hash=digest,
         verifier_uri=client.put_artifact(record["verifier"]), info_uri=client.put_artifact(record["info"]),
-        key=key.key, key_proof=key.key_proof, time=time.time_ns() // 1_000_000,
+        key=key.key, key_proof=key.key_proof, time=now_ms(),
     )  # fmt: skip
     try:
         index = client.submit(msg)["index"]

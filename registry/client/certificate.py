@@ -26,13 +26,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from contracts.encoding import canonical, is_hex
+from contracts.encoding import is_hex
 from contracts.errors import UnavailableError, VerificationError, WmnodeError
 from contracts.identity import verify_owner_key
 from registry.client.node_client import NodeClient
 from registry.log.messages import NOT_OWNER, OWNER, Claim, Publish, Vote, message_from_json
 from registry.proofs.checkpoint import Checkpoint
-from registry.proofs.merkle import leaf_hash, verify_inclusion
+from registry.proofs.merkle import entry_bytes, leaf_hash, verify_inclusion
 
 VERSION = 1
 
@@ -75,7 +75,7 @@ def build_certificate(status: dict[str, Any], node_urls: list[str], community: s
 
 def _check_entry(entry: dict[str, Any], proofs: dict[str, Any], size: int, root: bytes) -> None:
     index = entry["index"]
-    leaf = leaf_hash(canonical({"index": index, "msg": entry["msg"], "time": entry["time"]}))
+    leaf = leaf_hash(entry_bytes(index, entry["msg"], entry["time"]))
     path = proofs.get(str(index))
     if not isinstance(path, list):
         raise VerificationError(f"no inclusion proof for entry #{index}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from contracts.errors import (
     WmnodeError,
 )
 from registry.client.node_client import NodeClient
+from registry.log.clock import now_ms
 from registry.proofs.checkpoint import Checkpoint
 from registry.proofs.merkle import EMPTY_ROOT, verify_consistency
 
@@ -191,7 +191,7 @@ class CheckpointState:
             "checkpoints": [c.to_json() for c in error.evidence],
         }
         if not any(_fork_key(f) == _fork_key(record) for f in self.forks):
-            self.forks = [*self.forks, {**record, "seen_ms": time.time_ns() // 1_000_000}][-MAX_FORKS:]
+            self.forks = [*self.forks, {**record, "seen_ms": now_ms()}][-MAX_FORKS:]
 
     def save(self) -> None:
         """Write atomically (a temporary file renamed over the old one), private to the user."""

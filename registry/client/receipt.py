@@ -13,12 +13,12 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from contracts.encoding import canonical, is_hex
+from contracts.encoding import is_hex, is_int
 from contracts.errors import UnavailableError, VerificationError, WmnodeError
 from registry.client.monitor import Monitor, Peer
 from registry.client.node_client import NodeClient
 from registry.proofs.checkpoint import Checkpoint
-from registry.proofs.merkle import leaf_hash, verify_inclusion
+from registry.proofs.merkle import entry_bytes, leaf_hash, verify_inclusion
 
 #: How often `confirm_receipt` asks the members that have not confirmed yet.
 POLL_SECONDS = 0.25
@@ -29,10 +29,10 @@ def entry_leaf(entry: object) -> bytes:
     if not isinstance(entry, dict) or not isinstance(entry.get("msg"), dict):
         raise VerificationError("malformed receipt: its entry is not an object with a message")
     index, stamped = entry.get("index"), entry.get("time")
-    for name, value in (("index", index), ("time", stamped)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise VerificationError(f"malformed receipt: the entry's {name} must be a non-negative integer")
-    return leaf_hash(canonical({"index": index, "msg": entry["msg"], "time": stamped}))
+    if not is_int(index, low=0) or not is_int(stamped, low=0):
+        name = "index" if not is_int(index, low=0) else "time"
+        raise VerificationError(f"malformed receipt: the entry's {name} must be a non-negative integer")
+    return leaf_hash(entry_bytes(index, entry["msg"], stamped))
 
 
 def _check_inclusion(leaf: bytes, index: int, checkpoint: Checkpoint, proof: object) -> None:

@@ -30,6 +30,7 @@ with other rules never connect, and no envelope carries them.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,11 @@ _ENVELOPE_KEYS = {"msg", "node", "sig", "stamp"}
 #: Stamps are milliseconds since the epoch, within I-JSON's integer range.
 MAX_STAMP = 2**53 - 1
 _SETTINGS_DOMAIN = "wmnode/community-settings/v2"
+
+
+def now_ms() -> int:
+    """This machine's wall clock in Unix milliseconds, the unit of every stamp and message time."""
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)

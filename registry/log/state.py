@@ -30,7 +30,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 from pysyncobj.journal import createJournal
 
-from contracts.encoding import MAX_MESSAGE_BYTES, canonical, parse_json
+from contracts.encoding import MAX_MESSAGE_BYTES, parse_json
 from contracts.errors import MessageError, NotFoundError, RejectedError, WmnodeError
 from contracts.identity import Identity, verify_owner_key
 from contracts.infos import CHECKPOINT, base_arch
@@ -43,13 +43,14 @@ from registry.log.clock import (
     check_beacon_stamp,
     check_entry_stamp,
     lower_median,
+    now_ms,
     open_envelope,
     seal,
     settings_digest,
 )
 from registry.log.messages import ERROR, OWNER, Claim, Message, Publish, Reference, Vote, message_from_json
 from registry.log.raft_transport import RaftAuth, SecureTransport, WireLimits, stretch_secret
-from registry.proofs.merkle import MerkleTree, leaf_hash
+from registry.proofs.merkle import MerkleTree, entry_bytes, leaf_hash
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,6 @@ MAX_SNAPSHOT_BYTES = 8 * 2**30
 #: election; this is months of elections, and keeps terms far below the wire's bound).
 MAX_TERM_JUMP = 2**24
 _BEACON = object()
-
-
-def now_ms() -> int:
-    return _time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -211,7 +208,7 @@ class LogState:
     def _append(self, msg: Message, time: int) -> int:
         """Add an admitted message as the next leaf and index it (apply and snapshot replay)."""
         index = len(self.leaves)
-        leaf = canonical({"index": index, "msg": msg.to_json(), "time": time})
+        leaf = entry_bytes(index, msg.to_json(), time)
         self.leaves.append(leaf)
         self.leaf_bytes += len(leaf)
         self.times.append(time)

@@ -9,12 +9,21 @@ right edge. Callers serialise appends against reads.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from contracts.encoding import canonical
 from contracts.errors import NotFoundError, VerificationError
 
 #: RFC 6962 §2.1: MTH({}) = SHA-256().
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def entry_bytes(index: int, msg: Mapping[str, Any], time: int) -> bytes:
+    """The leaf input of log entry `index`: the RFC 8785 canonical JSON of its index, its message
+    (as JSON) and the log's time for it. The log appends these bytes; receipts and certificates
+    rebuild them to check an inclusion proof."""
+    return canonical({"index": index, "msg": msg, "time": time})
 
 
 def leaf_hash(data: bytes) -> bytes:

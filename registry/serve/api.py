@@ -6,10 +6,9 @@ import asyncio
 import json
 import logging
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,7 +33,6 @@ from contracts.errors import (
 from contracts.fetch import ArtifactStore, FetchPolicy, pin_url
 from contracts.identity import Identity
 from contracts.infos import (
-    DEFAULT_POLICY,
     VerificationPolicy,
     card_from_artifact,
     check_against_card,
@@ -43,10 +41,11 @@ from contracts.infos import (
     safetensors_header,
     tensor_names,
 )
-from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP
+from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP, now_ms
 from registry.log.messages import ARTIFACT, MESSAGE_TYPES, Claim, Message, message_from_json, uri_kind
 from registry.log.state import REJECTED, Outcome, RegistryLog
 from registry.proofs.checkpoint import Checkpoint, checkpoint_body, sign_note
+from registry.serve.info import NodeInfo
 from registry.serve.metering import ADDRESS, CLAIM, IDENTITY, PUBLISH, UPLOAD, Metering, RateLimiter, StoreMeter
 from registry.serve.metrics import CONTENT_TYPE, NodeMetrics
 from registry.serve.read_meter import ReadGate, read_cost
@@ -63,24 +62,6 @@ _TRANSIENT = {
     FAIL_REASON.UNKNOWN_OUTCOME,
 }
 _RETRY_PAUSE_S = 0.05
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """What the API needs to know about the node it runs in."""
-
-    name: str
-    community: str
-    members: tuple[dict[str, str], ...]
-    raft_to_name: dict[str, str]
-    max_skew_ms: int
-    commit_timeout_s: float
-    fetch: FetchPolicy = FetchPolicy()
-    verification: VerificationPolicy = DEFAULT_POLICY
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def error_payload(exc: WmnodeError) -> dict[str, str]:

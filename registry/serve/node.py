@@ -20,7 +20,8 @@ from contracts.identity import Identity, load_or_create_identity
 from contracts.infos import check_pinned
 from registry.community.config import NodeConfig
 from registry.log.state import RegistryLog
-from registry.serve.api import NodeInfo, create_app
+from registry.serve.api import create_app
+from registry.serve.info import node_info
 from registry.serve.metering import Metering
 from registry.serve.verifier import VerifierWorker
 
@@ -80,21 +81,6 @@ def check_own_key(config: NodeConfig, identity: Identity) -> None:
             f"this node's key is {identity.public_hex}, but the members entry for {config.name!r} says "
             f"{config.me.key}; put the node's key in every member's config"
         )
-
-
-def node_info(config: NodeConfig) -> NodeInfo:
-    return NodeInfo(
-        name=config.name,
-        community=config.community,
-        members=tuple(
-            {"name": m.name, "raft": str(m.raft), "api": m.api_url, "key": m.key or ""} for m in config.members
-        ),
-        raft_to_name={str(m.raft): m.name for m in config.members},
-        max_skew_ms=config.max_skew_ms,
-        commit_timeout_s=float(config.commit_timeout_s),
-        fetch=config.fetch,
-        verification=config.verification,
-    )
 
 
 class _Stopper:

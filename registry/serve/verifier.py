@@ -57,10 +57,10 @@ from contracts.infos import (
     tensor_names,
 )
 from contracts.modelid import model_identity
-from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP
+from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP, now_ms
 from registry.log.messages import ERROR, NOT_OWNER, PREDICT, Claim, Message, Reference, Vote, uri_kind
 from registry.log.state import REJECTED, Outcome, RegistryLog
-from registry.serve.api import NodeInfo, now_ms
+from registry.serve.info import NodeInfo
 from registry.serve.judges import Judge, JudgeLimitError, Limits
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from registry.log.messages import Claim, Reference
 from registry.log.state import RegistryLog
 from registry.proofs.checkpoint import Checkpoint, open_note
 from registry.proofs.merkle import verify_consistency, verify_inclusion
-from registry.serve.api import NodeInfo, create_app
+from registry.serve.api import create_app
+from registry.serve.info import NodeInfo
 from tests.helpers import PublishFactory, free_ports, now_ms
 from tests.registry.cards import LENET_CARD, artifact_with_card, safetensors_bytes
 

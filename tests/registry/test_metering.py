@@ -37,7 +37,8 @@ from registry.client.localnet import write_local_configs
 from registry.community.config import load_config
 from registry.log.messages import Claim
 from registry.log.state import RegistryLog
-from registry.serve.api import NodeInfo, create_app
+from registry.serve.api import create_app
+from registry.serve.info import NodeInfo
 from registry.serve.logjson import REDACTED, JsonFormatter
 from registry.serve.metering import Metering, RateLimiter, StoreMeter, charge
 from registry.serve.metrics import NodeMetrics
