@@ -35,8 +35,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from contracts.datasets import PinnedDataset
 from contracts.identity import Identity
-from contracts.infos import PinnedDataset
 from registry.cli.ownership import claim_suspect, publish_bundle
 from registry.client.localnet import LocalCommunity, write_local_configs
 from schemes import get_scheme

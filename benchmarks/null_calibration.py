@@ -49,9 +49,10 @@ import torch
 from torch import nn
 
 from contracts.bounds import false_positive_bound
+from contracts.datasets import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
 from contracts.errors import WmnodeError
 from contracts.identity import Identity
-from contracts.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
+from contracts.references import ReferenceSpec
 from mtlsign.verify import Verdict
 from schemes import list_schemes
 from schemes.data.dataset import Dataset
@@ -61,7 +62,7 @@ from schemes.training.loops import accuracy, train_classifier
 from schemes.watermarks.base import Scheme, get_scheme
 from schemes.workflow.bundle import Bundle, load_bundle
 from schemes.workflow.pipeline import embed_to_bundle
-from schemes.workflow.references import Recipe, build_reference
+from schemes.workflow.references import build_reference
 
 LENET, DATASET, LENET_SHAPE = "lenet5", "digits", (1, 28, 28)
 OPEN_ARCH, OPEN_SHAPE = "timm:resnet18", (3, 32, 32)
@@ -188,7 +189,7 @@ def clean_lenet(out: Path, seed: int, extra_classes: int) -> str:
     same training of a LeNet-5 with those outputs (never a label for them)."""
     data = community_digits(LENET_SHAPE)
     if extra_classes == 0:
-        model, card = build_reference(Recipe("plain", LENET, DATASET, LENET_SHAPE, seed, _CLEAN_EPOCHS))
+        model, card = build_reference(ReferenceSpec("plain", LENET, DATASET, LENET_SHAPE, seed, _CLEAN_EPOCHS))
     else:
         card = ModelCard(LENET, data.num_classes + extra_classes, LENET_SHAPE, data.mean, data.std)
         torch.manual_seed(seed)

@@ -52,6 +52,10 @@ class RejectedError(WmnodeError):
     http_status = 409
 
 
+class InfoError(RejectedError):
+    """A claim's info is malformed, below the community's floors or over its caps."""
+
+
 class NotFoundError(WmnodeError):
     """An entry, proof range or artifact does not exist (yet)."""
 

@@ -13,326 +13,28 @@ never lower them, and a claimant's info can only meet them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import re
-import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from contracts.errors import ConfigError, MessageError, RejectedError
+from contracts.datasets import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, DATASET_NAME_RE
+from contracts.errors import InfoError
+from contracts.policy import (
+    DEFAULT_POLICY,
+    BlindFloors,
+    FunctionCoupledFloors,
+    MtlsignFloors,
+    NewLabelFloors,
+    PassportFloors,
+    VerificationPolicy,
+)
 
-#: Data sets every node holds without a path: scikit-learn's bundled digits, split by the community
-#: as `load_dataset("digits", seed=COMMUNITY_SPLIT_SEED, test_fraction=COMMUNITY_TEST_FRACTION)`.
-EMBEDDED_DATASETS = {"digits": 10}
-COMMUNITY_SPLIT_SEED = 0
-COMMUNITY_TEST_FRACTION = 0.2
 #: Function-coupled's survey of the suspect: fresh blends per ordered base pair, and the most pairs
 #: it asks about (`schemes.function_coupled.survey`); counted against the query cap once a claim.
 FUNCTION_COUPLED_SURVEY_BLENDS, FUNCTION_COUPLED_SURVEY_PAIRS = 80, 90
 FUNCTION_COUPLED_SURVEY_QUERIES = FUNCTION_COUPLED_SURVEY_BLENDS * FUNCTION_COUPLED_SURVEY_PAIRS
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_DIM = 4096
-
-
-class InfoError(RejectedError):
-    """A claim's info is malformed, below the community's floors or over its caps."""
-
-
-# --------------------------------------------------------------------------------------------
-# Data sets a community pins
-
-
-PINNED_FORMATS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "npz", "folder")
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
-
-
-@dataclass(frozen=True)
-class PinnedDataset:
-    """A data set every member keeps a copy of (`[[datasets]]`), pinned by a manifest of its files.
-
-    The manifest is the SHA-256 of the lines "<sha256 of the file>  <path relative to `path`>\n" of
-    every regular file, sorted by path (a file alone: its own name). Files, not decoded tensors,
-    are pinned: a float tensor's bits may change across torch versions and devices."""
-
-    name: str
-    format: str
-    path: Path
-    manifest_sha256: str
-    num_classes: int
-
-    def job(self) -> dict[str, Any]:
-        return {"name": self.name, "format": self.format, "path": str(self.path), "num_classes": self.num_classes}
-
-
-def manifest_digest(path: Path) -> str:
-    """The manifest SHA-256 of a file or of every regular file under a directory (symlinks refused)."""
-    if path.is_symlink():
-        raise ConfigError(f"{path}: a pinned data set may not be a symbolic link")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink())
-    if not files:
-        raise ConfigError(f"{path}: no files to pin")
-    lines = []
-    for file in files:
-        if file.is_symlink():
-            raise ConfigError(f"{file}: a pinned data set may not hold symbolic links")
-        digest = hashlib.sha256()
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        name = file.name if file == path else file.relative_to(path).as_posix()
-        lines.append(f"{digest.hexdigest()}  {name}\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def check_pinned(dataset: PinnedDataset) -> None:
-    """Refuse a node whose copy of a pinned data set is not the community's."""
-    try:
-        got = manifest_digest(dataset.path)
-    except OSError as exc:
-        raise ConfigError(f"data set {dataset.name!r}: cannot read {dataset.path}: {exc.strerror}") from exc
-    if got != dataset.manifest_sha256:
-        raise ConfigError(
-            f"data set {dataset.name!r}: the files at {dataset.path} have manifest {got}, not the community's "
-            f"{dataset.manifest_sha256}: this node would rebuild other verification inputs than its peers"
-        )
-
-
-_DATASET_KEYS = {"name": str, "format": str, "path": str, "manifest_sha256": str, "num_classes": int}
-
-
-def parse_datasets(items: object, where: str, base: Path) -> tuple[PinnedDataset, ...]:
-    """The `[[datasets]]` tables of a node config (paths relative to the config's folder)."""
-    if not isinstance(items, list):
-        raise ConfigError(f"{where} must be a list of tables ([[datasets]])")
-    out: list[PinnedDataset] = []
-    for i, table in enumerate(items):
-        at = f"{where}[{i}]"
-        if not isinstance(table, dict) or set(table) != set(_DATASET_KEYS):
-            raise ConfigError(f"{at} must be a table with exactly {', '.join(sorted(_DATASET_KEYS))}")
-        for name, want in _DATASET_KEYS.items():
-            if isinstance(table[name], bool) or not isinstance(table[name], want):
-                raise ConfigError(f"{at}.{name} must be a {want.__name__}")
-        if not _NAME_RE.fullmatch(table["name"]) or table["name"] in EMBEDDED_DATASETS:
-            raise ConfigError(f"{at}.name must be a short lowercase name other than {sorted(EMBEDDED_DATASETS)}")
-        if table["format"] not in PINNED_FORMATS:
-            raise ConfigError(f"{at}.format must be one of {', '.join(PINNED_FORMATS)}")
-        if not _HEX64.fullmatch(table["manifest_sha256"]) or not 2 <= table["num_classes"] <= 100_000:
-            raise ConfigError(f"{at}: manifest_sha256 must be 64 lowercase hex digits, num_classes 2-100000")
-        if any(d.name == table["name"] for d in out):
-            raise ConfigError(f"{at}.name {table['name']!r} is pinned twice")
-        out.append(PinnedDataset(table["name"], table["format"], base / table["path"], table["manifest_sha256"],
-                                 table["num_classes"]))  # fmt: skip
-    return tuple(out)
-
-
-# --------------------------------------------------------------------------------------------
-# The community's policy
-
-
-@dataclass(frozen=True)
-class MtlsignFloors:
-    min_n: int = 600  # §4.1: N = 600 with γ = 0.7
-    min_gamma: float = 0.7
-    #: The head reads the taps pooled to at most pool × pool: it bounds the work of a check and the
-    #: head's capacity (a head fitted to other LeNet-5s read unseen ones at 0.45-0.58 even at full
-    #: resolution, tests/schemes/test_mtlsign_universal_head.py; larger backbones are unmeasured).
-    max_pool: int = 4
-    max_hidden: int = 256
-    max_taps: int = 4
-    #: Judge MTLSign on timm:/torchvision: suspects. Off: cWM reads the first stages, and a public
-    #: pretrained checkpoint's first stages survive in every fine-tune of it, so a head fitted to them
-    #: would claim them all; a community that turns this on should admit those checkpoints as
-    #: reference models.
-    open_architectures: bool = False
-
-
-@dataclass(frozen=True)
-class NewLabelFloors:
-    min_n: int = 100
-    min_threshold: float = 0.25
-    #: The community's one noise strength. Not the claimant's choice: a model trained with decoys at
-    #: its own β answers Δ to another key's samples at that β about 1 % of the time (the chance rate
-    #: a vote states), but to louder samples (β 0.5-1.0 against a β 0.1-0.3 model) most of the time.
-    beta: float = 0.3
-
-
-@dataclass(frozen=True)
-class FunctionCoupledFloors:
-    min_n_verify: int = 90  # §4.4
-    min_threshold: float = 0.9
-    #: The community's fusion (Eq. 3b, r = 0.5): claimants do not pick out-of-distribution triggers.
-    mode: str = "invisible"
-    r: float = 0.5
-
-
-@dataclass(frozen=True)
-class BlindFloors:
-    min_n: int = 100
-    min_threshold: float = 0.8
-    #: Each key sample must stay this close (SSIM, §4.3 Eq. 8) to its key-chosen cover.
-    min_ssim: float = 0.9
-
-
-@dataclass(frozen=True)
-class PassportFloors:
-    min_eval: int = 200
-    min_threshold: float = 0.5
-    #: T2/T3 passports are images the claimant ships; only key-derived T1 passports are judged.
-    types: tuple[str, ...] = ("T1",)
-
-
-@dataclass(frozen=True)
-class VerificationPolicy:
-    """A community's rules for judging claims; every node of a community holds the same."""
-
-    mtlsign: MtlsignFloors = MtlsignFloors()
-    new_label: NewLabelFloors = NewLabelFloors()
-    function_coupled: FunctionCoupledFloors = FunctionCoupledFloors()
-    blind: BlindFloors = BlindFloors()
-    passport: PassportFloors = PassportFloors()
-    #: The largest false-positive bound an `owner` vote may rest on (DESIGN §6.1 rule 3).
-    max_false_positive: float = 1e-6
-    #: Caps on the work one claim can cause (§6.2): inputs × C × H × W, queries to an API.
-    max_input_elements: int = 32_000_000
-    max_queries: int = 20_000
-    #: Control keys each judge verifies on the suspect (DESIGN §6.1 rule 3, schemes.controls); their
-    #: inputs count against the caps above with the claim's own.
-    control_keys: int = 8
-    #: A prediction API answers each request (at most 256 inputs) within this many seconds, or the
-    #: claim is refused: a slow API holds a judge for seconds, not minutes (§6.2).
-    predict_deadline_seconds: int = 2
-    #: Inputs are at most this many pixels high and wide, with 1 or 3 channels: a judge resizes the
-    #: whole data set to the claim's input shape, so the shape bounds its memory as well as the queries.
-    max_input_side: int = 64
-    #: Without a reference model that matches the suspect, vote `error` (undecided) instead of judging.
-    require_references: bool = False
-    #: Judges: child processes per node, and each one's limits.
-    judges: int = 2
-    judge_memory_mib: int = 2048
-    judge_cpu_seconds: int = 120
-    judge_wall_seconds: int = 60
-    #: Data sets the community pins besides the embedded ones (`[[datasets]]`).
-    datasets: tuple[PinnedDataset, ...] = ()
-    #: The architectures a node builds from a suspect's or reference's card (shell patterns over
-    #: zoo names and `timm:NAME` / `torchvision:NAME`, variants included), and the most parameters
-    #: one may have, counted on `meta` before any weight is read (schemes.zoo.BuildLimits).
-    architectures: tuple[str, ...] = ("*",)
-    max_parameters: int = 100_000_000
-
-    def floors(self, scheme: str) -> Any:
-        return getattr(self, scheme.replace("-", "_"))
-
-    def classes_of(self, dataset: str) -> int:
-        """The number of classes of a data set every member holds; InfoError for any other."""
-        if dataset in EMBEDDED_DATASETS:
-            return EMBEDDED_DATASETS[dataset]
-        for pinned in self.datasets:
-            if pinned.name == dataset:
-                return pinned.num_classes
-        held = sorted([*EMBEDDED_DATASETS, *(d.name for d in self.datasets)])
-        raise InfoError(
-            f"data set {dataset[:40]!r} is not one every member holds ({', '.join(held)}), so no node could "
-            "rebuild the verification inputs from the key"
-        )
-
-
-DEFAULT_POLICY = VerificationPolicy()
-_FLOOR_TABLES = ("mtlsign", "new_label", "function_coupled", "blind", "passport")
-#: Floors a community may only raise ("min_*"), caps it may only lower ("max_*").
-_GLOBAL_BOUNDS: dict[str, tuple[float, float]] = {
-    "max_false_positive": (1e-300, DEFAULT_POLICY.max_false_positive),
-    "max_input_elements": (1, 32_000_000),
-    "max_queries": (1, 20_000),
-    "control_keys": (8, 64),
-    "predict_deadline_seconds": (1, 30),
-    "max_input_side": (8, 1024),
-    "judges": (2, 64),
-    "judge_memory_mib": (256, 65_536),
-    "judge_cpu_seconds": (1, 3_600),
-    "judge_wall_seconds": (1, 3_600),
-    "max_parameters": (1, 350_000_000),
-}
-_ARCH_PATTERN = re.compile(r"[A-Za-z0-9_:*?.\[\]-]{1,80}")
-
-
-def parse_policy(table: Mapping[str, Any], where: str) -> VerificationPolicy:
-    """The `[verification]` table of a community config; floors may only rise, caps only fall."""
-    policy = DEFAULT_POLICY
-    for name, value in table.items():
-        if name in _FLOOR_TABLES:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}.{name} must be a table")
-            floors = _raise_floors(getattr(policy, name), value, f"{where}.{name}")
-            policy = replace(policy, **{name: floors})
-        elif name == "require_references":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}.require_references must be true or false")
-            policy = replace(policy, require_references=value)
-        elif name == "architectures":
-            if (
-                not isinstance(value, list)
-                or not 1 <= len(value) <= 256
-                or not all(isinstance(v, str) and _ARCH_PATTERN.fullmatch(v) for v in value)
-            ):
-                raise ConfigError(
-                    f"{where}.architectures must list 1-256 names or shell patterns such as "
-                    '"lenet5", "timm:resnet*", "torchvision:*"'
-                )
-            policy = replace(policy, architectures=tuple(value))
-        elif name in _GLOBAL_BOUNDS:
-            low, high = _GLOBAL_BOUNDS[name]
-            kind = float if name == "max_false_positive" else int
-            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:  # NaN fails
-                raise ConfigError(f"{where}.{name} must be a number in [{low:g}, {high:g}], got {value!r}")
-            if kind is int and not isinstance(value, int):
-                raise ConfigError(f"{where}.{name} must be an integer")
-            policy = replace(policy, **{name: kind(value)})  # type: ignore[arg-type]
-        else:
-            allowed = sorted([*_FLOOR_TABLES, *_GLOBAL_BOUNDS, "require_references", "architectures"])
-            raise ConfigError(f"{where}: unknown field {name!r} (allowed: {', '.join(allowed)})")
-    return policy
-
-
-def _raise_floors(floors: Any, table: Mapping[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(floors)}
-    changes: dict[str, Any] = {}
-    for name, value in table.items():
-        if name not in known:
-            raise ConfigError(f"{where}: unknown field {name!r} (allowed: {', '.join(sorted(known))})")
-        current = getattr(floors, name)
-        if name == "types":
-            if not isinstance(value, list) or not value or not set(value) <= set(current):
-                raise ConfigError(f"{where}.types must be a non-empty subset of {list(current)}")
-            changes[name] = tuple(value)
-            continue
-        if name == "open_architectures":  # a community's choice (see MtlsignFloors)
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}.open_architectures must be true or false")
-            changes[name] = value
-            continue
-        if name == "mode":
-            if value not in ("invisible", "direct"):
-                raise ConfigError(f"{where}.mode must be 'invisible' or 'direct'")
-            changes[name] = value
-            continue
-        if name in ("beta", "r"):  # a community-wide setting, not a floor: any value in range
-            ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-            if not ok or not (0.1 <= value <= 1 if name == "beta" else 0 < value < 1):
-                raise ConfigError(f"{where}.{name} must be a number in {'[0.1, 1]' if name == 'beta' else '(0, 1)'}")
-            changes[name] = float(value)
-            continue
-        if isinstance(value, bool) or not isinstance(value, type(current) | int) or not math.isfinite(value):
-            raise ConfigError(f"{where}.{name} must be a finite {type(current).__name__}")
-        lowers = value < current if name.startswith("min_") else value > current
-        if lowers or (name.startswith("min_") and isinstance(current, float) and value > 1):
-            rule = "at least" if name.startswith("min_") else "at most"
-            raise ConfigError(f"{where}.{name} must be {rule} the built-in {current} (communities may only tighten)")
-        changes[name] = type(current)(value)
-    return replace(floors, **changes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,7 +77,7 @@ def _channels(obj: Mapping[str, Any], scheme: str, name: str, channels: int, low
 
 def _dataset(obj: Mapping[str, Any], scheme: str) -> str:
     name = obj["dataset"]
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not DATASET_NAME_RE.fullmatch(name):
         raise _fail(scheme, "dataset", "a data set's name", name)
     return name
 
@@ -696,58 +398,6 @@ def parse_info(scheme: str, obj: object, policy: VerificationPolicy = DEFAULT_PO
     return info
 
 
-# --------------------------------------------------------------------------------------------
-# The suspect's card, read torch-free from a model artifact's safetensors header
-
-
-def card_from_artifact(data: bytes) -> dict[str, Any]:
-    """The card a model artifact carries in its safetensors metadata (`wmnode.card`)."""
-    return card_summary(header_card(_header(data, "the suspect model")))
-
-
-def header_card(header: Mapping[str, Any]) -> dict[str, Any]:
-    """The whole card in a parsed safetensors header's metadata (`wmnode.card`), as JSON."""
-    try:
-        card = json.loads(header["__metadata__"]["wmnode.card"])
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise MessageError("the suspect model carries no model card in its metadata") from exc
-    if not isinstance(card, dict):
-        raise MessageError("the suspect model's card is not a JSON object")
-    return card
-
-
-def card_summary(card: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields a node checks, from either card shape (schemes.zoo.ModelCard): the zoo's own
-    (`arch`, `input_shape`, `mean`, `std` at the top) or timm's config.json (`architecture`, and
-    `pretrained_cfg` with `input_size`, `mean`, `std`), read exactly as the judge's loader reads it
-    (a bare timm name is `timm:NAME`), so the node and its judge see one card."""
-    if "architecture" not in card:
-        return {k: card.get(k) for k in ("arch", "num_classes", "input_shape", "mean", "std")}
-    arch = card.get("architecture")
-    cfg = card.get("pretrained_cfg")
-    cfg = cfg if isinstance(cfg, dict) else {}
-    if isinstance(arch, str) and ":" not in arch:
-        arch = f"timm:{arch}"
-    return {"arch": arch, "num_classes": card.get("num_classes"), "input_shape": cfg.get("input_size"),
-            "mean": cfg.get("mean"), "std": cfg.get("std")}  # fmt: skip
-
-
-def safetensors_header(path: Path) -> bytes:
-    """The length prefix and header of a stored safetensors file (at most 16 MiB of header)."""
-    with path.open("rb") as handle:
-        prefix = handle.read(8)
-        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
-        if length > 16 * 2**20:
-            raise MessageError(f"{path.name}: safetensors header over 16 MiB")
-        return prefix + handle.read(length)
-
-
-def tensor_names(data: bytes) -> set[str]:
-    """The tensor names in a safetensors header (`data` holds at least the header)."""
-    header = _header(data, "the verifier artifact")
-    return {name for name in header if name != "__metadata__"}
-
-
 def check_verifier(info: Info, names: set[str]) -> None:
     """Refuse shipped inputs where the scheme rebuilds them from the key (DESIGN §6.1 rule 1)."""
     if info.VERIFIER is not None and not names <= info.VERIFIER:
@@ -757,21 +407,6 @@ def check_verifier(info: Info, names: set[str]) -> None:
             f"{info.SCHEME}: the verifier artifact ships {extra}, but this scheme's verification inputs come "
             f"from the key; it may hold {allowed}"
         )
-
-
-def _header(data: bytes, what: str) -> dict[str, Any]:
-    if len(data) < 8:
-        raise MessageError(f"{what} is not a safetensors file")
-    (length,) = struct.unpack("<Q", data[:8])
-    if not 2 <= length <= min(len(data) - 8, 16 * 2**20):
-        raise MessageError(f"{what}'s safetensors header is malformed")
-    try:
-        header = json.loads(data[8 : 8 + length])
-    except (ValueError, RecursionError) as exc:
-        raise MessageError(f"{what}'s safetensors header is not JSON") from exc
-    if not isinstance(header, dict):
-        raise MessageError(f"{what}'s safetensors header is not a JSON object")
-    return header
 
 
 #: An info's normalisation is only the encoding its verification inputs are built in (the judge turns
@@ -816,69 +451,3 @@ def check_against_card(
 def base_arch(arch: object) -> str:
     """An architecture without its scheme variant (a passport model is its plain network's kind)."""
     return arch.removesuffix("-passport") if isinstance(arch, str) else ""
-
-
-# --------------------------------------------------------------------------------------------
-# Reference models a node builds (DESIGN §6.1 rule 3)
-
-REFERENCE_RECIPES = ("plain", "new-label", "passport")
-#: The recipe of a public checkpoint a community admits by hash (`wmnode reference add`): its slot's
-#: data set is the model hash itself, so every checkpoint is a slot of its own.
-CHECKPOINT = "checkpoint"
-_REFERENCE_KEYS = {"recipe": str, "arch": str, "dataset": str, "input_shape": list, "seed": int, "epochs": int}
-
-
-@dataclass(frozen=True)
-class ReferenceSpec:
-    """One `[[references]]` entry: a reference model this node trains and records at first start."""
-
-    recipe: str
-    arch: str = "lenet5"
-    dataset: str = "digits"
-    input_shape: tuple[int, int, int] = (1, 28, 28)
-    seed: int = 1
-    epochs: int = 10
-
-    @property
-    def shape_text(self) -> str:
-        return "x".join(str(v) for v in self.input_shape)
-
-    @property
-    def slot(self) -> tuple[str, int, str, str, str]:
-        """The log's key for this reference (registry.messages.Reference.slot): the zoo model the
-        recipe trains (passport: the arch's passport variant; new label: one extra class)."""
-        arch = f"{self.arch}-passport" if self.recipe == "passport" else self.arch
-        classes = EMBEDDED_DATASETS[self.dataset] + (1 if self.recipe == "new-label" else 0)
-        return (arch, classes, self.shape_text, self.dataset, self.recipe)
-
-    def job(self) -> dict[str, Any]:
-        return {"recipe": self.recipe, "arch": self.arch, "dataset": self.dataset,
-                "input_shape": list(self.input_shape), "seed": self.seed, "epochs": self.epochs}  # fmt: skip
-
-
-def parse_references(items: object, where: str) -> tuple[ReferenceSpec, ...]:
-    """The `[[references]]` tables of a node config."""
-    if not isinstance(items, list):
-        raise ConfigError(f"{where} must be a list of tables ([[references]])")
-    specs = []
-    for i, table in enumerate(items):
-        at = f"{where}[{i}]"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{at} must be a table")
-        for name, value in table.items():
-            want = _REFERENCE_KEYS.get(name)
-            if want is None:
-                raise ConfigError(f"{at}: unknown field {name!r} (allowed: {', '.join(sorted(_REFERENCE_KEYS))})")
-            if isinstance(value, bool) or not isinstance(value, want):
-                raise ConfigError(f"{at}.{name} must be a {want.__name__}")
-        if table.get("recipe") not in REFERENCE_RECIPES:
-            raise ConfigError(f"{at}.recipe must be one of {', '.join(REFERENCE_RECIPES)}")
-        if table.get("dataset", "digits") not in EMBEDDED_DATASETS:
-            raise ConfigError(f"{at}.dataset must be one of {', '.join(sorted(EMBEDDED_DATASETS))}")
-        shape = table.get("input_shape", [1, 28, 28])
-        if not (len(shape) == 3 and all(type(v) is int and 1 <= v <= 512 for v in shape)):
-            raise ConfigError(f"{at}.input_shape must be three integers in [1, 512]")
-        if not 0 <= table.get("seed", 1) <= 2**31 or not 1 <= table.get("epochs", 10) <= 1000:
-            raise ConfigError(f"{at}: seed must be in [0, 2^31] and epochs in [1, 1000]")
-        specs.append(ReferenceSpec(**{**table, "input_shape": tuple(shape)}))
-    return tuple(specs)

@@ -23,9 +23,9 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from contracts.cards import card_summary, header_card
 from contracts.encoding import canonical
 from contracts.errors import MessageError
-from contracts.infos import card_summary, header_card
 
 __all__ = ["model_identity", "model_identity_of"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from contracts.errors import RejectedError
-from contracts.infos import CHECKPOINT
+from contracts.references import CHECKPOINT
 from registry.cli._common import echo_json, json_option, node_option, short
 from registry.client.node_client import NodeClient
 from registry.community.config import load_config
@@ -47,16 +47,14 @@ def build(config_path: Path, data_dir: Path | None) -> None:
     A running node also does this by itself at start; use the command after adding entries."""
     from registry.serve.node import data_dir_for, node_identity
     from schemes.models.zoo import model_to_bytes
-    from schemes.workflow.references import Recipe, build_reference
+    from schemes.workflow.references import build_reference
 
     config = load_config(config_path).with_data_dir(data_dir)
     identity = node_identity(config, data_dir_for(config))
     with NodeClient(config.me.api_url, timeout=60) as client:
         for spec in config.references:
             click.echo(f"training {spec.recipe} {spec.arch} on {spec.dataset} ({spec.epochs} epochs, seed {spec.seed})")
-            model, card = build_reference(
-                Recipe(spec.recipe, spec.arch, spec.dataset, spec.input_shape, spec.seed, spec.epochs)
-            )
+            model, card = build_reference(spec)
             digest = client.put_artifact(model_to_bytes(model, card)).removeprefix("sha256:")
             msg = Reference.create(
                 identity, arch=card.arch, num_classes=card.num_classes, input_shape=spec.shape_text,

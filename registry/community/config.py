@@ -9,17 +9,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from contracts.datasets import parse_datasets
 from contracts.errors import ConfigError
 from contracts.fetch import FetchPolicy
-from contracts.infos import (
-    DEFAULT_POLICY,
-    ReferenceSpec,
-    VerificationPolicy,
-    parse_datasets,
-    parse_policy,
-    parse_references,
-)
 from contracts.limits import Limits, parse_limits
+from contracts.policy import DEFAULT_POLICY, VerificationPolicy, parse_policy
+from contracts.references import ReferenceSpec, parse_references
 from registry.log.clock import ClockSettings
 
 #: The secret the example configs carry: fine on loopback, refused anywhere else.

@@ -39,13 +39,14 @@ import schemes  # noqa: F401 - registers every scheme
 from contracts.bounds import bound_text, false_positive_bound
 from contracts.errors import MessageError, SchemeError, WmnodeError, ZooError
 from contracts.fetch import FetchPolicy
+from contracts.references import ReferenceSpec
 from schemes.data.community import pin
 from schemes.models.serving import RemotePredictor
 from schemes.models.zoo import BuildLimits, ModelCard, model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
 from schemes.watermarks.base import Verdict, get_scheme
 from schemes.watermarks.controls import control_figures, control_keys, verify_with_controls
 from schemes.watermarks.suspect import PixelCodec, pixel_predict, pixel_view, require_shape
-from schemes.workflow.references import Recipe, build_reference, expected_card
+from schemes.workflow.references import build_reference, expected_card
 
 _REFERENCES: dict[str, tuple[nn.Module, ModelCard]] = {}
 _MAX_CACHED = 16
@@ -202,7 +203,9 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     version, under a file lock) lets the first one train and the others read its file. Members on
     their own machines train each for themselves, which is what makes a majority of equal hashes
     mean something."""
-    recipe = Recipe(job["recipe"], job["arch"], job["dataset"], tuple(job["input_shape"]), job["seed"], job["epochs"])
+    recipe = ReferenceSpec(
+        job["recipe"], job["arch"], job["dataset"], tuple(job["input_shape"]), job["seed"], job["epochs"]
+    )
     spec = json.dumps({**{k: job[k] for k in ("recipe", "arch", "dataset", "input_shape", "seed", "epochs")},
                        "torch": torch.__version__, "format": 1}, sort_keys=True)  # fmt: skip
     cache = _private_dir(

@@ -33,7 +33,8 @@ from pysyncobj.journal import createJournal
 from contracts.encoding import MAX_MESSAGE_BYTES, parse_json
 from contracts.errors import MessageError, NotFoundError, RejectedError, WmnodeError
 from contracts.identity import Identity, verify_owner_key
-from contracts.infos import CHECKPOINT, base_arch
+from contracts.infos import base_arch
+from contracts.references import CHECKPOINT
 from registry.log import raft_wire
 from registry.log.clock import (
     CLOCK_NOT_STARTED,

@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts.asgi import client_key, read_body, send_json
+from contracts.cards import card_from_artifact, safetensors_header, tensor_names
 from contracts.encoding import MAX_MESSAGE_BYTES, is_hex, parse_json
 from contracts.errors import (
     MessageError,
@@ -32,15 +33,8 @@ from contracts.errors import (
 )
 from contracts.fetch import ArtifactStore, FetchPolicy, pin_url
 from contracts.identity import Identity
-from contracts.infos import (
-    VerificationPolicy,
-    card_from_artifact,
-    check_against_card,
-    check_verifier,
-    parse_info,
-    safetensors_header,
-    tensor_names,
-)
+from contracts.infos import check_against_card, check_verifier, parse_info
+from contracts.policy import VerificationPolicy
 from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP, now_ms
 from registry.log.messages import ARTIFACT, MESSAGE_TYPES, Claim, Message, message_from_json, uri_kind
 from registry.log.state import REJECTED, Outcome, RegistryLog

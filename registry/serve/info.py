@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.fetch import FetchPolicy
-from contracts.infos import DEFAULT_POLICY, VerificationPolicy
+from contracts.policy import DEFAULT_POLICY, VerificationPolicy
 from registry.community.config import NodeConfig
 
 __all__ = ["NodeInfo", "node_info"]

@@ -14,10 +14,10 @@ from typing import IO
 
 import uvicorn
 
+from contracts.datasets import check_pinned
 from contracts.errors import NodeError
 from contracts.fetch import ArtifactStore, Fetcher
 from contracts.identity import Identity, load_or_create_identity
-from contracts.infos import check_pinned
 from registry.community.config import NodeConfig
 from registry.log.state import RegistryLog
 from registry.serve.api import create_app

@@ -39,24 +39,14 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON
 
+from contracts.cards import card_from_artifact, safetensors_header, tensor_names
 from contracts.encoding import parse_json
-from contracts.errors import VerificationError, WmnodeError
+from contracts.errors import InfoError, VerificationError, WmnodeError
 from contracts.fetch import ArtifactStore, Fetcher
 from contracts.identity import Identity, verify_owner_key
-from contracts.infos import (
-    CHECKPOINT,
-    Info,
-    InfoError,
-    ReferenceSpec,
-    base_arch,
-    card_from_artifact,
-    check_against_card,
-    check_verifier,
-    parse_info,
-    safetensors_header,
-    tensor_names,
-)
+from contracts.infos import Info, base_arch, check_against_card, check_verifier, parse_info
 from contracts.modelid import model_identity
+from contracts.references import CHECKPOINT, ReferenceSpec
 from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP, now_ms
 from registry.log.messages import ERROR, NOT_OWNER, PREDICT, Claim, Message, Reference, Vote, uri_kind
 from registry.log.state import REJECTED, Outcome, RegistryLog

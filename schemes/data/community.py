@@ -17,15 +17,9 @@ from typing import Any
 
 import torch
 
+from contracts.datasets import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, EMBEDDED_DATASETS
 from contracts.errors import DataError, SchemeError
-from contracts.infos import (
-    COMMUNITY_SPLIT_SEED,
-    COMMUNITY_TEST_FRACTION,
-    EMBEDDED_DATASETS,
-    MEAN_RANGE,
-    STD_RANGE,
-    image_normalisation,
-)
+from contracts.infos import MEAN_RANGE, STD_RANGE, image_normalisation
 from schemes.data.dataset import Dataset
 from schemes.data.datasets import load_dataset
 from schemes.data.folder import FolderImages, folder_manifest

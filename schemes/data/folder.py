@@ -47,8 +47,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from contracts.datasets import manifest_digest
 from contracts.errors import ConfigError, DataError
-from contracts.infos import manifest_digest
 from schemes.data.dataset import Dataset, _channel_sums, _fit_chunk, _given_stats, _Stats, _stats_from_sums
 
 __all__ = [

@@ -84,8 +84,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from contracts.bounds import binomial_tail
-from contracts.errors import SchemeError
-from contracts.infos import BlindInfo, InfoError
+from contracts.errors import InfoError, SchemeError
+from contracts.infos import BlindInfo
 from mtlsign.streams import key_generator, key_integers, key_permutation, key_stream
 from mtlsign.verify import Verdict
 from schemes.data._imaging import Discriminator, Encoder, LogoError, file_logo, keyed_init, logo_sha256, ssim, text_logo

@@ -71,13 +71,9 @@ from torch import nn
 from torch.func import functional_call
 
 from contracts.bounds import rate_upper_bound
+from contracts.datasets import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
 from contracts.errors import DataError, SchemeError
-from contracts.infos import (
-    COMMUNITY_SPLIT_SEED,
-    COMMUNITY_TEST_FRACTION,
-    FUNCTION_COUPLED_SURVEY_BLENDS,
-    FUNCTION_COUPLED_SURVEY_PAIRS,
-)
+from contracts.infos import FUNCTION_COUPLED_SURVEY_BLENDS, FUNCTION_COUPLED_SURVEY_PAIRS
 from mtlsign.streams import key_generator, key_integers, key_permutation
 from mtlsign.verify import Verdict
 from schemes.data.community import claim_data, require_community_data

@@ -53,8 +53,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from contracts.errors import SchemeError
-from contracts.infos import InfoError, NewLabelInfo
+from contracts.errors import InfoError, SchemeError
+from contracts.infos import NewLabelInfo
 from mtlsign.streams import key_normal, key_permutation
 from mtlsign.verify import Verdict
 from schemes.data.community import claim_data, pixels, require_community_data

@@ -87,8 +87,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from contracts.errors import SchemeError
-from contracts.infos import InfoError, PassportInfo
+from contracts.errors import InfoError, SchemeError
+from contracts.infos import PassportInfo
 from mtlsign.streams import key_permutation
 from mtlsign.verify import Verdict
 from schemes.data.community import claim_data, require_community_data

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from contracts.datasets import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, PinnedDataset, check_pinned
 from contracts.errors import ConfigError, SchemeError
 from contracts.identity import Identity, derive_owner_key
-from contracts.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, PinnedDataset, check_pinned
 from mtlsign.pikey import key_sequence
 from mtlsign.qr import qr_modules, render
 from mtlsign.verify import Verdict, WatermarkInfo

@@ -6,7 +6,7 @@ architecture and an input shape fix its weights bit for bit on one software stac
 CPU), and its weights travel by hash. Each member trains its references itself and records the
 hash it got; one counts once a majority recorded the same hash.
 
-Recipes (choices of ours; the papers train no null models):
+ReferenceSpecs (choices of ours; the papers train no null models):
 
 * `plain`: the architecture trained on the task with the clean recipe (Adam, lr 1e-3, batch 64):
   the null model of MTLSign, blind and function-coupled claims.
@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from contracts.references import ReferenceSpec
 from schemes.data.community import community_data
 from schemes.data.dataset import Dataset
 from schemes.models._passport_layer import passport_layers, passport_shapes, t1_passports
@@ -33,44 +33,24 @@ from schemes.models.zoo import ModelCard, create_model
 from schemes.training.loops import train_classifier
 from schemes.watermarks import new_label, passport
 
-RECIPES = ("plain", "new-label", "passport")
 
-
-@dataclass(frozen=True)
-class Recipe:
-    """What fixes a reference's weights."""
-
-    recipe: str
-    arch: str
-    dataset: str
-    input_shape: tuple[int, int, int]
-    seed: int = 1
-    epochs: int = 15
-
-    def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"unknown reference recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
-        if not 1 <= self.epochs <= 1000 or self.seed < 0:
-            raise ValueError("need 1 ≤ epochs ≤ 1000 and seed ≥ 0")
-
-
-def community_key(recipe: Recipe) -> bytes:
+def community_key(recipe: ReferenceSpec) -> bytes:
     """A watermark key of the community's, for the recipes that embed one (no claimant holds it)."""
     return hashlib.sha256(f"wmnode/reference/{recipe.recipe}/{recipe.seed}".encode()).digest()
 
 
-def _plain(model: nn.Module, data: Dataset, recipe: Recipe) -> None:
+def _plain(model: nn.Module, data: Dataset, recipe: ReferenceSpec) -> None:
     train_classifier(
         model, data.x_train, data.y_train,
         epochs=recipe.epochs, lr=1e-3, batch_size=64, generator=torch.Generator().manual_seed(recipe.seed),
     )  # fmt: skip
 
 
-def _new_label(model: nn.Module, data: Dataset, recipe: Recipe) -> None:
+def _new_label(model: nn.Module, data: Dataset, recipe: ReferenceSpec) -> None:
     new_label.train_on_key(model, data, community_key(recipe), new_label.Config(epochs=recipe.epochs, seed=recipe.seed))
 
 
-def _passport(model: nn.Module, data: Dataset, recipe: Recipe) -> None:
+def _passport(model: nn.Module, data: Dataset, recipe: ReferenceSpec) -> None:
     config = passport.Config(epochs=recipe.epochs, seed=recipe.seed)
     shapes = passport_shapes(model, data.x_test[:1])
     passports = t1_passports(community_key(recipe), config.version, shapes)
@@ -79,35 +59,35 @@ def _passport(model: nn.Module, data: Dataset, recipe: Recipe) -> None:
         raise ValueError("the passport recipe needs a passport-variant architecture")
 
 
-_BUILD: dict[str, tuple[Callable[[str], str], int, Callable[[nn.Module, Dataset, Recipe], None]]] = {
-    "plain": (lambda arch: arch, 0, _plain),
-    "new-label": (lambda arch: arch, 1, _new_label),
-    "passport": (lambda arch: f"{arch}-passport", 0, _passport),
+#: How each recipe trains its model (the recipes and what they build: contracts.references).
+_TRAIN: dict[str, Callable[[nn.Module, Dataset, ReferenceSpec], None]] = {
+    "plain": _plain,
+    "new-label": _new_label,
+    "passport": _passport,
 }
 
 
-def expected_card(recipe: Recipe) -> tuple[str, int]:
+def expected_card(recipe: ReferenceSpec) -> tuple[str, int]:
     """The zoo architecture and number of classes a recipe's model has."""
-    arch_of, extra, _ = _BUILD[recipe.recipe]
-    return arch_of(recipe.arch), community_data(recipe.dataset, recipe.input_shape).num_classes + extra
+    return recipe.model_arch, community_data(recipe.dataset, recipe.input_shape).num_classes + recipe.extra_classes
 
 
-def build_reference(recipe: Recipe) -> tuple[nn.Module, ModelCard]:
+def build_reference(recipe: ReferenceSpec) -> tuple[nn.Module, ModelCard]:
     """Train the reference `recipe` describes, on the CPU, single-threaded (bit-reproducible)."""
-    arch_of, extra, train = _BUILD[recipe.recipe]
+    train, arch, extra = _TRAIN[recipe.recipe], recipe.model_arch, recipe.extra_classes
     data = community_data(recipe.dataset, recipe.input_shape)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(recipe.seed)
-            model = create_model(arch_of(recipe.arch), num_classes=data.num_classes + extra,
+            model = create_model(arch, num_classes=data.num_classes + extra,
                                  input_shape=data.input_shape)  # fmt: skip
         train(model, data, recipe)
     finally:
         torch.set_num_threads(threads)
     card = ModelCard(
-        arch_of(recipe.arch), data.num_classes + extra, data.input_shape, tuple(data.mean), tuple(data.std),
+        arch, data.num_classes + extra, data.input_shape, tuple(data.mean), tuple(data.std),
         {"reference": recipe.recipe, "seed": recipe.seed, "epochs": recipe.epochs, "dataset": recipe.dataset},
     )  # fmt: skip
     return model.eval(), card

@@ -19,8 +19,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from contracts.datasets import PinnedDataset
 from contracts.identity import Identity, write_identity
-from contracts.infos import PinnedDataset
 from registry.cli import main
 from registry.cli.ownership import claim_suspect, publish_bundle
 from registry.client.localnet import LocalCommunity, write_local_configs

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from contracts.errors import RejectedError
-from contracts.infos import CHECKPOINT, check_against_card, parse_info
+from contracts.infos import check_against_card, parse_info
+from contracts.references import CHECKPOINT
 from registry.serve.verifier import _matches
 from tests.registry.test_infos import info
 from tests.registry.test_protocol import APPENDED, MEMBERS, StateLog, reference, submit

@@ -10,27 +10,21 @@ from typing import Any
 
 import pytest
 
-from contracts.errors import ConfigError, MessageError, RejectedError
+from contracts.cards import card_from_artifact, safetensors_header, tensor_names
+from contracts.datasets import parse_datasets
+from contracts.errors import ConfigError, InfoError, MessageError, RejectedError
 from contracts.infos import (
-    DEFAULT_POLICY,
     BlindInfo,
     FunctionCoupledInfo,
-    InfoError,
     MtlsignInfo,
     NewLabelInfo,
     PassportInfo,
-    ReferenceSpec,
-    VerificationPolicy,
-    card_from_artifact,
     check_against_card,
     check_verifier,
-    parse_datasets,
     parse_info,
-    parse_policy,
-    parse_references,
-    safetensors_header,
-    tensor_names,
 )
+from contracts.policy import DEFAULT_POLICY, VerificationPolicy, parse_policy
+from contracts.references import ReferenceSpec, parse_references
 from node_config import example_config
 from registry.community.config import load_config
 from tests.registry.cards import LENET_CARD, artifact_with_card, safetensors_bytes
@@ -561,7 +555,8 @@ def test_a_stored_header_over_16_mib_is_refused_before_it_is_read(tmp_path: Path
 
 
 def test_the_node_reads_an_open_architectures_card_as_the_judge_builds_it() -> None:
-    from contracts.infos import card_summary, check_against_card
+    from contracts.cards import card_summary
+    from contracts.infos import check_against_card
 
     config = {"architecture": "resnet18", "num_classes": 10, "input_shape": [1, 8, 8],  # a decoy at the top
               "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.485, 0.456, 0.406],

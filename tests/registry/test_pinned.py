@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contracts.errors import ConfigError
-from contracts.infos import DEFAULT_POLICY, InfoError, check_pinned, manifest_digest, parse_datasets, parse_info
+from contracts.datasets import check_pinned, manifest_digest, parse_datasets
+from contracts.errors import ConfigError, InfoError
+from contracts.infos import parse_info
+from contracts.policy import DEFAULT_POLICY
 from registry.community.config import parse_config
 
 

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from contracts.errors import SchemeError
-from contracts.infos import InfoError, parse_info
+from contracts.errors import InfoError, SchemeError
+from contracts.infos import parse_info
 from schemes.data._imaging import Discriminator, Encoder, file_logo, gaussian_window, logo_sha256, ssim, text_logo
 from schemes.data.community import community_data
 from schemes.data.dataset import Dataset

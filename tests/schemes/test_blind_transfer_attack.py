@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from contracts.fetch import FetchPolicy
-from contracts.infos import ReferenceSpec
+from contracts.references import ReferenceSpec
 from registry.judge.process import judge
 from schemes.data._imaging import logo_sha256, ssim, text_logo
 from schemes.data.community import community_data, pixels
@@ -34,7 +34,7 @@ from schemes.data.dataset import Dataset
 from schemes.models.zoo import ModelCard, create_model, model_to_bytes
 from schemes.training.loops import train_classifier
 from schemes.watermarks import blind
-from schemes.workflow.references import Recipe, build_reference
+from schemes.workflow.references import build_reference
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -176,7 +176,7 @@ def test_transferable_adversarial_key_samples_do_not_win_a_claim(tmp_path: Path)
     ensemble_scores = [blind.verify(m, KEY, verifier, info).score for m in ensemble]
     # Victim and reference are models the attacker never saw, trained by the same plain recipe.
     victim = _plain_lenet(data, VICTIM_SEED)
-    reference, reference_card = build_reference(Recipe("plain", "lenet5", "digits", SHAPE, 1, EPOCHS))
+    reference, reference_card = build_reference(ReferenceSpec("plain", "lenet5", "digits", SHAPE, 1, EPOCHS))
     victim_score = blind.verify(victim, KEY, verifier, info).score
     reference_score = blind.verify(reference, KEY, verifier, info).score
     card = ModelCard("lenet5", data.num_classes, SHAPE, tuple(data.mean), tuple(data.std))

@@ -22,13 +22,14 @@ from safetensors.torch import save_file
 
 from contracts.errors import SchemeError
 from contracts.identity import Identity, derive_owner_key
+from contracts.references import ReferenceSpec
 from registry.judge import process as judging
 from schemes.data.community import claim_data, community_data
 from schemes.models.zoo import model_to_bytes
 from schemes.watermarks.base import get_scheme
 from schemes.watermarks.function_coupled import dataset_digest
 from schemes.workflow.bundle import load_bundle
-from schemes.workflow.references import Recipe, build_reference
+from schemes.workflow.references import build_reference
 from tests.cluster.community import embed_marked
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -83,7 +84,7 @@ def test_a_degenerate_normalisation_wins_nothing_against_a_new_label_model(tmp_p
 
 
 def test_a_degenerate_normalisation_wins_nothing_against_a_plain_model(tmp_path: Path) -> None:
-    model, card = build_reference(Recipe("plain", "lenet5", "digits", (1, 28, 28), seed=3, epochs=8))
+    model, card = build_reference(ReferenceSpec("plain", "lenet5", "digits", (1, 28, 28), seed=3, epochs=8))
     std = list(community_data("digits", (1, 28, 28)).std)
     encoded = claim_data("digits", (1, 28, 28), [1.0], std, "function-coupled")
     info = {"scheme": "function-coupled", "version": 2, "mode": "invisible", "r": 0.5, "n_train": 200,
@@ -118,7 +119,7 @@ def test_a_key_searched_against_the_references_and_a_model_of_its_own_wins_nothi
     embed_marked(searcher, scheme_name, tmp_path / "searcher")
     embed_marked(victim, scheme_name, tmp_path / "victim")
     own, target = load_bundle(tmp_path / "searcher"), load_bundle(tmp_path / "victim")
-    references = [build_reference(Recipe(r, "lenet5", "digits", (1, 28, 28), seed=1, epochs=8))[0]
+    references = [build_reference(ReferenceSpec(r, "lenet5", "digits", (1, 28, 28), seed=1, epochs=8))[0]
                   for r in ("plain", "new-label")]  # fmt: skip
     scheme, info = get_scheme(scheme_name), own.info
     best: tuple[float, bytes] = (-1.0, b"")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from contracts.datasets import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, EMBEDDED_DATASETS
 from contracts.errors import DataError, SchemeError
-from contracts.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, EMBEDDED_DATASETS
 from schemes.data import community
 from schemes.data.community import community_data, dataset_digest, pixels, require_community_data
 from schemes.data.dataset import Dataset

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from contracts.datasets import manifest_digest
 from contracts.errors import DataError
-from contracts.infos import manifest_digest
 from schemes.data import folder
 from schemes.data.dataset import Dataset
 from schemes.data.datasets import list_datasets, load_dataset

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contracts.errors import DataError, SchemeError
-from contracts.infos import InfoError, parse_info
+from contracts.errors import DataError, InfoError, SchemeError
+from contracts.infos import parse_info
 from schemes.data.community import community_data
 from schemes.data.dataset import Dataset
 from schemes.data.datasets import load_dataset

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from contracts.errors import SchemeError
-from contracts.infos import InfoError, parse_info
+from contracts.errors import InfoError, SchemeError
+from contracts.infos import parse_info
 from mtlsign.streams import key_permutation
 from schemes.data.community import community_data, pixels
 from schemes.data.dataset import Dataset

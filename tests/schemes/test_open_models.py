@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from contracts.datasets import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
 from contracts.identity import Identity, write_identity
-from contracts.infos import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
 from registry.cli import main
 from registry.judge.process import judge
 from schemes.data.datasets import load_dataset
@@ -135,7 +135,7 @@ def test_a_node_builds_only_what_its_community_allows(given: tuple[Path, float],
 def test_a_pinned_image_folder_streams_through_workers_and_verifies(
     given: tuple[Path, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from contracts.infos import PinnedDataset
+    from contracts.datasets import PinnedDataset
     from schemes.data import community
     from schemes.data.folder import folder_manifest
     from schemes.workflow.pipeline import embed_to_bundle, verify_suspect
