@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from contracts.errors import MessageError
+from contracts.encoding import parse_json
+from contracts.errors import MessageError, WmnodeError
 
 
 def card_from_artifact(data: bytes) -> dict[str, Any]:
     """The card a model artifact carries in its safetensors metadata (`wmnode.card`)."""
-    return card_summary(header_card(_header(data, "the suspect model")))
+    return card_summary(header_card(parse_header(data, "the suspect model")))
 
 
 def header_card(header: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,32 +45,51 @@ def card_summary(card: Mapping[str, Any]) -> dict[str, Any]:
             "mean": cfg.get("mean"), "std": cfg.get("std")}  # fmt: skip
 
 
-def safetensors_header(path: Path) -> bytes:
-    """The length prefix and header of a stored safetensors file (at most 16 MiB of header)."""
+#: A safetensors header larger than this is refused unread (a card is a few hundred bytes; a large
+#: model's header, one entry per tensor, well under a megabyte).
+MAX_HEADER_BYTES = 16 * 2**20
+_PREFIX = 8  # the header's length: an unsigned 64-bit little-endian integer
+
+
+def header_size(prefix: bytes, total: int | None, what: str, error: type[WmnodeError] = MessageError) -> int:
+    """The header length a safetensors file's first 8 bytes announce, checked before anything is
+    read: at least 2 (`{}`), at most `MAX_HEADER_BYTES` and what the file holds (`total` bytes, when
+    known). A pickle or a torch.save zip announces no such length, so it is refused here unread."""
+    if len(prefix) < _PREFIX:
+        raise error(f"{what} is not a safetensors file")
+    (length,) = struct.unpack("<Q", prefix[:_PREFIX])
+    room = MAX_HEADER_BYTES if total is None else min(MAX_HEADER_BYTES, total - _PREFIX)
+    if not 2 <= length <= room:
+        why = "over 16 MiB" if length > MAX_HEADER_BYTES else "its length does not fit the file"
+        raise error(
+            f"{what}'s safetensors header is malformed ({why}): it is not a safetensors file (a pickle or "
+            "torch.save file is never loaded)"
+        )
+    return int(length)
+
+
+def parse_header(data: bytes, what: str, error: type[WmnodeError] = MessageError) -> dict[str, Any]:
+    """The safetensors header of `data` (the file, or at least its prefix and header), strictly
+    parsed: the one header reader of the project (node, API, judges, zoo)."""
+    length = header_size(data[:_PREFIX], len(data), what, error)
+    header = parse_json(
+        data[_PREFIX : _PREFIX + length], limit=MAX_HEADER_BYTES, floats=True, what=f"{what}'s safetensors header",
+        error=error,
+    )  # fmt: skip
+    if not isinstance(header, dict):
+        raise error(f"{what}'s safetensors header is not a JSON object")
+    return header
+
+
+def safetensors_header(path: Path, what: str | None = None, error: type[WmnodeError] = MessageError) -> bytes:
+    """The length prefix and header of a stored safetensors file, read without its tensors."""
+    what = what or path.name
     with path.open("rb") as handle:
-        prefix = handle.read(8)
-        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
-        if length > 16 * 2**20:
-            raise MessageError(f"{path.name}: safetensors header over 16 MiB")
-        return prefix + handle.read(length)
+        prefix = handle.read(_PREFIX)
+        return prefix + handle.read(header_size(prefix, None, what, error))
 
 
 def tensor_names(data: bytes) -> set[str]:
     """The tensor names in a safetensors header (`data` holds at least the header)."""
-    header = _header(data, "the verifier artifact")
+    header = parse_header(data, "the verifier artifact")
     return {name for name in header if name != "__metadata__"}
-
-
-def _header(data: bytes, what: str) -> dict[str, Any]:
-    if len(data) < 8:
-        raise MessageError(f"{what} is not a safetensors file")
-    (length,) = struct.unpack("<Q", data[:8])
-    if not 2 <= length <= min(len(data) - 8, 16 * 2**20):
-        raise MessageError(f"{what}'s safetensors header is malformed")
-    try:
-        header = json.loads(data[8 : 8 + length])
-    except (ValueError, RecursionError) as exc:
-        raise MessageError(f"{what}'s safetensors header is not JSON") from exc
-    if not isinstance(header, dict):
-        raise MessageError(f"{what}'s safetensors header is not a JSON object")
-    return header

@@ -9,7 +9,7 @@ from typing import Any, TypeGuard
 
 import rfc8785
 
-from contracts.errors import MessageError
+from contracts.errors import MessageError, WmnodeError
 
 #: DESIGN §4.1 caps every message; the API refuses larger bodies before parsing them.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -63,32 +63,50 @@ def _check_value(obj: Any) -> bool:
     raise MessageError(f"cannot canonicalise a {kind.__name__}")
 
 
+class _Refused(ValueError):
+    """A strict-JSON rule broken inside `json.loads` (re-raised as the caller's error type)."""
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise MessageError(f"duplicate JSON key {key!r}")
+            raise _Refused(f"repeats a field: duplicate JSON key {key!r}")
         out[key] = value
     return out
 
 
 def _no_float(text: str) -> Any:
-    raise MessageError(f"floats are not allowed in messages: {text}")
+    raise _Refused(f"holds a float, and floats are not allowed in messages: {text}")
 
 
 def _no_constant(text: str) -> Any:
-    raise MessageError(f"{text} is not valid JSON")
+    raise _Refused(f"holds a non-finite number ({text}): {text} is not valid JSON")
 
 
-def parse_json(data: bytes, *, limit: int = MAX_MESSAGE_BYTES, floats: bool = False) -> Any:
+def parse_json(
+    data: bytes | str,
+    *,
+    limit: int = MAX_MESSAGE_BYTES,
+    floats: bool = False,
+    what: str = "message",
+    error: type[WmnodeError] = MessageError,
+) -> Any:
     """Parse untrusted JSON strictly: size limit, UTF-8, no duplicate keys, NaN or Infinity, and no
-    floats unless `floats` (a scheme's info holds β and thresholds; a message never does)."""
+    floats unless `floats` (a scheme's info holds β and thresholds; a message never does). The one
+    strict reader of the project: messages, infos, cards, safetensors headers, bundle files; `what`
+    names the input in errors of type `error`."""
+    if isinstance(data, str):
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise error(f"{what} is not valid JSON: {exc}") from exc
     if len(data) > limit:
-        raise MessageError(f"message is {len(data)} bytes, over the limit of {limit} bytes")
+        raise error(f"{what} is {len(data)} bytes, over the limit of {limit} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MessageError(f"message is not UTF-8: {exc}") from exc
+        raise error(f"{what} is not valid JSON: it is not UTF-8 ({exc})") from exc
     try:
         return json.loads(
             text,
@@ -96,12 +114,14 @@ def parse_json(data: bytes, *, limit: int = MAX_MESSAGE_BYTES, floats: bool = Fa
             parse_float=float if floats else _no_float,
             parse_constant=_no_constant,
         )
+    except _Refused as exc:
+        raise error(f"{what} {exc}") from None
     except json.JSONDecodeError as exc:
-        raise MessageError(f"message is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        raise error(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except RecursionError as exc:
-        raise MessageError("message is nested too deeply") from exc
+        raise error(f"{what} is nested too deeply") from exc
     except ValueError as exc:  # e.g. an integer past Python's int-string digit limit
-        raise MessageError(f"message is not valid JSON: {exc}") from exc
+        raise error(f"{what} is not valid JSON: {exc}") from exc
 
 
 def is_hex(value: object, nbytes: int | None = None) -> bool:

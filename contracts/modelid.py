@@ -19,12 +19,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from contracts.cards import card_summary, header_card
-from contracts.encoding import canonical
+from contracts.cards import card_summary, header_card, header_size, parse_header
+from contracts.encoding import canonical, is_int
 from contracts.errors import MessageError
 
 __all__ = ["model_identity", "model_identity_of"]
@@ -45,12 +44,8 @@ def model_identity_of(data: bytes) -> str:
 
 def _identity(handle: BinaryIO) -> str:
     prefix = handle.read(8)
-    if len(prefix) != 8:
-        raise MessageError("the suspect model is not a safetensors file")
-    (length,) = struct.unpack("<Q", prefix)
-    if not 2 <= length <= 16 * 2**20:
-        raise MessageError("the suspect model's safetensors header is malformed")
-    header = _parse(handle.read(length))
+    length = header_size(prefix, None, "the suspect model")
+    header = _check_tensors(parse_header(prefix + handle.read(length), "the suspect model"))
     start = 8 + length
     tensors = sorted((name, spec) for name, spec in header.items() if name != "__metadata__")
     described = {"card": _function_card(header), "tensors": [[n, s["dtype"], s["shape"]] for n, s in tensors]}
@@ -71,20 +66,15 @@ def _identity(handle: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        header = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise MessageError("the suspect model's safetensors header is not JSON") from exc
-    if not isinstance(header, dict):
-        raise MessageError("the suspect model's safetensors header is not a JSON object")
+def _check_tensors(header: dict[str, Any]) -> dict[str, Any]:
+    """Every tensor entry names a dtype, a shape and two ordered offsets."""
     for name, spec in header.items():
         if name == "__metadata__":
             continue
         ok = isinstance(spec, dict) and isinstance(spec.get("dtype"), str) and isinstance(spec.get("shape"), list)
         offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
         ok = ok and isinstance(offsets, list) and len(offsets) == 2
-        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in offsets or ())
+        ok = ok and all(is_int(v, low=0) for v in offsets or ())
         if not ok or offsets is None or offsets[0] > offsets[1]:
             raise MessageError(f"the suspect model's tensor {str(name)[:40]!r} is malformed")
     return header

@@ -14,6 +14,8 @@ from typing import Any
 
 from torch import nn
 
+from contracts.cards import MAX_HEADER_BYTES
+from contracts.encoding import parse_json
 from contracts.errors import ZooError
 from schemes.models.catalog import check_input_shape, create_model, is_open, is_registered, list_models
 from schemes.models.hub import card_fields, check_open, config_of
@@ -163,13 +165,9 @@ def read_json_file(path: Path, limit: int, what: str) -> Any:
 
 
 def strict_json(data: bytes | str, what: str) -> Any:
-    """Strict JSON from untrusted bytes: no repeated fields, no NaN/Infinity; `what` names it in errors."""
-    try:
-        return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except RecursionError:
-        raise ZooError(f"{what} nests too deeply") from None
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ZooError(f"{what} is not valid JSON: {exc}") from exc
+    """Strict JSON from untrusted bytes (contracts.encoding.parse_json): no repeated fields, no
+    NaN/Infinity; `what` names it in a ZooError."""
+    return parse_json(data, limit=MAX_HEADER_BYTES, floats=True, what=what, error=ZooError)
 
 
 def read_limited(path: Path, limit: int, what: str) -> bytes:
@@ -181,14 +179,3 @@ def read_limited(path: Path, limit: int, what: str) -> bytes:
     if len(raw) > limit:
         raise ZooError(f"{what} {path} is larger than {limit} bytes")
     return raw
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ZooError("JSON object repeats a field")
-    return obj
-
-
-def _no_constants(name: str) -> float:
-    raise ZooError(f"JSON holds a non-finite number ({name})")

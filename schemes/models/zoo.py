@@ -26,6 +26,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from contracts.cards import header_size, parse_header
 from contracts.errors import ZooError
 
 __all__ = [
@@ -71,7 +72,6 @@ from schemes.models.card import (
 from schemes.models.catalog import create_model, is_open, list_models, register_model
 
 _SHOWN_KEYS = 5
-_MAX_HEADER_BYTES = 16 * 2**20
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,23 +137,10 @@ def model_to_bytes(model: nn.Module, card: ModelCard) -> bytes:
 def _canonical_header(data: bytes) -> bytes:
     """Re-serialise a safetensors header with sorted keys (the library writes its metadata map in
     hash order), padded with spaces to 8 bytes as the format does; the tensor bytes are unchanged."""
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.dumps(json.loads(data[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    length = header_size(data[:8], len(data), "model", ZooError)
+    header = json.dumps(parse_header(data, "model", ZooError), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)
     return struct.pack("<Q", len(header)) + header + data[8 + length :]
-
-
-def _header(data: bytes, what: str) -> dict[str, Any]:
-    """The safetensors header of `data`, strictly parsed (length-checked, no duplicate fields)."""
-    if len(data) < 10:
-        raise ZooError(f"{what} is not a safetensors file")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if not 2 <= header_len <= min(_MAX_HEADER_BYTES, len(data) - 8) or data[8:9] != b"{":
-        raise ZooError(f"{what} is not a safetensors file (a pickle or torch.save file is never loaded)")
-    header = strict_json(data[8 : 8 + header_len], f"{what}: the safetensors header")
-    if not isinstance(header, dict):
-        raise ZooError(f"{what}: the safetensors header is not a JSON object")
-    return header
 
 
 def card_from_metadata(header: dict[str, Any], what: str) -> ModelCard:
@@ -179,7 +166,7 @@ def _build(card: ModelCard, state: Mapping[str, torch.Tensor], limits: BuildLimi
 
 def read_weights_bytes(data: bytes, what: str) -> dict[str, torch.Tensor]:
     """Tensors from untrusted safetensors bytes (header checked strictly first)."""
-    _header(data, what)
+    parse_header(data, what, ZooError)
     try:
         return safetensors.torch.load(data)
     except (safetensors.SafetensorError, ValueError) as exc:
@@ -193,7 +180,7 @@ def model_from_bytes(
     The card is checked against `limits` before any weight is read."""
     if len(data) > max_bytes:
         raise ZooError(f"{what} is {len(data)} bytes, over the limit of {max_bytes}")
-    card = card_from_metadata(_header(data, what), what)
+    card = card_from_metadata(parse_header(data, what, ZooError), what)
     (limits or BuildLimits()).check(card)
     return _build(card, read_weights_bytes(data, what), limits), card
 
@@ -226,7 +213,7 @@ def load_model(
             card.build(max_parameters=(limits or BuildLimits()).max_parameters)
         return _build(card, read_weights(weights_path, max_bytes), limits), card
     data = read_limited(weights_path, max_bytes, "weights file")
-    if CARD_METADATA_KEY not in (_header(data, str(weights_path)).get("__metadata__") or {}):
+    if CARD_METADATA_KEY not in (parse_header(data, str(weights_path), ZooError).get("__metadata__") or {}):
         also = f" or {CONFIG_FILE}" if path.is_dir() else ""
         raise ZooError(f"missing model file: {card_path}{also} (and {weights_path} carries no card of its own)")
     return model_from_bytes(data, max_bytes=max_bytes, what=str(weights_path), limits=limits)
@@ -241,20 +228,11 @@ def read_weights(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
         raise ZooError(f"cannot read weights file {path}: {exc}") from exc
     if size > max_bytes:
         raise ZooError(f"weights file {path} is {size} bytes, over the limit of {max_bytes}")
-    _check_safetensors_header(path, prefix, size)
+    header_size(prefix, size, f"weights file {path}", ZooError)
     try:
         return safetensors.torch.load_file(path, device="cpu")
     except (safetensors.SafetensorError, OSError, ValueError) as exc:
         raise ZooError(f"weights file {path} is not a valid safetensors file: {exc}") from exc
-
-
-def _check_safetensors_header(path: Path, prefix: bytes, size: int) -> None:
-    """Refuse early what cannot be safetensors: an 8-byte little-endian header length, then '{'."""
-    if len(prefix) == 9:
-        (header_len,) = struct.unpack("<Q", prefix[:8])
-        if 2 <= header_len <= size - 8 and prefix[8:9] == b"{":
-            return
-    raise ZooError(f"weights file {path} is not a safetensors file (a pickle or torch.save file is never loaded)")
 
 
 def check_state(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor]) -> None:

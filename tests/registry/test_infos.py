@@ -457,7 +457,7 @@ def test_the_card_is_read_from_a_header_alone() -> None:
         (artifact_with_card(CARD)[:40], "header is malformed"),  # a header cut short
         (
             b"\x04\x00\x00\x00\x00\x00\x00\x00\xff\xfe{}",
-            "the suspect model's safetensors header is not JSON",
+            "the suspect model's safetensors header is not valid JSON",
         ),  # not UTF-8
         (safetensors_bytes([1, 2]), "the suspect model's safetensors header is not a JSON object"),
         (safetensors_bytes("text"), "the suspect model's safetensors header is not a JSON object"),
@@ -550,7 +550,7 @@ def test_tensor_names_come_from_the_header_without_its_metadata(tmp_path: Path) 
 def test_a_stored_header_over_16_mib_is_refused_before_it_is_read(tmp_path: Path) -> None:
     path = tmp_path / "huge.safetensors"
     path.write_bytes(struct.pack("<Q", 16 * 2**20 + 1) + b"{}")
-    with pytest.raises(MessageError, match=r"^huge\.safetensors: safetensors header over 16 MiB$"):
+    with pytest.raises(MessageError, match=r"^huge\.safetensors's safetensors header is malformed \(over 16 MiB\)"):
         safetensors_header(path)
 
 

@@ -222,5 +222,5 @@ def test_buffers_count_against_the_cap_and_unfit_arguments_are_refused() -> None
         create_model("timm:resnet18", num_classes=5, input_shape=(3, 32, 32), model_args={"img_size": 32})
     from schemes.models.zoo import strict_json
 
-    with pytest.raises(ZooError, match="nests too deeply"):
+    with pytest.raises(ZooError, match="nested too deeply"):
         strict_json("[" * 100_000 + "]" * 100_000, "a card")
