@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contracts.bundle import INFO_FILE, KEY_FILE, MAX_INFO_BYTES, RECEIPT_FILE, VERIFIER_FILE, KeyRecord
+from contracts.encoding import parse_json
 from contracts.errors import IdentityError, MessageError, UnavailableError
 from contracts.fetch import FetchPolicy, http_get
 from contracts.identity import Identity, derive_owner_key
@@ -28,8 +30,6 @@ from registry.client.receipt import fetch_receipt
 from registry.log.clock import now_ms
 from registry.log.messages import Claim, Publish, predict_model_hash
 
-RECEIPT_FILE = "receipt.json"
-_JSON_LIMIT = 64 * 1024
 #: The claimant's own machine fetches what it names, anywhere; only the nodes are guarded.
 _CLIENT_POLICY = FetchPolicy(allow_loopback=True, allow_private=True, max_bytes=512 * 2**20, timeout_s=60.0)
 
@@ -49,19 +49,17 @@ class BundleFiles:
     @classmethod
     def read(cls, directory: Path) -> BundleFiles:
         try:
-            key = json.loads((directory / "key.json").read_bytes()[:_JSON_LIMIT])
-            info_bytes = (directory / "info.json").read_bytes()
-            info = json.loads(info_bytes[:_JSON_LIMIT])
-            verifier = (directory / "verifier.safetensors").read_bytes()
-        except (OSError, ValueError) as exc:
+            key_obj = parse_json((directory / KEY_FILE).read_bytes()[:MAX_INFO_BYTES], what=KEY_FILE)
+            info_bytes = (directory / INFO_FILE).read_bytes()
+            info = parse_json(info_bytes[:MAX_INFO_BYTES], floats=True, what=INFO_FILE)
+            verifier = (directory / VERIFIER_FILE).read_bytes()
+        except (OSError, MessageError) as exc:
             raise MessageError(f"{directory} is not a readable bundle (wmnode embed writes one): {exc}") from exc
-        if not isinstance(key, dict) or not isinstance(info, dict) or not isinstance(info.get("scheme"), str):
-            raise MessageError(f"{directory}: key.json and info.json must be JSON objects, info with a scheme")
-        try:
-            nonce, proof = bytes.fromhex(key["nonce"]), bytes.fromhex(key["key_proof"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MessageError(f"{directory}/key.json needs hex nonce and key_proof: {exc}") from exc
-        return cls(directory, nonce, str(key.get("owner")), proof, info["scheme"], verifier, info_bytes)
+        if not isinstance(info, dict) or not isinstance(info.get("scheme"), str):
+            raise MessageError(f"{directory}: info.json must be a JSON object with a scheme")
+        key = KeyRecord.from_json(key_obj, f"{directory}/{KEY_FILE}")
+        nonce, proof = bytes.fromhex(key.nonce), bytes.fromhex(key.key_proof)
+        return cls(directory, nonce, key.owner, proof, info["scheme"], verifier, info_bytes)
 
     def owner_key(self, identity: Identity) -> tuple[bytes, bytes]:
         """(key, key_proof) re-derived from the identity: refuses a bundle made by someone else."""
@@ -116,7 +114,7 @@ def suspect_uri(client: NodeClient, suspect: str) -> tuple[str, str]:
     if suspect.startswith(("http://", "https://")):
         body = http_get(suspect, _CLIENT_POLICY)
         try:
-            described = json.loads(body) if len(body) < _JSON_LIMIT else None
+            described = json.loads(body) if len(body) < MAX_INFO_BYTES else None
         except ValueError:
             described = None
         if isinstance(described, dict) and described.get("kind") == "wmnode-predict":

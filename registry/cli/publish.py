@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from contracts.bundle import RECEIPT_FILE
 from contracts.errors import MessageError
 from contracts.identity import Identity
 from registry.cli._common import (
@@ -28,7 +29,7 @@ from registry.cli._common import (
     open_monitor,
     state_dir_option,
 )
-from registry.cli.ownership import RECEIPT_FILE, BundleFiles, publish_bundle
+from registry.cli.ownership import BundleFiles, publish_bundle
 from registry.client.monitor import Community
 from registry.client.node_client import NodeClient
 from registry.client.receipt import confirm_receipt, entry_leaf, fetch_receipt

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from contracts.bundle import KeyRecord
 from contracts.datasets import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, PinnedDataset, check_pinned
 from contracts.errors import ConfigError, SchemeError
 from contracts.identity import Identity, derive_owner_key
@@ -35,7 +36,7 @@ from schemes.training.distributed import broadcast_bytes, broadcast_modules, che
 from schemes.training.loops import Progress, accuracy, default_device, rank, train_classifier
 from schemes.training.resume import barrier, checkpoints
 from schemes.watermarks.base import get_scheme, make_config
-from schemes.workflow.bundle import Bundle, KeyRecord, load_bundle, save_bundle
+from schemes.workflow.bundle import Bundle, load_bundle, save_bundle
 
 
 def embed_to_bundle(
