@@ -15,7 +15,7 @@ import time
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
-from registry.log.state import RaftSettings
+from registry.log.raft_node import RaftSettings
 
 
 class RawLog(SyncObj):  # type: ignore[misc]

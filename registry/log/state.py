@@ -1,72 +1,62 @@
-"""The replicated log: pysyncobj Raft underneath, an RFC 6962 Merkle tree of entries on top.
+"""The log's state: what apply builds from the committed envelopes, deterministically (STYLE §5).
 
-Apply is deterministic, total and fast (STYLE §5): it takes canonical envelope bytes, re-validates
-them without clock, randomness or I/O, and *returns* an `Outcome`; it never raises.
-
-Nothing a peer sends is unpickled (DESIGN §6). pysyncobj pickles in three places, and each is
-replaced here: its transport (`registry.raft_transport`: authenticated members, bounded frames,
-a pickle-free codec), its replicated commands (the log has exactly one command, `_COMMAND` ‖
-envelope bytes, appended through `_applyCommand` and applied by `_RaftNode`'s own
-`__doApplyCommand`, which refuses every other command: pysyncobj's membership and version
-commands included), and its snapshots (the `serializer`/`deserializer` hooks write and read
-`SNAPSHOT_MAGIC` ‖ `raft_wire` bytes, and restoring one replays and re-validates every leaf).
+Apply takes canonical envelope bytes, re-validates them without clock, randomness or I/O, and
+*returns* an `Outcome`; it never raises. Admission rules (who may publish, claim, vote and record
+references, and when) live here, as do snapshots of the state and their re-validating replay.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 import threading
-import time as _time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
-from pysyncobj.journal import createJournal
-
 from contracts.encoding import MAX_MESSAGE_BYTES, parse_json
-from contracts.errors import MessageError, NotFoundError, RejectedError, WmnodeError
-from contracts.identity import Identity, verify_owner_key
+from contracts.errors import MessageError, RejectedError, WmnodeError
+from contracts.identity import verify_owner_key
 from contracts.infos import base_arch
 from contracts.references import CHECKPOINT
-from registry.log import raft_wire
 from registry.log.clock import (
-    CLOCK_NOT_STARTED,
-    STALE_STAMP,
     ClockSettings,
     StampError,
     check_beacon_stamp,
     check_entry_stamp,
     lower_median,
-    now_ms,
     open_envelope,
-    seal,
-    settings_digest,
 )
-from registry.log.messages import ERROR, OWNER, Claim, Message, Publish, Reference, Vote, message_from_json
-from registry.log.raft_transport import RaftAuth, SecureTransport, WireLimits, stretch_secret
+from registry.log.messages import ERROR, Claim, Message, Publish, Reference, Vote, message_from_json
 from registry.proofs.merkle import MerkleTree, entry_bytes, leaf_hash
 
 logger = logging.getLogger(__name__)
 
 APPENDED, DUPLICATE, REJECTED, BEACON = "appended", "duplicate", "rejected", "beacon"
 #: The one replicated command: pysyncobj's REGULAR type byte, then our tag, then envelope bytes.
-_COMMAND = b"\x00wm2"
-_NO_OP = b"\x01"
+COMMAND = b"\x00wm2"
+
+
+NO_OP = b"\x01"
+
+
 MAX_ENVELOPE_BYTES = MAX_MESSAGE_BYTES + 1024
+
+
 SNAPSHOT_MAGIC = b"wmnode-snapshot/2\n"
+
+
 #: A snapshot (all leaves) larger than this is refused, from disk or from a peer.
 MAX_SNAPSHOT_BYTES = 8 * 2**30
+
+
 #: How far ahead of this node's term a member's message may be (honest terms grow by one an
 #: election; this is months of elections, and keeps terms far below the wire's bound).
 MAX_TERM_JUMP = 2**24
-_BEACON = object()
+
+
+#: What the validated-envelope memo holds for a beacon (it carries no message).
+BEACON_MEMO = object()
 
 
 @dataclass(frozen=True)
@@ -445,489 +435,3 @@ def _check_time(kind: str, time: int, stamp: int, skew_ms: int) -> None:
     if abs(drift) > skew_ms:
         when = "backdated" if drift < 0 else "dated in the future"
         raise RejectedError(f"{kind} is {when} by {abs(drift) // 1000} s (allowed skew {skew_ms // 1000} s)")
-
-
-@dataclass(frozen=True)
-class RaftSettings:
-    """pysyncobj tuning. Unbatched appends and a 5 ms tick commit in ≈1 ms on loopback."""
-
-    tick_s: float = 0.005
-    use_batch: bool = False
-    connection_retry_s: float = 1.0
-    compaction_min_entries: int = 50_000
-    compaction_min_s: int = 600
-
-
-def repair_journal(journal_file: Path) -> None:
-    """Clamp a stored commit index that points past the journal's end (pysyncobj issue #197).
-
-    The journal is an mmap written without fsync, so after a power cut its tail can be lost while
-    the separately stored commit index survives; pysyncobj then waits forever at start.
-    """
-    if not journal_file.exists():
-        return
-    journal = createJournal(str(journal_file))
-    try:
-        last = journal[-1][1] if len(journal) else 0
-        if journal.getRaftCommitIndex() > last:
-            logger.warning("journal commit index %d is past its end %d; clamping", journal.getRaftCommitIndex(), last)
-            journal.setRaftCommitIndex(last)
-            journal.onOneSecondTimer()
-    finally:
-        journal._destroy()
-
-
-class _RaftNode(SyncObj):  # type: ignore[misc]
-    """pysyncobj 0.3.17's SyncObj with our transport, one command, no pickle, and one Raft fix.
-
-    The fix: a leader pipelines appends (it advances a follower's nextIndex as it sends), but on
-    every successful acknowledgement pysyncobj sets nextIndex = ack + 1, rewinding it. Its next
-    append then starts before the follower's end, and pysyncobj's follower truncates everything
-    after prevLogIdx unconditionally (Raft §5.3 truncates only on a conflicting term) and re-adds
-    at most one 64 KiB batch - so under load a follower could drop entries it had acknowledged,
-    which the leader counted towards a commit ("truncating already-applied log entries" in the
-    log). Here an acknowledgement never moves nextIndex backwards; a follower that really lacks
-    entries answers with `reset`, which still rewinds it.
-    """
-
-    def __init__(
-        self, apply: Callable[[bytes], Outcome], leaf_bytes: Callable[[], int], *args: Any, **kwargs: Any
-    ) -> None:
-        self._apply_envelope, self._leaf_bytes = apply, leaf_bytes
-        self._snapshot_bytes = 0
-        super().__init__(*args, **kwargs)
-        self._SyncObj__transport.setOnMessageReceivedCallback(self._on_message)
-        _close_finished_transmissions(self._SyncObj__serializer)
-
-    def _SyncObj__doApplyCommand(self, command: bytes) -> Outcome | None:  # noqa: N802 - overrides pysyncobj's
-        if command[: len(_COMMAND)] == _COMMAND:
-            return self._apply_envelope(command[len(_COMMAND) :])
-        if command == _NO_OP:  # a new leader's no-op
-            return None
-        logger.warning("refused a log command that is not a wmnode envelope (%d bytes)", len(command))
-        return Outcome(REJECTED, reason="not a wmnode log command")
-
-    def _SyncObj__parseChangeClusterRequest(self, command: bytes) -> None:  # noqa: N802
-        return None  # membership is the config's; pysyncobj's pickled membership commands are refused
-
-    def _on_message(self, node: Any, message: dict[str, Any]) -> None:
-        """A peer's message, already authenticated and schema-checked by the transport.
-
-        Raft trusts its leader; a hostile member is refused what no honest one would send: a term
-        far ahead (which would run past any bound and end elections), a second leader in one term,
-        entries that are not wmnode commands or that contradict entries this node already applied,
-        an oversized snapshot, and an answer to a command it was never sent.
-        """
-        try:
-            refusal = self._refusal(node, message)
-            if refusal:
-                logger.warning("refused a %s from a member: %s", message["type"], refusal)
-                return
-            rewindable = message["type"] == "next_node_idx" and message["success"] and not message["reset"]
-            next_index: dict[Any, int] = self._SyncObj__raftNextIndex
-            before = next_index.get(node) if rewindable else None
-            self._SyncObj__onMessageReceived(node, message)
-            if before is not None and next_index.get(node, before) < before:
-                next_index[node] = before
-        except Exception:  # noqa: BLE001 - a peer's message must never take the tick thread down
-            logger.exception("a %s from a member could not be processed; dropping its connection", message["type"])
-            conn = self._SyncObj__transport._connections.get(node)
-            if conn is not None:
-                conn.disconnect()
-
-    def _refusal(self, node: Any, message: dict[str, Any]) -> str:
-        kind, term = message["type"], message.get("term")
-        current, leader = self._SyncObj__raftCurrentTerm, self._SyncObj__raftLeader
-        if term is not None and term > current + MAX_TERM_JUMP:
-            return f"term {term} is more than {MAX_TERM_JUMP} ahead of {current}"
-        if kind == "apply_command":
-            return "" if _is_command(message["command"]) else "a command that is not a wmnode envelope"
-        if kind == "apply_command_response" and node != leader:
-            return "an answer from a node that is not the leader"
-        if kind != "append_entries":
-            return ""
-        if term == current and leader is not None and node != leader:
-            return "a second leader in one term"
-        for command, index, entry_term in message.get("entries", ()):
-            if not (_is_command(command) or command == _NO_OP):
-                return f"entry {index} is not a wmnode command"
-            if index <= self._SyncObj__raftLastApplied:
-                mine = self._SyncObj__getEntries(index, 1)
-                if mine and (mine[0][0], mine[0][2]) != (command, entry_term):
-                    return f"entry {index} contradicts an entry this node already applied"
-        chunk = message.get("serialized")
-        if chunk:  # a snapshot streamed to disk: bounded by what an honest one could weigh
-            data, first, _ = chunk
-            self._snapshot_bytes = (0 if first else self._snapshot_bytes) + len(data)
-            if self._snapshot_bytes > self._snapshot_limit():
-                return f"a snapshot past {self._snapshot_limit()} bytes"
-        return ""
-
-    def _snapshot_limit(self) -> int:
-        return 64 * 2**20 + 4 * self._leaf_bytes()
-
-
-def _close_finished_transmissions(serializer: Any) -> None:
-    """pysyncobj's Serializer opens the snapshot file for each peer it streams to, and forgets the
-    handle without closing it when the stream ends, is cancelled, or a newer snapshot replaces
-    them all; close it then."""
-
-    def streams() -> dict[Any, dict[str, Any]]:
-        return serializer._Serializer__transmissions  # type: ignore[no-any-return]
-
-    def closing(call: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapped(*args: Any) -> Any:
-            before = {key: s.get("file") for key, s in streams().items()}
-            try:
-                return call(*args)
-            finally:
-                after = streams()
-                for key, handle in before.items():
-                    if handle is not None and after.get(key, {}).get("file") is not handle:
-                        handle.close()
-
-        return wrapped
-
-    serializer.getTransmissionData = closing(serializer.getTransmissionData)
-    serializer.cancelTransmisstion = closing(serializer.cancelTransmisstion)
-    serializer.checkSerializing = closing(serializer.checkSerializing)
-
-
-def _is_command(command: bytes) -> bool:
-    return command[: len(_COMMAND)] == _COMMAND and len(command) <= len(_COMMAND) + MAX_ENVELOPE_BYTES
-
-
-class LogReader:
-    """Reads of the log state (any thread); `RegistryLog` adds Raft, tests may wrap a bare state."""
-
-    def __init__(self, state: LogState) -> None:
-        self.state = state
-
-    def size(self) -> int:
-        return len(self.state.leaves)
-
-    def lookup(self, msg: Message) -> Outcome | None:
-        with self.state.lock:
-            index = self.state.by_body.get(msg.body_hash())
-            return None if index is None else self.state._outcome(DUPLICATE, index)
-
-    def entry(self, index: int) -> dict[str, Any]:
-        with self.state.lock:
-            if not 0 <= index < len(self.state.leaves):
-                raise NotFoundError(f"no entry {index}; the log has {len(self.state.leaves)}")
-            leaf, lh = self.state.leaves[index], self.state.tree.leaf(index)
-        entry = parse_json(leaf, limit=1 << 30)
-        return {"index": index, "time": entry["time"], "msg": entry["msg"], "leaf_hash": lh.hex()}
-
-    def head(self) -> tuple[int, bytes]:
-        with self.state.lock:
-            return len(self.state.tree), self.state.tree.root()
-
-    def root(self, size: int) -> bytes:
-        with self.state.lock:
-            return self.state.tree.root(size)
-
-    def inclusion(self, index: int, size: int) -> dict[str, Any]:
-        with self.state.lock:
-            path = self.state.tree.inclusion_proof(index, size)
-            lh, root = self.state.tree.leaf(index), self.state.tree.root(size)
-        return {
-            "index": index,
-            "size": size,
-            "leaf_hash": lh.hex(),
-            "path": [p.hex() for p in path],
-            "root": root.hex(),
-        }
-
-    def consistency(self, first: int, second: int) -> dict[str, Any]:
-        with self.state.lock:
-            path = self.state.tree.consistency_proof(first, second)
-        return {"first": first, "second": second, "path": [p.hex() for p in path]}
-
-    def claim_status(self, index: int) -> dict[str, Any]:
-        """A claim, the publish it rests on, its votes and decision, and the standing owner of its
-        model (DESIGN §4.4: when claimants both pass on one model, the earlier publish wins)."""
-        with self.state.lock:
-            claim = self.state.claims.get(index)
-            if claim is None:
-                raise NotFoundError(f"entry #{index} is not a claim (yet)")
-            votes = sorted(claim.votes.values(), key=lambda v: v[1])
-            decided, decided_at, model_hash, publish = claim.decided, claim.decided_at, claim.model_hash, claim.publish
-            members, majority = len(self.state.members), self.state.majority
-        standing = self.standing_owner(model_hash)
-        result = decided
-        if decided == OWNER and standing is not None and standing["owner"] != claim.owner:
-            result = "not-owner"
-        return {
-            "claim": self.entry(index),
-            "publish": self.entry(publish),
-            "votes": [self.entry(i) for _, i in votes],
-            "members": members,
-            "majority": majority,
-            "decided": decided,
-            "decided_at": decided_at if decided is not None else None,
-            "result": result,
-            "standing": standing,
-        }
-
-    def standing_owner(self, model: str) -> dict[str, Any] | None:
-        """Among the claims decided `owner` on `model` (an artifact hash or a function identity,
-        registry.modelid), the one whose publish came first. Every artifact of one function is one
-        model: a copy re-carded in its input size, free fields or label names stands with the
-        original (DESIGN §4.4)."""
-        with self.state.lock:
-            ids = {model} | {self.state.claims[i].model_id for i in self.state.by_model.get(model, [])}
-            claims = {i for name in ids for i in self.state.by_function.get(name, [])}
-            passed = [
-                (self.state.times[c.publish], c.publish, i, c.owner, c.model_id)
-                for i in claims
-                if (c := self.state.claims[i]).decided == OWNER
-            ]
-        if not passed:
-            return None
-        time, publish, claim, owner, model_id = min(passed)
-        return {
-            "model_id": model_id,
-            "owner": owner,
-            "claim": claim,
-            "publish": publish,
-            "publish_time": time,
-            "passed_claims": sorted(i for _, _, i, _, _ in passed),
-            "why": (
-                f"claim #{claim} passed and rests on publish #{publish}, the earliest publish among the "
-                f"{len(passed)} claim(s) that passed on this model"
-            ),
-        }
-
-
-class RegistryLog(LogReader):
-    """A node's handle on the community log."""
-
-    def __init__(
-        self,
-        self_addr: str,
-        peers: dict[str, str],
-        data_dir: Path | None,
-        secret: str | None,
-        settings: RaftSettings = RaftSettings(),
-        community: str = "",
-        *,
-        identity: Identity | None = None,
-        clock: ClockSettings | None = None,
-        limits: WireLimits | None = None,
-    ) -> None:
-        """`peers` maps every other member's Raft address to its public key."""
-        clock, limits = clock or ClockSettings(), limits or WireLimits()
-        self.identity = identity or Identity.generate()
-        self.key = self.identity.public_hex
-        members = frozenset(peers.values()) | {self.key}
-        super().__init__(LogState(members, clock))
-        self._tmp: str | None = None
-        if data_dir is None:  # pysyncobj's in-memory dumps are pickles: keep ours in a private temp dir
-            self._tmp = tempfile.mkdtemp(prefix="wmnode-log-")
-            journal, dump = None, Path(self._tmp) / "raft.dump"
-        else:
-            journal, dump = data_dir / "raft.journal", data_dir / "raft.dump"
-            repair_journal(journal)
-        auth = RaftAuth(
-            identity=self.identity,
-            peers=dict(peers),
-            settings=settings_digest(community, [(k, a) for a, k in peers.items()] + [(self.key, self_addr)], clock),
-            psk=stretch_secret(secret, community),
-            limits=limits,
-        )
-        conf = SyncObjConf(
-            # Without it pysyncobj binds 0.0.0.0 whatever selfAddress says (DESIGN §4.3: configured addresses only).
-            bindAddress=self_addr,
-            journalFile=str(journal) if journal else None,
-            fullDumpFile=str(dump),
-            serializer=self._write_snapshot,
-            deserializer=self._read_snapshot,
-            appendEntriesUseBatch=settings.use_batch,
-            # Batches stay far below the frame limit, so pysyncobj never splits an entry into the
-            # pickled "transmission" chunks (which the transport refuses).
-            appendEntriesBatchSizeBytes=min(2**20, limits.max_frame_bytes // 4),
-            logCompactionBatchSize=min(2**20, limits.max_frame_bytes // 4),
-            autoTickPeriod=settings.tick_s,
-            connectionRetryTime=settings.connection_retry_s,
-            logCompactionMinEntries=settings.compaction_min_entries,
-            logCompactionMinTime=settings.compaction_min_s,
-            commandsWaitLeader=True,
-            dynamicMembershipChange=False,
-        )
-        self._dump = dump
-        self._prepared: tuple[LogState, tuple[Any, ...]] | None = None
-        self.sync = _RaftNode(
-            self.state.apply_envelope,
-            lambda: self.state.leaf_bytes,
-            self_addr,
-            list(peers),
-            conf=conf,
-            transportClass=SecureTransport.factory(auth),
-        )
-        self._guard_snapshot_install()
-        self._stop = threading.Event()
-        self._beacon_sent = 0.0  # monotonic time of the beacon in flight; 0 when none
-        self._beacons = threading.Thread(target=self._beacon_loop, name="wmnode-beacons", daemon=True)
-        self._beacons.start()
-
-    # -- snapshots (pysyncobj's serializer hooks; run on its tick thread) -------------------
-
-    def _write_snapshot(self, path: str, raft: tuple[Any, ...]) -> None:
-        last, before = raft[0], raft[1]
-        blob = raft_wire.encode({"entries": [list(before), list(last)], "state": self.state.snapshot()})
-        with open(path, "wb") as f:
-            f.write(SNAPSHOT_MAGIC + blob)
-
-    def _parse_snapshot(self, path: str) -> tuple[LogState, tuple[Any, ...]]:
-        """The state and Raft entries a snapshot file describes (validated, not yet adopted)."""
-        with open(path, "rb") as f:
-            data = f.read(MAX_SNAPSHOT_BYTES + 1)
-        if len(data) > MAX_SNAPSHOT_BYTES or not data.startswith(SNAPSHOT_MAGIC):
-            raise MessageError("not a wmnode snapshot (or over the size limit)")
-        body = data[len(SNAPSHOT_MAGIC) :]
-        snap = raft_wire.decode(body, max_items=len(body))
-        if not isinstance(snap, dict) or set(snap) != {"entries", "state"}:
-            raise MessageError("malformed snapshot")
-        entries = snap["entries"]
-        if not (isinstance(entries, tuple) and len(entries) == 2 and raft_wire._entries(entries)):
-            raise MessageError("malformed snapshot entries")
-        return self.state.prepare(snap["state"]), (entries[1], entries[0], None)
-
-    def _read_snapshot(self, path: str) -> tuple[Any, ...]:
-        """pysyncobj's deserializer hook: at start (our own dump; its copy from before the last
-        install if that one cannot be read) and after an install the guard below validated."""
-        if self._prepared is not None:
-            fresh, raft = self._prepared
-            self._prepared = None
-        else:
-            try:
-                fresh, raft = self._parse_snapshot(path)
-            except Exception:
-                previous = Path(path + ".prev")
-                if not previous.exists():
-                    raise
-                logger.exception("the snapshot does not load; using the one from before the last install")
-                fresh, raft = self._parse_snapshot(str(previous))
-                os.replace(previous, path)
-        self.state.adopt(fresh)
-        return raft
-
-    def _guard_snapshot_install(self) -> None:
-        """Validate a snapshot a member streamed before it replaces this node's own: pysyncobj
-        writes it over the dump and then loads it, and a dump that does not load would leave the
-        node unable to apply anything after its next restart."""
-        serializer = self.sync._SyncObj__serializer
-        original = serializer.setTransmissionData
-        dump = str(self._dump)
-        previous = dump + ".prev"
-
-        def install(data: Any) -> bool:
-            if not data or not data[2]:  # not the last chunk yet
-                return bool(original(data))
-            kept = os.path.exists(dump)
-            if kept:
-                shutil.copyfile(dump, previous)
-            if not original(data):
-                return False
-            try:
-                self._prepared = self._parse_snapshot(dump)
-            except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, it is not installed
-                logger.warning("refused a snapshot from a member: %s", exc)
-                if kept:
-                    os.replace(previous, dump)
-                return False
-            if kept:
-                os.unlink(previous)
-            return True
-
-        serializer.setTransmissionData = install
-
-    # -- writes -----------------------------------------------------------------------------
-
-    def seal(self, msg: Message | None, stamp: int | None = None) -> bytes:
-        """Envelope bytes for `msg` (None: a beacon), stamped with this node's clock and signed."""
-        if stamp is None:
-            stamp = self._clock()
-        data = seal(self.identity, None if msg is None else msg.to_json(), stamp)
-        self.state.validated.add(data, _BEACON if msg is None else msg)
-        return data
-
-    def _clock(self) -> int:
-        """This member's stamp now: its wall clock (never clamped to the log's time, which would
-        ratchet the members' median up), never before its own latest stamp."""
-        return max(now_ms(), self.state.latest.get(self.key, 0))
-
-    def precheck(self, msg: Message) -> None:
-        """The apply rules as of now, so that a message that cannot commit is refused at once."""
-        if isinstance(msg, Vote | Reference) and msg.node != self.key:
-            raise RejectedError(
-                f"a {msg.TYPE} by {msg.node[:16]}… reaches the log only through that member's own node, "
-                f"which stamps it (this node is {self.key[:16]}…)"
-            )
-        try:
-            self.state.admit(msg, self._clock(), self.key)
-        except StampError as exc:
-            if exc.code != CLOCK_NOT_STARTED:  # the clock starts within a beacon period: commit waits
-                raise
-
-    def submit(self, data: bytes, callback: Callable[[Outcome | None, int], None]) -> None:
-        """Hand sealed envelope bytes to Raft; `callback(outcome, fail_reason)` runs on the tick thread."""
-        self.sync._applyCommand(_COMMAND[1:] + data, callback, 0)
-
-    def submit_sync(self, data: bytes, timeout: float = 10.0) -> Outcome:
-        """Blocking submit, for tests and tools (the API uses `submit`)."""
-        done = threading.Event()
-        box: list[tuple[Outcome | None, int]] = []
-
-        def _cb(res: Outcome | None, err: int) -> None:
-            box.append((res, err))
-            done.set()
-
-        self.submit(data, _cb)
-        if not done.wait(timeout):
-            raise TimeoutError("commit timed out")
-        res, err = box[0]
-        if err != FAIL_REASON.SUCCESS or res is None:
-            raise RuntimeError(f"commit failed: pysyncobj reason {err}")
-        return res
-
-    def commit_sync(self, msg: Message, timeout: float = 10.0) -> Outcome:
-        """Seal and commit `msg`, re-stamping while the clock has not started or moved past the
-        stamp (tests and tools; the API has its own asynchronous loop)."""
-        deadline = _time.monotonic() + timeout
-        while True:
-            out = self.submit_sync(self.seal(msg), timeout=max(deadline - _time.monotonic(), 0.1))
-            if out.code not in (STALE_STAMP, CLOCK_NOT_STARTED) or _time.monotonic() > deadline:
-                return out
-            _time.sleep(0.05)
-
-    def _beacon_loop(self) -> None:
-        """Stamp a beacon whenever this member has signed nothing for a beacon period."""
-        period = self.state.clock.beacon_ms
-        while not self._stop.wait(min(period / 4000, 0.5)):
-            try:
-                in_flight = _time.monotonic() - self._beacon_sent < period / 1000
-                if in_flight or self.sync._getLeader() is None:
-                    continue
-                if now_ms() - self.state.latest.get(self.key, 0) < period:
-                    continue
-                self._beacon_sent = _time.monotonic()
-                self.submit(self.seal(None), self._beacon_done)
-            except Exception:  # noqa: BLE001 - a beacon is retried next period
-                logger.exception("could not stamp a beacon")
-
-    def _beacon_done(self, res: Outcome | None, err: int) -> None:
-        self._beacon_sent = 0.0
-        if res is not None and res.status == REJECTED:
-            logger.warning("beacon refused: %s", res.reason)
-
-    def raft_status(self) -> dict[str, Any]:
-        return dict(self.sync.getStatus())
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sync.destroy_synchronous()
-        self._beacons.join(timeout=2)
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)

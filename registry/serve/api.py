@@ -37,7 +37,8 @@ from contracts.infos import check_against_card, check_verifier, parse_info
 from contracts.policy import VerificationPolicy
 from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP, now_ms
 from registry.log.messages import ARTIFACT, MESSAGE_TYPES, Claim, Message, message_from_json, uri_kind
-from registry.log.state import REJECTED, Outcome, RegistryLog
+from registry.log.replicated import RegistryLog
+from registry.log.state import REJECTED, Outcome
 from registry.proofs.checkpoint import Checkpoint, checkpoint_body, sign_note
 from registry.serve.info import NodeInfo
 from registry.serve.metering import ADDRESS, CLAIM, IDENTITY, PUBLISH, UPLOAD, Metering, RateLimiter, StoreMeter

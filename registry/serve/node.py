@@ -19,7 +19,7 @@ from contracts.errors import NodeError
 from contracts.fetch import ArtifactStore, Fetcher
 from contracts.identity import Identity, load_or_create_identity
 from registry.community.config import NodeConfig
-from registry.log.state import RegistryLog
+from registry.log.replicated import RegistryLog
 from registry.serve.api import create_app
 from registry.serve.info import node_info
 from registry.serve.metering import Metering

@@ -49,7 +49,8 @@ from contracts.modelid import model_identity
 from contracts.references import CHECKPOINT, ReferenceSpec
 from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP, now_ms
 from registry.log.messages import ERROR, NOT_OWNER, PREDICT, Claim, Message, Reference, Vote, uri_kind
-from registry.log.state import REJECTED, Outcome, RegistryLog
+from registry.log.replicated import RegistryLog
+from registry.log.state import REJECTED, Outcome
 from registry.serve.info import NodeInfo
 from registry.serve.judges import Judge, JudgeLimitError, Limits
 

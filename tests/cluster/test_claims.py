@@ -28,7 +28,8 @@ from registry.client.localnet import LocalCommunity
 from registry.client.node_client import NodeClient
 from registry.community.config import load_config
 from registry.log.messages import Claim, Vote
-from registry.log.state import APPENDED, REJECTED, RegistryLog
+from registry.log.replicated import RegistryLog
+from registry.log.state import APPENDED, REJECTED
 from schemes.models.serving import PATH, RemotePredictor, encode_batch
 from schemes.models.zoo import load_model, model_to_bytes, save_model
 from schemes.workflow.pipeline import attack_model, embed_to_bundle

@@ -27,7 +27,8 @@ from registry.client.localnet import LocalCommunity
 from registry.community.config import load_config
 from registry.log.clock import STAMP_DOMAIN
 from registry.log.messages import Publish, Vote
-from registry.log.state import APPENDED, REJECTED, RegistryLog
+from registry.log.replicated import RegistryLog
+from registry.log.state import APPENDED, REJECTED
 from tests.cluster.community import SECRET, write_configs
 from tests.helpers import now_ms
 

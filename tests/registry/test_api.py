@@ -19,7 +19,7 @@ from contracts.encoding import MAX_MESSAGE_BYTES
 from contracts.fetch import ArtifactStore
 from contracts.identity import Identity, derive_owner_key
 from registry.log.messages import Claim, Reference
-from registry.log.state import RegistryLog
+from registry.log.replicated import RegistryLog
 from registry.proofs.checkpoint import Checkpoint, open_note
 from registry.proofs.merkle import verify_consistency, verify_inclusion
 from registry.serve.api import create_app

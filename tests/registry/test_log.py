@@ -13,7 +13,9 @@ import registry.log.state as log_module
 from contracts.encoding import canonical
 from contracts.identity import Identity
 from registry.log.clock import STALE_STAMP
-from registry.log.state import APPENDED, DUPLICATE, REJECTED, RegistryLog, repair_journal
+from registry.log.raft_node import repair_journal
+from registry.log.replicated import RegistryLog
+from registry.log.state import APPENDED, DUPLICATE, REJECTED
 from registry.proofs.merkle import leaf_hash
 from tests.helpers import PublishFactory, free_ports, now_ms
 

@@ -36,7 +36,7 @@ from contracts.limits import Limits, Rate, parse_limits
 from registry.client.localnet import write_local_configs
 from registry.community.config import load_config
 from registry.log.messages import Claim
-from registry.log.state import RegistryLog
+from registry.log.replicated import RegistryLog
 from registry.serve.api import create_app
 from registry.serve.info import NodeInfo
 from registry.serve.logjson import REDACTED, JsonFormatter

@@ -11,7 +11,8 @@ from contracts.errors import MessageError, VerificationError
 from contracts.identity import Identity, derive_owner_key
 from registry.log.clock import seal
 from registry.log.messages import Claim, Publish, Reference, Vote, message_from_json, predict_model_hash
-from registry.log.state import APPENDED, REJECTED, LogReader, LogState, Outcome
+from registry.log.reader import LogReader
+from registry.log.state import APPENDED, REJECTED, LogState, Outcome
 from tests.helpers import now_ms
 
 SKEW = 300_000

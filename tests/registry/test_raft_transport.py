@@ -25,8 +25,10 @@ from contracts.identity import Identity, derive_owner_key
 from registry.log import raft_wire
 from registry.log.clock import ClockSettings, settings_digest
 from registry.log.messages import Publish
+from registry.log.raft_node import _RaftNode
 from registry.log.raft_transport import HELLO_BYTES, MAGIC, WireLimits, _x25519_public, stretch_secret
-from registry.log.state import APPENDED, REJECTED, RegistryLog, _RaftNode
+from registry.log.replicated import RegistryLog
+from registry.log.state import APPENDED, REJECTED
 from tests.helpers import free_ports, now_ms
 
 SECRET = "transport-test-secret-0123456789"
