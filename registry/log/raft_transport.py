@@ -31,86 +31,33 @@ import hashlib
 import logging
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from contracts.errors import VerificationError
-from contracts.identity import Identity, verify_signature
+from contracts.identity import verify_signature
+from registry.log.raft_auth import (
+    AUTH_DOMAIN,
+    FRAME_LENGTH,
+    HELLO_BYTES,
+    MAGIC,
+    TRANSCRIPT_DOMAIN,
+    RaftAuth,
+    x25519_public,
+)
 from registry.log.raft_wire import WireError, check_message, decode, encode
 
 logger = logging.getLogger(__name__)
-
-MAGIC = b"wmraft02"
-_LEN = struct.Struct(">I")
-HELLO_BYTES = len(MAGIC) + 32 * 4
-_AUTH_DOMAIN = b"wmnode/raft/auth/v2"
-_TRANSCRIPT_DOMAIN = b"wmnode/raft/handshake/v2"
-_PSK_DOMAIN = b"wmnode/raft/psk/v2"
-_PBKDF2_ROUNDS = 200_000
-
-
-@dataclass(frozen=True)
-class WireLimits:
-    """Bounds on what one peer connection may cost."""
-
-    max_frame_bytes: int = 4 * 2**20
-    max_write_buffer: int = 64 * 2**20
-    handshake_s: float = 3.0
-    idle_s: float = 10.0
-    max_pending: int = 32
-    max_pending_per_ip: int = 4
-    #: New connections a second from addresses that are no member's (each costs a key exchange).
-    stranger_accepts_per_s: float = 64.0
-    #: Bytes read from one socket per poll event, so one busy peer cannot starve the tick.
-    read_budget: int = 1 * 2**20
-
-
-def stretch_secret(secret: str | None, community: str) -> bytes:
-    """The pre-shared key mixed into every session key (empty in dev mode, where only the member
-    keys authenticate and only the ephemeral exchange encrypts)."""
-    if secret is None:
-        return b""
-    salt = hashlib.sha256(_PSK_DOMAIN + b"\n" + community.encode()).digest()
-    kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=_PBKDF2_ROUNDS)
-    return kdf.derive(secret.encode())
-
-
-@dataclass(frozen=True)
-class RaftAuth:
-    """Who this node is on the Raft port and whom it admits."""
-
-    identity: Identity
-    #: Raft address ("host:port") -> that member's public key (hex), for every other member.
-    peers: dict[str, str]
-    #: Digest of the community settings every member must share (members, clock rules).
-    settings: bytes
-    psk: bytes = b""
-    limits: WireLimits = WireLimits()
-
-    @functools.cached_property
-    def public(self) -> bytes:
-        return bytes.fromhex(self.identity.public_hex)
-
-    @functools.cached_property
-    def keys(self) -> frozenset[str]:
-        return frozenset(self.peers.values())
-
-
-def _x25519_public(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 class _Handshake(Exception):
@@ -207,7 +154,7 @@ class SecureConnection:
         self._tcp_up = False
         self._rbuf, self._wbuf = bytearray(), bytearray()
         self._eph = X25519PrivateKey.generate()
-        self._my_hello = MAGIC + self._auth.settings + self._auth.public + _x25519_public(self._eph) + os.urandom(32)
+        self._my_hello = MAGIC + self._auth.settings + self._auth.public + x25519_public(self._eph) + os.urandom(32)
         self._peer_hello = b""
         self._transcript = b""
         self._send_aead: AESGCM | None = None
@@ -273,7 +220,7 @@ class SecureConnection:
 
     def _queue(self, frame: bytes) -> None:
         self._last_send = time.monotonic()
-        self._wbuf += _LEN.pack(len(frame))
+        self._wbuf += FRAME_LENGTH.pack(len(frame))
         self._wbuf += frame
         if len(self._wbuf) > self._limits.max_write_buffer:
             self._drop("peer does not read (send buffer full)")
@@ -317,7 +264,7 @@ class SecureConnection:
     def _parse(self) -> bool:
         """Handle every complete frame; False once the connection was dropped."""
         while len(self._rbuf) >= 4:
-            (size,) = _LEN.unpack_from(self._rbuf)
+            (size,) = FRAME_LENGTH.unpack_from(self._rbuf)
             # Nothing bigger than a hello (or the 80-byte signature) until the peer has proven its key.
             limit = self._limits.max_frame_bytes if self.state == CONNECTION_STATE.CONNECTED else HELLO_BYTES
             if size == 0 or size > limit:
@@ -372,19 +319,19 @@ class SecureConnection:
             raise _Handshake("bad ephemeral key") from None
         self._peer_hello, self.peer_key = frame, key_hex
         first, second = (self._my_hello, frame) if self._initiator else (frame, self._my_hello)
-        self._transcript = hashlib.sha256(_TRANSCRIPT_DOMAIN + first + second).digest()
+        self._transcript = hashlib.sha256(TRANSCRIPT_DOMAIN + first + second).digest()
         okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=self._auth.psk or None, info=self._transcript).derive(
             shared
         )
         forward, backward = AESGCM(okm[:32]), AESGCM(okm[32:])
         self._send_aead, self._recv_aead = (forward, backward) if self._initiator else (backward, forward)
         role = b"I" if self._initiator else b"R"
-        self._queue(self._seal(self._auth.identity.sign(_AUTH_DOMAIN + role + self._transcript)))
+        self._queue(self._seal(self._auth.identity.sign(AUTH_DOMAIN + role + self._transcript)))
 
     def _auth_frame(self, signature: bytes) -> None:
         role = b"R" if self._initiator else b"I"
         try:
-            verify_signature(self.peer_key or "", signature, _AUTH_DOMAIN + role + self._transcript)
+            verify_signature(self.peer_key or "", signature, AUTH_DOMAIN + role + self._transcript)
         except VerificationError:
             raise _Handshake("peer's signature over the handshake does not verify") from None
         self.state = CONNECTION_STATE.CONNECTED

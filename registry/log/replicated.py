@@ -39,8 +39,9 @@ from registry.log.clock import (
     settings_digest,
 )
 from registry.log.messages import Message, Reference, Vote
+from registry.log.raft_auth import RaftAuth, WireLimits, stretch_secret
 from registry.log.raft_node import DEFAULT_RAFT, RaftSettings, _RaftNode, repair_journal
-from registry.log.raft_transport import RaftAuth, SecureTransport, WireLimits, stretch_secret
+from registry.log.raft_transport import SecureTransport
 from registry.log.reader import LogReader
 from registry.log.state import (
     BEACON_MEMO,
@@ -91,7 +92,28 @@ class RegistryLog(LogReader):
             psk=stretch_secret(secret, community),
             limits=limits,
         )
-        conf = SyncObjConf(
+        conf = self._conf(self_addr, journal, dump, settings, limits)
+        self._dump = dump
+        self._prepared: tuple[LogState, tuple[Any, ...]] | None = None
+        self.sync = _RaftNode(
+            self.state.apply_envelope,
+            lambda: self.state.leaf_bytes,
+            self_addr,
+            list(peers),
+            conf=conf,
+            transportClass=SecureTransport.factory(auth),
+        )
+        self._guard_snapshot_install()
+        self._stop = threading.Event()
+        self._beacon_sent = 0.0  # monotonic time of the beacon in flight; 0 when none
+        self._beacons = threading.Thread(target=self._beacon_loop, name="wmnode-beacons", daemon=True)
+        self._beacons.start()
+
+    def _conf(
+        self, self_addr: str, journal: Path | None, dump: Path, settings: RaftSettings, limits: WireLimits
+    ) -> SyncObjConf:
+        """pysyncobj's settings for this log: its files, our snapshot hooks, no membership changes."""
+        return SyncObjConf(
             # Without it pysyncobj binds 0.0.0.0 whatever selfAddress says (DESIGN §4.3: configured addresses only).
             bindAddress=self_addr,
             journalFile=str(journal) if journal else None,
@@ -110,21 +132,6 @@ class RegistryLog(LogReader):
             commandsWaitLeader=True,
             dynamicMembershipChange=False,
         )
-        self._dump = dump
-        self._prepared: tuple[LogState, tuple[Any, ...]] | None = None
-        self.sync = _RaftNode(
-            self.state.apply_envelope,
-            lambda: self.state.leaf_bytes,
-            self_addr,
-            list(peers),
-            conf=conf,
-            transportClass=SecureTransport.factory(auth),
-        )
-        self._guard_snapshot_install()
-        self._stop = threading.Event()
-        self._beacon_sent = 0.0  # monotonic time of the beacon in flight; 0 when none
-        self._beacons = threading.Thread(target=self._beacon_loop, name="wmnode-beacons", daemon=True)
-        self._beacons.start()
 
     # -- snapshots (pysyncobj's serializer hooks; run on its tick thread) -------------------
 

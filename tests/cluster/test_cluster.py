@@ -20,7 +20,7 @@ from contracts.encoding import canonical
 from contracts.errors import MessageError, RejectedError, UnavailableError, VerificationError
 from registry.client.localnet import LocalCommunity
 from registry.client.node_client import NodeClient
-from registry.log.raft_transport import HELLO_BYTES
+from registry.log.raft_auth import HELLO_BYTES
 from registry.proofs.checkpoint import Checkpoint, open_note, verifier_key
 from registry.proofs.merkle import verify_consistency, verify_inclusion
 from tests.helpers import PublishFactory, now_ms

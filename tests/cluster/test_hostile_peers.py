@@ -197,13 +197,13 @@ def test_the_community_secret_without_a_member_key_is_dropped_and_nothing_is_unp
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from registry.log.clock import settings_digest
-    from registry.log.raft_transport import MAGIC, _x25519_public
+    from registry.log.raft_auth import MAGIC, x25519_public
 
     community.wait_ready(timeout=60)
     config = community.nodes[0].config
     digest = settings_digest(config.community, [(m.key or "", str(m.raft)) for m in config.members], config.clock)
     stranger = bytes.fromhex(Identity.generate().public_hex)
-    hello = MAGIC + digest + stranger + _x25519_public(X25519PrivateKey.generate()) + os.urandom(32)
+    hello = MAGIC + digest + stranger + x25519_public(X25519PrivateKey.generate()) + os.urandom(32)
     marker = tmp_path / "ran"
     payload = pickle.dumps(_Touch(marker), protocol=2)
     for target in community.nodes:

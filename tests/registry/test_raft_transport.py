@@ -25,8 +25,8 @@ from contracts.identity import Identity, derive_owner_key
 from registry.log import raft_wire
 from registry.log.clock import ClockSettings, settings_digest
 from registry.log.messages import Publish
+from registry.log.raft_auth import HELLO_BYTES, MAGIC, WireLimits, stretch_secret, x25519_public
 from registry.log.raft_node import _RaftNode
-from registry.log.raft_transport import HELLO_BYTES, MAGIC, WireLimits, _x25519_public, stretch_secret
 from registry.log.replicated import RegistryLog
 from registry.log.state import APPENDED, REJECTED
 from tests.helpers import free_ports, now_ms
@@ -138,7 +138,7 @@ def read_frame(sock: socket.socket) -> bytes:
 
 
 def hello(settings: bytes, public: bytes, eph: X25519PrivateKey) -> bytes:
-    return MAGIC + settings + public + _x25519_public(eph) + os.urandom(32)
+    return MAGIC + settings + public + x25519_public(eph) + os.urandom(32)
 
 
 def test_a_frame_announcing_two_gib_is_dropped_before_anything_is_buffered(community: Community) -> None:
