@@ -8,11 +8,16 @@ import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope, Send
 
 from contracts.errors import MessageError, PayloadTooLargeError
+
+if TYPE_CHECKING:  # the base the guard's hooks extend; imported at run time only by `protocol()`
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Protocol
+else:
+    _Protocol = object
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int, what: str = "message") -> bytes:
@@ -115,110 +120,114 @@ class ConnectionGuard:
             self._by_address.pop(key, None)
 
     def protocol(self) -> type[asyncio.Protocol]:
-        """uvicorn's httptools protocol (the node's dependency on POSIX) with the guard built in."""
+        """uvicorn's httptools protocol (the node's dependency on POSIX) with this guard built in."""
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-        guard, limits = self, self.limits
+        return type("GuardedProtocol", (_Guarded, HttpToolsProtocol), {"guard": self})
 
-        class GuardedProtocol(HttpToolsProtocol):
-            _key: str | None = None
-            _timer: asyncio.TimerHandle | None = None
-            _progress = 0
-            _rate_timer: asyncio.TimerHandle | None = None
-            _body_began = _rate_checked = 0.0
-            _body_bytes = 0
 
-            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-                super().connection_made(transport)
-                self._key = client_key(self.client[0] if self.client else None)
-                reason = guard.enter(self._key)
-                if reason is not None:
-                    guard.dropped(reason)
-                    transport.close()
-                    return
-                self._arm(limits.header_timeout_s, "header_timeout")
+class _Guarded(_Protocol):
+    """The guard's hooks on uvicorn's httptools protocol (`ConnectionGuard.protocol` mixes them in)."""
 
-            def connection_lost(self, exc: Exception | None) -> None:
-                self._disarm()
-                self._disarm_rate()
-                if self._key is not None:
-                    guard.leave(self._key)
-                    self._key = None
-                super().connection_lost(exc)
+    guard: ConnectionGuard
+    _key: str | None = None
+    _timer: asyncio.TimerHandle | None = None
+    _progress = 0
+    _rate_timer: asyncio.TimerHandle | None = None
+    _body_began = _rate_checked = 0.0
+    _body_bytes = 0
 
-            def on_message_begin(self) -> None:
-                super().on_message_begin()
-                if self._timer is None:  # the next request on a kept-alive connection
-                    self._arm(limits.header_timeout_s, "header_timeout")
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._key = client_key(self.client[0] if self.client else None)
+        reason = self.guard.enter(self._key)
+        if reason is not None:
+            self.guard.dropped(reason)
+            transport.close()
+            return
+        self._arm(self.guard.limits.header_timeout_s, "header_timeout")
 
-            def on_headers_complete(self) -> None:
-                self._disarm()
-                super().on_headers_complete()
-                self._progress = 0
-                self._arm(limits.body_timeout_s, "body_timeout")
-                self._body_began = self._rate_checked = self.loop.time()
-                self._body_bytes = 0
-                self._arm_rate(limits.body_rate_grace_s)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._disarm_rate()
+        if self._key is not None:
+            self.guard.leave(self._key)
+            self._key = None
+        super().connection_lost(exc)
 
-            def on_body(self, body: bytes) -> None:
-                super().on_body(body)
-                self._body_bytes += len(body)
-                self._progress += len(body)
-                if self._progress >= BODY_PROGRESS_BYTES:
-                    self._progress = 0
-                    self._arm(limits.body_timeout_s, "body_timeout")
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._timer is None:  # the next request on a kept-alive connection
+            self._arm(self.guard.limits.header_timeout_s, "header_timeout")
 
-            def on_message_complete(self) -> None:
-                self._disarm()
-                self._disarm_rate()
-                super().on_message_complete()
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+        self._progress = 0
+        self._arm(self.guard.limits.body_timeout_s, "body_timeout")
+        self._body_began = self._rate_checked = self.loop.time()
+        self._body_bytes = 0
+        self._arm_rate(self.guard.limits.body_rate_grace_s)
 
-            def _arm(self, seconds: float, reason: str) -> None:
-                self._disarm()
-                self._timer = self.loop.call_later(seconds, self._expire, seconds, reason)
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._body_bytes += len(body)
+        self._progress += len(body)
+        if self._progress >= BODY_PROGRESS_BYTES:
+            self._progress = 0
+            self._arm(self.guard.limits.body_timeout_s, "body_timeout")
 
-            def _disarm(self) -> None:
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._disarm_rate()
+        super().on_message_complete()
 
-            def _arm_rate(self, seconds: float) -> None:
-                self._disarm_rate()
-                self._rate_timer = self.loop.call_later(seconds, self._check_rate)
+    def _arm(self, seconds: float, reason: str) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, self._expire, seconds, reason)
 
-            def _disarm_rate(self) -> None:
-                if self._rate_timer is not None:
-                    self._rate_timer.cancel()
-                    self._rate_timer = None
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-            def _check_rate(self) -> None:
-                """Drop a body whose average rate is under the floor; else check again when, with
-                nothing more arriving, it would be."""
-                self._rate_timer = None
-                if self.transport.is_closing():
-                    return
-                now = self.loop.time()
-                if self.flow is not None and self.flow.read_paused:  # the server's time, not the client's
-                    self._body_began += now - self._rate_checked
-                    self._rate_checked = now
-                    self._arm_rate(1.0)
-                    return
-                self._rate_checked = now
-                due = self._body_began + max(limits.body_rate_grace_s, self._body_bytes / limits.min_body_rate)
-                if now < due:
-                    self._arm_rate(due - now)
-                    return
-                guard.dropped("body_too_slow")
-                self.transport.close()
+    def _arm_rate(self, seconds: float) -> None:
+        self._disarm_rate()
+        self._rate_timer = self.loop.call_later(seconds, self._check_rate)
 
-            def _expire(self, seconds: float, reason: str) -> None:
-                self._timer = None
-                if self.transport.is_closing():
-                    return
-                if self.flow is not None and self.flow.read_paused:  # the app is behind, not the client
-                    self._arm(seconds, reason)
-                    return
-                guard.dropped(reason)
-                self.transport.close()
+    def _disarm_rate(self) -> None:
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
 
-        return GuardedProtocol
+    def _check_rate(self) -> None:
+        """Drop a body whose average rate is under the floor; else check again when, with
+        nothing more arriving, it would be."""
+        self._rate_timer = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow is not None and self.flow.read_paused:  # the server's time, not the client's
+            self._body_began += now - self._rate_checked
+            self._rate_checked = now
+            self._arm_rate(1.0)
+            return
+        self._rate_checked = now
+        due = self._body_began + max(
+            self.guard.limits.body_rate_grace_s, self._body_bytes / self.guard.limits.min_body_rate
+        )
+        if now < due:
+            self._arm_rate(due - now)
+            return
+        self.guard.dropped("body_too_slow")
+        self.transport.close()
+
+    def _expire(self, seconds: float, reason: str) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if self.flow is not None and self.flow.read_paused:  # the app is behind, not the client
+            self._arm(seconds, reason)
+            return
+        self.guard.dropped(reason)
+        self.transport.close()
