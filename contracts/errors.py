@@ -90,19 +90,6 @@ class NodeError(WmnodeError):
     http_status = 500
 
 
-def error_class(name: str) -> type[WmnodeError]:
-    """The error class called `name`, as the nearest class of this module it derives from (for
-    clients turning an API error back into the tree: a node's reply names the class, and must not
-    make the client run another module's constructor; `InfoError` comes back a `RejectedError`)."""
-    pending: list[type[WmnodeError]] = [WmnodeError]
-    while pending:
-        cls = pending.pop()
-        if cls.__name__ == name:
-            return next(c for c in cls.__mro__ if c.__module__ == __name__)
-        pending.extend(cls.__subclasses__())
-    return WmnodeError
-
-
 class SchemeError(WmnodeError):
     """An unknown scheme or option, a bad option value, or a suspect the scheme cannot check."""
 
@@ -119,3 +106,17 @@ class DataError(WmnodeError):
     """A data set is unknown, missing, malformed, too big, or asked for with bad options."""
 
     http_status = 400
+
+
+def error_class(name: str) -> type[WmnodeError]:
+    """The error class called `name`, as the nearest class of this module it derives from (for
+    clients turning an API error back into the tree: a node's reply names the class, and must not
+    make the client run another module's constructor: a subclass defined elsewhere, such as the
+    monitor's ForkError, comes back as its nearest class here)."""
+    pending: list[type[WmnodeError]] = [WmnodeError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return next(c for c in cls.__mro__ if c.__module__ == __name__)
+        pending.extend(cls.__subclasses__())
+    return WmnodeError

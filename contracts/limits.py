@@ -7,11 +7,11 @@ store's quotas, caps on uploads in flight, and deadlines and caps on connections
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from contracts.encoding import is_int, is_number
 from contracts.errors import ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -109,15 +109,15 @@ def parse_limits(table: Mapping[str, Any], where: str) -> Limits:
         if name in _RATES:
             changes[name] = _rate(value, f"{where}.{name}")
         elif name in _COUNTS:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_int(value, low=1):
                 raise ConfigError(f"{where}.{name} must be a positive integer, got {value!r}")
             changes[name] = value
         elif name in _SECONDS:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+            if not is_number(value) or not value > 0:
                 raise ConfigError(f"{where}.{name} must be a positive number of seconds, got {value!r}")
             changes[_SECONDS[name]] = float(value)
         elif name in _PERCENTS:
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 50:
+            if not is_int(value, 0, 50):
                 raise ConfigError(f"{where}.{name} must be a whole percentage from 0 to 50, got {value!r}")
             changes[name] = value
         elif name == "exempt_networks":
@@ -135,9 +135,9 @@ def _rate(value: object, where: str) -> Rate:
     if not isinstance(value, Mapping) or set(value) != {"rate", "burst"}:
         raise ConfigError(f"{where} must be an inline table {{ rate = PER_SECOND, burst = N }}, got {value!r}")
     rate, burst = value["rate"], value["burst"]
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
+    if not is_number(rate) or not rate > 0:
         raise ConfigError(f"{where}.rate must be a positive number per second, got {rate!r}")
-    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+    if not is_int(burst, low=1):
         raise ConfigError(f"{where}.burst must be a positive integer, got {burst!r}")
     return Rate(float(rate), burst)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from contracts.datasets import EMBEDDED_DATASETS, PinnedDataset
+from contracts.encoding import is_number
 from contracts.errors import ConfigError, InfoError
 
 
@@ -166,7 +167,7 @@ def parse_policy(table: Mapping[str, Any], where: str) -> VerificationPolicy:
         elif name in _GLOBAL_BOUNDS:
             low, high = _GLOBAL_BOUNDS[name]
             kind = float if name == "max_false_positive" else int
-            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:  # NaN fails
+            if not is_number(value, low, high):
                 raise ConfigError(f"{where}.{name} must be a number in [{low:g}, {high:g}], got {value!r}")
             if kind is int and not isinstance(value, int):
                 raise ConfigError(f"{where}.{name} must be an integer")
@@ -200,7 +201,7 @@ def _raise_floors(floors: Any, table: Mapping[str, Any], where: str) -> Any:
             changes[name] = value
             continue
         if name in ("beta", "r"):  # a community-wide setting, not a floor: any value in range
-            ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+            ok = is_number(value)
             if not ok or not (0.1 <= value <= 1 if name == "beta" else 0 < value < 1):
                 raise ConfigError(f"{where}.{name} must be a number in {'[0.1, 1]' if name == 'beta' else '(0, 1)'}")
             changes[name] = float(value)

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.encoding import canonical, is_hex
+from contracts.encoding import canonical, is_hex, is_int
 from contracts.errors import MessageError, RejectedError, VerificationError
 from contracts.identity import Identity, verify_signature
 
@@ -103,7 +103,7 @@ def open_envelope(env: Any, members: frozenset[str], verify: bool = True) -> Env
     msg, node, stamp, sig = env["msg"], env["node"], env["stamp"], env["sig"]
     if not (msg is None or isinstance(msg, dict)):
         raise MessageError("malformed envelope message")
-    if not (isinstance(stamp, int) and not isinstance(stamp, bool) and 0 <= stamp <= MAX_STAMP):
+    if not is_int(stamp, 0, MAX_STAMP):
         raise MessageError("malformed envelope stamp")
     if not is_hex(node, 32) or not is_hex(sig, 64):
         raise MessageError("malformed envelope signer")

@@ -25,7 +25,7 @@ from functools import cached_property
 from typing import Any, ClassVar, cast
 
 from contracts.bounds import BOUND_RE
-from contracts.encoding import canonical, is_hex, parse_json
+from contracts.encoding import canonical, is_hex, is_int, parse_json
 from contracts.errors import MessageError, VerificationError
 from contracts.identity import Identity, verify_signature
 
@@ -322,7 +322,7 @@ class Vote(Message):
             raise MessageError(f"field 'verdict' must be one of {', '.join(VERDICTS)}")
         for name in ("score", "threshold"):
             value = obj[name]
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+            if not is_int(value, 0, 1000):
                 raise MessageError(f"field {name!r} must be an integer per mille (0-1000)")
         reason = obj["reason"]
         if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS or not reason.isprintable():

@@ -19,6 +19,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from contracts.encoding import is_int
+
 _I64 = struct.Struct(">q")
 _U32 = struct.Struct(">I")
 #: Nesting of a Raft message: dict → entries list → entry → bytes.
@@ -131,7 +133,7 @@ def _decode(buf: memoryview, pos: int, depth: int, budget: list[int]) -> tuple[A
 
 
 def _index(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_INDEX
+    return is_int(value, 0, MAX_INDEX - 1)
 
 
 def _flag(value: Any) -> bool:

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.encoding import MAX_MESSAGE_BYTES, parse_json
+from contracts.encoding import MAX_MESSAGE_BYTES, is_int, parse_json
 from contracts.errors import MessageError, RejectedError, WmnodeError
 from contracts.identity import verify_owner_key
 from contracts.infos import base_arch
@@ -396,7 +396,7 @@ class LogState:
             if fresh.leaves[-1] != leaf:
                 raise MessageError(f"snapshot leaf {i} is not in canonical form")
         fresh.latest, fresh.latest_env = evidence, envelopes
-        counters = [snap[k] if isinstance(snap[k], int) and not isinstance(snap[k], bool) else 0
+        counters = [snap[k] if is_int(snap[k]) else 0
                     for k in ("rejected", "beacons")]  # fmt: skip
         fresh.rejected, fresh.beacons = max(counters[0], self.rejected), max(counters[1], self.beacons)
         return fresh
@@ -425,7 +425,7 @@ class LogState:
 
 def _stamp_record(value: Any, index: int) -> tuple[str, int, str]:
     if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], str) and isinstance(value[2], str)
-            and isinstance(value[1], int) and not isinstance(value[1], bool)):  # fmt: skip
+            and is_int(value[1])):  # fmt: skip
         raise MessageError(f"snapshot stamp {index} is malformed")
     return value[0], value[1], value[2]
 

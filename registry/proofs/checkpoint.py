@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from contracts.encoding import canonical, is_hex
+from contracts.encoding import canonical, is_hex, is_int
 from contracts.errors import MessageError, VerificationError
 from contracts.identity import Identity, verify_signature
 
@@ -50,7 +50,7 @@ class Checkpoint:
         if not isinstance(obj, dict) or set(obj) != {"size", "root", "time", "node", "sig"}:
             raise MessageError("a checkpoint has exactly the fields size, root, time, node, sig")
         for name in ("size", "time"):
-            if isinstance(obj[name], bool) or not isinstance(obj[name], int) or obj[name] < 0:
+            if not is_int(obj[name], low=0):
                 raise MessageError(f"checkpoint field {name!r} must be a non-negative integer")
         for name, nbytes in (("root", 32), ("node", 32), ("sig", 64)):
             if not is_hex(obj[name], nbytes):
