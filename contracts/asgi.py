@@ -7,12 +7,12 @@ import asyncio
 import ipaddress
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope, Send
 
 from contracts.errors import MessageError, PayloadTooLargeError
+from contracts.limits import ConnectionLimits
 
 if TYPE_CHECKING:  # the base the guard's hooks extend; imported at run time only by `protocol()`
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Protocol
@@ -69,17 +69,6 @@ def client_key(host: str | None) -> str:
 
 #: A body must advance by this much (or end) within each `body_timeout_s`.
 BODY_PROGRESS_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    header_timeout_s: float
-    body_timeout_s: float
-    max_connections: int
-    max_per_address: int
-    #: A body must average this many bytes a second, counted from its start, once the grace is over.
-    min_body_rate: int = 16 * 1024
-    body_rate_grace_s: float = 10.0
 
 
 class ConnectionGuard:

@@ -16,7 +16,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 _HEX_RE = re.compile(r"(?:[0-9a-f]{2})+")
 #: I-JSON (RFC 7493 §2.2) and RFC 8785 §3.2.2.3: integers beyond ±(2^53 − 1) are not portable.
-_MAX_INT = 2**53 - 1
+MAX_SAFE_INT = 2**53 - 1
 
 
 def canonical(obj: Any) -> bytes:
@@ -45,7 +45,7 @@ def _check_value(obj: Any) -> bool:
     if kind is str or kind is bool or obj is None:
         return True
     if kind is int:
-        if not -_MAX_INT <= obj <= _MAX_INT:
+        if not -MAX_SAFE_INT <= obj <= MAX_SAFE_INT:
             raise MessageError(f"integer {obj} is outside the I-JSON range ±(2^53 - 1)")
         return True
     if kind is dict:

@@ -1,4 +1,6 @@
-"""A node's `[limits]` table (DESIGN §6): what one client may read, write and hold, typed and checked.
+"""What each part of the node bounds, one class per meaning (DESIGN §6.2).
+
+`ClientLimits` is a node's `[limits]` table: what one client may read, write and hold, typed and checked.
 
 `registry.metering` enforces it: token buckets per client address and signing identity, the artifact
 store's quotas, caps on uploads in flight, and deadlines and caps on connections.
@@ -6,13 +8,14 @@ store's quotas, caps on uploads in flight, and deadlines and caps on connections
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.encoding import is_int, is_number
-from contracts.errors import ConfigError
+from contracts.errors import ConfigError, ZooError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 KIB, MIB, GIB = 2**10, 2**20, 2**30
@@ -27,7 +30,7 @@ class Rate:
 
 
 @dataclass(frozen=True)
-class Limits:
+class ClientLimits:
     """A node's `[limits]`: how fast one client or identity may write and read, and how much the
     store keeps.
 
@@ -102,7 +105,7 @@ _SECONDS = {"pending_grace_seconds": "pending_grace_s", "header_timeout_seconds"
 _PERCENTS = ("store_reserved_percent",)
 
 
-def parse_limits(table: Mapping[str, Any], where: str) -> Limits:
+def parse_limits(table: Mapping[str, Any], where: str) -> ClientLimits:
     """The `[limits]` table of a node config; every error names the field."""
     changes: dict[str, Any] = {}
     for name, value in table.items():
@@ -125,7 +128,7 @@ def parse_limits(table: Mapping[str, Any], where: str) -> Limits:
         else:
             allowed = sorted([*_RATES, *_COUNTS, *_SECONDS, *_PERCENTS, "exempt_networks"])
             raise ConfigError(f"{where}: unknown field {name!r} (allowed: {', '.join(allowed)})")
-    limits = replace(Limits(), **changes)
+    limits = replace(ClientLimits(), **changes)
     if limits.pending_quota_bytes > limits.store_quota_bytes:
         raise ConfigError(f"{where}: pending_quota_bytes is over store_quota_bytes, of which it is a part")
     return limits
@@ -149,3 +152,51 @@ def _networks(value: object, where: str) -> tuple[Network, ...]:
         return tuple(ipaddress.ip_network(v, strict=False) for v in value)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+#: The most parameters a model a stranger names may have (counted on `meta` before allocation).
+MAX_PARAMETERS = 350_000_000
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Deadlines and caps on the node's HTTP connections (`contracts.asgi.ConnectionGuard` enforces them)."""
+
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int
+    max_per_address: int
+    #: A body must average this many bytes a second, counted from its start, once the grace is over.
+    min_body_rate: int = 16 * 1024
+    body_rate_grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class WireLimits:
+    """Bounds on what one peer connection may cost."""
+
+    max_frame_bytes: int = 4 * 2**20
+    max_write_buffer: int = 64 * 2**20
+    handshake_s: float = 3.0
+    idle_s: float = 10.0
+    max_pending: int = 32
+    max_pending_per_ip: int = 4
+    #: New connections a second from addresses that are no member's (each costs a key exchange).
+    stranger_accepts_per_s: float = 64.0
+    #: Bytes read from one socket per poll event, so one busy peer cannot starve the tick.
+    read_budget: int = 1 * 2**20
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """What a node agrees to build from a stranger's card (a community's `[verification]`):
+    architectures matching one of `architectures` (shell patterns: `lenet5`, `timm:resnet*`,
+    `torchvision:*`), at most `max_parameters` parameters, counted on `meta` before allocation."""
+
+    architectures: tuple[str, ...] = ("*",)
+    max_parameters: int = MAX_PARAMETERS
+
+    def check(self, arch: str) -> None:
+        """Refuse an architecture the community does not build (ZooError naming it)."""
+        if not any(fnmatch.fnmatchcase(arch, pattern) for pattern in self.architectures):
+            raise ZooError(f"architecture {arch!r} is not one this community builds ({', '.join(self.architectures)})")

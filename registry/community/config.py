@@ -12,7 +12,7 @@ from typing import Any
 from contracts.datasets import parse_datasets
 from contracts.errors import ConfigError
 from contracts.fetch import FetchPolicy
-from contracts.limits import Limits, parse_limits
+from contracts.limits import ClientLimits, parse_limits
 from contracts.policy import DEFAULT_POLICY, VerificationPolicy, parse_policy
 from contracts.references import ReferenceSpec, parse_references
 from registry.log.clock import ClockSettings
@@ -118,7 +118,7 @@ class NodeConfig:
     #: that every member has the same.
     clock: ClockSettings = field(default_factory=ClockSettings)
     #: Rate limits, store quotas, request deadlines and connection caps (`[limits]`).
-    limits: Limits = field(default_factory=Limits)
+    limits: ClientLimits = field(default_factory=ClientLimits)
 
     @property
     def member_keys(self) -> tuple[str, ...]:

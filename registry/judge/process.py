@@ -39,10 +39,11 @@ import schemes  # noqa: F401 - registers every scheme
 from contracts.bounds import bound_text, false_positive_bound
 from contracts.errors import MessageError, SchemeError, WmnodeError, ZooError
 from contracts.fetch import FetchPolicy
+from contracts.limits import BuildLimits
 from contracts.references import ReferenceSpec
 from schemes.data.community import pin
 from schemes.models.serving import RemotePredictor
-from schemes.models.zoo import BuildLimits, ModelCard, model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
+from schemes.models.zoo import ModelCard, model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
 from schemes.watermarks.base import Verdict, get_scheme
 from schemes.watermarks.controls import control_figures, control_keys, verify_with_controls
 from schemes.watermarks.suspect import PixelCodec, pixel_predict, pixel_view, require_shape

@@ -35,14 +35,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.encoding import canonical, is_hex, is_int
+from contracts.encoding import MAX_SAFE_INT, canonical, is_hex, is_int
 from contracts.errors import MessageError, RejectedError, VerificationError
 from contracts.identity import Identity, verify_signature
 
 STAMP_DOMAIN = b"wmnode/stamp/v1\n"
 _ENVELOPE_KEYS = {"msg", "node", "sig", "stamp"}
 #: Stamps are milliseconds since the epoch, within I-JSON's integer range.
-MAX_STAMP = 2**53 - 1
+MAX_STAMP = MAX_SAFE_INT
 _SETTINGS_DOMAIN = "wmnode/community-settings/v2"
 
 

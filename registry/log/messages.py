@@ -25,12 +25,10 @@ from functools import cached_property
 from typing import Any, ClassVar, cast
 
 from contracts.bounds import BOUND_RE
-from contracts.encoding import canonical, is_hex, is_int, parse_json
+from contracts.encoding import MAX_SAFE_INT, canonical, is_hex, is_int, parse_json
 from contracts.errors import MessageError, VerificationError
 from contracts.identity import Identity, verify_signature
 
-#: Integers must survive every JSON implementation (I-JSON, RFC 7493 §2.2).
-MAX_SAFE_INT = 2**53 - 1
 _SCHEME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 MAX_URI_CHARS = 2048
 MAX_REASON_CHARS = 500

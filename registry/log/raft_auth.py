@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from contracts.identity import Identity
+from contracts.limits import WireLimits
 
 MAGIC = b"wmraft02"
 FRAME_LENGTH = struct.Struct(">I")
@@ -22,22 +23,6 @@ AUTH_DOMAIN = b"wmnode/raft/auth/v2"
 TRANSCRIPT_DOMAIN = b"wmnode/raft/handshake/v2"
 _PSK_DOMAIN = b"wmnode/raft/psk/v2"
 _PBKDF2_ROUNDS = 200_000
-
-
-@dataclass(frozen=True)
-class WireLimits:
-    """Bounds on what one peer connection may cost."""
-
-    max_frame_bytes: int = 4 * 2**20
-    max_write_buffer: int = 64 * 2**20
-    handshake_s: float = 3.0
-    idle_s: float = 10.0
-    max_pending: int = 32
-    max_pending_per_ip: int = 4
-    #: New connections a second from addresses that are no member's (each costs a key exchange).
-    stranger_accepts_per_s: float = 64.0
-    #: Bytes read from one socket per poll event, so one busy peer cannot starve the tick.
-    read_budget: int = 1 * 2**20
 
 
 def stretch_secret(secret: str | None, community: str) -> bytes:

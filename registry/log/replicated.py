@@ -28,6 +28,7 @@ from pysyncobj import FAIL_REASON, SyncObjConf
 
 from contracts.errors import MessageError, RejectedError
 from contracts.identity import Identity
+from contracts.limits import WireLimits
 from registry.log import raft_wire
 from registry.log.clock import (
     CLOCK_NOT_STARTED,
@@ -39,7 +40,7 @@ from registry.log.clock import (
     settings_digest,
 )
 from registry.log.messages import Message, Reference, Vote
-from registry.log.raft_auth import RaftAuth, WireLimits, stretch_secret
+from registry.log.raft_auth import RaftAuth, stretch_secret
 from registry.log.raft_node import DEFAULT_RAFT, RaftSettings, _RaftNode, repair_journal
 from registry.log.raft_transport import SecureTransport
 from registry.log.reader import LogReader

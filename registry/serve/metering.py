@@ -35,10 +35,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from contracts.asgi import ConnectionGuard, ConnectionLimits
+from contracts.asgi import ConnectionGuard
 from contracts.errors import QuotaExceededError, RateLimitedError
 from contracts.fetch import ArtifactStore
-from contracts.limits import Limits
+from contracts.limits import ClientLimits, ConnectionLimits
 from registry.serve.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ _UNITS = {READ: " entries' worth", DOWNLOAD: " bytes"}
 class RateLimiter:
     """Token buckets by (kind, scope, key) in a bounded LRU; a forgotten bucket starts full again."""
 
-    def __init__(self, limits: Limits, metrics: NodeMetrics, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: ClientLimits, metrics: NodeMetrics, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits, self.metrics, self._clock = limits, metrics, clock
         self._buckets: OrderedDict[tuple[str, str, str], list[float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -180,7 +180,7 @@ class StoreMeter:
         self,
         store: ArtifactStore,
         log: LogView,
-        limits: Limits,
+        limits: ClientLimits,
         metrics: NodeMetrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -418,7 +418,9 @@ class Metering:
     """Everything a node meters, built from its `[limits]`: give `store` to the API, start its
     collector with the node, and serve with `uvicorn_options()`."""
 
-    def __init__(self, limits: Limits, store: ArtifactStore, log: LogView, metrics: NodeMetrics | None = None) -> None:
+    def __init__(
+        self, limits: ClientLimits, store: ArtifactStore, log: LogView, metrics: NodeMetrics | None = None
+    ) -> None:
         self.limits = limits
         self.metrics = metrics or NodeMetrics()
         self.rates = RateLimiter(limits, self.metrics)

@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 from torch import nn
 
 from contracts.errors import ZooError
-from schemes.models.hub import MAX_PARAMETERS, create_open
+from contracts.limits import MAX_PARAMETERS
+from schemes.models.hub import create_open
 
 __all__ = ["check_input_shape", "create_model", "is_open", "is_registered", "list_models", "register_model"]
 

@@ -33,13 +33,13 @@ import torch
 from torch import nn
 
 from contracts.errors import ZooError
+from contracts.limits import MAX_PARAMETERS
 from schemes.models._passport_layer import passport_variant
 
 __all__ = [
     "ALLOWED_ARGS",
     "CONFIG_FILE",
     "FORMAT",
-    "MAX_PARAMETERS",
     "VARIANTS",
     "card_fields",
     "check_open",
@@ -53,7 +53,6 @@ CONFIG_FILE = "config.json"
 #: The card format this module writes and reads.
 FORMAT = 1
 #: Default cap on parameters (a ViT-L is ~300 M); communities set their own.
-MAX_PARAMETERS = 350_000_000
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)?")
 _REFUSED = {
     "pretrained": "models are built untrained here; the weights come from model.safetensors",

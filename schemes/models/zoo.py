@@ -12,12 +12,10 @@ the (size-limited) weights file holds.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,9 @@ from torch import nn
 
 from contracts.cards import header_size, parse_header
 from contracts.errors import ZooError
+from contracts.limits import BuildLimits
 
 __all__ = [
-    "BuildLimits",
     "CARD_FILE",
     "CONFIG_FILE",
     "MAX_CARD_BYTES",
@@ -100,22 +98,6 @@ def save_model(model: nn.Module, card: ModelCard, directory: Path) -> tuple[Path
     return weights_path, card_path
 
 
-@dataclass(frozen=True)
-class BuildLimits:
-    """What a node agrees to build from a stranger's card (a community's `[verification]`):
-    architectures matching one of `architectures` (shell patterns: `lenet5`, `timm:resnet*`,
-    `torchvision:*`), at most `max_parameters` parameters, counted on `meta` before allocation."""
-
-    architectures: tuple[str, ...] = ("*",)
-    max_parameters: int = 350_000_000
-
-    def check(self, card: ModelCard) -> None:
-        if not any(fnmatch.fnmatchcase(card.arch, pattern) for pattern in self.architectures):
-            raise ZooError(
-                f"architecture {card.arch!r} is not one this community builds ({', '.join(self.architectures)})"
-            )
-
-
 def _metadata(card: ModelCard) -> dict[str, str]:
     return {"format": "pt", CARD_METADATA_KEY: json.dumps(card.to_json(), sort_keys=True, separators=(",", ":"))}
 
@@ -154,7 +136,7 @@ def card_from_metadata(header: dict[str, Any], what: str) -> ModelCard:
 def _build(card: ModelCard, state: Mapping[str, torch.Tensor], limits: BuildLimits | None = None) -> nn.Module:
     """The carded architecture with `state` loaded, checked on `meta` before any allocation."""
     limits = limits or BuildLimits()
-    limits.check(card)
+    limits.check(card.arch)
     with torch.device("meta"):
         skeleton = card.build(max_parameters=limits.max_parameters)
     check_state(skeleton.state_dict(), state)
@@ -181,7 +163,7 @@ def model_from_bytes(
     if len(data) > max_bytes:
         raise ZooError(f"{what} is {len(data)} bytes, over the limit of {max_bytes}")
     card = card_from_metadata(parse_header(data, what, ZooError), what)
-    (limits or BuildLimits()).check(card)
+    (limits or BuildLimits()).check(card.arch)
     return _build(card, read_weights_bytes(data, what), limits), card
 
 
@@ -208,7 +190,7 @@ def load_model(
         raise ZooError(f"missing model file: {weights_path}")
     if card_path.is_file():
         card = read_card(card_path)
-        (limits or BuildLimits()).check(card)
+        (limits or BuildLimits()).check(card.arch)
         with torch.device("meta"):  # the size cap, before the weights are read (they are allocated)
             card.build(max_parameters=(limits or BuildLimits()).max_parameters)
         return _build(card, read_weights(weights_path, max_bytes), limits), card

@@ -32,7 +32,7 @@ from contracts.asgi import client_key
 from contracts.errors import ConfigError, QuotaExceededError, RateLimitedError
 from contracts.fetch import ArtifactStore, Fetcher, FetchPolicy
 from contracts.identity import Identity, derive_owner_key
-from contracts.limits import Limits, Rate, parse_limits
+from contracts.limits import ClientLimits, Rate, parse_limits
 from registry.client.localnet import write_local_configs
 from registry.community.config import load_config
 from registry.log.messages import Claim
@@ -65,7 +65,7 @@ class Node:
 
 
 @contextmanager
-def serve(tmp_path: Path, limits: Limits, max_artifact_bytes: int = MIB) -> Iterator[Node]:
+def serve(tmp_path: Path, limits: ClientLimits, max_artifact_bytes: int = MIB) -> Iterator[Node]:
     """A one-member community with `limits`, served on a free loopback port until the block ends."""
     port, api_port = free_ports(2)
     identity = Identity.generate()
@@ -133,7 +133,7 @@ def test_a_thousand_unnamed_uploads_stay_within_quota_and_are_collected_while_na
 ) -> None:
     """The store attack: uploads no entry names fill only the pending room, and leave after the grace
     period; what committed entries name (a publish's info, a claim's suspect) is never collected."""
-    limits = Limits(exempt=LOOPBACK, pending_quota_bytes=400 * KIB, store_quota_bytes=2 * MIB,
+    limits = ClientLimits(exempt=LOOPBACK, pending_quota_bytes=400 * KIB, store_quota_bytes=2 * MIB,
                     pending_grace_s=1.5)  # fmt: skip
     with serve(tmp_path, limits) as node, httpx.Client(base_url=node.url, timeout=15) as client:
         # An honest claimant: publish, upload the info and the suspect, claim (it names the suspect).
@@ -180,7 +180,7 @@ def test_a_thousand_unnamed_uploads_stay_within_quota_and_are_collected_while_na
 def test_publishes_are_limited_per_identity_and_nobody_can_spend_another_identitys_tokens(
     tmp_path: Path, make_publish: PublishFactory, owner: Identity
 ) -> None:
-    limits = Limits(publish_per_identity=Rate(0.01, 3), publish_per_address=Rate(100.0, 1000))
+    limits = ClientLimits(publish_per_identity=Rate(0.01, 3), publish_per_address=Rate(100.0, 1000))
     with serve(tmp_path, limits) as node, httpx.Client(base_url=node.url, timeout=15) as client:
         for _ in range(10):  # forged in the victim's name: refused, and the victim's bucket untouched
             forged = dict(make_publish().to_json(), time=now_ms() + 1)
@@ -198,7 +198,7 @@ def test_a_flood_of_publishes_from_fresh_keys_is_limited_per_address(
     tmp_path: Path, make_publish: PublishFactory
 ) -> None:
     """The 4,000-fresh-keys attack: every key is new, so only the address bucket can stop it."""
-    with serve(tmp_path, Limits(publish_per_address=Rate(0.01, 5))) as node:
+    with serve(tmp_path, ClientLimits(publish_per_address=Rate(0.01, 5))) as node:
         with httpx.Client(base_url=node.url, timeout=15) as client:
             codes = [post(client, make_publish(Identity.generate()).canonical_bytes()).status_code for _ in range(5)]
             assert codes == [201] * 5
@@ -210,7 +210,7 @@ def test_claims_and_uploads_are_limited_and_metrics_show_it(
     tmp_path: Path, make_publish: PublishFactory, owner: Identity
 ) -> None:
     """The 20-claims-on-one-publish attack, the upload flood, and what `/metrics` then says."""
-    limits = Limits(claim_per_identity=Rate(0.01, 2), upload_per_address=Rate(0.01, 3))
+    limits = ClientLimits(claim_per_identity=Rate(0.01, 2), upload_per_address=Rate(0.01, 3))
     with serve(tmp_path, limits) as node, httpx.Client(base_url=node.url, timeout=15) as client:
         pub = make_publish()
         index = post(client, pub.canonical_bytes()).json()["index"]
@@ -280,7 +280,7 @@ def _closed_by_server(sock: socket.socket, within: float) -> bool:
 def test_slow_header_connections_are_dropped_by_the_deadline_and_an_honest_request_is_served(
     tmp_path: Path,
 ) -> None:
-    limits = Limits(header_timeout_s=1.5, max_connections=300, max_connections_per_address=300)
+    limits = ClientLimits(header_timeout_s=1.5, max_connections=300, max_connections_per_address=300)
     with serve(tmp_path, limits) as node, ExitStack() as stack:
         started = time.monotonic()
         slow = [
@@ -300,7 +300,7 @@ def test_slow_header_connections_are_dropped_by_the_deadline_and_an_honest_reque
 
 
 def test_connection_caps_and_the_body_deadline(tmp_path: Path) -> None:
-    limits = Limits(max_connections_per_address=5, header_timeout_s=5.0, body_timeout_s=1.0)
+    limits = ClientLimits(max_connections_per_address=5, header_timeout_s=5.0, body_timeout_s=1.0)
     with serve(tmp_path, limits) as node:
         with ExitStack() as stack:
             held = [stack.enter_context(_open(node.api_port)) for _ in range(5)]
@@ -345,7 +345,7 @@ def test_a_trickled_upload_holds_only_what_arrived_two_at_most_per_address_and_i
     256 MiB and sending ~1 KB/s, used to hold their declared size of the store (80 of them the whole
     20 GiB) for as long as they trickled. Now an upload holds what has arrived, one address has two
     arriving at most (named digests too), and a body under 16 KiB/s after the grace is cut off."""
-    limits = Limits(body_rate_grace_s=1.0)
+    limits = ClientLimits(body_rate_grace_s=1.0)
     with serve(tmp_path, limits, max_artifact_bytes=256 * MIB) as node, ExitStack() as stack:
         named = os.urandom(32).hex()
         assert httpx.post(f"{node.url}/v1/entries", content=make_publish(verifier_hash=named).canonical_bytes(),
@@ -379,7 +379,7 @@ def test_reads_pay_for_what_they_return_and_downloads_for_their_bytes_and_exempt
     the entries it returns, here) from its address's bucket and is refused with 429 before any work."""
     for name in ("reads", "downloads", "exempt"):
         (tmp_path / name).mkdir()
-    with serve(tmp_path / "reads", Limits(read_per_address=Rate(0.5, 200))) as node:
+    with serve(tmp_path / "reads", ClientLimits(read_per_address=Rate(0.5, 200))) as node:
         with httpx.Client(base_url=node.url, timeout=15) as client:
             for _ in range(30):
                 assert post(client, make_publish(Identity.generate()).canonical_bytes()).status_code == 201
@@ -393,7 +393,7 @@ def test_reads_pay_for_what_they_return_and_downloads_for_their_bytes_and_exempt
             assert post(client, make_publish(Identity.generate()).canonical_bytes()).status_code == 201  # writes
         assert node.metering.metrics.rate_limited.labels("read", "address")._value.get() == 4
 
-    with serve(tmp_path / "downloads", Limits(download_per_address=Rate(1000.0, 5000))) as node:
+    with serve(tmp_path / "downloads", ClientLimits(download_per_address=Rate(1000.0, 5000))) as node:
         with httpx.Client(base_url=node.url, timeout=15) as client:
             big, small = os.urandom(8000), os.urandom(10)
             assert put(client, big).status_code == 201 and put(client, small).status_code == 201
@@ -402,7 +402,7 @@ def test_reads_pay_for_what_they_return_and_downloads_for_their_bytes_and_exempt
             assert_429(refused, "address")
             assert "too many downloads" in refused.json()["detail"] and int(refused.headers["retry-after"]) >= 3
 
-    limits = Limits(exempt=LOOPBACK, read_per_address=Rate(0.01, 1), download_per_address=Rate(0.01, 1))
+    limits = ClientLimits(exempt=LOOPBACK, read_per_address=Rate(0.01, 1), download_per_address=Rate(0.01, 1))
     with serve(tmp_path / "exempt", limits) as node, httpx.Client(base_url=node.url, timeout=15) as client:
         data = os.urandom(5000)
         assert put(client, data).status_code == 201
@@ -413,7 +413,7 @@ def test_the_verifiers_peer_fetches_and_the_demos_polling_stay_far_under_the_def
     """The example configs (and `wmnode demo`) keep the defaults, loopback not exempt: every node's
     verifier fetches the suspect from a peer, and the demo polls a claim's status 20 times a second
     while every node's status is polled too."""
-    with serve(tmp_path, Limits(), max_artifact_bytes=4 * MIB) as node:
+    with serve(tmp_path, ClientLimits(), max_artifact_bytes=4 * MIB) as node:
         suspect = os.urandom(4 * MIB)
         assert httpx.put(f"{node.url}/v1/artifacts/{sha(suspect)}", content=suspect, timeout=15).status_code == 201
         for name in ("node2", "node3"):  # both other members fetch it from this one, from one address
@@ -430,7 +430,7 @@ def test_the_verifiers_peer_fetches_and_the_demos_polling_stay_far_under_the_def
     store.path(digest).parent.mkdir()
     with store.path(digest).open("wb") as sparse:
         sparse.truncate(256 * MIB)
-    limiter, price = RateLimiter(Limits(), NodeMetrics(), clock), read_cost(log, store, members=3)
+    limiter, price = RateLimiter(ClientLimits(), NodeMetrics(), clock), read_cost(log, store, members=3)
     for tick in range(20 * 600):
         clock.now += 0.05
         for path in ["/v1/claims/7", "/v1/status"] * 3:
@@ -481,7 +481,7 @@ def sha(data: bytes) -> str:
 
 def test_the_store_meter_counts_named_pending_and_per_address_bytes(tmp_path: Path) -> None:
     log, clock = FakeLog(), Clock()
-    limits = Limits(store_quota_bytes=64 * KIB, pending_quota_bytes=32 * KIB, pending_per_address_bytes=16 * KIB,
+    limits = ClientLimits(store_quota_bytes=64 * KIB, pending_quota_bytes=32 * KIB, pending_per_address_bytes=16 * KIB,
                     pending_grace_s=60.0)  # fmt: skip
     store = ArtifactStore(tmp_path / "a", MIB)
     meter = StoreMeter(store, log, limits, NodeMetrics(), clock)
@@ -510,7 +510,7 @@ def test_collection_waits_for_the_grace_period_and_a_caught_up_log_and_spares_na
 ) -> None:
     log, clock = FakeLog(), Clock()
     store = ArtifactStore(tmp_path / "a", MIB)
-    meter = StoreMeter(store, log, Limits(pending_grace_s=60.0), NodeMetrics(), clock)
+    meter = StoreMeter(store, log, ClientLimits(pending_grace_s=60.0), NodeMetrics(), clock)
     junk, suspect, verifier = os.urandom(100), os.urandom(100), os.urandom(100)
     for blob in (junk, suspect, verifier):
         store.put(sha(blob), [blob], "10.0.0.9")
@@ -535,7 +535,7 @@ def test_collection_waits_for_the_grace_period_and_a_caught_up_log_and_spares_na
 def test_a_restarted_meter_counts_what_is_stored_and_gives_pending_artifacts_a_new_grace(tmp_path: Path) -> None:
     log, clock = FakeLog(), Clock()
     store = ArtifactStore(tmp_path / "a", MIB)
-    StoreMeter(store, log, Limits(pending_grace_s=60.0), NodeMetrics(), clock)
+    StoreMeter(store, log, ClientLimits(pending_grace_s=60.0), NodeMetrics(), clock)
     kept, loose = os.urandom(10), os.urandom(10)
     store.put(sha(kept), [kept])
     store.put(sha(loose), [loose])
@@ -545,7 +545,7 @@ def test_a_restarted_meter_counts_what_is_stored_and_gives_pending_artifacts_a_n
     clock.now += 3600
     store = ArtifactStore(tmp_path / "a", MIB)
     assert not (tmp_path / "a" / "ab" / ".upload-crashed").exists() and store.bytes == 20
-    meter = StoreMeter(store, log, Limits(pending_grace_s=60.0), NodeMetrics(), clock)
+    meter = StoreMeter(store, log, ClientLimits(pending_grace_s=60.0), NodeMetrics(), clock)
     assert (meter.used, meter.pending) == (2 * 4096, 4096)
     assert meter.collect() == 0
     clock.now += 61
@@ -555,7 +555,7 @@ def test_a_restarted_meter_counts_what_is_stored_and_gives_pending_artifacts_a_n
 def test_peer_copies_pass_the_same_quota(tmp_path: Path) -> None:
     log, served = FakeLog(), os.urandom(9000)
     store = ArtifactStore(tmp_path / "a", MIB)
-    StoreMeter(store, log, Limits(store_quota_bytes=8 * KIB, pending_quota_bytes=8 * KIB), NodeMetrics())
+    StoreMeter(store, log, ClientLimits(store_quota_bytes=8 * KIB, pending_quota_bytes=8 * KIB), NodeMetrics())
     log.publish_naming(sha(served), sha(b"i"))
 
     def peer(request: httpx.Request) -> httpx.Response:
@@ -576,7 +576,7 @@ def test_peer_copies_pass_the_same_quota(tmp_path: Path) -> None:
 
 
 def test_uploads_in_flight_hold_room(tmp_path: Path) -> None:
-    limits = Limits(pending_quota_bytes=40 * KIB, pending_per_address_bytes=MIB)
+    limits = ClientLimits(pending_quota_bytes=40 * KIB, pending_per_address_bytes=MIB)
     meter = StoreMeter(ArtifactStore(tmp_path / "a", MIB), FakeLog(), limits, NodeMetrics())
     with meter.reserve("aa" * 32, "10.0.0.1") as need:
         need(30 * KIB)
@@ -595,7 +595,7 @@ def test_one_address_cannot_reserve_the_store_and_the_last_part_is_kept_for_peer
     log, named = FakeLog(), "ab" * 32
     log.publish_naming(named, "cd" * 32)
     store = ArtifactStore(tmp_path / "a", 256 * MIB)
-    meter, attacker = StoreMeter(store, log, Limits(), NodeMetrics()), "198.51.100.7"
+    meter, attacker = StoreMeter(store, log, ClientLimits(), NodeMetrics()), "198.51.100.7"
     with ExitStack() as held:
         needs = [held.enter_context(meter.reserve(named, attacker, 256 * MIB)) for _ in range(2)]
         with pytest.raises(RateLimitedError, match="already has 2 uploads arriving"):
@@ -614,7 +614,7 @@ def test_one_address_cannot_reserve_the_store_and_the_last_part_is_kept_for_peer
     assert meter.arriving(attacker) == (0, 0)
 
     # Strangers fill what uploads may use; peer copies still have the reserved end of the quota.
-    limits = Limits(store_quota_bytes=40 * 4096, pending_quota_bytes=4096, store_reserved_percent=10)
+    limits = ClientLimits(store_quota_bytes=40 * 4096, pending_quota_bytes=4096, store_reserved_percent=10)
     log, store = FakeLog(), ArtifactStore(tmp_path / "b", MIB)
     meter = StoreMeter(store, log, limits, NodeMetrics())
     blobs = [os.urandom(4096) for _ in range(41)]
@@ -634,7 +634,7 @@ def test_one_address_cannot_reserve_the_store_and_the_last_part_is_kept_for_peer
 
 def test_the_rate_limiter_refills_says_when_and_forgets_least_recently_used_buckets() -> None:
     clock = Clock()
-    limits = Limits(publish_per_identity=Rate(2.0, 3), tracked_clients=2)
+    limits = ClientLimits(publish_per_identity=Rate(2.0, 3), tracked_clients=2)
     metrics = NodeMetrics()
     limiter = RateLimiter(limits, metrics, clock)
     for _ in range(3):
@@ -649,7 +649,7 @@ def test_the_rate_limiter_refills_says_when_and_forgets_least_recently_used_buck
     assert len(limiter) == 2
     for _ in range(3):
         limiter.take("publish", "identity", "a")
-    slow = RateLimiter(Limits(claim_per_identity=Rate(0.1, 1)), metrics, clock)
+    slow = RateLimiter(ClientLimits(claim_per_identity=Rate(0.1, 1)), metrics, clock)
     slow.take("claim", "identity", "z")
     with pytest.raises(RateLimitedError) as refused:
         slow.take("claim", "identity", "z")
@@ -661,7 +661,7 @@ def test_client_keys_group_an_ipv6_slash_64_and_unmap_ipv4() -> None:
     assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert client_key("::ffff:192.0.2.7") == "192.0.2.7" == client_key("192.0.2.7")
     assert client_key(None) == "-"
-    assert Limits(exempt=LOOPBACK).is_exempt("127.0.0.1") and not Limits().is_exempt("127.0.0.1")
+    assert ClientLimits(exempt=LOOPBACK).is_exempt("127.0.0.1") and not ClientLimits().is_exempt("127.0.0.1")
 
 
 def _config(path: Path, limits: str = "") -> Path:
@@ -681,14 +681,14 @@ def test_the_limits_table_is_parsed_and_checked(tmp_path: Path) -> None:
     ))  # fmt: skip
     limits = load_config(config).limits
     assert limits == replace(
-        Limits(), publish_per_address=Rate(0.5, 4), exempt=(LOOPBACK[0], ipaddress.ip_network("::1")),
+        ClientLimits(), publish_per_address=Rate(0.5, 4), exempt=(LOOPBACK[0], ipaddress.ip_network("::1")),
         store_quota_bytes=1_000_000, pending_quota_bytes=1000, pending_grace_s=90.0, header_timeout_s=2.5,
         max_connections=10, read_per_address=Rate(100.0, 300), download_per_address=Rate(1048576.0, 8388608),
         max_uploads_per_address=1, in_flight_per_address_bytes=5000, min_body_rate_bytes=1024,
         body_rate_grace_s=30.0, store_reserved_percent=0,
     )  # fmt: skip
-    assert limits.upload_quota_bytes == 1_000_000 and Limits().upload_quota_bytes == 19 * 2**30
-    assert load_config(_config(tmp_path / "plain.toml")).limits == Limits()
+    assert limits.upload_quota_bytes == 1_000_000 and ClientLimits().upload_quota_bytes == 19 * 2**30
+    assert load_config(_config(tmp_path / "plain.toml")).limits == ClientLimits()
     with pytest.raises(ConfigError, match=r"node.toml: limits: unknown field 'colour'"):
         load_config(_config(tmp_path / "node.toml", "[limits]\ncolour = 1\n"))
     bad = [

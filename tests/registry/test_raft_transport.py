@@ -22,10 +22,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from contracts.identity import Identity, derive_owner_key
+from contracts.limits import WireLimits
 from registry.log import raft_wire
 from registry.log.clock import ClockSettings, settings_digest
 from registry.log.messages import Publish
-from registry.log.raft_auth import HELLO_BYTES, MAGIC, WireLimits, stretch_secret, x25519_public
+from registry.log.raft_auth import HELLO_BYTES, MAGIC, stretch_secret, x25519_public
 from registry.log.raft_node import _RaftNode
 from registry.log.replicated import RegistryLog
 from registry.log.state import APPENDED, REJECTED

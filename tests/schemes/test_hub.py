@@ -14,10 +14,10 @@ import safetensors.torch
 import torch
 
 from contracts.errors import ZooError
+from contracts.limits import BuildLimits
 from schemes.models._passport_layer import passport_layers, passport_variant
 from schemes.models.hub import parameter_count
 from schemes.models.zoo import (
-    BuildLimits,
     ModelCard,
     create_model,
     load_model,

@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from contracts.errors import WmnodeError, ZooError
+from contracts.limits import BuildLimits
 from schemes.models import zoo
 from schemes.models.zoo import (
     CARD_FILE,
     MAX_CARD_BYTES,
     WEIGHTS_FILE,
-    BuildLimits,
     ModelCard,
     create_model,
     list_models,
