@@ -79,9 +79,15 @@ class NodeProcess:
 
 
 class LocalCommunity:
-    """Start, kill, restart and query the nodes of one community, each in its own process."""
+    """Start, kill, restart and query the nodes of one community, each in its own process.
 
-    def __init__(self, config_paths: list[Path], base_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    `judges=False` starts every node with `--no-judges`: no judge process (none imports torch), for
+    communities that never judge a claim; such nodes vote `error` on every claim."""
+
+    def __init__(
+        self, config_paths: list[Path], base_dir: Path, extra_args: tuple[str, ...] = (), judges: bool = True
+    ) -> None:
+        extra_args = extra_args if judges else (*extra_args, "--no-judges")
         base_dir.mkdir(parents=True, exist_ok=True)
         self.nodes = []
         for path in config_paths:
