@@ -51,8 +51,16 @@ class NodeProcess:
         )
 
     def signal(self, sig: int) -> None:
+        self.send(sig)
+        self.wait()
+
+    def send(self, sig: int) -> None:
+        """Send `sig` if the process runs; `wait` for it to end."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
+
+    def wait(self) -> None:
+        if self.proc is not None:
             self.proc.wait(timeout=15)
         self._close_log()
 
@@ -108,8 +116,11 @@ class LocalCommunity:
             node.start()
 
     def stop(self) -> None:
+        """SIGTERM every node, then wait for each: they shut down side by side, not one after another."""
         for node in self.nodes:
-            node.stop()
+            node.send(signal.SIGTERM)
+        for node in self.nodes:
+            node.wait()
 
     def client(self, i: int) -> NodeClient:
         return NodeClient(self.nodes[i].url)
