@@ -113,7 +113,7 @@ def test_node_restarts_on_an_old_data_dir_and_serves_the_same_tree(tmp_path: Pat
         shutil.copytree(FIXTURES / "nodes" / f"node{i}", tmp_path / f"node{i}")
     entries = _json("entries.json")
     note = open_note((FIXTURES / "checkpoint.note").read_text(), "node1", MEMBERS[0])
-    with LocalCommunity(_old_configs(tmp_path), tmp_path) as community:
+    with LocalCommunity(_old_configs(tmp_path), tmp_path, judges=False) as community:
         community.wait_converged(timeout=60)
         client = community.client(0)
         assert [client.entry(i) for i in range(SIZE)] == entries

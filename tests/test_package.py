@@ -59,11 +59,21 @@ def test_importing_touches_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("tool", [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]])
-def test_lint_and_types(tool: list[str]) -> None:
+def run_tool(tool: list[str]) -> None:
+    """Run a dev tool from this interpreter's environment in the repository root; it must pass."""
     exe = shutil.which(tool[0], path=str(Path(sys.executable).parent))
-    if exe is None:
-        pytest.skip(f"{tool[0]} is not installed (pip install -e '.[dev]')")
+    assert exe is not None, f"{tool[0]} is not installed beside {sys.executable} (pip install -e '.[dev]')"
     result = subprocess.run([exe, *tool[1:]], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("tool", [["ruff", "check", "."], ["ruff", "format", "--check", "."]])
+def test_lint(tool: list[str]) -> None:
+    """About a second each: in the default suite, so a lint slip fails the run that introduced it."""
+    run_tool(tool)
+
+
+@pytest.mark.slow
+def test_types() -> None:
+    """mypy takes a minute or more on 2 cores: `.ci/run` runs it right after the default suite."""
+    run_tool(["mypy"])

@@ -30,12 +30,18 @@ from registry.serve.node import data_dir_for, node_identity, run_node
 )
 @click.option("--dev", is_flag=True, help="Allow a loopback-only node without a community secret.")
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line (time, level, logger, message, fields).")
-def start(config_path: Path, data_dir: Path | None, dev: bool, log_json: bool) -> None:
+@click.option(
+    "--no-judges",
+    is_flag=True,
+    help="Start no judge processes (tests, nodes that only serve the log): every route is served, "
+    "/v1/status reports verifier_ready false, and the node votes error on every claim.",
+)
+def start(config_path: Path, data_dir: Path | None, dev: bool, log_json: bool, no_judges: bool) -> None:
     """Join a community and serve the node's API until interrupted."""
     config = load_config(config_path).with_data_dir(data_dir)
     if log_json:
         use_json_logs(secrets=(config.secret, config.identity_seed))
-    run_node(config, dev=dev, log_json=log_json)
+    run_node(config, dev=dev, log_json=log_json, judges=not no_judges)
 
 
 @click.command("node-key")

@@ -51,8 +51,16 @@ class NodeProcess:
         )
 
     def signal(self, sig: int) -> None:
+        self.send(sig)
+        self.wait()
+
+    def send(self, sig: int) -> None:
+        """Send `sig` if the process runs; `wait` for it to end."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
+
+    def wait(self) -> None:
+        if self.proc is not None:
             self.proc.wait(timeout=15)
         self._close_log()
 
@@ -79,9 +87,15 @@ class NodeProcess:
 
 
 class LocalCommunity:
-    """Start, kill, restart and query the nodes of one community, each in its own process."""
+    """Start, kill, restart and query the nodes of one community, each in its own process.
 
-    def __init__(self, config_paths: list[Path], base_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    `judges=False` starts every node with `--no-judges`: no judge process (none imports torch), for
+    communities that never judge a claim; such nodes vote `error` on every claim."""
+
+    def __init__(
+        self, config_paths: list[Path], base_dir: Path, extra_args: tuple[str, ...] = (), judges: bool = True
+    ) -> None:
+        extra_args = extra_args if judges else (*extra_args, "--no-judges")
         base_dir.mkdir(parents=True, exist_ok=True)
         self.nodes = []
         for path in config_paths:
@@ -102,8 +116,11 @@ class LocalCommunity:
             node.start()
 
     def stop(self) -> None:
+        """SIGTERM every node, then wait for each: they shut down side by side, not one after another."""
         for node in self.nodes:
-            node.stop()
+            node.send(signal.SIGTERM)
+        for node in self.nodes:
+            node.wait()
 
     def client(self, i: int) -> NodeClient:
         return NodeClient(self.nodes[i].url)

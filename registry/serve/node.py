@@ -99,20 +99,22 @@ class _Stopper:
         self.server.should_exit = True
 
 
-def run_node(config: NodeConfig, dev: bool = False, log_json: bool = False) -> None:
+def run_node(config: NodeConfig, dev: bool = False, log_json: bool = False, judges: bool = True) -> None:
     """Start the node and serve until SIGINT/SIGTERM; the log is closed cleanly on the way out.
 
     `log_json`: leave uvicorn's loggers to the root logger's (JSON) handler instead of its own.
+    `judges=False` (`--no-judges`): start no judge process; the node serves every route, reports
+    `verifier_ready: false` and votes `error` on every claim (registry.serve.verifier).
     """
     stopper = _Stopper()
     signal.signal(signal.SIGTERM, stopper)  # uvicorn installs its own while it serves
     try:
-        _run_node(config, dev, stopper, log_json)
+        _run_node(config, dev, stopper, log_json, judges)
     except KeyboardInterrupt:
         logger.info("node %s stopped before it finished starting", config.name)
 
 
-def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper, log_json: bool = False) -> None:
+def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper, log_json: bool = False, judges: bool = True) -> None:
     config.check_secret(dev)
     if config.uses_example_secret:
         logger.warning(
@@ -141,7 +143,7 @@ def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper, log_json: bool =
         store = ArtifactStore(data_dir / "artifacts", config.max_artifact_bytes)
         metering = Metering(config.limits, store, log)  # quotas, collection, rate limits, connection caps
         fetcher = Fetcher(store, [p.api_url for p in config.peers], config.fetch)
-        worker = VerifierWorker(log, identity, fetcher, node_info(config), data_dir, config.references)
+        worker = VerifierWorker(log, identity, fetcher, node_info(config), data_dir, config.references, judges)
         worker.on_judged = metering.metrics.verify_seconds.observe
         metering.metrics.watch(metering.metrics.claim_queue, worker.queue_length)
         try:

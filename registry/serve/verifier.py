@@ -22,6 +22,12 @@ marked on disk (data_dir/judging/INDEX); a node killed mid-judgement finds the m
 votes `error` on that claim instead of judging it again, so it neither loops on a claim that
 kills it nor votes twice (apply refuses a second vote anyway). At first start the node also trains
 and records the reference models its config lists (`[[references]]`), in a judge.
+
+A node started without judges (`wmnode start --no-judges`: tests and nodes that only serve the log)
+starts no judge process (nothing imports torch). It never reports itself ready to judge, and it votes
+`error` on every claim, naming the reason (NO_JUDGES_REASON), so a claim never waits on it: the
+judging members decide it, and where too few judge, it is decided `error` (nothing decided; the
+claimant may claim again).
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ BLACK_BOX = frozenset({"new-label", "function-coupled", "blind"})
 _IDLE_S = 0.5
 #: Training a reference is the community's own work, not a stranger's: it gets a longer clock.
 _BUILD_WALL_S = 900.0
+#: The reason a node started without judges gives in its vote on every claim.
+NO_JUDGES_REASON = "this node was started without judges (wmnode start --no-judges): it judges no claims"
 
 
 @dataclass(frozen=True)
@@ -112,13 +120,15 @@ class VerifierWorker:
         info: NodeInfo,
         data_dir: Path | None = None,
         references: tuple[ReferenceSpec, ...] = (),
+        judges: bool = True,
     ) -> None:
+        """`judges=False`: no judge process; an `error` vote with NO_JUDGES_REASON on every claim."""
         self.log, self.identity, self.fetcher, self.info = log, identity, fetcher, info
         self.policy = info.verification
         self.references = references
         self.work_dir = (data_dir or Path(tempfile.mkdtemp(prefix="wmnode-verifier-"))) / "judging"
         threads = int(os.environ.get("WMNODE_VERIFY_THREADS", "0")) or 1
-        self.judges = [Judge(f"judge-{i}", threads) for i in range(self.policy.judges)]
+        self.judges = [Judge(f"judge-{i}", threads) for i in range(self.policy.judges if judges else 0)]
         self.limits = Limits(
             self.policy.judge_memory_mib * 2**20, self.policy.judge_cpu_seconds, float(self.policy.judge_wall_seconds)
         )
@@ -130,6 +140,7 @@ class VerifierWorker:
         self._unsent: dict[int, Vote] = {}
         self._threads: list[threading.Thread] = []
         #: Set once the judges are up and the log is replayed; then once the references are recorded.
+        #: Without judges `ready` is never set, and `references_done` only when none are configured.
         self.ready = threading.Event()
         self.references_done = threading.Event()
         #: Told the seconds each judgement took (the node's verifier-time histogram).
@@ -165,6 +176,9 @@ class VerifierWorker:
             self._settle_interrupted()
             if self._stop.is_set():
                 return
+            if not self.judges:
+                self._refuse_claims()
+                return
             self.ready.set()
             # The first judge trains the configured references, then serves; the others serve now.
             for i, judge in enumerate(self.judges):
@@ -174,6 +188,16 @@ class VerifierWorker:
             self._watch()
         except Exception:  # noqa: BLE001 - a dead verifier must say so in the node's log
             logger.exception("the verifier stopped")
+
+    def _refuse_claims(self) -> None:
+        """Without judges: never ready; one thread votes `error` (NO_JUDGES_REASON) on every claim."""
+        if not self.references:
+            self.references_done.set()  # none to record: honest; otherwise they stay unrecorded here
+        logger.warning("this node has no judges: it reports verifier_ready false and votes error on every claim")
+        thread = threading.Thread(target=self._serve, args=(None,), name="no-judges", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        self._watch()
 
     def _wait_caught_up(self) -> None:
         """After a restart, replay the log first: the claims this node voted on carry its vote."""
@@ -238,8 +262,9 @@ class VerifierWorker:
                 self._lock.notify_all()
             self.log.state.changed.wait(_IDLE_S)
 
-    def _serve(self, judge: Judge, builds: bool = False) -> None:
-        if builds:
+    def _serve(self, judge: Judge | None, builds: bool = False) -> None:
+        """Judge claims in `judge` until stopped; `judge=None`: vote `error` without judging."""
+        if builds and judge is not None:
             self._build_references(judge)
             self.references_done.set()
         while not self._stop.is_set():
@@ -296,19 +321,30 @@ class VerifierWorker:
         self._in_flight.add(best[1])
         return best[1]
 
-    def _handle(self, index: int, judge: Judge) -> None:
+    def _handle(self, index: int, judge: Judge | None) -> None:
         vote = self._unsent.pop(index, None)
         if vote is None:
-            mark = self.work_dir / f"claim-{index}"
-            mark.write_text(str(now_ms()))
-            try:
-                vote = self._judge(index, judge)
-            finally:
-                mark.unlink(missing_ok=True)
+            vote = self._unjudged(index) if judge is None else self._judge_marked(index, judge)
         if self._submit(vote):
             self._done.add(index)
         else:
             self._unsent[index] = vote  # tried again on the next pass
+
+    def _judge_marked(self, index: int, judge: Judge) -> Vote:
+        """Judge claim `index`, marked on disk meanwhile (a restart votes `error` on a marked claim)."""
+        mark = self.work_dir / f"claim-{index}"
+        mark.write_text(str(now_ms()))
+        try:
+            return self._judge(index, judge)
+        finally:
+            mark.unlink(missing_ok=True)
+
+    def _unjudged(self, index: int) -> Vote:
+        """Without judges: `error`, naming why, so that no claim waits on this node's vote."""
+        claim = Claim.from_json(self.log.entry(index)["msg"])
+        assert isinstance(claim, Claim)
+        logger.info("claim #%d: %s (%s)", index, ERROR, NO_JUDGES_REASON)
+        return self._vote(index, claim, Judgement(ERROR, 0, 0, NO_JUDGES_REASON))
 
     def _judge(self, index: int, judge: Judge) -> Vote:
         claim = Claim.from_json(self.log.entry(index)["msg"])

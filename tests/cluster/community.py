@@ -18,8 +18,10 @@ def write_configs(base: Path, n: int = 3, secret: str | None = SECRET, commit_ti
     return write_local_configs(base, n, secret, community="wmnode.test/cluster", commit_timeout_s=commit_timeout_s)
 
 
-def start_community(base: Path, n: int = 3) -> LocalCommunity:
-    community = LocalCommunity(write_configs(base, n), base / "run")
+def start_community(base: Path, n: int = 3, judges: bool = True) -> LocalCommunity:
+    """`n` nodes up with one agreed leader; `judges=False` for a community that never judges a claim
+    (no judge process: none imports torch, which is most of a node's start-up under contention)."""
+    community = LocalCommunity(write_configs(base, n), base / "run", judges=judges)
     community.start()
     try:
         community.wait_ready(timeout=60)

@@ -38,30 +38,47 @@ def heads(community: LocalCommunity) -> set[tuple[int, str]]:
     return {(s["size"], s["root"]) for s in community.statuses() if s is not None}
 
 
-def test_writes_through_a_follower_reach_every_node(community: LocalCommunity, make_publish: PublishFactory) -> None:
+def size_of(community: LocalCommunity) -> int:
+    """The log's size every node agrees on now: what a test on the shared community counts from."""
+    statuses = community.wait_converged()
+    assert statuses[0] is not None
+    return int(statuses[0]["size"])
+
+
+def test_writes_through_a_follower_reach_every_node(
+    shared_community: LocalCommunity, make_publish: PublishFactory
+) -> None:
+    community = shared_community
+    start = size_of(community)
     follower = follower_of(community)
     with community.client(follower) as client:
         results = [client.submit(make_publish()) for _ in range(5)]
-    assert [r["index"] for r in results] == list(range(5))
+    assert [r["index"] for r in results] == list(range(start, start + 5))
     assert all(r["status"] == "appended" for r in results)
-    community.wait_converged(size=5)
+    community.wait_converged(size=start + 5)
     for i in range(3):
         with community.client(i) as client:
-            assert [client.entry(k)["leaf_hash"] for k in range(5)] == [r["leaf_hash"] for r in results]
+            assert [client.entry(k)["leaf_hash"] for k in range(start, start + 5)] == [r["leaf_hash"] for r in results]
 
 
 def test_the_same_message_through_two_nodes_is_stored_once(
-    community: LocalCommunity, make_publish: PublishFactory
+    shared_community: LocalCommunity, make_publish: PublishFactory
 ) -> None:
+    community = shared_community
+    start = size_of(community)
     msg = make_publish()
     with community.client(0) as a, community.client(1) as b:
         first, second = a.submit(msg), b.submit(msg)
     assert first["status"] == "appended" and second["status"] == "duplicate"
     assert (first["index"], first["leaf_hash"]) == (second["index"], second["leaf_hash"])
-    community.wait_converged(size=1)
+    community.wait_converged(size=start + 1)
 
 
-def test_bad_input_through_a_follower_appends_nothing(community: LocalCommunity, make_publish: PublishFactory) -> None:
+def test_bad_input_through_a_follower_appends_nothing(
+    shared_community: LocalCommunity, make_publish: PublishFactory
+) -> None:
+    community = shared_community
+    start = size_of(community)
     follower = follower_of(community)
     forged = make_publish().to_json() | {"scheme": "passport"}
     with community.client(follower) as client:
@@ -71,7 +88,7 @@ def test_bad_input_through_a_follower_appends_nothing(community: LocalCommunity,
             client.submit(make_publish(time=now_ms() - 10 * 60_000))
         with pytest.raises(MessageError, match="over the limit"):
             client.post_raw(b"[" + b"1," * 40_000 + b"1]")
-    community.wait_converged(size=0)
+    community.wait_converged(size=start)
 
 
 class Writer(threading.Thread):
@@ -221,7 +238,8 @@ class _Exploit:
         return (Path.touch, (self.marker,))
 
 
-def test_a_raft_connection_without_the_secret_gets_nothing(community: LocalCommunity, tmp_path: Path) -> None:
+def test_a_raft_connection_without_the_secret_gets_nothing(shared_community: LocalCommunity, tmp_path: Path) -> None:
+    community = shared_community
     marker = tmp_path / "pwned"
     raft = community.nodes[0].config.raft
     evil = zlib.compress(pickle.dumps(_Exploit(marker)))
@@ -242,28 +260,45 @@ def test_a_raft_connection_without_the_secret_gets_nothing(community: LocalCommu
     assert all(s is not None for s in community.statuses())
 
 
+def _dropped(sock: socket.socket, within: float) -> bool:
+    """Whether the peer closes `sock` within `within` seconds (whatever it sends before)."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
 def test_the_same_bytes_run_nothing_on_a_dev_node_without_a_secret(tmp_path: Path) -> None:
     """pysyncobj unpickled this payload on a node without a secret; the Raft port now decodes no pickle
     at all, so even a dev node answers it by dropping the connection."""
     from tests.cluster.community import write_configs
 
     marker = tmp_path / "pwned"
-    community = LocalCommunity(write_configs(tmp_path, n=1, secret=None), tmp_path / "run", extra_args=("--dev",))
+    community = LocalCommunity(
+        write_configs(tmp_path, n=1, secret=None), tmp_path / "run", extra_args=("--dev",), judges=False
+    )
     with community:
         community.wait_ready(timeout=60)
         raft = community.nodes[0].config.raft
         with socket.create_connection((raft.host, raft.port), timeout=5) as sock:
             sock.sendall(_frame(zlib.compress(pickle.dumps(_Exploit(marker)))))
-            time.sleep(1.0)
+            assert _dropped(sock, within=5), "the dev node kept the connection that sent a pickle"
         assert all(s is not None for s in community.statuses())
     assert not marker.exists()
 
 
 def test_concurrent_writers_never_make_a_follower_drop_acknowledged_entries(
-    community: LocalCommunity, make_publish: PublishFactory
+    shared_community: LocalCommunity, make_publish: PublishFactory
 ) -> None:
     """16 concurrent writers through a follower: all commit, the nodes agree, and no follower ever
     truncates entries it had applied (pysyncobj's leader used to rewind nextIndex on each ack)."""
+    community = shared_community
+    start = size_of(community)
     bodies = [make_publish().canonical_bytes() for _ in range(800)]
     url = community.nodes[follower_of(community)].url
 
@@ -273,8 +308,8 @@ def test_concurrent_writers_never_make_a_follower_drop_acknowledged_entries(
 
     with ThreadPoolExecutor(16) as pool:
         indices = [i for part in pool.map(post_all, [bodies[k::16] for k in range(16)]) for i in part]
-    assert sorted(indices) == list(range(800))
-    community.wait_converged(size=800, timeout=60)
+    assert sorted(indices) == list(range(start, start + 800))
+    community.wait_converged(size=start + 800, timeout=60)
     for node in community.nodes:
         assert "truncating already-applied" not in node.log_path.read_text(), node.config.name
 
@@ -284,7 +319,7 @@ def test_without_a_majority_a_write_times_out_clearly_and_a_retry_is_safe(
 ) -> None:
     from tests.cluster.community import write_configs
 
-    community = LocalCommunity(write_configs(tmp_path, commit_timeout_s=2), tmp_path / "run")
+    community = LocalCommunity(write_configs(tmp_path, commit_timeout_s=2), tmp_path / "run", judges=False)
     with community:
         community.wait_ready(timeout=60)
         survivor = follower_of(community)

@@ -75,8 +75,9 @@ class Flood(threading.Thread):
 
 
 def test_a_frame_flood_on_the_raft_port_neither_stalls_publishes_nor_moves_the_leader(
-    community: LocalCommunity,
+    shared_community: LocalCommunity,
 ) -> None:
+    community = shared_community
     statuses = community.wait_ready(timeout=60)
     leader = community.leader_index()
     term = statuses[leader]["term"]  # type: ignore[index]
@@ -118,7 +119,7 @@ def test_a_frame_flood_on_the_raft_port_neither_stalls_publishes_nor_moves_the_l
 
 def test_a_member_cannot_freeze_the_clock_stamp_or_vote_as_another(tmp_path: Path) -> None:
     paths = write_configs(tmp_path)
-    community = LocalCommunity(paths[:2], tmp_path / "run")  # node1, node2 honest processes
+    community = LocalCommunity(paths[:2], tmp_path / "run", judges=False)  # node1, node2 honest processes
     evil_config = load_config(paths[2])  # node3: the malicious member, on its own real key
     evil_identity = Identity.from_seed(evil_config.identity_seed or "")
     honest = Identity.from_seed(load_config(paths[0]).identity_seed or "")
@@ -167,8 +168,8 @@ def test_a_member_cannot_freeze_the_clock_stamp_or_vote_as_another(tmp_path: Pat
         community.stop()
 
 
-def test_a_node_refuses_a_vote_by_another_member_through_its_api(community: LocalCommunity) -> None:
-    community.wait_ready(timeout=60)
+def test_a_node_refuses_a_vote_by_another_member_through_its_api(shared_community: LocalCommunity) -> None:
+    community = shared_community
     other = Identity.from_seed(community.nodes[1].config.identity_seed or "")
     vote = Vote.create(other, claim=0, claim_hash="00" * 32, verdict="owner", score=990, threshold=700, reason="x")
     with httpx.Client(base_url=community.nodes[0].url, timeout=10) as client:
@@ -188,7 +189,7 @@ class _Touch:
 
 
 def test_the_community_secret_without_a_member_key_is_dropped_and_nothing_is_unpickled(
-    community: LocalCommunity, tmp_path: Path
+    shared_community: LocalCommunity, tmp_path: Path
 ) -> None:
     """The attacker holds the secret and the public config (so the right settings digest), but no
     member key: its hello is refused, and the pickle it sends after it never runs."""
@@ -199,7 +200,7 @@ def test_the_community_secret_without_a_member_key_is_dropped_and_nothing_is_unp
     from registry.log.clock import settings_digest
     from registry.log.raft_auth import MAGIC, x25519_public
 
-    community.wait_ready(timeout=60)
+    community = shared_community
     config = community.nodes[0].config
     digest = settings_digest(config.community, [(m.key or "", str(m.raft)) for m in config.members], config.clock)
     stranger = bytes.fromhex(Identity.generate().public_hex)

@@ -125,6 +125,7 @@ def test_the_example_config_starts_as_it_is_and_warns_about_its_secret(tmp_path:
             str(example_config(1)),
             "--data-dir",
             str(tmp_path / "d"),
+            "--no-judges",  # it claims nothing: no judge processes to import torch meanwhile
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

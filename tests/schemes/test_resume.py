@@ -1,5 +1,8 @@
 """Long embeddings that survive: a checkpoint after every epoch, `--resume` after an interruption
-(schemes/resume.py), down to a SIGKILL of the `wmnode embed` process."""
+(schemes/resume.py), down to a SIGKILL of the `wmnode embed` process.
+
+The default suite interrupts one short embedding and resumes it bit for bit; the SIGKILL of a
+full-budget `wmnode embed`, its resume, fidelity and verification run with `-m slow`."""
 
 from __future__ import annotations
 
@@ -71,6 +74,7 @@ def test_a_checkpoint_of_another_loop_or_a_damaged_one_is_refused(tmp_path: Path
     assert list(epochs("loop", 2, {"model": model})) == [0, 1]  # no checkpoint directory: a plain range
 
 
+@pytest.mark.slow  # a full-budget embedding (8 + 40 epochs) to kill and resume: CI runs it with -m slow
 def test_an_embedding_killed_mid_run_resumes_verifies_and_keeps_its_fidelity(tmp_path: Path) -> None:
     key = tmp_path / "owner.key"
     write_identity(IDENTITY, key)
