@@ -571,7 +571,6 @@ SCHEME = register_scheme(
         name=NAME,
         summary="key samples from an encoder (logo + cover) hidden from a discriminator, answered with key targets",
         paper="Li, Hu, Zhang, Guo: How to Prove Your Model Belongs to You (blind watermark)",
-        black_box=True,
         config=Config,
         embed=embed,
         verify=verify,

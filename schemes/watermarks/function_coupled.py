@@ -552,7 +552,6 @@ SCHEME = register_scheme(
         name=NAME,
         summary="triggers fused from two classes' training images, labelled t; masked training and fine-tuning",
         paper="Wen, Li, Jiang, Xu: function-coupled watermarks",
-        black_box=True,
         config=Config,
         embed=embed,
         verify=verify,

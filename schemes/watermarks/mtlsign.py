@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from contracts.errors import SchemeError, ZooError
+from contracts.errors import InfoError, SchemeError, ZooError
 from mtlsign import verify as algorithm1
 from mtlsign.bound import PAPER_GUESS_ACCURACY_MAX
 from mtlsign.dwm import WatermarkSet, build_dwm
@@ -251,9 +251,9 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
     """Algorithm 1 on a white-box suspect: f_WM = cWM on the suspect's taps, D_WM from the key."""
     model = require_module("mtlsign", suspect)
     try:
-        parsed = WatermarkInfo.from_json(dict(info))
-    except (TypeError, ValueError) as exc:
-        raise SchemeError(f"mtlsign info: {exc}") from exc
+        parsed = WatermarkInfo.from_json(info)
+    except InfoError as exc:
+        raise SchemeError(str(exc)) from exc
     taps = wm_taps(model, parsed.input_shape)
     if taps != parsed.taps:
         # cWM reads the early layers the zoo names (§3.2): a claimant may not point it at others.
@@ -274,7 +274,6 @@ SCHEME = register_scheme(
         name="mtlsign",
         summary="extra binary task read by a head on early layers; QR-code key samples",
         paper="Li, Yang, Wang, Liew: MTLSign",
-        black_box=False,
         config=Config,
         embed=embed,
         verify=verify,

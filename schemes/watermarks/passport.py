@@ -571,7 +571,6 @@ SCHEME = register_scheme(
         name=NAME,
         summary="passport layers: γ, β computed from the weights and a secret passport; fakes paralyse the model",
         paper="Fan, Ng, Chan: digital passport",
-        black_box=False,
         config=Config,
         embed=embed,
         verify=verify,

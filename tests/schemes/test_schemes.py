@@ -76,7 +76,7 @@ class _Options:
     limit: int | None = None
 
 
-_FAKE = Scheme("fake", "a test double", True, _Options, embed=None, verify=None)  # type: ignore[arg-type]
+_FAKE = Scheme("fake", "a test double", _Options, embed=None, verify=None)  # type: ignore[arg-type]
 
 
 def test_make_config_coerces_command_line_strings() -> None:
