@@ -35,12 +35,11 @@ import torch
 from torch import nn
 
 from contracts.errors import SchemeError, ZooError
+from contracts.infos import PassportInfo
 from mtlsign.streams import key_generator, key_integers, key_permutation, key_stream
 
 __all__ = [
     "KINDS",
-    "TYPES",
-    "VERSIONS",
     "PassportLayer",
     "Passports",
     "attached",
@@ -55,8 +54,6 @@ __all__ = [
     "uses",
 ]
 
-VERSIONS = ("V1", "V2", "V3")
-TYPES = ("T1", "T2", "T3")
 KINDS = ("p_gamma", "p_beta")
 #: The scheme name the key streams are drawn under.
 _SCHEME = "passport"
@@ -67,8 +64,8 @@ Passports = tuple[torch.Tensor | None, torch.Tensor | None]
 
 def uses(version: str) -> tuple[bool, bool]:
     """Whether `version` derives (γ, β) from passports (Table 1)."""
-    if version not in VERSIONS:
-        raise ValueError(f"unknown passport version {version!r}; known: {', '.join(VERSIONS)}")
+    if version not in PassportInfo.VERSIONS:
+        raise ValueError(f"unknown passport version {version!r}; known: {', '.join(PassportInfo.VERSIONS)}")
     return version in ("V1", "V3"), version in ("V2", "V3")
 
 
