@@ -259,7 +259,10 @@ class FunctionCoupledInfo(Info):
     def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Self:
         s = cls.SCHEME
         if obj["split_seed"] is None or obj["test_fraction"] is None:
-            raise InfoError("function-coupled info: the triggers must come from a data set every node holds")
+            raise InfoError(
+                "function-coupled info: split_seed and test_fraction must not be null: the triggers must come from "
+                "a data set every node holds"
+            )
         n_train = integer(obj, s, "n_train", 1, 1_000_000)
         info = cls(
             **common, version=one_of(obj, s, "version", (cls.VERSION,)), mode=one_of(obj, s, "mode", cls.MODES),

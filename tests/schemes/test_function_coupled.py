@@ -271,7 +271,7 @@ def test_verify_takes_a_prediction_function(digits: Dataset) -> None:
         ({"std": [0.0]}, r"std must be 1 finite number\(s\), one per channel"),
         ({"dataset": ""}, "dataset must be a data set's name"),
         ({"dataset_sha256": "AB" * 32}, "dataset_sha256 must be 64 lowercase hex digits"),
-        ({"test_fraction": None}, "the triggers must come from a data set every node holds"),
+        ({"test_fraction": None}, "split_seed and test_fraction must not be null: the triggers must come from a"),
         ({"split_seed": -1}, r"split_seed must be an integer in \[0, 4294967295\]"),
         ({"test_fraction": 1.0}, r"test_fraction must be a number in \[1e-09, 1\]"),
         ({"split_seed": 3}, r"the data must be split as the community splits it \(split_seed 0, test_fraction 0.2\)"),
