@@ -275,8 +275,8 @@ def test_verify_takes_a_prediction_function(digits: Dataset) -> None:
         ({"split_seed": -1}, r"split_seed must be an integer in \[0, 4294967295\]"),
         ({"test_fraction": 1.0}, r"test_fraction must be a number in \[1e-09, 1\]"),
         ({"split_seed": 3}, r"the data must be split as the community splits it \(split_seed 0, test_fraction 0.2\)"),
-        ({"split_seed": None, "test_fraction": None}, "the triggers must come from a data set every node holds"),
-        ({"dataset": "mnist", "split_seed": None, "test_fraction": None}, "the triggers must come from"),
+        ({"split_seed": None, "test_fraction": None}, "split_seed and test_fraction must not be null"),
+        ({"dataset": "mnist", "split_seed": None, "test_fraction": None}, "split_seed and test_fraction must not"),
         ({"extra": 1}, r"missing fields \[\], unknown fields \['extra'\]"),
     ],
 )
