@@ -189,6 +189,34 @@ def test_passport_variants_put_a_passport_where_the_plain_model_has_a_conv(arch:
     assert get_scheme("passport").model_arch(arch) == f"{arch}-passport"
 
 
+#: sha256 of the initial state dicts (names and bytes, in order) at seed 0 on 1×28×28 with 10 classes,
+#: and the global generator's next draw, as the hand-written passport twins of the plain networks built
+#: them before the variants were derived from the plain networks.
+PINNED_INITIAL_STATES = {
+    "lenet5": ("42725f671c24a24e7b15b870997086452fc180f53d69f8425623eda8225a15e4", 0.8200827836990356),
+    "alexnet": ("458a45c47cd5a724ef4258a4c4d1e2da2b663614223a364ae335db3f2a4f5926", 0.7728351950645447),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(PINNED_INITIAL_STATES))
+def test_a_passport_variant_is_its_plain_network_with_passport_layers_bit_for_bit(arch: str) -> None:
+    """Built from the plain class (`with_passport_layers`), a variant keeps the twins' state dict and
+    initial weights for a seed, spends the global generator as they did (the plain layers' draws are
+    taken back), and passports every conv and FC layer of the plain network but the classifier."""
+    torch.manual_seed(0)
+    variant = create_model(f"{arch}-passport", num_classes=10, input_shape=SHAPE)
+    after = torch.rand(1).item()
+    digest = hashlib.sha256()
+    for name, value in variant.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.contiguous().numpy().tobytes())
+    assert (digest.hexdigest(), after) == PINNED_INITIAL_STATES[arch]
+    plain = create_model(arch, num_classes=10, input_shape=SHAPE)
+    assert isinstance(variant, type(plain)) and type(variant).plain_arch == arch  # type: ignore[attr-defined]
+    layers = {name for name, m in plain.named_modules() if isinstance(m, nn.Conv2d | nn.Linear) and name != "head"}
+    assert set(passport_layers(variant)) == layers
+
+
 # --------------------------------------------------------------------------------------------
 # Passports from the key
 
