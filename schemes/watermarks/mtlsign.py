@@ -185,16 +185,8 @@ def embed(
     device = next(model.parameters()).device  # CUDA or CPU: whichever the caller put the model on
     generator = torch.Generator().manual_seed(config.seed)
     if clean is None:
-        train_classifier(
-            model,
-            data.x_train,
-            data.y_train,
-            epochs=config.clean_epochs,
-            lr=config.lr,
-            batch_size=config.batch_size,
-            generator=generator,
-            name="mtlsign/clean",
-        )
+        train_classifier(model, data.x_train, data.y_train, epochs=config.clean_epochs, lr=config.lr,
+                         batch_size=config.batch_size, generator=generator, name="mtlsign/clean")  # fmt: skip
     clean_accuracy = accuracy(model if clean is None else clean, data.x_test, data.y_test)
     w0 = _params(model)
     taps = wm_taps(model, data.input_shape)
@@ -205,24 +197,7 @@ def embed(
     head.to(device)
     broadcast_modules(head)  # under torchrun, every rank's cWM starts as rank 0's
     dwm = build_dwm(key, config.n, data.input_shape, data.mean, data.std, device=device)
-    subset = torch.randperm(data.x_train.shape[0], generator=generator)[
-        : max(1, int(config.da_fraction * data.x_train.shape[0]))
-    ]
-    optimiser = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=config.lr)
-    shifts: list[dict[str, torch.Tensor]] = []
-    state = {"model": model, "head": head, "optimiser": optimiser, "generator": generator, "shifts": shifts}
-    for epoch in resumable("mtlsign/embed", config.embed_epochs, state, device):
-        if config.lambda_da and epoch % config.da_every == 0:
-            shifts[:] = _simulated_shifts(model, data, subset, config, generator)
-        totals = _embed_epoch(model, head, info, data, dwm, w0, shifts, optimiser, config, generator)
-        if progress is not None:
-            progress(epoch + 1, config.embed_epochs, f"wm loss {totals['wm']:.2f} da {totals['da']:.2f}")
-    # Batch norms (none in the paper's backbones) kept statistics of weights that moved at every
-    # step; taken again over D_primary with the final weights, a fine-tuned ResNet-18's accuracy came
-    # back from 0.65 to 0.89 (the given model's: 0.91) and its branch still read D_WM at 1.0.
-    recalibrate_norms(model, data.x_train, data.y_train, config.batch_size)
-    model.eval()
-    head.eval()
+    _minimise_l2(model, head, info, data, dwm, w0, config, generator, progress)
     deviation = torch.cat([(p.detach() - w0[k]).abs().flatten() for k, p in model.named_parameters()])
     report = {
         "clean_accuracy": clean_accuracy,
@@ -234,6 +209,39 @@ def embed(
     }
     verifier = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     return Watermarked(model, verifier, info.to_json(), report)
+
+
+def _minimise_l2(
+    model: nn.Module,
+    head: WatermarkHead,
+    info: WatermarkInfo,
+    data: Dataset,
+    dwm: WatermarkSet,
+    w0: dict[str, torch.Tensor],
+    config: Config,
+    generator: torch.Generator,
+    progress: Progress | None,
+) -> None:
+    """Eq. (10) over `embed_epochs`, R_DA's simulated shifts refreshed every `da_every` epochs on
+    D'_primary; the model and cWM end in eval mode."""
+    subset = torch.randperm(data.x_train.shape[0], generator=generator)[
+        : max(1, int(config.da_fraction * data.x_train.shape[0]))
+    ]
+    optimiser = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=config.lr)
+    shifts: list[dict[str, torch.Tensor]] = []
+    state = {"model": model, "head": head, "optimiser": optimiser, "generator": generator, "shifts": shifts}
+    for epoch in resumable("mtlsign/embed", config.embed_epochs, state, next(model.parameters()).device):
+        if config.lambda_da and epoch % config.da_every == 0:
+            shifts[:] = _simulated_shifts(model, data, subset, config, generator)
+        totals = _embed_epoch(model, head, info, data, dwm, w0, shifts, optimiser, config, generator)
+        if progress is not None:
+            progress(epoch + 1, config.embed_epochs, f"wm loss {totals['wm']:.2f} da {totals['da']:.2f}")
+    # Batch norms (none in the paper's backbones) kept statistics of weights that moved at every
+    # step; taken again over D_primary with the final weights, a fine-tuned ResNet-18's accuracy came
+    # back from 0.65 to 0.89 (the given model's: 0.91) and its branch still read D_WM at 1.0.
+    recalibrate_norms(model, data.x_train, data.y_train, config.batch_size)
+    model.eval()
+    head.eval()
 
 
 def load_head(model: nn.Module, verifier: Mapping[str, torch.Tensor], info: WatermarkInfo) -> WatermarkHead:
