@@ -71,7 +71,6 @@ class Info:
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, obj: object) -> Self:
@@ -88,13 +87,12 @@ class Info:
             "input_shape": shape,
             "mean": channels_of(obj, cls.SCHEME, "mean", shape[0], positive=False),
             "std": channels_of(obj, cls.SCHEME, "std", shape[0], positive=True),
-            "extra": obj,
         }
         return cls._parse(obj, common)
 
     @classmethod
     def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Self:
-        """The scheme's own fields; `common` holds the parsed input_shape, mean, std and the raw info."""
+        """The scheme's own fields; `common` holds the parsed input_shape, mean and std."""
         raise NotImplementedError
 
     def _check_classes(self, policy: VerificationPolicy, num_classes: int, dataset: str) -> None:
