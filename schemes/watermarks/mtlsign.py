@@ -185,8 +185,16 @@ def embed(
     device = next(model.parameters()).device  # CUDA or CPU: whichever the caller put the model on
     generator = torch.Generator().manual_seed(config.seed)
     if clean is None:
-        train_classifier(model, data.x_train, data.y_train, epochs=config.clean_epochs, lr=config.lr,
-                         batch_size=config.batch_size, generator=generator, name="mtlsign/clean")  # fmt: skip
+        train_classifier(
+            model,
+            data.x_train,
+            data.y_train,
+            epochs=config.clean_epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            generator=generator,
+            name="mtlsign/clean",
+        )
     clean_accuracy = accuracy(model if clean is None else clean, data.x_test, data.y_test)
     w0 = _params(model)
     taps = wm_taps(model, data.input_shape)
