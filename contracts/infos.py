@@ -1,11 +1,14 @@
 """What a claim's `info` may say, and the community's floors on it (DESIGN §6.1 rule 2, §6.2).
 
-Every scheme's public parameters are parsed once into a typed, frozen `Info`, and checked against
-the community's `VerificationPolicy` before any work: a claimant chooses its watermark before it
-publishes, but never the bar it is judged by (threshold, N, β, query counts), the data its
-verification inputs are drawn from (only data every member holds: `EMBEDDED_DATASETS` or a set
-the community pins), or an extra class Δ that the task already has. Torch-free: the API checks
-a claim's info when the claim arrives, before it commits, and every judge checks it again.
+Each scheme's info has one schema, its typed, frozen `Info` here: every field with its type, size
+and range, the values it may name, and whether the scheme is black-box. The node's API parses a
+claim's info with it when the claim arrives, every judge again, and the scheme's own `verify`
+before it builds anything from it (`schemes.watermarks.base.read_info`), so no rule has a second
+home to drift in. A parsed info is then checked against the community's `VerificationPolicy`
+before any work: a claimant chooses its watermark before it publishes, but never the bar it is
+judged by (threshold, N, β, query counts), the data its verification inputs are drawn from (only
+data every member holds: `EMBEDDED_DATASETS` or a set the community pins), or an extra class Δ
+that the task already has. Torch-free.
 
 The floors here are the built-in minimums; a community config may raise them (`[verification]`),
 never lower them, and a claimant's info can only meet them.
@@ -14,11 +17,23 @@ never lower them, and a claimant's info can only meet them.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
-from contracts.datasets import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION, DATASET_NAME_RE
+from contracts._fields import (
+    channels_of,
+    dataset_of,
+    fail,
+    hex64,
+    integer,
+    number,
+    one_of,
+    passport_shapes,
+    shape_of,
+)
+from contracts.datasets import COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION
 from contracts.errors import InfoError
 from contracts.policy import (
     DEFAULT_POLICY,
@@ -34,52 +49,10 @@ from contracts.policy import (
 #: it asks about (`schemes.function_coupled.survey`); counted against the query cap once a claim.
 FUNCTION_COUPLED_SURVEY_BLENDS, FUNCTION_COUPLED_SURVEY_PAIRS = 80, 90
 FUNCTION_COUPLED_SURVEY_QUERIES = FUNCTION_COUPLED_SURVEY_BLENDS * FUNCTION_COUPLED_SURVEY_PAIRS
-_MAX_DIM = 4096
 
 
 # --------------------------------------------------------------------------------------------
-# Typed infos
-
-
-def _fail(scheme: str, name: str, rule: str, value: object) -> InfoError:
-    return InfoError(f"{scheme} info: {name} must be {rule}, got {str(value)[:80]!r}")
-
-
-def _int(obj: Mapping[str, Any], scheme: str, name: str, low: int, high: int) -> int:
-    value = obj[name]
-    if type(value) is not int or not low <= value <= high:
-        raise _fail(scheme, name, f"an integer in [{low}, {high}]", value)
-    return value
-
-
-def _num(obj: Mapping[str, Any], scheme: str, name: str, low: float, high: float) -> float:
-    value = obj[name]
-    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
-        raise _fail(scheme, name, f"a number in [{low:g}, {high:g}]", value)
-    return float(value)
-
-
-def _shape(obj: Mapping[str, Any], scheme: str) -> tuple[int, int, int]:
-    value = obj["input_shape"]
-    if not (isinstance(value, list) and len(value) == 3 and all(type(v) is int and 1 <= v <= _MAX_DIM for v in value)):
-        raise _fail(scheme, "input_shape", f"three integers in [1, {_MAX_DIM}]", value)
-    return (value[0], value[1], value[2])
-
-
-def _channels(obj: Mapping[str, Any], scheme: str, name: str, channels: int, low: float) -> tuple[float, ...]:
-    value = obj[name]
-    ok = isinstance(value, list) and len(value) == channels
-    ok = ok and all(type(v) in (int, float) and math.isfinite(v) and low < v < 1e6 for v in value)
-    if not ok:
-        raise _fail(scheme, name, f"{channels} finite number(s), one per channel", value)
-    return tuple(float(v) for v in value)
-
-
-def _dataset(obj: Mapping[str, Any], scheme: str) -> str:
-    name = obj["dataset"]
-    if not isinstance(name, str) or not DATASET_NAME_RE.fullmatch(name):
-        raise _fail(scheme, "dataset", "a data set's name", name)
-    return name
+# The infos
 
 
 @dataclass(frozen=True)
@@ -88,6 +61,9 @@ class Info:
 
     SCHEME: ClassVar[str] = ""
     FIELDS: ClassVar[frozenset[str]] = frozenset()
+    #: Whether verification reads only the suspect's labels, so a prediction API may stand in for
+    #: the model; white-box schemes need its weights.
+    BLACK_BOX: ClassVar[bool] = False
     #: The tensors the verifier artifact may hold (None: whatever the scheme's own parser takes);
     #: empty where every input comes from the key, so shipped inputs are refused on arrival.
     VERIFIER: ClassVar[frozenset[str] | None] = None
@@ -95,10 +71,10 @@ class Info:
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, obj: object) -> Info:
+    def from_json(cls, obj: object) -> Self:
+        """The info `obj` (a parsed JSON object) checked field by field; InfoError names the first bad one."""
         if not isinstance(obj, Mapping):
             raise InfoError("info must be a JSON object")
         missing, unknown = sorted(cls.FIELDS - set(obj)), sorted(set(obj) - cls.FIELDS)
@@ -106,18 +82,17 @@ class Info:
             raise InfoError(f"{cls.SCHEME} info: missing fields {missing}, unknown fields {unknown}")
         if obj["scheme"] != cls.SCHEME:
             raise InfoError(f"info describes a {str(obj['scheme'])[:40]!r} watermark, not {cls.SCHEME!r}")
-        shape = _shape(obj, cls.SCHEME)
+        shape = shape_of(obj, cls.SCHEME)
         common = {
             "input_shape": shape,
-            "mean": _channels(obj, cls.SCHEME, "mean", shape[0], -1e6),
-            "std": _channels(obj, cls.SCHEME, "std", shape[0], 0.0),
-            "extra": obj,
+            "mean": channels_of(obj, cls.SCHEME, "mean", shape[0], positive=False),
+            "std": channels_of(obj, cls.SCHEME, "std", shape[0], positive=True),
         }
         return cls._parse(obj, common)
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
-        """The scheme's own fields; `common` holds the parsed input_shape, mean, std and the raw info."""
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Self:
+        """The scheme's own fields; `common` holds the parsed input_shape, mean and std."""
         raise NotImplementedError
 
     def _check_classes(self, policy: VerificationPolicy, num_classes: int, dataset: str) -> None:
@@ -176,15 +151,16 @@ class MtlsignInfo(Info):
     hidden: int = 0
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Self:
         s = cls.SCHEME
         taps = obj["taps"]
         if not (isinstance(taps, list) and 1 <= len(taps) <= 64 and all(isinstance(t, str) and 0 < len(t) <= 200
                                                                        for t in taps)):  # fmt: skip
-            raise _fail(s, "taps", "a list of module paths", taps)
+            raise fail(s, "taps", "a list of module paths", taps)
+        # Algorithm 1 passes at ≥ γ·N right answers of N label bits: at γ = 0.5 a coin passes.
         return cls(
-            **common, n=_int(obj, s, "n", 2, 100_000), gamma=_num(obj, s, "gamma", 0.5, 1.0), taps=tuple(taps),
-            pool=_int(obj, s, "pool", 1, 64), hidden=_int(obj, s, "hidden", 1, 4096),
+            **common, n=integer(obj, s, "n", 2, 100_000), gamma=number(obj, s, "gamma", 0.5, 1.0, open_low=True),
+            taps=tuple(taps), pool=integer(obj, s, "pool", 1, 64), hidden=integer(obj, s, "hidden", 1, 4096),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
@@ -205,6 +181,7 @@ class MtlsignInfo(Info):
 @dataclass(frozen=True)
 class NewLabelInfo(Info):
     SCHEME: ClassVar[str] = "new-label"
+    BLACK_BOX: ClassVar[bool] = True
     VERIFIER: ClassVar[frozenset[str] | None] = frozenset()
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"scheme", "dataset", "delta", "beta", "n", "threshold", "input_shape", "mean", "std"}
@@ -217,12 +194,12 @@ class NewLabelInfo(Info):
     threshold: float = 0.0
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Self:
         s = cls.SCHEME
         return cls(
-            **common, dataset=_dataset(obj, s), delta=_int(obj, s, "delta", 1, 100_000),
-            beta=_num(obj, s, "beta", 1e-9, 1.0), n=_int(obj, s, "n", 1, 100_000),
-            threshold=_num(obj, s, "threshold", 1e-9, 1.0),
+            **common, dataset=dataset_of(obj, s), delta=integer(obj, s, "delta", 1, 100_000),
+            beta=number(obj, s, "beta", 1e-9, 1.0), n=integer(obj, s, "n", 1, 100_000),
+            threshold=number(obj, s, "threshold", 1e-9, 1.0),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
@@ -250,38 +227,66 @@ class NewLabelInfo(Info):
 @dataclass(frozen=True)
 class FunctionCoupledInfo(Info):
     SCHEME: ClassVar[str] = "function-coupled"
+    BLACK_BOX: ClassVar[bool] = True
     VERIFIER: ClassVar[frozenset[str] | None] = frozenset()
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"scheme", "version", "mode", "r", "n_train", "n_verify", "threshold", "candidate", "num_classes",
          "input_shape", "mean", "std", "dataset", "split_seed", "test_fraction", "dataset_sha256"}
     )  # fmt: skip
+    #: Version 2: PARTS triples per key (schemes.watermarks.function_coupled's docstring).
+    VERSION: ClassVar[int] = 2
+    #: Eq. 3b (invisible) and Eq. 2b (direct) fusion.
+    MODES: ClassVar[tuple[str, ...]] = ("invisible", "direct")
+    #: Candidate sets of triples a key may use (embed's screening); a vote's bound counts each.
+    CANDIDATES: ClassVar[int] = 4
 
-    dataset: str = ""
+    version: int = 0
+    mode: str = ""
+    r: float = 0.0
+    n_train: int = 0
     n_verify: int = 0
     threshold: float = 0.0
+    candidate: int = 0
     num_classes: int = 0
+    dataset: str = ""
     split_seed: int = 0
     test_fraction: float = 0.0
+    dataset_sha256: str = ""
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Self:
         s = cls.SCHEME
         if obj["split_seed"] is None or obj["test_fraction"] is None:
-            raise InfoError("function-coupled info: the triggers must come from a data set every node holds")
-        return cls(
-            **common, dataset=_dataset(obj, s), n_verify=_int(obj, s, "n_verify", 1, 100_000),
-            threshold=_num(obj, s, "threshold", 1e-9, 1.0), num_classes=_int(obj, s, "num_classes", 4, 100_000),
-            split_seed=_int(obj, s, "split_seed", 0, 2**32 - 1),
-            test_fraction=_num(obj, s, "test_fraction", 1e-9, 1 - 1e-9),
+            raise InfoError(
+                "function-coupled info: split_seed and test_fraction must not be null: the triggers must come from "
+                "a data set every node holds"
+            )
+        n_train = integer(obj, s, "n_train", 1, 1_000_000)
+        info = cls(
+            **common, version=one_of(obj, s, "version", (cls.VERSION,)), mode=one_of(obj, s, "mode", cls.MODES),
+            r=number(obj, s, "r", 0.0, 1.0), n_train=n_train,
+            n_verify=integer(obj, s, "n_verify", 1, min(n_train, 100_000)),
+            threshold=number(obj, s, "threshold", 1e-9, 1.0),
+            candidate=integer(obj, s, "candidate", 0, cls.CANDIDATES - 1),
+            num_classes=integer(obj, s, "num_classes", 4, 100_000), dataset=dataset_of(obj, s),
+            split_seed=integer(obj, s, "split_seed", 0, 2**32 - 1),
+            test_fraction=number(obj, s, "test_fraction", 1e-9, 1 - 1e-9),
+            dataset_sha256=hex64(obj, s, "dataset_sha256"),
         )  # fmt: skip
+        if (info.split_seed, info.test_fraction) != (COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION):
+            raise InfoError(
+                f"{s} info: the data must be split as the community splits it (split_seed "
+                f"{COMMUNITY_SPLIT_SEED}, test_fraction {COMMUNITY_TEST_FRACTION}), got {info.split_seed} and "
+                f"{info.test_fraction}"
+            )
+        return info
 
     def check(self, policy: VerificationPolicy) -> None:
         f: FunctionCoupledFloors = policy.function_coupled
-        _community_split(self.SCHEME, self.split_seed, self.test_fraction)
         self._check_classes(policy, self.num_classes, self.dataset)
-        if self.extra.get("mode") != f.mode:
+        if self.mode != f.mode:
             raise InfoError(f"function-coupled info: mode must be the community's {f.mode!r}")
-        _exactly(self.SCHEME, "r", float(self.extra.get("r", -1)), f.r)
+        _exactly(self.SCHEME, "r", self.r, f.r)
         self._floor("n_verify", self.n_verify, f.min_n_verify)
         self._floor("threshold", self.threshold, f.min_threshold)
         self._check_work(policy, self.n_verify, FUNCTION_COUPLED_SURVEY_QUERIES)
@@ -296,36 +301,54 @@ def _exactly(scheme: str, name: str, value: float, wanted: float) -> None:
         raise InfoError(f"{scheme} info: {name} must be the community's {wanted:g}, got {value:g}")
 
 
-def _community_split(scheme: str, seed: int, fraction: float) -> None:
-    if (seed, fraction) != (COMMUNITY_SPLIT_SEED, COMMUNITY_TEST_FRACTION):
-        raise InfoError(
-            f"{scheme} info: the data must be split as the community splits it (split_seed "
-            f"{COMMUNITY_SPLIT_SEED}, test_fraction {COMMUNITY_TEST_FRACTION}), got {seed} and {fraction}"
-        )
-
-
 @dataclass(frozen=True)
 class BlindInfo(Info):
     SCHEME: ClassVar[str] = "blind"
+    BLACK_BOX: ClassVar[bool] = True
     VERIFIER: ClassVar[frozenset[str] | None] = frozenset({"key_samples", "logo"})
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"scheme", "dataset", "n", "threshold", "num_classes", "input_shape", "mean", "std", "alpha", "beta",
          "gamma", "delta", "epochs", "logo_sha256", "logo_source", "encoder", "discriminator", "min_ssim"}
     )  # fmt: skip
+    #: Where the logo came from: a file, a text, or text drawn from the key.
+    LOGO_SOURCES: ClassVar[tuple[str, ...]] = ("file", "key", "text")
+    #: The encoder, by its width (schemes.data._imaging.Encoder), and the discriminator (the authors' MLP).
+    ENCODER: ClassVar[re.Pattern[str]] = re.compile(r"residual-cnn-([1-9][0-9]{0,3})")
+    DISCRIMINATOR: ClassVar[str] = "mlp-64-32"
+    #: The most key samples a verifier artifact ships (float32 images, each checked against its cover).
+    MAX_N: ClassVar[int] = 10_000
 
     dataset: str = ""
     n: int = 0
     threshold: float = 0.0
     num_classes: int = 0
     min_ssim: float = 0.0
+    alpha: float = 0.0
+    beta: float = 0.0
+    gamma: float = 0.0
+    delta: float = 0.0
+    epochs: int = 0
+    logo_sha256: str = ""
+    logo_source: str = ""
+    encoder: str = ""
+    discriminator: str = ""
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Self:
         s = cls.SCHEME
+        encoder = obj["encoder"]
+        if not isinstance(encoder, str) or not cls.ENCODER.fullmatch(encoder):
+            raise fail(s, "encoder", "residual-cnn-<channels> (1-9999 channels)", encoder)
+        # Eq. 4 passes at acc_g > T_acc: a threshold of 1 could never pass.
         return cls(
-            **common, dataset=_dataset(obj, s), n=_int(obj, s, "n", 1, 100_000),
-            threshold=_num(obj, s, "threshold", 1e-9, 1.0), num_classes=_int(obj, s, "num_classes", 2, 100_000),
-            min_ssim=_num(obj, s, "min_ssim", 0.0, 1.0),
+            **common, dataset=dataset_of(obj, s), n=integer(obj, s, "n", 1, cls.MAX_N),
+            threshold=number(obj, s, "threshold", 1e-9, 1.0, open_high=True),
+            num_classes=integer(obj, s, "num_classes", 2, 100_000), min_ssim=number(obj, s, "min_ssim", 0.0, 1.0),
+            alpha=number(obj, s, "alpha", 0.0, 1e6), beta=number(obj, s, "beta", 0.0, 1e6),
+            gamma=number(obj, s, "gamma", 0.0, 1e6), delta=number(obj, s, "delta", 0.0, 1e6),
+            epochs=integer(obj, s, "epochs", 1, 10**6), logo_sha256=hex64(obj, s, "logo_sha256"),
+            logo_source=one_of(obj, s, "logo_source", cls.LOGO_SOURCES), encoder=encoder,
+            discriminator=one_of(obj, s, "discriminator", (cls.DISCRIMINATOR,)),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
@@ -349,22 +372,31 @@ class PassportInfo(Info):
         {"scheme", "version", "passport_type", "layers", "delta", "noise_sigmas", "noise_floor", "noise_draws",
          "dataset", "n_eval", "input_shape", "mean", "std", "num_classes"}
     )  # fmt: skip
+    #: Table 1's passport functions and §2.4's passport types.
+    VERSIONS: ClassVar[tuple[str, ...]] = ("V1", "V2", "V3")
+    TYPES: ClassVar[tuple[str, ...]] = ("T1", "T2", "T3")
 
-    dataset: str = ""
+    version: str = ""
     passport_type: str = ""
-    n_eval: int = 0
+    layers: Mapping[str, tuple[int, ...]] = field(default_factory=dict, hash=False)
+    delta: float = 0.0
+    noise_sigmas: float = 0.0
+    noise_floor: float = 0.0
     noise_draws: int = 0
+    dataset: str = ""
+    n_eval: int = 0
     num_classes: int = 0
 
     @classmethod
-    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Info:
+    def _parse(cls, obj: Mapping[str, Any], common: dict[str, Any]) -> Self:
         s = cls.SCHEME
-        kind = obj["passport_type"]
-        if kind not in ("T1", "T2", "T3"):
-            raise _fail(s, "passport_type", "T1, T2 or T3", kind)
         return cls(
-            **common, dataset=_dataset(obj, s), passport_type=kind, n_eval=_int(obj, s, "n_eval", 1, 100_000),
-            noise_draws=_int(obj, s, "noise_draws", 1, 100), num_classes=_int(obj, s, "num_classes", 2, 100_000),
+            **common, version=one_of(obj, s, "version", cls.VERSIONS),
+            passport_type=one_of(obj, s, "passport_type", cls.TYPES), layers=passport_shapes(obj, s),
+            delta=number(obj, s, "delta", 0.0, 1.0), noise_sigmas=number(obj, s, "noise_sigmas", 0.0, 100.0),
+            noise_floor=number(obj, s, "noise_floor", 0.0, 1.0), noise_draws=integer(obj, s, "noise_draws", 1, 100),
+            dataset=dataset_of(obj, s), n_eval=integer(obj, s, "n_eval", 1, 100_000),
+            num_classes=integer(obj, s, "num_classes", 2, 100_000),
         )  # fmt: skip
 
     def check(self, policy: VerificationPolicy) -> None:
@@ -396,6 +428,13 @@ def parse_info(scheme: str, obj: object, policy: VerificationPolicy = DEFAULT_PO
     info = kind.from_json(obj)
     info.check(policy)
     return info
+
+
+def is_black_box(scheme: str) -> bool:
+    """Whether `scheme` is judged on the suspect's labels alone, so a prediction API may stand in for
+    the model (`Info.BLACK_BOX`); False for a scheme this community does not judge."""
+    kind = INFO_TYPES.get(scheme)
+    return kind is not None and kind.BLACK_BOX
 
 
 def check_verifier(info: Info, names: set[str]) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+from contracts.encoding import is_int
+
 PAPER_N = 600
 PAPER_GAMMA = 0.7
 PAPER_LAMBDA = 0.34
@@ -27,7 +29,7 @@ PAPER_PRINTED_BOUND = 2.69e-8
 
 
 def _check_n(n: int, least: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int):
+    if not is_int(n):
         raise TypeError(f"N must be an int, got {type(n).__name__}")
     if n < least:
         raise ValueError(f"N must be ≥ {least}, got {n}")

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from contracts.infos import MtlsignInfo
 from mtlsign.dwm import WatermarkSet, build_dwm
 from mtlsign.head import WatermarkHead, tap_features
 
@@ -17,7 +18,8 @@ DEFAULT_GAMMA = 0.7
 
 @dataclass(frozen=True)
 class WatermarkInfo:
-    """What a verifier needs besides the key and cWM's weights (published as `info`)."""
+    """What a verifier needs besides the key and cWM's weights (published as `info`); its schema is
+    `contracts.infos.MtlsignInfo`, the one the node checks a claim's info with."""
 
     n: int
     gamma: float
@@ -34,22 +36,11 @@ class WatermarkInfo:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> WatermarkInfo:
-        expected = {f for f in cls.__dataclass_fields__}
-        if not isinstance(obj, dict) or set(obj) != expected:
-            raise ValueError(f"info must have exactly the fields {sorted(expected)}")
-        info = cls(
-            **{
-                **obj,
-                "taps": tuple(obj["taps"]),
-                "input_shape": tuple(obj["input_shape"]),
-                "mean": tuple(obj["mean"]),
-                "std": tuple(obj["std"]),
-            }
-        )
-        if info.scheme != "mtlsign" or not 2 <= info.n <= 100_000 or not 0.5 < info.gamma <= 1:
-            raise ValueError("info: scheme must be 'mtlsign', 2 ≤ n ≤ 100000 and 0.5 < gamma ≤ 1")
-        return info
+    def from_json(cls, obj: object) -> WatermarkInfo:
+        """`obj` through MTLSign's one schema (`MtlsignInfo`: fields, types, 2 ≤ n ≤ 100000,
+        0.5 < γ ≤ 1, ...); InfoError names the first bad field."""
+        typed = MtlsignInfo.from_json(obj)
+        return cls(typed.n, typed.gamma, typed.taps, typed.pool, typed.hidden, typed.input_shape, typed.mean, typed.std)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from contracts.encoding import is_int
+
 
 def load_plain(stream: IO[bytes]) -> object:
     """Unpickle `stream`, allowing only plain values and numpy integer arrays (Python 2 strings
@@ -134,7 +136,7 @@ def _array_from(raw: object, dtype: object, shape: object, *, fortran: bool) -> 
 
 
 def _is_size(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return is_int(value, 0)
 
 
 _ALLOWED_GLOBALS: dict[tuple[str, str], object] = {

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from typing_extensions import TypeVar  # a default for a type variable (PEP 696) before Python 3.13
 
+from contracts.encoding import is_int
 from contracts.errors import DataError
 
 __all__ = ["Dataset", "Images", "ImagesT", "LazyImages"]
@@ -63,7 +64,7 @@ _Stats: TypeAlias = tuple[tuple[float, ...], tuple[float, ...]]
 
 def _check_shape(shape: object) -> tuple[int, int, int]:
     dims = tuple(shape) if isinstance(shape, tuple | list) else ()
-    if len(dims) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+    if len(dims) != 3 or not all(is_int(d, 1) for d in dims):
         raise DataError(f"input_shape must be three positive integers (C, H, W), got {shape!r}")
     if dims[0] not in (1, 3):
         raise DataError(f"input_shape must have 1 or 3 channels, got {dims[0]}")

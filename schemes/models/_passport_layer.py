@@ -35,12 +35,11 @@ import torch
 from torch import nn
 
 from contracts.errors import SchemeError, ZooError
+from contracts.infos import PassportInfo
 from mtlsign.streams import key_generator, key_integers, key_permutation, key_stream
 
 __all__ = [
     "KINDS",
-    "TYPES",
-    "VERSIONS",
     "PassportLayer",
     "Passports",
     "attached",
@@ -53,10 +52,9 @@ __all__ = [
     "passport_variant",
     "t1_passports",
     "uses",
+    "with_passport_layers",
 ]
 
-VERSIONS = ("V1", "V2", "V3")
-TYPES = ("T1", "T2", "T3")
 KINDS = ("p_gamma", "p_beta")
 #: The scheme name the key streams are drawn under.
 _SCHEME = "passport"
@@ -67,8 +65,8 @@ Passports = tuple[torch.Tensor | None, torch.Tensor | None]
 
 def uses(version: str) -> tuple[bool, bool]:
     """Whether `version` derives (γ, β) from passports (Table 1)."""
-    if version not in VERSIONS:
-        raise ValueError(f"unknown passport version {version!r}; known: {', '.join(VERSIONS)}")
+    if version not in PassportInfo.VERSIONS:
+        raise ValueError(f"unknown passport version {version!r}; known: {', '.join(PassportInfo.VERSIONS)}")
     return version in ("V1", "V3"), version in ("V2", "V3")
 
 
@@ -333,13 +331,45 @@ def _conv_norm_pairs(model: nn.Module) -> tuple[list[tuple[nn.Module, str, str]]
     return pairs, orphans
 
 
+def _bias_free(layer: nn.Conv2d | nn.Linear) -> nn.Conv2d | nn.Linear:
+    """A freshly initialised layer of `layer`'s shape without a bias (β takes its place, Eq. 3)."""
+    if isinstance(layer, nn.Linear):
+        return nn.Linear(layer.in_features, layer.out_features, bias=False)
+    return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,  # type: ignore[arg-type]
+                     padding=layer.padding, dilation=layer.dilation, groups=layer.groups, bias=False,  # type: ignore[arg-type]
+                     padding_mode=layer.padding_mode)  # fmt: skip
+
+
+def with_passport_layers(model: nn.Module, classifier: str) -> nn.Module:
+    """A zoo network as its passport variant (§2.3, Fig. 2: a passport layer after each conv or FC
+    layer): every Conv2d or Linear but the `classifier` becomes a new passport layer at its path, and
+    the batch norm after a conv gives way to the passport layer's own. The new layers, and the
+    classifier, are initialised in definition order as a network written with passport layers would
+    be, so a seed builds the same weights; the plain layers' initial weights are dropped (build the
+    plain network under `torch.random.fork_rng` so they spend nothing)."""
+    pairs, orphans = _conv_norm_pairs(model)
+    if orphans:
+        raise ZooError(f"{type(model).__name__}: the batch norm(s) {', '.join(orphans[:3])} follow no convolution")
+    norm_after = {id(getattr(parent, conv)): norm for parent, conv, norm in pairs}
+    modules = dict(model.named_modules())
+    for path, module in modules.items():
+        if path == classifier or path.startswith(f"{classifier}."):
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                module.reset_parameters()
+        elif isinstance(module, nn.Conv2d | nn.Linear):
+            parent_path, _, name = path.rpartition(".")
+            parent = modules[parent_path]
+            setattr(parent, name, PassportLayer(_bias_free(module)))
+            if id(module) in norm_after:
+                setattr(parent, norm_after[id(module)], nn.Identity())
+    return model
+
+
 def _as_passport_layer(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> PassportLayer:
     """conv → norm as a passport layer computing the same function: the conv's bias moves into the
     norm's running mean, and the norm's affine (γ, β) becomes the cached constants and "B"."""
     bias = conv.bias
-    plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,  # type: ignore[arg-type]
-                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=False,  # type: ignore[arg-type]
-                      padding_mode=conv.padding_mode)  # fmt: skip
+    plain = _bias_free(conv)
     layer = PassportLayer(plain).train(norm.training)
     if conv.weight.device.type == "meta":
         return layer

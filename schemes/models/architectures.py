@@ -1,5 +1,6 @@
 """The zoo's built-in architectures: LeNet-5, CIFAR-style ResNet-18, VGG-16 and AlexNet, and their
-passport-layer variants (registered as `NAME-passport`, for the digital passport scheme).
+passport-layer variants (registered as `NAME-passport`, for the digital passport scheme), each its
+plain network with passport layers in place of its conv and FC layers.
 
 Each class declares `wm_taps` (three early module paths a watermark head may read) and
 `classifier` (the final linear layer), and is built as `cls(num_classes=..., input_shape=...)`.
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from contracts.errors import ZooError
-from schemes.models._passport_layer import PassportLayer
+from schemes.models._passport_layer import with_passport_layers
 from schemes.models.zoo import register_model
 
 
@@ -169,145 +170,53 @@ class AlexNet(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# Passport-layer variants (Fan, Ng, Chan §2.3, Fig. 2): every conv and FC layer except the final
-# classifier becomes a PassportLayer (conv/linear without bias → BN without affine → γ·x + β). The
-# module paths of the passport layers are those of the plain model's conv/linear layers, so a plain
-# model's layer inputs at the same paths are the T2/T3 feature-map passports (§2.4).
+# Passport-layer variants (Fan, Ng, Chan §2.3, Fig. 2): each plain network with every conv and FC
+# layer except the final classifier a PassportLayer (conv/linear without bias → BN without affine →
+# γ·x + β), by `with_passport_layers`. The module paths of the passport layers are those of the
+# plain model's conv/linear layers, so a plain model's layer inputs at the same paths are the T2/T3
+# feature-map passports (§2.4).
 
 
-def passport_conv(in_channels: int, out_channels: int, kernel: int, padding: int, stride: int = 1) -> PassportLayer:
-    return PassportLayer(nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False))
+class _PassportVariant(nn.Module):
+    """The plain network after this class in the MRO, built, then given its passport layers."""
 
+    plain_arch: ClassVar[str]
+    classifier: ClassVar[str]
 
-def passport_relu(in_channels: int, out_channels: int, kernel: int, padding: int) -> nn.Sequential:
-    """A passport conv and ReLU: conv_bn_relu with the batch norm's affine replaced by the passport's."""
-    return nn.Sequential(passport_conv(in_channels, out_channels, kernel, padding), nn.ReLU())
+    def __init__(self, *, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+        # The plain network's conv and FC layers are replaced: their initial draws are not spent, so
+        # a seed gives the weights a network written with passport layers would have.
+        with torch.random.fork_rng(devices=[]):
+            super().__init__(num_classes=num_classes, input_shape=input_shape)
+        with_passport_layers(self, self.classifier)
 
 
 @register_model("lenet5-passport")
-class LeNet5Passport(nn.Module):
+class LeNet5Passport(_PassportVariant, LeNet5):
     """LeNet-5 with a passport layer after both convolutions and both hidden FC layers (226
     passported channels); the classifier `head` is plain."""
 
-    wm_taps: ClassVar[tuple[str, ...]] = ("block1", "block2", "block3")
-    classifier: ClassVar[str] = "head"
     plain_arch: ClassVar[str] = "lenet5"
-
-    def __init__(self, *, num_classes: int, input_shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        channels, height, width = input_shape
-        padding = 2 if min(height, width) < 32 else 0
-        side_h, side_w = _lenet_side(height, padding), _lenet_side(width, padding)
-        if side_h < 1 or side_w < 1:
-            raise ZooError(f"lenet5-passport: input_shape {input_shape} is too small for two 5×5 conv + pool stages")
-        self.block1 = nn.Sequential(passport_conv(channels, 6, 5, padding), nn.ReLU(), nn.MaxPool2d(2))
-        self.block2 = nn.Sequential(passport_conv(6, 16, 5, 0), nn.ReLU(), nn.MaxPool2d(2))
-        self.block3 = nn.Sequential(
-            nn.Flatten(), PassportLayer(nn.Linear(16 * side_h * side_w, 120, bias=False)), nn.ReLU()
-        )
-        self.block4 = nn.Sequential(PassportLayer(nn.Linear(120, 84, bias=False)), nn.ReLU())
-        self.head = nn.Linear(84, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.head(self.block4(self.block3(self.block2(self.block1(x)))))
-        return logits
-
-
-class PassportBlock(nn.Module):
-    """Fig. 2's ResNet layer: conv → passport → ReLU → conv → passport (+ shortcut) → ReLU; the 1×1
-    projection shortcut is passported too."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = passport_conv(in_channels, out_channels, 3, 1, stride)
-        self.conv2 = passport_conv(out_channels, out_channels, 3, 1)
-        self.relu = nn.ReLU()
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(passport_conv(in_channels, out_channels, 1, 0, stride))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result: torch.Tensor = self.relu(self.conv2(self.relu(self.conv1(x))) + self.shortcut(x))
-        return result
 
 
 @register_model("resnet18-passport")
-class ResNet18Passport(nn.Module):
-    """ResNet-18 (CIFAR style) with every conv + BN pair a passport layer (20 of them)."""
+class ResNet18Passport(_PassportVariant, ResNet18):
+    """ResNet-18 (CIFAR style) with every conv + BN pair a passport layer (20 of them), the 1×1
+    projection shortcuts included: Fig. 2's ResNet layer."""
 
-    wm_taps: ClassVar[tuple[str, ...]] = ("stem", "layer1", "layer2")
-    classifier: ClassVar[str] = "head"
     plain_arch: ClassVar[str] = "resnet18"
-
-    def __init__(self, *, num_classes: int, input_shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        self.stem = passport_relu(input_shape[0], 64, 3, 1)
-        widths = ((64, 64, 1), (64, 128, 2), (128, 256, 2), (256, 512, 2))
-        for i, (in_channels, out_channels, stride) in enumerate(widths, start=1):
-            stage = nn.Sequential(
-                PassportBlock(in_channels, out_channels, stride), PassportBlock(out_channels, out_channels, 1)
-            )
-            self.add_module(f"layer{i}", stage)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(512, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for i in range(1, 5):
-            x = getattr(self, f"layer{i}")(x)
-        logits: torch.Tensor = self.head(self.pool(x))
-        return logits
 
 
 @register_model("vgg16-passport")
-class VGG16Passport(nn.Module):
+class VGG16Passport(_PassportVariant, VGG16):
     """VGG-16 (CIFAR style) with each of the 13 conv + BN pairs a passport layer."""
 
-    wm_taps: ClassVar[tuple[str, ...]] = ("stage1", "stage2", "stage3")
-    classifier: ClassVar[str] = "head"
     plain_arch: ClassVar[str] = "vgg16"
-
-    def __init__(self, *, num_classes: int, input_shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        channels = input_shape[0]
-        for i, widths in enumerate(_VGG16_STAGES, start=1):
-            layers: list[nn.Module] = []
-            for width in widths:
-                layers.append(passport_relu(channels, width, 3, 1))
-                channels = width
-            layers.append(nn.MaxPool2d(2, ceil_mode=True))
-            self.add_module(f"stage{i}", nn.Sequential(*layers))
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(512, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i in range(1, len(_VGG16_STAGES) + 1):
-            x = getattr(self, f"stage{i}")(x)
-        logits: torch.Tensor = self.head(self.pool(x))
-        return logits
 
 
 @register_model("alexnet-passport")
-class AlexNetPassport(nn.Module):
+class AlexNetPassport(_PassportVariant, AlexNet):
     """The small-image AlexNet with all five conv + BN pairs passport layers (the authors' later
     code passports only the last three; passporting all is the paper's "each convolution")."""
 
-    wm_taps: ClassVar[tuple[str, ...]] = ("conv1", "conv2", "conv3")
-    classifier: ClassVar[str] = "head"
     plain_arch: ClassVar[str] = "alexnet"
-
-    def __init__(self, *, num_classes: int, input_shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        channels, height, width = input_shape
-        if min(height, width) < 8:
-            raise ZooError(f"alexnet-passport: input_shape {input_shape} is too small for three 2×2 pools")
-        self.conv1 = nn.Sequential(passport_relu(channels, 64, 5, 2), nn.MaxPool2d(2))
-        self.conv2 = nn.Sequential(passport_relu(64, 192, 5, 2), nn.MaxPool2d(2))
-        self.conv3 = passport_relu(192, 384, 3, 1)
-        self.conv4 = passport_relu(384, 256, 3, 1)
-        self.conv5 = nn.Sequential(passport_relu(256, 256, 3, 1), nn.MaxPool2d(2), nn.Flatten())
-        self.head = nn.Linear(256 * (height // 8) * (width // 8), num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.head(self.conv5(self.conv4(self.conv3(self.conv2(self.conv1(x))))))
-        return logits

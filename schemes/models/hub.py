@@ -24,7 +24,6 @@ Other `pretrained_cfg` fields (`url`, `hf_hub_id`, `crop_pct`, ...) and other to
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from contracts.encoding import is_int, is_number
 from contracts.errors import ZooError
 from contracts.limits import MAX_PARAMETERS
 from schemes.models._passport_layer import passport_variant
@@ -66,15 +66,15 @@ _REFUSED = {
 
 
 def _fraction(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= float(value) < 1.0
+    return is_number(value, 0.0, 1.0) and value < 1.0
 
 
 def _side(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 8 <= value <= 1024
+    return is_int(value, 8, 1024)
 
 
 def _small_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64
+    return is_int(value, 1, 64)
 
 
 #: The keyword arguments a card may set, per library, with what their values may be.
@@ -152,7 +152,7 @@ def _floats(values: object, name: str, channels: int, positive: bool) -> tuple[f
         raise ZooError(f"config.json: pretrained_cfg.{name} must hold one number per channel ({channels})")
     out = []
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or (positive and v <= 0):
+        if not is_number(v) or (positive and v <= 0):
             raise ZooError(f"config.json: pretrained_cfg.{name} holds {v!r}")
         out.append(float(v))
     return tuple(out)
@@ -168,7 +168,7 @@ def card_fields(obj: object) -> dict[str, Any]:
         raise ZooError(f"config.json: wmnode_format {version!r} is not {FORMAT}")
     library, name, variant = parse_architecture(obj.get("architecture"))
     classes = obj.get("num_classes")
-    if isinstance(classes, bool) or not isinstance(classes, int) or not 1 <= classes <= 100_000:
+    if not is_int(classes, 1, 100_000):
         raise ZooError(f"config.json: num_classes must be an integer in 1-100000, got {classes!r}")
     cfg = obj.get("pretrained_cfg", {})
     if not isinstance(cfg, dict):

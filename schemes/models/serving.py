@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from torch import nn
 
 from contracts.asgi import read_body, send_json
+from contracts.encoding import is_int
 from contracts.errors import MessageError, WmnodeError
 from contracts.fetch import FetchError, FetchPolicy, http_post
 from schemes.models.zoo import ModelCard
@@ -53,7 +54,7 @@ def decode_batch(obj: object, input_shape: tuple[int, int, int], max_batch: int 
     if (
         not isinstance(shape, list)
         or len(shape) != 4
-        or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape)
+        or not all(is_int(n) for n in shape)
         or tuple(shape[1:]) != tuple(input_shape)
         or not 1 <= shape[0] <= max_batch
     ):
@@ -148,10 +149,6 @@ class RemotePredictor:
         except ValueError as exc:
             raise FetchError(f"the prediction API at {self.url[:80]} did not answer JSON: {exc}") from None
         labels = obj.get("labels") if isinstance(obj, dict) else None
-        if (
-            not isinstance(labels, list)
-            or len(labels) != n
-            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in labels)
-        ):
+        if not isinstance(labels, list) or len(labels) != n or not all(is_int(v, 0, 2**31 - 1) for v in labels):
             raise FetchError(f"the prediction API at {self.url[:80]} did not answer {n} labels")
         return torch.tensor(labels, dtype=torch.int64)

@@ -1,5 +1,10 @@
 """The watermarking schemes behind one interface (`base.Scheme`), one module each, and their control keys.
 
+A scheme's module holds its Config, embed and registration; where it is long, its parts live in
+private modules named after it (`_blind_verification`, `_passport_verification`,
+`_function_coupled_triggers`, `_function_coupled_verification`), which it re-exports. Each scheme's
+info has one schema, its `contracts.infos.Info`, which its verify reads through `base.read_info`.
+
 Importing any of these modules imports this package first, which registers every scheme: a
 `get_scheme(name)` from `base` always sees all five.
 """

@@ -30,12 +30,13 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
 
-from contracts.errors import SchemeError
+from contracts.errors import InfoError, SchemeError
+from contracts.infos import INFO_TYPES, Info
 from mtlsign.verify import Verdict
 from schemes.data.dataset import Dataset
 from schemes.training.loops import Progress
@@ -51,6 +52,7 @@ __all__ = [
     "list_schemes",
     "make_config",
     "predict_labels",
+    "read_info",
     "register_scheme",
     "require_module",
 ]
@@ -61,6 +63,7 @@ REPORT_FIELDS = ("clean_accuracy", "accuracy", "wm_score", "threshold", "seconds
 #: A black-box suspect: model inputs (N, C, H, W), normalised as the card says → labels (N,).
 Predict = Callable[[torch.Tensor], torch.Tensor]
 Suspect = nn.Module | Predict
+_InfoT = TypeVar("_InfoT", bound=Info)
 
 
 @dataclass
@@ -109,11 +112,11 @@ class _Control(Protocol):
 
 @dataclass(frozen=True)
 class Scheme:
-    """A registered scheme: its module's `Config`, `embed` and `verify`, and how to build its model."""
+    """A registered scheme: its module's `Config`, `embed` and `verify`, and how to build its model.
+    Its info's schema, and whether it is black-box, are the contracts `Info` of its name."""
 
     name: str
     summary: str
-    black_box: bool
     config: type[Any]
     embed: _Embed
     verify: _Verify
@@ -139,6 +142,16 @@ class Scheme:
     #: the suspect passes (seeded by the claim's control seed). None: the answers share none.
     survey: _Survey | None = None
 
+    @property
+    def info_type(self) -> type[Info]:
+        """The one schema of this scheme's info (`contracts.infos`)."""
+        return _info_type(self.name)
+
+    @property
+    def black_box(self) -> bool:
+        """Whether verification reads only the suspect's labels (a prediction API may stand in)."""
+        return self.info_type.BLACK_BOX
+
     def verify_control(
         self,
         suspect: Suspect,
@@ -157,15 +170,23 @@ _SCHEMES: dict[str, Scheme] = {}
 
 
 def register_scheme(scheme: Scheme) -> Scheme:
-    """Register `scheme` under its name; a duplicate name, or a Config that is not a frozen
-    dataclass with a `seed`, is an error."""
+    """Register `scheme` under its name; a duplicate name, a Config that is not a frozen dataclass
+    with a `seed`, or a name without a contracts `Info` (its info's schema) is an error."""
     if scheme.name in _SCHEMES:
         raise SchemeError(f"scheme {scheme.name!r} is already registered")
     params = getattr(scheme.config, "__dataclass_params__", None)
     if params is None or not params.frozen or "seed" not in {f.name for f in dataclasses.fields(scheme.config)}:
         raise SchemeError(f"scheme {scheme.name!r}: Config must be a frozen dataclass with a 'seed' field")
+    _info_type(scheme.name)
     _SCHEMES[scheme.name] = scheme
     return scheme
+
+
+def _info_type(name: str) -> type[Info]:
+    kind = INFO_TYPES.get(name)
+    if kind is None:
+        raise SchemeError(f"scheme {name!r} has no Info in contracts.infos: nothing would check its info")
+    return kind
 
 
 def list_schemes() -> list[Scheme]:
@@ -222,6 +243,15 @@ def _coerce(name: str, raw: object, hint: Any) -> object:
             if hint is not int or isinstance(raw, int | str):
                 return value
     raise SchemeError(f"option {name!r} takes a {getattr(hint, '__name__', hint)}, got {raw!r}")
+
+
+def read_info(kind: type[_InfoT], info: object) -> _InfoT:
+    """`info` through its scheme's one schema (`kind`: types, sizes and ranges, not the community's
+    floors), refused as the SchemeError a scheme's callers expect, with the schema's words."""
+    try:
+        return kind.from_json(info)
+    except InfoError as exc:
+        raise SchemeError(str(exc)) from exc
 
 
 def predict_labels(suspect: Suspect, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

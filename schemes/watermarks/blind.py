@@ -66,14 +66,16 @@ Choices where the paper is silent, and deviations:
 * Fine-tuning the owner's own model (`clean=given`): the host starts from the given weights, not a
   fresh initialisation, and the given model is the clean reference (none is trained alongside); the
   encoder and discriminator start from the key as above, and Algorithm 1 runs unchanged.
+
+This module embeds (Algorithm 1); what a node runs to verify, from the key's targets and covers to
+the verdict and its control, is `schemes.watermarks._blind_verification`, and the info's schema is
+`contracts.infos.BlindInfo`.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 import time
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,27 +85,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contracts.bounds import binomial_tail
-from contracts.errors import InfoError, SchemeError
+from contracts.errors import SchemeError
 from contracts.infos import BlindInfo
-from mtlsign.streams import key_generator, key_integers, key_permutation, key_stream
-from mtlsign.verify import Verdict
+from mtlsign.streams import key_generator, key_stream
 from schemes.data._imaging import Discriminator, Encoder, LogoError, file_logo, keyed_init, logo_sha256, ssim, text_logo
-from schemes.data.community import claim_data, pixels, require_community_data
+from schemes.data.community import require_community_data
 from schemes.data.dataset import Dataset
 from schemes.training.loops import Labelled, Progress, accuracy, autocast, step, stream, sync_gradients
 from schemes.training.resume import epochs as resumable
-from schemes.watermarks.base import Scheme, Suspect, Watermarked, predict_labels, register_scheme
+from schemes.watermarks._blind_verification import NAME, control, cover_ssim, key_covers, key_targets, verify
+from schemes.watermarks.base import Scheme, Watermarked, register_scheme
 
-NAME = "blind"
-DISCRIMINATOR_ARCH = "mlp-64-32"
-LOGO_SOURCES = ("file", "key", "text")
-_ENCODER_ARCH = re.compile(r"residual-cnn-([1-9][0-9]{0,3})")
-_INFO_FIELDS = {
-    "scheme", "dataset", "min_ssim", "n", "threshold", "num_classes", "input_shape", "mean", "std", "alpha",
-    "beta", "gamma", "delta",
-    "epochs", "logo_sha256", "logo_source", "encoder", "discriminator",
-}  # fmt: skip
+__all__ = [
+    "Config",
+    "NAME",
+    "SCHEME",
+    "control",
+    "cover_ssim",
+    "embed",
+    "key_covers",
+    "key_targets",
+    "make_logo",
+    "verify",
+]
+
 _M = TypeVar("_M", bound=nn.Module)
 
 
@@ -133,8 +138,8 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n <= 10_000 or not 0 < self.threshold < 1 or self.epochs < 1:
-            raise ValueError("need 1 ≤ n ≤ 10000, 0 < threshold < 1 and epochs ≥ 1")
+        if not 1 <= self.n <= BlindInfo.MAX_N or not 0 < self.threshold < 1 or self.epochs < 1:
+            raise ValueError(f"need 1 ≤ n ≤ {BlindInfo.MAX_N}, 0 < threshold < 1 and epochs ≥ 1")
         if not 0 <= self.min_ssim <= 1:
             raise ValueError("need 0 ≤ min_ssim ≤ 1")
         if not 0 <= self.freeze_fraction < 1 or self.batch_size < 1 or self.wm_batch_size < 1:
@@ -154,29 +159,6 @@ class Config:
 def _keyed(module: _M, key: bytes, stream: str, device: torch.device) -> _M:
     """Materialise a meta-device network with PyTorch's default init drawn from the key stream `stream`."""
     return keyed_init(module, key_generator(key, NAME, stream)).to(device)
-
-
-def key_targets(key: bytes, n: int, num_classes: int) -> torch.Tensor:
-    """Balanced t_key: t_i = π(i) mod K for the key's permutation π of range(n)."""
-    return torch.from_numpy(key_permutation(key, NAME, "targets", n) % num_classes)
-
-
-def key_covers(key: bytes, targets: torch.Tensor, y_train: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """D' (Alg. 1 line 1): for each t_i, a training index of class (t_i + r_i) mod K, r_i ∈ 1..K−1."""
-    if num_classes < 2:
-        raise SchemeError("blind: the task needs at least two classes")
-    offsets = torch.from_numpy(key_integers(key, NAME, "offsets", num_classes - 1, targets.shape[0]) + 1)
-    wanted = ((targets + offsets) % num_classes).tolist()
-    labels = y_train.cpu().numpy()
-    order = key_permutation(key, NAME, "covers", labels.shape[0])
-    queues: dict[int, Iterator[int]] = {c: iter(order[labels[order] == c].tolist()) for c in range(num_classes)}
-    covers = []
-    for cls in wanted:
-        index = next(queues[cls], None)
-        if index is None:
-            raise SchemeError(f"blind: too few training samples of class {cls} for {targets.shape[0]} key samples")
-        covers.append(index)
-    return torch.tensor(covers, dtype=torch.int64)
 
 
 def make_logo(key: bytes, config: Config, size: tuple[int, int]) -> tuple[torch.Tensor, str]:
@@ -405,7 +387,7 @@ def _info(data: Dataset, config: Config, logo: torch.Tensor, source: str) -> dic
         "logo_sha256": logo_sha256(logo),
         "logo_source": source,
         "encoder": f"residual-cnn-{config.channels}",
-        "discriminator": DISCRIMINATOR_ARCH,
+        "discriminator": BlindInfo.DISCRIMINATOR,
     }
 
 
@@ -447,131 +429,11 @@ def embed(
     return Watermarked(model, verifier, info, report)
 
 
-def _number(info: Mapping[str, Any], name: str, low: float, high: float) -> float:
-    value = info[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise SchemeError(f"blind info: {name} must be a number in [{low:g}, {high:g}]")
-    return float(value)
-
-
-def _integer(info: Mapping[str, Any], name: str, low: int, high: int) -> int:
-    value = info[name]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SchemeError(f"blind info: {name} must be an integer in [{low}, {high}]")
-    return value
-
-
-def _parse_info(info: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(info, Mapping) or set(info) != _INFO_FIELDS or info["scheme"] != NAME:
-        raise SchemeError(f"blind info must hold exactly {sorted(_INFO_FIELDS)} with scheme 'blind'")
-    shape = info["input_shape"]
-    if not (isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and 0 < v <= 4096 for v in shape)):
-        raise SchemeError("blind info: input_shape must be three positive integers")
-    for name in ("mean", "std"):
-        values = info[name]
-        if not (isinstance(values, list) and len(values) == shape[0] and all(type(v) in (int, float) for v in values)):
-            raise SchemeError(f"blind info: {name} must hold one number per channel")
-    if min(info["std"]) <= 0:
-        raise SchemeError("blind info: std must be positive")
-    _integer(info, "n", 1, 10_000)
-    _integer(info, "num_classes", 2, 100_000)
-    _integer(info, "epochs", 1, 10**6)
-    if not 0 < _number(info, "threshold", 0, 1) < 1:
-        raise SchemeError("blind info: threshold must be a number in (0, 1)")
-    for name in ("alpha", "beta", "gamma", "delta"):
-        _number(info, name, 0, 1e6)
-    sha = info["logo_sha256"]
-    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
-        raise SchemeError("blind info: logo_sha256 must be 64 lowercase hex digits")
-    if info["logo_source"] not in LOGO_SOURCES:
-        raise SchemeError(f"blind info: logo_source must be one of {', '.join(LOGO_SOURCES)}")
-    encoder = info["encoder"]
-    if not isinstance(encoder, str) or not _ENCODER_ARCH.fullmatch(encoder) or info["discriminator"] != "mlp-64-32":
-        raise SchemeError("blind info: encoder must be 'residual-cnn-<channels>' and discriminator 'mlp-64-32'")
-    return dict(info)
-
-
-def _key_samples_from(verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> torch.Tensor:
-    """The verifier's key samples, after checking both tensors against info (the logo by its SHA-256)."""
-    shape, n = tuple(info["input_shape"]), info["n"]
-    if set(verifier) != {"key_samples", "logo"}:
-        raise SchemeError("blind verifier must hold exactly key_samples and logo")
-    samples, logo = verifier["key_samples"], verifier["logo"]
-    if samples.dtype != torch.float32 or tuple(samples.shape) != (n, *shape):
-        raise SchemeError(f"blind verifier: key_samples must be float32 shaped ({n}, {', '.join(map(str, shape))})")
-    if not bool(torch.isfinite(samples).all()):
-        raise SchemeError("blind verifier: key_samples must be finite")
-    if logo.dtype != torch.uint8 or tuple(logo.shape) != shape[1:]:
-        raise SchemeError(f"blind verifier: logo must be uint8 shaped ({shape[1]}, {shape[2]})")
-    if logo_sha256(logo) != info["logo_sha256"]:
-        raise SchemeError("blind verifier: the logo does not match info's logo_sha256")
-    return samples
-
-
-def cover_ssim(key: bytes, samples: torch.Tensor, info: Mapping[str, Any]) -> torch.Tensor:
-    """SSIM of each key sample to its key-chosen cover in the community's copy of the data."""
-    try:
-        typed = BlindInfo.from_json(info)
-    except InfoError as exc:
-        raise SchemeError(str(exc)) from None
-    assert isinstance(typed, BlindInfo)
-    data = claim_data(typed.dataset, typed.input_shape, info["mean"], info["std"], NAME)
-    covers = key_covers(key, key_targets(key, typed.n, typed.num_classes), data.y_train, typed.num_classes)
-    return ssim(pixels(data.x_train[covers], data.mean, data.std), pixels(samples, data.mean, data.std))
-
-
-def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Verdict:
-    """Eq. 4: acc_g = the fraction of the key samples the suspect labels t_key; passed iff acc_g > T_acc.
-
-    A sample counts only within `min_ssim` of its key-chosen cover (see the module docstring).
-    details["null_tail"] is P[Bin(n, 1/(K−1)) ≥ matches]: about the chance that a model which
-    ignores this key matches as often (its targets are uniform over the K − 1 other classes)."""
-    parsed = _parse_info(info)
-    samples = _key_samples_from(verifier, parsed)
-    n, classes = parsed["n"], parsed["num_classes"]
-    close = cover_ssim(key, samples, parsed) >= parsed["min_ssim"]
-    hit = predict_labels(suspect, samples) == key_targets(key, n, classes)
-    matches = int((hit & close).sum())
-    score = matches / n
-    chance = 1 / (classes - 1)
-    details = {"n": n, "matches": matches, "samples_near_cover": int(close.sum()), "chance_rate": chance,
-               "null_tail": binomial_tail(n, matches, chance)}  # fmt: skip
-    return Verdict(score > parsed["threshold"], score, parsed["threshold"], details)
-
-
-def control(
-    suspect: Suspect, key: bytes, control_key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]
-) -> Verdict:
-    """What stands in for a control key (DESIGN §6.1 rule 3): blind's key samples are the encoder's
-    output, shipped rather than derived, so another key would find no sample near its covers. A
-    control keeps the claim's samples and their SSIM check and draws other targets from the control
-    key, each neither the claim's target nor the cover's class: a suspect that answers the shipped
-    samples for reasons of its own (one class everywhere, the samples' look) matches these as often
-    as the claim's, a watermarked one almost never."""
-    parsed = _parse_info(info)
-    samples = _key_samples_from(verifier, parsed)
-    n, classes = parsed["n"], parsed["num_classes"]
-    targets = key_targets(key, n, classes)
-    offsets = torch.from_numpy(key_integers(key, NAME, "offsets", classes - 1, n) + 1)
-    covers = (targets + offsets) % classes
-    picks = key_integers(control_key, NAME, "control-targets", max(1, classes - 2), n).tolist()
-    others = []
-    for t, c, pick in zip(targets.tolist(), covers.tolist(), picks, strict=True):
-        free = [k for k in range(classes) if k not in (t, c)] or [t]
-        others.append(free[pick % len(free)])
-    close = cover_ssim(key, samples, parsed) >= parsed["min_ssim"]
-    hit = predict_labels(suspect, samples) == torch.tensor(others, dtype=torch.int64)
-    matches = int((hit & close).sum())
-    details = {"n": n, "matches": matches, "chance_rate": 1 / (classes - 1)}
-    return Verdict(matches / n > parsed["threshold"], matches / n, parsed["threshold"], details)
-
-
 SCHEME = register_scheme(
     Scheme(
         name=NAME,
         summary="key samples from an encoder (logo + cover) hidden from a discriminator, answered with key targets",
         paper="Li, Hu, Zhang, Guo: How to Prove Your Model Belongs to You (blind watermark)",
-        black_box=True,
         config=Config,
         embed=embed,
         verify=verify,

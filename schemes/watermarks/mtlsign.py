@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from contracts.errors import SchemeError, ZooError
+from contracts.errors import InfoError, SchemeError, ZooError
 from mtlsign import verify as algorithm1
 from mtlsign.bound import PAPER_GUESS_ACCURACY_MAX
 from mtlsign.dwm import WatermarkSet, build_dwm
@@ -205,24 +205,7 @@ def embed(
     head.to(device)
     broadcast_modules(head)  # under torchrun, every rank's cWM starts as rank 0's
     dwm = build_dwm(key, config.n, data.input_shape, data.mean, data.std, device=device)
-    subset = torch.randperm(data.x_train.shape[0], generator=generator)[
-        : max(1, int(config.da_fraction * data.x_train.shape[0]))
-    ]
-    optimiser = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=config.lr)
-    shifts: list[dict[str, torch.Tensor]] = []
-    state = {"model": model, "head": head, "optimiser": optimiser, "generator": generator, "shifts": shifts}
-    for epoch in resumable("mtlsign/embed", config.embed_epochs, state, device):
-        if config.lambda_da and epoch % config.da_every == 0:
-            shifts[:] = _simulated_shifts(model, data, subset, config, generator)
-        totals = _embed_epoch(model, head, info, data, dwm, w0, shifts, optimiser, config, generator)
-        if progress is not None:
-            progress(epoch + 1, config.embed_epochs, f"wm loss {totals['wm']:.2f} da {totals['da']:.2f}")
-    # Batch norms (none in the paper's backbones) kept statistics of weights that moved at every
-    # step; taken again over D_primary with the final weights, a fine-tuned ResNet-18's accuracy came
-    # back from 0.65 to 0.89 (the given model's: 0.91) and its branch still read D_WM at 1.0.
-    recalibrate_norms(model, data.x_train, data.y_train, config.batch_size)
-    model.eval()
-    head.eval()
+    _minimise_l2(model, head, info, data, dwm, w0, config, generator, progress)
     deviation = torch.cat([(p.detach() - w0[k]).abs().flatten() for k, p in model.named_parameters()])
     report = {
         "clean_accuracy": clean_accuracy,
@@ -234,6 +217,39 @@ def embed(
     }
     verifier = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     return Watermarked(model, verifier, info.to_json(), report)
+
+
+def _minimise_l2(
+    model: nn.Module,
+    head: WatermarkHead,
+    info: WatermarkInfo,
+    data: Dataset,
+    dwm: WatermarkSet,
+    w0: dict[str, torch.Tensor],
+    config: Config,
+    generator: torch.Generator,
+    progress: Progress | None,
+) -> None:
+    """Eq. (10) over `embed_epochs`, R_DA's simulated shifts refreshed every `da_every` epochs on
+    D'_primary; the model and cWM end in eval mode."""
+    subset = torch.randperm(data.x_train.shape[0], generator=generator)[
+        : max(1, int(config.da_fraction * data.x_train.shape[0]))
+    ]
+    optimiser = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=config.lr)
+    shifts: list[dict[str, torch.Tensor]] = []
+    state = {"model": model, "head": head, "optimiser": optimiser, "generator": generator, "shifts": shifts}
+    for epoch in resumable("mtlsign/embed", config.embed_epochs, state, next(model.parameters()).device):
+        if config.lambda_da and epoch % config.da_every == 0:
+            shifts[:] = _simulated_shifts(model, data, subset, config, generator)
+        totals = _embed_epoch(model, head, info, data, dwm, w0, shifts, optimiser, config, generator)
+        if progress is not None:
+            progress(epoch + 1, config.embed_epochs, f"wm loss {totals['wm']:.2f} da {totals['da']:.2f}")
+    # Batch norms (none in the paper's backbones) kept statistics of weights that moved at every
+    # step; taken again over D_primary with the final weights, a fine-tuned ResNet-18's accuracy came
+    # back from 0.65 to 0.89 (the given model's: 0.91) and its branch still read D_WM at 1.0.
+    recalibrate_norms(model, data.x_train, data.y_train, config.batch_size)
+    model.eval()
+    head.eval()
 
 
 def load_head(model: nn.Module, verifier: Mapping[str, torch.Tensor], info: WatermarkInfo) -> WatermarkHead:
@@ -251,9 +267,9 @@ def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], i
     """Algorithm 1 on a white-box suspect: f_WM = cWM on the suspect's taps, D_WM from the key."""
     model = require_module("mtlsign", suspect)
     try:
-        parsed = WatermarkInfo.from_json(dict(info))
-    except (TypeError, ValueError) as exc:
-        raise SchemeError(f"mtlsign info: {exc}") from exc
+        parsed = WatermarkInfo.from_json(info)
+    except InfoError as exc:
+        raise SchemeError(str(exc)) from exc
     taps = wm_taps(model, parsed.input_shape)
     if taps != parsed.taps:
         # cWM reads the early layers the zoo names (§3.2): a claimant may not point it at others.
@@ -274,7 +290,6 @@ SCHEME = register_scheme(
         name="mtlsign",
         summary="extra binary task read by a head on early layers; QR-code key samples",
         paper="Li, Yang, Wang, Liew: MTLSign",
-        black_box=False,
         config=Config,
         embed=embed,
         verify=verify,

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from contracts.errors import InfoError, SchemeError
+from contracts.errors import SchemeError
 from contracts.infos import NewLabelInfo
 from mtlsign.streams import key_normal, key_permutation
 from mtlsign.verify import Verdict
@@ -74,7 +74,7 @@ from schemes.training.loops import (
     stream,
 )
 from schemes.training.resume import epochs as resumable
-from schemes.watermarks.base import Scheme, Suspect, Watermarked, predict_labels, register_scheme
+from schemes.watermarks.base import Scheme, Suspect, Watermarked, predict_labels, read_info, register_scheme
 
 NAME = "new-label"
 
@@ -262,12 +262,8 @@ def embed(
 
 
 def parse_info(info: Mapping[str, Any]) -> NewLabelInfo:
-    try:
-        parsed = NewLabelInfo.from_json(info)
-    except InfoError as exc:
-        raise SchemeError(str(exc)) from None
-    assert isinstance(parsed, NewLabelInfo)
-    return parsed
+    """`info` through new label's one schema (`contracts.infos.NewLabelInfo`); SchemeError names the field."""
+    return read_info(NewLabelInfo, info)
 
 
 def verification_images(key: bytes, info: NewLabelInfo) -> torch.Tensor:
@@ -325,7 +321,6 @@ SCHEME = register_scheme(
         name=NAME,
         summary="key samples x + β·ε (ε from the key) all answered with an extra class Δ",
         paper="Zhong, Zhang, Zhang, Gao, Xiang: a new label approach",
-        black_box=True,
         config=Config,
         embed=embed,
         verify=verify,

@@ -72,12 +72,14 @@ statistics carried over, its affine as the cached γ, β and as "B"; `passport_v
 networks whose norms do not follow a convolution), and training with the key's passports then
 starts from those weights instead of from scratch (§3.2 trains from scratch). The clean model A_o
 is the given model, whose feature maps give the T2/T3 passports.
+
+This module trains and embeds; what a node runs to verify (the evaluation set, the verifier
+artifact, the noise profile and the fakes) is `schemes.watermarks._passport_verification`, and the
+info's schema is `contracts.infos.PassportInfo`.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 import statistics
 import time
 from collections.abc import Mapping
@@ -87,25 +89,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from contracts.errors import InfoError, SchemeError
+from contracts.errors import SchemeError
 from contracts.infos import PassportInfo
-from mtlsign.streams import key_permutation
-from mtlsign.verify import Verdict
-from schemes.data.community import claim_data, require_community_data
+from schemes.data.community import require_community_data
 from schemes.data.dataset import Dataset
 from schemes.models._passport_layer import (
     KINDS,
-    TYPES,
-    VERSIONS,
     Passports,
     attached,
     fake_passports,
     feature_passports,
-    noisy_passports,
     passport_layers,
     passport_shapes,
     t1_passports,
-    uses,
 )
 from schemes.models.zoo import create_model
 from schemes.training.loops import (
@@ -119,14 +115,28 @@ from schemes.training.loops import (
     train_classifier,
 )
 from schemes.training.resume import epochs as resumable
-from schemes.watermarks.base import Scheme, Suspect, Watermarked, register_scheme, require_module
+from schemes.watermarks._passport_verification import (
+    FIXED_TENSORS,
+    NAME,
+    accuracy_with,
+    control,
+    evaluation_set,
+    noise_accuracies,
+    verify,
+)
+from schemes.watermarks.base import Scheme, Watermarked, register_scheme
 
-NAME = "passport"
-_INFO_FIELDS = {
-    "scheme", "version", "passport_type", "layers", "delta", "noise_draws", "noise_sigmas", "noise_floor",
-    "dataset", "n_eval", "input_shape", "mean", "std", "num_classes",
-}  # fmt: skip
-_FIXED_TENSORS = ("expected_acc", "noise_levels", "noise_mean", "noise_std")
+__all__ = [
+    "Config",
+    "FIXED_TENSORS",
+    "NAME",
+    "SCHEME",
+    "control",
+    "embed",
+    "evaluation_set",
+    "train_with_passports",
+    "verify",
+]
 
 
 @dataclass(frozen=True)
@@ -149,9 +159,10 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.version not in VERSIONS or self.passport_type not in TYPES:
+        if self.version not in PassportInfo.VERSIONS or self.passport_type not in PassportInfo.TYPES:
             raise ValueError(
-                f"version must be one of {', '.join(VERSIONS)} and passport_type one of {', '.join(TYPES)}"
+                f"version must be one of {', '.join(PassportInfo.VERSIONS)} and passport_type one of "
+                f"{', '.join(PassportInfo.TYPES)}"
             )
         if self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr < 1:
             raise ValueError("need epochs ≥ 1, batch_size ≥ 1 and 0 < lr < 1")
@@ -167,36 +178,6 @@ class Config:
 
 # --------------------------------------------------------------------------------------------
 # Training and measuring
-
-
-def _accuracy_with(
-    model: nn.Module, version: str, passports: Mapping[str, Passports], x: torch.Tensor, y: torch.Tensor
-) -> float:
-    with attached(model, version, passports):
-        return accuracy(model, x, y)
-
-
-def _noise_accuracies(
-    model: nn.Module,
-    key: bytes,
-    version: str,
-    passports: Mapping[str, Passports],
-    levels: list[float],
-    draws: int,
-    x: torch.Tensor,
-    y: torch.Tensor,
-) -> list[list[float]]:
-    """Accuracy with p^e(c), for every level c and draw (§3.2 step 3)."""
-    return [
-        [_accuracy_with(model, version, noisy_passports(key, passports, c, d), x, y) for d in range(draws)]
-        for c in levels
-    ]
-
-
-def evaluation_set(key: bytes, data: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """§3.2's pre-determined test set: the key's choice of n test samples, with their true labels."""
-    chosen = torch.from_numpy(key_permutation(key, NAME, "eval-x", data.x_test.shape[0])[:n])
-    return data.x_test[chosen].cpu().contiguous(), data.y_test[chosen].cpu().contiguous()
 
 
 def _clean_reference(model: nn.Module, data: Dataset, config: Config, progress: Progress | None) -> nn.Module:
@@ -270,7 +251,7 @@ def _fake_figures(
     model: nn.Module, config: Config, shapes: Mapping[str, tuple[int, ...]], data: Dataset, valid: float
 ) -> dict[str, Any]:
     accs = [
-        _accuracy_with(model, config.version, fake_passports(config.attack_seed, i, config.version, shapes),
+        accuracy_with(model, config.version, fake_passports(config.attack_seed, i, config.version, shapes),
                        data.x_test, data.y_test)
         for i in range(config.n_fakes)
     ]  # fmt: skip
@@ -303,11 +284,9 @@ def _verifier(
     the draws of each level) and, for T2/T3, the passports."""
     x_eval, y_eval = evaluation_set(key, data, config.n_eval)
     levels = torch.tensor(config.noise_levels, dtype=torch.float32)
-    noise = _noise_accuracies(
-        model, key, config.version, passports, levels.tolist(), config.noise_draws, x_eval, y_eval
-    )
+    noise = noise_accuracies(model, key, config.version, passports, levels.tolist(), config.noise_draws, x_eval, y_eval)
     verifier = {
-        "expected_acc": torch.tensor([_accuracy_with(model, config.version, passports, x_eval, y_eval)]),
+        "expected_acc": torch.tensor([accuracy_with(model, config.version, passports, x_eval, y_eval)]),
         "noise_levels": levels,
         "noise_mean": torch.tensor([statistics.fmean(a) for a in noise], dtype=torch.float32),
         "noise_std": torch.tensor([statistics.pstdev(a) for a in noise], dtype=torch.float32),
@@ -316,6 +295,26 @@ def _verifier(
         for path, pair in passports.items():
             verifier.update({f"{kind}/{path}": p for kind, p in zip(KINDS, pair, strict=True) if p is not None})
     return verifier
+
+
+def _info(config: Config, shapes: Mapping[str, tuple[int, ...]], data: Dataset) -> dict[str, Any]:
+    """The public parameters a verifier needs (`contracts.infos.PassportInfo`)."""
+    return {
+        "scheme": NAME,
+        "version": config.version,
+        "passport_type": config.passport_type,
+        "layers": {path: list(shape) for path, shape in shapes.items()},
+        "delta": config.delta,
+        "noise_draws": config.noise_draws,
+        "noise_sigmas": config.noise_sigmas,
+        "noise_floor": config.noise_floor,
+        "dataset": data.name,
+        "n_eval": min(config.n_eval, data.x_test.shape[0]),
+        "input_shape": list(data.input_shape),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "num_classes": data.num_classes,
+    }
 
 
 def embed(
@@ -341,28 +340,13 @@ def embed(
     clean_acc = accuracy(clean, data.x_test, data.y_test)
     passports = _passports(key, config, shapes, data, clean)
     _train(model, data, passports, config, progress)
-    valid = _accuracy_with(model, config.version, passports, data.x_test, data.y_test)
+    valid = accuracy_with(model, config.version, passports, data.x_test, data.y_test)
     fakes = _fake_figures(model, config, shapes, data, valid)
     verifier = _verifier(model, key, config, passports, data)
     with attached(model, config.version, passports):
         for layer in layers.values():
             layer.cache(config.ship_hidden)
-    info = {
-        "scheme": NAME,
-        "version": config.version,
-        "passport_type": config.passport_type,
-        "layers": {path: list(shape) for path, shape in shapes.items()},
-        "delta": config.delta,
-        "noise_draws": config.noise_draws,
-        "noise_sigmas": config.noise_sigmas,
-        "noise_floor": config.noise_floor,
-        "dataset": data.name,
-        "n_eval": min(config.n_eval, data.x_test.shape[0]),
-        "input_shape": list(data.input_shape),
-        "mean": list(data.mean),
-        "std": list(data.std),
-        "num_classes": data.num_classes,
-    }
+    info = _info(config, shapes, data)
     verdict = verify(model, key, verifier, info)
     report = {
         "clean_accuracy": clean_acc,
@@ -382,196 +366,11 @@ def embed(
     return Watermarked(model, verifier, info, report)
 
 
-# --------------------------------------------------------------------------------------------
-# Verification (§3.2)
-
-
-def _number(info: Mapping[str, Any], name: str, low: float, high: float) -> float:
-    value = info[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise SchemeError(f"passport info: {name} must be a number in [{low}, {high}]")
-    return float(value)
-
-
-def _parse_info(info: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(info, Mapping) or set(info) != _INFO_FIELDS or info["scheme"] != NAME:
-        raise SchemeError(f"passport info must hold exactly {sorted(_INFO_FIELDS)} with scheme 'passport'")
-    if info["version"] not in VERSIONS or info["passport_type"] not in TYPES:
-        raise SchemeError(f"passport info: version must be one of {VERSIONS} and passport_type one of {TYPES}")
-    layers = info["layers"]
-    if not isinstance(layers, Mapping) or not 1 <= len(layers) <= 1000:
-        raise SchemeError("passport info: layers must map 1 to 1000 module paths to passport shapes")
-    shapes: dict[str, tuple[int, ...]] = {}
-    for path, shape in layers.items():
-        if not (
-            isinstance(path, str)
-            and isinstance(shape, list)
-            and len(shape) in (2, 4)
-            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 20 for v in shape)
-            and shape[0] == 1
-            and math.prod(shape) <= 1 << 24
-        ):
-            raise SchemeError(f"passport info: layer {path!r} needs a passport shape [1, C, H, W] or [1, features]")
-        shapes[path] = tuple(shape)
-    try:
-        typed = PassportInfo.from_json(info)
-    except InfoError as exc:
-        raise SchemeError(str(exc)) from None
-    return {
-        **info,
-        "typed": typed,
-        "layers": shapes,
-        "delta": _number(info, "delta", 0, 1),
-        "noise_sigmas": _number(info, "noise_sigmas", 0, 100),
-        "noise_floor": _number(info, "noise_floor", 0, 1),
-    }
-
-
-def _tensor(
-    verifier: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype, shape: tuple[int, ...]
-) -> torch.Tensor:
-    value = verifier[name]
-    if not isinstance(value, torch.Tensor) or value.dtype != dtype or tuple(value.shape) != shape:
-        raise SchemeError(f"passport verifier: {name} must be {dtype} shaped {shape}")
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-        raise SchemeError(f"passport verifier: {name} holds non-finite values")
-    return value
-
-
-def _parse_verifier(verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> dict[str, Any]:
-    carried = {
-        f"{kind}/{path}": (path, i)
-        for path in info["layers"]
-        for i, (kind, needed) in enumerate(zip(KINDS, uses(info["version"]), strict=True))
-        if needed and info["passport_type"] != "T1"
-    }
-    expected = {*_FIXED_TENSORS, *carried}
-    if (
-        not isinstance(verifier, Mapping)
-        or set(verifier) != expected
-        or not all(isinstance(v, torch.Tensor) for v in verifier.values())
-    ):
-        raise SchemeError(f"passport verifier must hold exactly the tensors {sorted(expected)}")
-    levels = verifier["noise_levels"]
-    if levels.dim() != 1 or levels.shape[0] > 32:
-        raise SchemeError("passport verifier: noise_levels must hold at most 32 levels")
-    k = levels.shape[0]
-    out: dict[str, Any] = {
-        "expected_acc": float(_tensor(verifier, "expected_acc", torch.float32, (1,))[0]),
-        **{name: _tensor(verifier, name, torch.float32, (k,)).tolist() for name in _FIXED_TENSORS[1:]},
-    }
-    if not (
-        0 <= out["expected_acc"] <= 1
-        and all(0 < c <= 1 for c in out["noise_levels"])
-        and all(0 <= m <= 1 for m in out["noise_mean"])
-        and all(0 <= s <= 1 for s in out["noise_std"])
-    ):
-        raise SchemeError("passport verifier: accuracies and std must lie in [0, 1], noise levels in (0, 1]")
-    passports: dict[str, list[torch.Tensor | None]] = {path: [None, None] for path in info["layers"]}
-    for name, (path, i) in carried.items():
-        passports[path][i] = _tensor(verifier, name, torch.float32, info["layers"][path])
-    out["passports"] = {path: (pair[0], pair[1]) for path, pair in passports.items()}
-    return out
-
-
-def _suspect_problem(model: nn.Module, shapes: Mapping[str, tuple[int, ...]], x_eval: torch.Tensor) -> str | None:
-    """Why the suspect cannot hold this passport watermark, or None."""
-    layers = passport_layers(model)
-    if not layers:
-        return "the suspect has no passport layers"
-    if set(layers) != set(shapes):
-        return f"the suspect's passport layers {sorted(layers)} are not the watermarked model's {sorted(shapes)}"
-    try:
-        found = passport_shapes(model, x_eval[:1].to(next(model.parameters()).device))
-    except RuntimeError as exc:
-        return f"the suspect cannot run the verification inputs: {exc}"
-    wrong = sorted(path for path in shapes if found.get(path) != tuple(shapes[path]))
-    return f"the suspect's passport layers {wrong} take other input shapes" if wrong else None
-
-
-#: Verification also runs the suspect with a few fake T1 passports (a public seed, not the key's):
-#: ownership rests on the *key's* passport making the model work where others paralyse it (§2.4),
-#: so a suspect that works with any passport (V2 here, see above) proves nothing and fails.
-_VERIFY_FAKES, _VERIFY_FAKE_SEED = 5, -1
-
-
-def verify(suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Verdict:
-    """§3.2: γ, β recomputed from the suspect's weights and the key's passports (never the cached
-    ones); pass iff the accuracy on x_eval is at least M_p − δ, the noise profile agrees, and fake
-    passports paralyse the suspect (their mean accuracy stays below M_p − δ)."""
-    return _verify(suspect, key, verifier, info, score_only=False)
-
-
-def control(
-    suspect: Suspect, key: bytes, control_key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any]
-) -> Verdict:
-    """A control key's verification (DESIGN §6.1 rule 3): the accuracy with its passports on its own
-    x_eval, which is all a judge reads of a control (its score and n); the noise profile and the
-    fakes, 1 + levels × draws + 5 more passes, are the claim's alone."""
-    return _verify(suspect, control_key, verifier, info, score_only=True)
-
-
-def _verify(
-    suspect: Suspect, key: bytes, verifier: Mapping[str, torch.Tensor], info: Mapping[str, Any], *, score_only: bool
-) -> Verdict:
-    model = require_module(NAME, suspect)
-    parsed = _parse_info(info)
-    artifact = _parse_verifier(verifier, parsed)
-    threshold = artifact["expected_acc"] - parsed["delta"]
-    typed: PassportInfo = parsed["typed"]
-    data = claim_data(typed.dataset, typed.input_shape, info["mean"], info["std"], NAME)
-    if typed.num_classes != data.num_classes or typed.n_eval > data.x_test.shape[0]:
-        raise SchemeError(f"passport info: num_classes and n_eval do not fit the community's {typed.dataset!r}")
-    x, y = evaluation_set(key, data, typed.n_eval)
-    base = {"version": parsed["version"], "passport_type": parsed["passport_type"]}
-    problem = _suspect_problem(model, parsed["layers"], x)
-    if problem is not None:
-        return Verdict(False, 0.0, threshold, {**base, "reason": problem})
-    model = copy.deepcopy(model).eval()  # attaching passports never touches the caller's model
-    if parsed["passport_type"] == "T1":
-        passports = t1_passports(key, parsed["version"], parsed["layers"])
-    else:
-        passports = artifact["passports"]
-    score = _accuracy_with(model, parsed["version"], passports, x, y)
-    if score_only:
-        return Verdict(score >= threshold, score, threshold, {**base, "n": typed.n_eval, "score_only": True})
-    noise = _noise_accuracies(
-        model, key, parsed["version"], passports, artifact["noise_levels"], parsed["noise_draws"], x, y
-    )
-    profile = []
-    for c, accs, mean, std in zip(
-        artifact["noise_levels"], noise, artifact["noise_mean"], artifact["noise_std"], strict=True
-    ):
-        got, tolerance = statistics.fmean(accs), max(parsed["noise_sigmas"] * std, parsed["noise_floor"])
-        profile.append({"level": c, "accuracy": got, "expected": mean, "tolerance": tolerance,
-                        "agrees": abs(got - mean) <= tolerance})  # fmt: skip
-    noise_ok = all(level["agrees"] for level in profile)
-    version, layers = parsed["version"], parsed["layers"]
-    fakes = [
-        _accuracy_with(model, version, fake_passports(_VERIFY_FAKE_SEED, i, version, layers), x, y)
-        for i in range(_VERIFY_FAKES)
-    ]
-    paralysed = statistics.fmean(fakes) < threshold
-    details = {
-        **base,
-        "expected_accuracy": artifact["expected_acc"],
-        "noise_profile": profile,
-        "noise_agrees": noise_ok,
-        "fake_passport_accuracy": statistics.fmean(fakes),
-        "fakes_paralyse": paralysed,
-        "n": typed.n_eval,
-        # Null: a model independent of the key runs with the key's passports as with a fake one.
-        "chance_rate": max(1 / typed.num_classes, max(fakes)),
-    }
-    return Verdict(score >= threshold and noise_ok and paralysed, score, threshold, details)
-
-
 SCHEME = register_scheme(
     Scheme(
         name=NAME,
         summary="passport layers: γ, β computed from the weights and a secret passport; fakes paralyse the model",
         paper="Fan, Ng, Chan: digital passport",
-        black_box=False,
         config=Config,
         embed=embed,
         verify=verify,

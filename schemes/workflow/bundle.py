@@ -60,7 +60,8 @@ def save_bundle(directory: Path, bundle: Bundle) -> None:
 
 
 def read_info(path: Path) -> dict[str, Any]:
-    """info.json: a JSON object whose "scheme" is a registered scheme (the scheme checks the rest)."""
+    """info.json: a JSON object whose "scheme" is a registered scheme (its verify checks the rest, by the
+    scheme's one schema in contracts.infos)."""
     info = _read_json(path)
     if not isinstance(info, dict):
         raise BundleError(f"{path} must hold a JSON object")

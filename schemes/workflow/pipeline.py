@@ -13,7 +13,7 @@ import struct
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from mtlsign.pikey import key_sequence
 from mtlsign.qr import qr_modules, render
 from mtlsign.verify import Verdict, WatermarkInfo
 from schemes.data.community import pin, require_community_data
+from schemes.data.dataset import Dataset
 from schemes.data.datasets import load_dataset
 from schemes.models._passport_layer import passport_variant
 from schemes.models.zoo import ModelCard, check_state, load_model, model_to_bytes, save_model, transfer_weights
@@ -69,32 +70,74 @@ def embed_to_bundle(
     `pinned` are the data sets a community pins (its config's `[[datasets]]`): a `dataset` named
     as one of them is read in its format from its files (or `data_path`), which must match its
     manifest, and goes by its community name, so every member can rebuild the verification inputs."""
+    request = _EmbedRequest(identity, arch, dataset, Path(out), scheme, data_path, overrides, progress, nonce,
+                            start_from, model_path, tuple(pinned), resume, notice)  # fmt: skip
     with distributed():  # one process, or one of torchrun's (schemes.distributed)
-        return _embed_to_bundle(identity, arch, dataset, out, scheme, data_path, overrides, progress, nonce,
-                                start_from, model_path, pinned, resume, notice)  # fmt: skip
+        return _embed_to_bundle(request)
 
 
-def _embed_to_bundle(
-    identity: Identity,
-    arch: str,
-    dataset: str,
-    out: Path,
-    scheme: str,
-    data_path: Path | None,
-    overrides: dict[str, Any] | None,
-    progress: Progress | None,
-    nonce: bytes | None,
-    start_from: torch.nn.Module | None,
-    model_path: Path | None,
-    pinned: Sequence[PinnedDataset],
-    resume: bool,
-    notice: Callable[[str], None] | None,
-) -> dict[str, Any]:
-    spec = get_scheme(scheme)
-    config = make_config(spec, overrides)
-    given, given_card = (None, None) if model_path is None else load_model(model_path)
-    # The community's split (registry.infos): every node can then rebuild key-derived inputs from it.
-    fmt, data_path = _resolve_pinned(dataset, data_path, pinned)
+@dataclass(frozen=True)
+class _EmbedRequest:
+    """What `embed_to_bundle` was asked for (its arguments, in its order)."""
+
+    identity: Identity
+    arch: str
+    dataset: str
+    out: Path
+    scheme: str
+    data_path: Path | None
+    overrides: dict[str, Any] | None
+    progress: Progress | None
+    nonce: bytes | None
+    start_from: torch.nn.Module | None
+    model_path: Path | None
+    pinned: tuple[PinnedDataset, ...]
+    resume: bool
+    notice: Callable[[str], None] | None
+
+
+def _embed_to_bundle(request: _EmbedRequest) -> dict[str, Any]:
+    """The embedding as named steps: the scheme and its config, the owner's model if given, the
+    community's split of the data, the card, the initial model, the run's nonce and key, the scheme's
+    embed, the bundle."""
+    spec = get_scheme(request.scheme)
+    config = make_config(spec, request.overrides)
+    given, given_card = (None, None) if request.model_path is None else load_model(request.model_path)
+    data = _community_split(request, given_card)
+    card = _card_for(spec.model_arch(request.arch if given_card is None else given_card.arch),
+                     data.num_classes + spec.extra_classes, data, request.dataset, given_card)  # fmt: skip
+    torch.manual_seed(config.seed)  # the initial weights, in the one place a model is created
+    model, given = _initial_model(card, data.num_classes, given, given_card, request.start_from)
+    given_hash = None if given is None or given_card is None else hashlib.sha256(model_to_bytes(given, given_card))
+    run = {"scheme": spec.name, "config": _plain(dataclasses.asdict(config)), "card": card.to_json(),
+           "dataset": request.dataset, "owner": request.identity.public_hex,
+           "model": None if given_hash is None else given_hash.hexdigest()}  # fmt: skip
+    if not spec.key_inputs:
+        require_community_data(data, spec.name)  # refuses, saying what would work, before any training
+    report_verifiable = verifiable(spec.key_inputs, spec.name, data.name)
+    if request.notice is not None and rank() == 0:
+        request.notice(report_verifiable)  # said before any training
+    nonce = _run_nonce(request.out / CHECKPOINT_DIR, run, request.nonce, request.resume)
+    owner_key = derive_owner_key(request.identity, nonce)
+    with checkpoints(request.out / CHECKPOINT_DIR):
+        wm = spec.embed(model, data, owner_key.key, config, request.progress, clean=given)
+    check_in_step(wm.model)
+    key = KeyRecord(nonce.hex(), request.identity.public_hex, owner_key.key_proof.hex())
+    report = {
+        **wm.report,
+        "baseline": "the given model" if given is not None else "a clean model trained alike",
+        "verifiable": report_verifiable,
+    }
+    if rank() == 0:
+        save_bundle(request.out, Bundle(wm.model, card, wm.verifier, wm.info, key, report))
+        shutil.rmtree(request.out / CHECKPOINT_DIR, ignore_errors=True)
+    return {**report, "scheme": spec.name, "bundle": str(request.out), "key_hash": owner_key.key_hash}
+
+
+def _community_split(request: _EmbedRequest, given_card: ModelCard | None) -> Dataset:
+    """The data as the community splits it (contracts.datasets), so every node can rebuild key-derived
+    inputs from it; at the given model's input shape and normalisation, and named as asked."""
+    fmt, data_path = _resolve_pinned(request.dataset, request.data_path, request.pinned)
     data = load_dataset(
         fmt,
         path=data_path,
@@ -103,11 +146,15 @@ def _embed_to_bundle(
         input_shape=None if given_card is None else given_card.input_shape,
         normalisation=None if given_card is None else (given_card.mean, given_card.std),
     )
-    data = replace(data, name=dataset)
-    base_arch = arch if given_card is None else given_card.arch
-    card = ModelCard(
-        spec.model_arch(base_arch),
-        data.num_classes + spec.extra_classes,
+    return replace(data, name=request.dataset)
+
+
+def _card_for(arch: str, num_classes: int, data: Dataset, dataset: str, given_card: ModelCard | None) -> ModelCard:
+    """The card of the model the scheme trains: its arch and classes, the data's shape and
+    normalisation, and the given model's arguments and classifier."""
+    return ModelCard(
+        arch,
+        num_classes,
         data.input_shape,
         tuple(data.mean),
         tuple(data.std),
@@ -115,40 +162,28 @@ def _embed_to_bundle(
         model_args={} if given_card is None else given_card.model_args,
         classifier="" if given_card is None else given_card.classifier,
     )
+
+
+def _initial_model(
+    card: ModelCard,
+    classes: int,
+    given: torch.nn.Module | None,
+    given_card: ModelCard | None,
+    start_from: torch.nn.Module | None,
+) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """(the model to embed into, the given model), on the device: a fresh `card` model, or one holding
+    the given model's weights; `start_from`'s weights loaded over it (the overwriting attack); every
+    rank starting from rank 0's weights."""
     device = default_device()
-    torch.manual_seed(config.seed)  # the initial weights, in the one place a model is created
     if given is not None and given_card is not None:
-        model = _start_from_given(given, given_card, card, data.num_classes).to(device)
+        model = _start_from_given(given, given_card, card, classes).to(device)
         given = given.to(device)
     else:
         model = card.build().to(device)
     if start_from is not None:
         model.load_state_dict(start_from.state_dict())
     broadcast_modules(model)  # every rank starts from rank 0's weights
-    given_hash = None if given is None or given_card is None else hashlib.sha256(model_to_bytes(given, given_card))
-    run = {"scheme": spec.name, "config": _plain(dataclasses.asdict(config)), "card": card.to_json(),
-           "dataset": dataset, "owner": identity.public_hex,
-           "model": None if given_hash is None else given_hash.hexdigest()}  # fmt: skip
-    if not spec.key_inputs:
-        require_community_data(data, spec.name)  # refuses, saying what would work, before any training
-    report_verifiable = verifiable(spec.key_inputs, spec.name, data.name)
-    if notice is not None and rank() == 0:
-        notice(report_verifiable)  # said before any training
-    nonce = _run_nonce(out / CHECKPOINT_DIR, run, nonce, resume)
-    owner_key = derive_owner_key(identity, nonce)
-    with checkpoints(out / CHECKPOINT_DIR):
-        wm = spec.embed(model, data, owner_key.key, config, progress, clean=given)
-    check_in_step(wm.model)
-    key = KeyRecord(nonce.hex(), identity.public_hex, owner_key.key_proof.hex())
-    report = {
-        **wm.report,
-        "baseline": "the given model" if given is not None else "a clean model trained alike",
-        "verifiable": report_verifiable,
-    }
-    if rank() == 0:
-        save_bundle(out, Bundle(wm.model, card, wm.verifier, wm.info, key, report))
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    return {**report, "scheme": spec.name, "bundle": str(out), "key_hash": owner_key.key_hash}
+    return model, given
 
 
 def verifiable(key_inputs: bool, scheme: str, dataset: str) -> str:
@@ -301,34 +336,12 @@ def attack_model(
     if data.input_shape != card.input_shape:
         raise SchemeError(f"{dataset} has inputs {data.input_shape}; the model takes {card.input_shape}")
     before = accuracy(model, data.x_test, data.y_test)
-    if kind == "finetune":
-        generator = torch.Generator().manual_seed(seed)
-        attacked = train_classifier(
-            copy.deepcopy(model),
-            data.x_train,
-            data.y_train,
-            epochs=epochs,
-            lr=lr,
-            batch_size=64,
-            generator=generator,
-            progress=progress,
-        )
-    elif kind == "prune":
-        attacked = prune_global_l1(model, amount)
-    elif kind == "overwrite":
+    if kind == "overwrite":
         if identity is None:
             raise SchemeError("the overwriting attack embeds the thief's watermark: it needs the thief's identity")
-        report = embed_to_bundle(
-            identity,
-            card.arch,
-            dataset,
-            out,
-            scheme=scheme,
-            data_path=data_path,
-            overrides={**_skip_clean_training(scheme), **(overrides or {})},
-            progress=progress,
-            start_from=model,
-        )
+        report = embed_to_bundle(identity, card.arch, dataset, out, scheme=scheme, data_path=data_path,
+                                 overrides={**_skip_clean_training(scheme), **(overrides or {})}, progress=progress,
+                                 start_from=model)  # fmt: skip
         overwritten, _ = load_model(out)
         return {
             **report,
@@ -337,6 +350,12 @@ def attack_model(
             "accuracy": accuracy(overwritten, data.x_test, data.y_test),  # on the same split as `before`
             "seconds": time.perf_counter() - started,
         }
+    if kind == "finetune":
+        generator = torch.Generator().manual_seed(seed)
+        attacked = train_classifier(copy.deepcopy(model), data.x_train, data.y_train, epochs=epochs, lr=lr,
+                                    batch_size=64, generator=generator, progress=progress)  # fmt: skip
+    elif kind == "prune":
+        attacked = prune_global_l1(model, amount)
     else:
         raise SchemeError(f"unknown attack {kind!r}: finetune, prune or overwrite")
     attacked.eval()

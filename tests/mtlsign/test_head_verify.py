@@ -5,6 +5,7 @@ import hashlib
 import pytest
 import torch
 
+from contracts.errors import InfoError
 from mtlsign.dwm import build_dwm
 from mtlsign.head import WatermarkHead, head_input_size, tap_features
 from mtlsign.verify import WatermarkInfo, branch_accuracy, verify
@@ -61,7 +62,8 @@ def test_info_round_trips_and_is_validated() -> None:
     model = create_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
     info = info_for(model)
     assert WatermarkInfo.from_json(info.to_json()) == info
-    with pytest.raises(ValueError, match="exactly the fields"):
+    with pytest.raises(InfoError, match=r"mtlsign info: missing fields \[\], unknown fields \['extra'\]"):
         WatermarkInfo.from_json({**info.to_json(), "extra": 1})
-    with pytest.raises(ValueError, match="0.5 < gamma"):
-        WatermarkInfo.from_json({**info.to_json(), "gamma": 0.4})
+    for gamma in (0.4, 0.5):  # at 0.5 a coin passes: 0.5 < γ ≤ 1, the node's rule (MtlsignInfo)
+        with pytest.raises(InfoError, match=r"mtlsign info: gamma must be a number in \(0\.5, 1\]"):
+            WatermarkInfo.from_json({**info.to_json(), "gamma": gamma})

@@ -45,17 +45,17 @@ INFOS: dict[str, dict[str, Any]] = {
     "function-coupled": {
         "scheme": "function-coupled", "version": 2, "mode": "invisible", "r": 0.5, "n_train": 300, "n_verify": 90,
         "threshold": 0.9, "candidate": 0, "num_classes": 10, "input_shape": SHAPE, "mean": [0.5], "std": [0.5],
-        "dataset": "digits", "split_seed": 0, "test_fraction": 0.2, "dataset_sha256": None,
+        "dataset": "digits", "split_seed": 0, "test_fraction": 0.2, "dataset_sha256": "ab" * 32,
     },
     "blind": {
         "scheme": "blind", "dataset": "digits", "n": 100, "threshold": 0.8, "num_classes": 10, "input_shape": SHAPE,
         "mean": [0.5], "std": [0.5], "alpha": 1, "beta": 1, "gamma": 1, "delta": 1, "epochs": 5,
-        "logo_sha256": "ab" * 32, "logo_source": "key", "encoder": "sha256:" + "cd" * 32,
-        "discriminator": "sha256:" + "ef" * 32, "min_ssim": 0.9,
+        "logo_sha256": "ab" * 32, "logo_source": "key", "encoder": "residual-cnn-32",
+        "discriminator": "mlp-64-32", "min_ssim": 0.9,
     },
     "passport": {
-        "scheme": "passport", "version": 1, "passport_type": "T1", "layers": ["features.0"], "delta": 0.1,
-        "noise_sigmas": [0.1], "noise_floor": 0.1, "noise_draws": 5, "dataset": "digits", "n_eval": 200,
+        "scheme": "passport", "version": "V3", "passport_type": "T1", "layers": {"features.0": [1, 1, 28, 28]},
+        "delta": 0.1, "noise_sigmas": 3.0, "noise_floor": 0.1, "noise_draws": 5, "dataset": "digits", "n_eval": 200,
         "input_shape": SHAPE, "mean": [0.5], "std": [0.5], "num_classes": 10,
     },
 }  # fmt: skip
@@ -260,8 +260,8 @@ def test_infos_at_the_floors_parse_into_their_type(scheme: str) -> None:
         ("new-label", "threshold", "new-label info: threshold 0.01 is below the community's floor 0.25"),
         ("function-coupled", "threshold", "function-coupled info: threshold 0.01 is below the community's floor 0.9"),
         ("blind", "threshold", "blind info: threshold 0.01 is below the community's floor 0.8"),
-        # MTLSign's threshold is γ; under 0.5 it is not even a majority, so parsing refuses it.
-        ("mtlsign", "gamma", r"mtlsign info: gamma must be a number in \[0\.5, 1\], got '0\.01'"),
+        # MTLSign's threshold is γ; at 0.5 or under it is not even a majority, so parsing refuses it.
+        ("mtlsign", "gamma", r"mtlsign info: gamma must be a number in \(0\.5, 1\], got '0\.01'"),
     ],
 )
 def test_a_threshold_of_one_percent_is_refused(scheme: str, field: str, fragment: str) -> None:
@@ -299,8 +299,9 @@ def test_counts_and_bars_below_the_floors_are_refused(scheme: str, field: str, v
         ("new-label", {"n": 100, "input_shape": [3, 224, 224], "mean": [0, 0, 0], "std": [1, 1, 1]},
          r"new-label info: input_shape \[3, 224, 224\] must have 1 or 3 channels and sides of at most 64 pixels"),
         ("new-label", {"n": 2223}, r"20007 inputs of \[1, 28, 28\] .* \(20000 inputs, 32000000 elements\)"),
-        ("function-coupled", {"n_verify": 5000}, "function-coupled info: 52200 inputs"),  # 9 × 5000 + the survey
-        ("function-coupled", {"n_verify": 1423}, "function-coupled info: 20007 inputs"),  # the survey counts
+        # 9 × 5000 + the survey; then 9 × 1423 + the survey, which counts
+        ("function-coupled", {"n_verify": 5000, "n_train": 5000}, "function-coupled info: 52200 inputs"),
+        ("function-coupled", {"n_verify": 1423, "n_train": 1423}, "function-coupled info: 20007 inputs"),
         ("blind", {"n": 3000}, "blind info: 27000 inputs"),
         ("passport", {"n_eval": 100_000}, "passport info: 900000 inputs"),
     ],
@@ -378,7 +379,8 @@ def test_passports_the_claimant_ships_are_refused(kind: str) -> None:
         ({"taps": ["a", "b", "c", "d", "e"]}, "mtlsign info: number of taps 5 is over the community's cap 4"),
         ({"taps": []}, "mtlsign info: taps must be a list of module paths"),
         ({"taps": "conv1"}, "mtlsign info: taps must be a list of module paths"),
-        ({"gamma": 1.5}, r"mtlsign info: gamma must be a number in \[0\.5, 1\]"),
+        ({"gamma": 1.5}, r"mtlsign info: gamma must be a number in \(0\.5, 1\]"),
+        ({"gamma": 0.5}, r"mtlsign info: gamma must be a number in \(0\.5, 1\], got '0\.5'"),
     ],
 )
 def test_mtlsign_heads_that_could_read_any_model_are_refused(changes: dict[str, Any], fragment: str) -> None:

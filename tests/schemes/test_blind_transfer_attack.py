@@ -4,7 +4,7 @@ An attacker publishes a blind record before any victim model exists. Its shipped
 the binding rule (each within SSIM 0.9 of its key-chosen cover, whose true label is never the
 target), but they are targeted adversarial examples crafted on an ensemble of plain LeNet-5s of
 its own (Adam on a targeted margin loss with an SSIM penalty, then projected to the bar by
-blending towards the cover, as `schemes.blind._bound_to_covers` binds honest samples). If they
+blending towards the cover, as `schemes.watermarks.blind._bound_to_covers` binds honest samples). If they
 transfer to plain models in general, the attacker's claim on a victim it never saw must still
 lose: they fall short of the threshold, or the community's plain reference, such a model too,
 passes as well or scores close enough to loosen the false-positive bound, and the judge votes
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from contracts.fetch import FetchPolicy
+from contracts.infos import BlindInfo
 from contracts.references import ReferenceSpec
 from registry.judge.process import judge
 from schemes.data._imaging import logo_sha256, ssim, text_logo
@@ -171,7 +172,7 @@ def test_transferable_adversarial_key_samples_do_not_win_a_claim(tmp_path: Path)
     logo = text_logo("SQUAT", SHAPE[1:])
     info, verifier = _info(data, logo), {"key_samples": samples, "logo": logo.contiguous()}
 
-    near = blind.cover_ssim(KEY, samples, info)
+    near = blind.cover_ssim(KEY, samples, BlindInfo.from_json(info))
     assert bool((near >= MIN_SSIM).all()), f"the crafted samples left the SSIM bar: min {float(near.min()):.4f}"
     ensemble_scores = [blind.verify(m, KEY, verifier, info).score for m in ensemble]
     # Victim and reference are models the attacker never saw, trained by the same plain recipe.

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from contracts.errors import DataError
-from schemes.data import datasets as data
+from schemes.data import _formats as formats
 from schemes.data.dataset import Dataset
 from schemes.data.datasets import list_datasets, load_dataset
 
@@ -228,7 +228,7 @@ def test_corrupt_gzip_is_refused(tmp_path: Path) -> None:
 
 def test_oversized_files_are_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     IdxSet(tmp_path)
-    monkeypatch.setattr(data, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(formats, "MAX_FILE_BYTES", 1000)
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte is 15696 bytes, over the limit of 1000 bytes"):
         load_dataset("mnist", path=tmp_path)
 
@@ -503,6 +503,6 @@ def test_npz_that_is_not_a_zip_or_not_there(tmp_path: Path, monkeypatch: pytest.
     big = tmp_path / "big.npz"  # a small file that unpacks to a large one
     zeros = np.zeros((2000, 8, 8), dtype=np.uint8)
     np.savez_compressed(big, x_train=zeros, y_train=np.zeros(2000, np.int64), x_test=zeros, y_test=np.zeros(2000))
-    monkeypatch.setattr(data, "MAX_FILE_BYTES", big.stat().st_size + 10)
+    monkeypatch.setattr(formats, "MAX_FILE_BYTES", big.stat().st_size + 10)
     with pytest.raises(DataError, match=r"big.npz unpacks to \d+ bytes, over the limit"):
         load_dataset("npz", path=big)

@@ -256,32 +256,38 @@ def test_verify_takes_a_prediction_function(digits: Dataset) -> None:
 @pytest.mark.parametrize(
     ("info", "message"),
     [
-        ({"scheme": "mtlsign"}, "scheme must be 'function-coupled', got 'mtlsign'"),
-        ({"version": 1}, "version must be 2"),
-        ({"mode": "visible"}, "mode must be one of invisible, direct"),
-        ({"r": 1.5}, r"r must be a number in \[0, 1\], got 1.5"),
-        ({"n_verify": 201}, r"n_verify must be an integer in \[1, n_train\]"),
+        ({"version": 1}, "version must be 2, got '1'"),
+        ({"version": 2.0}, "version must be 2, got '2.0'"),
+        ({"mode": "visible"}, "mode must be invisible or direct, got 'visible'"),
+        ({"r": 1.5}, r"r must be a number in \[0, 1\], got '1.5'"),
+        ({"n_verify": 201}, r"n_verify must be an integer in \[1, 200\]"),
         ({"n_verify": True}, "n_verify must be an integer"),
-        ({"threshold": 0}, r"threshold must be a number in \(0, 1\]"),
+        ({"threshold": 0}, r"threshold must be a number in \[1e-09, 1\]"),
         ({"threshold": float("nan")}, "threshold must be a number"),
-        ({"candidate": 4}, r"candidate must be in \[0, 3\], got 4"),
+        ({"candidate": 4}, r"candidate must be an integer in \[0, 3\], got '4'"),
         ({"num_classes": 3}, "num_classes must be an integer"),
         ({"input_shape": [1, 28]}, "input_shape must be three integers"),
-        ({"mean": [0.3, 0.3]}, r"mean must be 1 number\(s\), one per channel"),
-        ({"std": [0.0]}, "std must be 1 number.*positive"),
-        ({"dataset": ""}, "dataset must be a name"),
+        ({"mean": [0.3, 0.3]}, r"mean must be 1 finite number\(s\), one per channel"),
+        ({"std": [0.0]}, r"std must be 1 finite number\(s\), one per channel"),
+        ({"dataset": ""}, "dataset must be a data set's name"),
         ({"dataset_sha256": "AB" * 32}, "dataset_sha256 must be 64 lowercase hex digits"),
-        ({"test_fraction": None}, "test_fraction must be null exactly when split_seed is"),
-        ({"split_seed": -1}, "split_seed must be null or an integer"),
-        ({"test_fraction": 1.0}, r"test_fraction must be in \(0, 1\)"),
-        ({"split_seed": None, "test_fraction": None}, "split_seed must be set for this data set, got None"),
-        ({"dataset": "mnist", "split_seed": None, "test_fraction": None}, "the triggers must come from"),
+        ({"test_fraction": None}, "split_seed and test_fraction must not be null: the triggers must come from a"),
+        ({"split_seed": -1}, r"split_seed must be an integer in \[0, 4294967295\]"),
+        ({"test_fraction": 1.0}, r"test_fraction must be a number in \[1e-09, 1\]"),
+        ({"split_seed": 3}, r"the data must be split as the community splits it \(split_seed 0, test_fraction 0.2\)"),
+        ({"split_seed": None, "test_fraction": None}, "split_seed and test_fraction must not be null"),
+        ({"dataset": "mnist", "split_seed": None, "test_fraction": None}, "split_seed and test_fraction must not"),
         ({"extra": 1}, r"missing fields \[\], unknown fields \['extra'\]"),
     ],
 )
 def test_bad_info_is_refused_with_its_reason(info: dict[str, Any], message: str) -> None:
     with pytest.raises(SchemeError, match=f"function-coupled info: {message}"):
         fc.verify(_answering(0), KEY, {}, _info(**info))
+
+
+def test_info_for_another_scheme_is_refused() -> None:
+    with pytest.raises(SchemeError, match="^info describes a 'mtlsign' watermark, not 'function-coupled'$"):
+        fc.verify(_answering(0), KEY, {}, _info(scheme="mtlsign"))
 
 
 def test_missing_info_fields_are_named() -> None:

@@ -63,6 +63,9 @@ def test_a_duplicate_or_malformed_registration_is_refused() -> None:
 
     with pytest.raises(SchemeError, match="frozen dataclass with a 'seed'"):
         register_scheme(dataclasses.replace(mtlsign, name="loose", config=Loose))
+    # Its info's schema, and whether it is black-box, are a contracts Info: a scheme without one is refused.
+    with pytest.raises(SchemeError, match=r"^scheme 'loose' has no Info in contracts\.infos: nothing would check"):
+        register_scheme(dataclasses.replace(mtlsign, name="loose"))
     assert "loose" not in [s.name for s in list_schemes()]
 
 
@@ -76,7 +79,7 @@ class _Options:
     limit: int | None = None
 
 
-_FAKE = Scheme("fake", "a test double", True, _Options, embed=None, verify=None)  # type: ignore[arg-type]
+_FAKE = Scheme("fake", "a test double", _Options, embed=None, verify=None)  # type: ignore[arg-type]
 
 
 def test_make_config_coerces_command_line_strings() -> None:
