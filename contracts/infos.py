@@ -235,8 +235,7 @@ class FunctionCoupledInfo(Info):
     )  # fmt: skip
     #: Version 2: PARTS triples per key (schemes.watermarks.function_coupled's docstring).
     VERSION: ClassVar[int] = 2
-    #: Eq. 3b (invisible) and Eq. 2b (direct) fusion.
-    MODES: ClassVar[tuple[str, ...]] = ("invisible", "direct")
+    MODES: ClassVar[tuple[str, ...]] = FunctionCoupledFloors.MODES
     #: Candidate sets of triples a key may use (embed's screening); a vote's bound counts each.
     CANDIDATES: ClassVar[int] = 4
 

@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from contracts.datasets import EMBEDDED_DATASETS, PinnedDataset
 from contracts.encoding import is_number
@@ -43,6 +43,9 @@ class NewLabelFloors:
 
 @dataclass(frozen=True)
 class FunctionCoupledFloors:
+    #: Eq. 3b (invisible) and Eq. 2b (direct) fusion: what a community may choose, and an info name.
+    MODES: ClassVar[tuple[str, ...]] = ("invisible", "direct")
+
     min_n_verify: int = 90  # §4.4
     min_threshold: float = 0.9
     #: The community's fusion (Eq. 3b, r = 0.5): claimants do not pick out-of-distribution triggers.
@@ -196,7 +199,7 @@ def _raise_floors(floors: Any, table: Mapping[str, Any], where: str) -> Any:
             changes[name] = value
             continue
         if name == "mode":
-            if value not in ("invisible", "direct"):
+            if value not in FunctionCoupledFloors.MODES:
                 raise ConfigError(f"{where}.mode must be 'invisible' or 'direct'")
             changes[name] = value
             continue

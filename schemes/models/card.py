@@ -7,7 +7,6 @@ Cards come from strangers, so they are read strictly: size-limited, no repeated 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from contracts.cards import MAX_HEADER_BYTES
-from contracts.encoding import parse_json
+from contracts.encoding import is_int, is_number, parse_json
 from contracts.errors import ZooError
 from schemes.models.catalog import check_input_shape, create_model, is_open, is_registered, list_models
 from schemes.models.hub import card_fields, check_open, config_of
@@ -58,7 +57,7 @@ class ModelCard:
         if not isinstance(self.arch, str) or not (is_registered(self.arch) or is_open(self.arch)):
             raise ZooError(f"field 'arch': unknown model {self.arch!r}; known models: {', '.join(list_models())}, "
                            "timm:NAME, torchvision:NAME")  # fmt: skip
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+        if not is_int(self.num_classes, low=1):
             raise ZooError(f"field 'num_classes' must be a positive integer, got {self.num_classes!r}")
         try:
             shape = check_input_shape(self.input_shape)
@@ -136,7 +135,7 @@ def _channel_floats(name: str, values: object, channels: int, *, positive: bool)
         raise ZooError(f"field {name!r} must hold one number per input channel ({channels}), got {values!r}")
     out: list[float] = []
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if not is_number(value):
             raise ZooError(f"field {name!r} must hold finite numbers, got {value!r}")
         if positive and value <= 0:
             raise ZooError(f"field {name!r} must hold positive numbers, got {value!r}")

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from contracts.encoding import is_int
 from contracts.errors import ZooError
 from contracts.limits import MAX_PARAMETERS
 from schemes.models.hub import create_open
@@ -54,7 +55,7 @@ def create_model(
     """A freshly initialised `name` model for `input_shape` = (channels, height, width) inputs:
     a registered zoo model, or an open architecture (`timm:NAME`, `torchvision:NAME`, see
     `schemes.hub`) built with `model_args` and counted on `meta` against `max_parameters` first."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    if not is_int(num_classes, low=1):
         raise ZooError(f"num_classes must be a positive integer, got {num_classes!r}")
     shape = check_input_shape(input_shape)
     if is_open(name):
@@ -89,10 +90,6 @@ def _model_class(name: str) -> type[nn.Module]:
 
 
 def check_input_shape(shape: object) -> tuple[int, int, int]:
-    if (
-        not isinstance(shape, tuple | list)
-        or len(shape) != 3
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
-    ):
+    if not isinstance(shape, tuple | list) or len(shape) != 3 or not all(is_int(n, low=1) for n in shape):
         raise ZooError(f"input_shape must be three positive integers (channels, height, width), got {shape!r}")
     return (shape[0], shape[1], shape[2])
