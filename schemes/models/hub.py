@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from contracts.cards import card_summary
 from contracts.encoding import is_int, is_number
 from contracts.errors import ZooError
 from contracts.limits import MAX_PARAMETERS
@@ -166,14 +167,16 @@ def card_fields(obj: object) -> dict[str, Any]:
     version = obj.get("wmnode_format", FORMAT)
     if version != FORMAT:
         raise ZooError(f"config.json: wmnode_format {version!r} is not {FORMAT}")
-    library, name, variant = parse_architecture(obj.get("architecture"))
-    classes = obj.get("num_classes")
+    # Which field is which: the one reading of either card shape, shared with the node's checks.
+    summary = card_summary(obj)
+    library, name, variant = parse_architecture(summary["arch"])
+    classes = summary["num_classes"]
     if not is_int(classes, 1, 100_000):
         raise ZooError(f"config.json: num_classes must be an integer in 1-100000, got {classes!r}")
     cfg = obj.get("pretrained_cfg", {})
     if not isinstance(cfg, dict):
         raise ZooError("config.json: pretrained_cfg must be an object")
-    size = cfg.get("input_size")
+    size = summary["input_shape"]
     if not (isinstance(size, list) and len(size) == 3 and size[0] in (1, 3) and all(_side(n) for n in size[1:])):
         raise ZooError(f"config.json: pretrained_cfg.input_size must be [1 or 3, H, W] with sides 8-1024, got {size!r}")
     channels = size[0]
@@ -190,8 +193,8 @@ def card_fields(obj: object) -> dict[str, Any]:
         "arch": f"{library}:{name}" + (f"-{variant}" if variant else ""),
         "num_classes": classes,
         "input_shape": (channels, size[1], size[2]),
-        "mean": _floats(cfg.get("mean"), "mean", channels, False),
-        "std": _floats(cfg.get("std"), "std", channels, True),
+        "mean": _floats(summary["mean"], "mean", channels, False),
+        "std": _floats(summary["std"], "std", channels, True),
         "extra": extra,
         "model_args": dict(args),
         "classifier": classifier,
