@@ -471,7 +471,7 @@ def _node_routes(
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
-#: The answer of `GET /v1/artifacts/{digest}`: the stored bytes, as they were uploaded.
+#: An artifact's bytes, uploaded (`PUT /v1/artifacts/{digest}`) and downloaded as they are.
 _OCTETS = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 
 
@@ -480,7 +480,8 @@ def _artifact_routes(app: FastAPI, store: ArtifactStore, metering: Metering | No
 
     @app.put("/v1/artifacts/{digest}", status_code=201, response_model=schemas.Uploaded,
              responses={200: {"model": schemas.Uploaded, "description": "stored already"},
-                        **_refusals(400, 404, 413, 507)})  # fmt: skip
+                        **_refusals(400, 404, 413, 507)},
+             openapi_extra={"requestBody": {"required": True, **_OCTETS}})  # fmt: skip
     async def put_artifact(digest: str, request: Request) -> JSONResponse:
         host = request.client.host if request.client else None
         try:
@@ -513,13 +514,17 @@ _REF = "#/components/schemas/{model}"
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document of the routes, as the node answers them: without FastAPI's 422 answers
-    (a parameter that does not parse is a 400 here, as every MessageError), and with `POST
-    /v1/entries`, which the fast path answers before any routing."""
+    (a parameter that does not parse is a 400 here, as every MessageError), every refusal as JSON,
+    and with `POST /v1/entries`, which the fast path answers before any routing."""
     if app.openapi_schema is None:
         doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        refusal = {"application/json": {"schema": {"$ref": _REF.format(model="ErrorAnswer")}}}
         for operations in doc["paths"].values():
             for operation in operations.values():
                 operation["responses"].pop("422", None)
+                for code, response in operation["responses"].items():
+                    if code >= "400":  # JSON, whatever the route answers when it succeeds (text, bytes)
+                        response["content"] = refusal
         components = doc.setdefault("components", {}).setdefault("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             components.pop(unused, None)
