@@ -119,9 +119,8 @@ def _claim(
             timeout_s=timeout_s,
             on_vote=lambda vote: say(format_vote(vote, names)),
         )
-    status = outcome.status
-    code = {"owner": EXIT_OWNER, "not-owner": EXIT_NOT_OWNER}.get(status.result or "", EXIT_UNDECIDED)
-    certificate_path = _write_certificate(status, node_status, community, state_dir, certificate_path)
+    code = {"owner": EXIT_OWNER, "not-owner": EXIT_NOT_OWNER}.get(outcome.result or "", EXIT_UNDECIDED)
+    certificate_path = _write_certificate(outcome, node_status, community, state_dir, certificate_path)
     if as_json:
         echo_json(
             {**outcome.to_json(), "certificate": str(certificate_path) if certificate_path else None, "exit": code}
@@ -147,9 +146,8 @@ def _write_certificate(
     return path
 
 
-def _say_outcome(outcome: ClaimOutcome, certificate_path: Path | None) -> None:
-    status, seconds = outcome.status, outcome.seconds_to_decision
-    index = status.claim.index
+def _say_outcome(status: ClaimOutcome, certificate_path: Path | None) -> None:
+    seconds, index = status.seconds_to_decision, status.claim.index
     if status.decided is None:
         click.echo(f"claim #{index}: undecided after {seconds:.1f} s ({len(status.votes)} of {status.members} votes)")
         return

@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from contracts.identity import Identity, derive_owner_key
 from contracts.modelid import model_identity_of
 from registry.client.node_client import NodeClient
 from registry.client.receipt import Receipt, fetch_receipt
-from registry.log.answers import ClaimStatus, Entry, JsonAnswer
+from registry.log.answers import ClaimStatus, Entry
 from registry.log.clock import now_ms
 from registry.log.messages import Claim, Publish, predict_model_hash
 
@@ -74,23 +74,25 @@ class BundleFiles:
 
 
 @dataclass(frozen=True, eq=False)
-class ClaimOutcome(JsonAnswer):
+class ClaimOutcome(ClaimStatus):
     """A claim's status when `claim_suspect` stopped waiting (decided, every member voted, or out of
-    time), and the seconds from its submit to then. It reads as the status (`outcome.status.decided`,
-    `outcome["decided"]`), whose JSON it extends with `seconds_to_decision`."""
+    time), with the seconds from its submit to then; its JSON is the status's and `seconds_to_decision`."""
 
-    status: ClaimStatus
-    seconds_to_decision: float
+    seconds_to_decision: float = 0.0
 
     @classmethod
-    def from_json(cls, obj: object) -> ClaimOutcome:
+    def of(cls, status: ClaimStatus, seconds: float) -> ClaimOutcome:
+        return cls(**{f.name: getattr(status, f.name) for f in fields(ClaimStatus)}, seconds_to_decision=seconds)
+
+    @classmethod
+    def from_json(cls, obj: object, where: str = "claim outcome") -> ClaimOutcome:
         if not isinstance(obj, dict) or not is_number(obj.get("seconds_to_decision"), low=0):
-            raise MessageError("a claim outcome is a claim status with seconds_to_decision, a non-negative number")
+            raise MessageError(f"{where} is a claim status with seconds_to_decision, a non-negative number")
         rest = {k: v for k, v in obj.items() if k != "seconds_to_decision"}
-        return cls(ClaimStatus.from_json(rest, "claim outcome"), float(obj["seconds_to_decision"]))
+        return cls.of(ClaimStatus.from_json(rest, where), float(obj["seconds_to_decision"]))
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.status.to_json(), "seconds_to_decision": self.seconds_to_decision}
+        return {**super().to_json(), "seconds_to_decision": self.seconds_to_decision}
 
 
 def publish_bundle(client: NodeClient, identity: Identity, bundle_dir: Path, *, save_receipt: bool = True) -> Receipt:
@@ -188,7 +190,7 @@ def claim_suspect(
     started = time.perf_counter()
     submitted = client.submit(msg)
     status = wait_decided(client, submitted.index, timeout_s, on_vote)
-    return ClaimOutcome(status, time.perf_counter() - started)
+    return ClaimOutcome.of(status, time.perf_counter() - started)
 
 
 def wait_decided(

@@ -105,7 +105,7 @@ def _owner_publishes(stage: _Stage, owner: Identity) -> Path:
     receipt = publish_bundle(stage.client, owner, bundle)
     say(
         f"   published before release: entry #{receipt.entry.index}, leaf "
-        f"{(receipt.entry.leaf_hash or '')[:16]}…, in checkpoint size {receipt.checkpoint.size}"
+        f"{receipt.entry.leaf().hex()[:16]}…, in checkpoint size {receipt.checkpoint.size}"
     )
     return bundle
 
@@ -147,13 +147,13 @@ def _thief_launders(stage: _Stage, thief: Identity, owner_bundle: Path) -> tuple
 def _owner_claims(stage: _Stage, owner: Identity, owner_bundle: Path, disputed: str) -> ClaimStatus:
     """Step 4: the owner claims the thief's copy and wins by majority."""
     stage.say("4. the owner claims the thief's model: every node fetches it, rebuilds D_WM from the key, votes")
-    outcome = claim_suspect(stage.client, owner, owner_bundle, disputed, timeout_s=120, on_vote=stage.on_vote)
-    _require(outcome.status, "owner", "the owner's claim")
+    status = claim_suspect(stage.client, owner, owner_bundle, disputed, timeout_s=120, on_vote=stage.on_vote)
+    _require(status, "owner", "the owner's claim")
     stage.say(
-        f"   decided {outcome.status.decided} by a majority of {outcome.status.majority} "
-        f"in {outcome.seconds_to_decision:.2f} s from submit"
+        f"   decided {status.decided} by a majority of {status.majority} "
+        f"in {status.seconds_to_decision:.2f} s from submit"
     )
-    return outcome.status
+    return status
 
 
 def _write_certificate(stage: _Stage, status: ClaimStatus, urls: list[str], community: str) -> Path:
@@ -166,7 +166,7 @@ def _write_certificate(stage: _Stage, status: ClaimStatus, urls: list[str], comm
 def _thief_claims(stage: _Stage, thief: Identity, thief_bundle: Path, disputed: str) -> None:
     """Step 5: the thief's watermark is there too, but the earlier publish wins."""
     stage.say("5. the thief claims the same model with its own key")
-    rival = claim_suspect(stage.client, thief, thief_bundle, disputed, timeout_s=120, on_vote=stage.on_vote).status
+    rival = claim_suspect(stage.client, thief, thief_bundle, disputed, timeout_s=120, on_vote=stage.on_vote)
     standing = rival.standing
     _require(rival, "not-owner", "the thief's claim")
     if rival.decided == "owner" and standing is not None:

@@ -6,11 +6,12 @@ the model's standing owner: when two claimants pass on one model the earlier pub
 the registry answers online (`GET /v1/owner`, `wmnode owner`); compare the certificates' publish
 times offline.
 
-A certificate holds the claim, the publish it rests on and the members' signed votes, each as its
-log entry with an inclusion proof, plus checkpoints of one tree size signed by a majority of the
-members. `verify_certificate` needs nothing but the file and the members' public keys (from a
-community config): it recomputes every leaf hash and proof, every signature, the key checks of the
-claim, and the decision from the votes in log order.
+A certificate (`Certificate`; its JSON is the file) holds the claim, the publish it rests on and the
+members' signed votes, each as its log entry with an inclusion proof, plus checkpoints of one tree
+size signed by a majority of the members. `Certificate.from_json` checks its form;
+`verify_certificate` needs nothing but the file and the members' public keys (from a community
+config): it recomputes every leaf hash and proof, every signature, the key checks of the claim,
+and the decision from the votes in log order.
 
 People read a certificate without the tool, so its stated fields must agree with what the tool
 recomputes, or it is refused: `decided` is the decision; `result` is the decision, or `not-owner`
@@ -121,7 +122,7 @@ class Certificate(JsonAnswer):
         }
 
 
-def _items(fields: dict[str, Any], name: str) -> list[Any]:
+def _items(fields: Mapping[str, Any], name: str) -> list[Any]:
     value = fields[name]
     if not isinstance(value, list) or len(value) > MAX_ITEMS:
         raise MessageError(f"certificate's {name} must be a list of at most {MAX_ITEMS} items")
@@ -324,7 +325,6 @@ def _signed_root(cert: Certificate, members: set[str]) -> tuple[bytes, int]:
 
 
 def _verify(cert: Certificate, members: set[str]) -> dict[str, Any]:
-    majority = len(members) // 2 + 1
     root, signers = _signed_root(cert, members)
     publish, claim = cert.publish.msg, cert.claim.msg
     assert isinstance(publish, Publish) and isinstance(claim, Claim)  # Certificate.from_json checked them
@@ -336,7 +336,24 @@ def _verify(cert: Certificate, members: set[str]) -> dict[str, Any]:
     if hashlib.sha256(key).hexdigest() != publish.key_hash:
         raise VerificationError("the revealed key does not hash to the publish's key_hash")
     verify_owner_key(claim.owner, bytes.fromhex(publish.nonce), key, proof)
+    decided, tally, votes = _tally(cert, claim, members)
+    return {
+        "decided": decided,
+        "tally": tally,
+        "claim": cert.claim.index,
+        "publish": cert.publish.index,
+        "publish_time": cert.publish.time,
+        "owner": claim.owner,
+        "model_hash": claim.model_hash,
+        "checkpoint_signers": signers,
+        "votes": votes,
+    }
 
+
+def _tally(cert: Certificate, claim: Claim, members: set[str]) -> tuple[str, dict[str, int], list[dict[str, Any]]]:
+    """The decision the votes make in log order (the first verdict to reach a majority of the
+    members), the count of each verdict, and what each vote says."""
+    majority = len(members) // 2 + 1
     tally: dict[str, int] = {}
     voters: set[str] = set()
     decided = None
@@ -355,14 +372,4 @@ def _verify(cert: Certificate, members: set[str]) -> dict[str, Any]:
             decided = vote.verdict
     if decided is None:
         raise VerificationError(f"no verdict reaches a majority of {majority}: {tally}")
-    return {
-        "decided": decided,
-        "tally": tally,
-        "claim": cert.claim.index,
-        "publish": cert.publish.index,
-        "publish_time": cert.publish.time,
-        "owner": claim.owner,
-        "model_hash": claim.model_hash,
-        "checkpoint_signers": signers,
-        "votes": votes,
-    }
+    return decided, tally, votes

@@ -12,9 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic.json_schema import models_json_schema
 from pysyncobj import FAIL_REASON
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -50,6 +48,7 @@ from registry.serve.admission import (
 from registry.serve.info import NodeInfo
 from registry.serve.metering import ADDRESS, CLAIM, IDENTITY, PUBLISH, UPLOAD, Metering, RateLimiter, StoreMeter
 from registry.serve.metrics import CONTENT_TYPE, NodeMetrics
+from registry.serve.openapi import OCTETS, openapi_document, refusals
 from registry.serve.read_meter import ReadGate, read_cost
 
 logger = logging.getLogger(__name__)
@@ -305,7 +304,7 @@ def create_app(
     _proof_routes(app, log, identity, info)
     _node_routes(app, log, identity, info, verifier_ready, references_ready, metrics)
     _artifact_routes(app, store, metering, metrics)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
 
     async def submit(body: bytes) -> tuple[int, Submitted]:
         return await publish(log, info, body, store)
@@ -314,23 +313,6 @@ def create_app(
         return _PublishFastPath(app, submit, metrics)
     gated = ReadGate(app, metering.rates, read_cost(log, store, len(info.members)))
     return _PublishFastPath(gated, submit, metrics, metering.rates)
-
-
-#: What each refusal means; every one is answered `{"error": <class>, "detail": <why>}`.
-_REFUSALS = {
-    400: "MessageError or VerificationError: a malformed parameter, message or upload, or a bad signature",
-    404: "NotFoundError: no such entry, claim, publish, owner, artifact or tree size (yet)",
-    409: "RejectedError: the log refused a well-formed message (backdated, key already published, ...)",
-    413: "PayloadTooLargeError: a message or upload over its size limit",
-    429: "RateLimitedError: this client is over its rate limit; retry-after says when to try again",
-    503: "UnavailableError: the community cannot commit now (no leader, no quorum, a commit timed out)",
-    507: "QuotaExceededError: the store has no room for the upload",
-}
-
-
-def _refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The refusals a route may answer; every route may answer 429 (the read gate meters them all)."""
-    return {code: {"model": schemas.ErrorAnswer, "description": _REFUSALS[code]} for code in sorted({*codes, 429})}
 
 
 def _json(answer: Mapping[str, Any], status: int = 200) -> JSONResponse:
@@ -356,11 +338,11 @@ def _answer_errors(app: FastAPI) -> None:
 def _log_routes(app: FastAPI, log: RegistryLog) -> None:
     """The log's entries: one, a run of them, a publish by its key hash."""
 
-    @app.get("/v1/entries/{index}", response_model=schemas.Entry, responses=_refusals(400, 404))
+    @app.get("/v1/entries/{index}", response_model=schemas.Entry, responses=refusals(400, 404))
     def get_entry(index: int) -> JSONResponse:
         return _json(log.entry(index))
 
-    @app.get("/v1/entries", response_model=schemas.EntryPage, responses=_refusals(400))
+    @app.get("/v1/entries", response_model=schemas.EntryPage, responses=refusals(400))
     def list_entries(start: int | None = None, limit: int = 20) -> JSONResponse:
         if not 1 <= limit <= 1000:
             raise MessageError("limit must be 1-1000")
@@ -370,7 +352,7 @@ def _log_routes(app: FastAPI, log: RegistryLog) -> None:
             raise MessageError("start must be non-negative")
         return _json({"size": size, "entries": [log.entry(i) for i in range(first, min(first + limit, size))]})
 
-    @app.get("/v1/publishes/{key_hash}", response_model=schemas.Entry, responses=_refusals(404))
+    @app.get("/v1/publishes/{key_hash}", response_model=schemas.Entry, responses=refusals(404))
     def publish_by_key(key_hash: str) -> JSONResponse:
         index = log.state.by_key_hash.get(key_hash)
         if index is None:
@@ -381,11 +363,11 @@ def _log_routes(app: FastAPI, log: RegistryLog) -> None:
 def _claim_routes(app: FastAPI, log: RegistryLog) -> None:
     """Claims and decisions: a claim's status, a model's standing owner, the admitted references."""
 
-    @app.get("/v1/claims/{index}", response_model=schemas.ClaimStatus, responses=_refusals(400, 404))
+    @app.get("/v1/claims/{index}", response_model=schemas.ClaimStatus, responses=refusals(400, 404))
     def claim(index: int) -> JSONResponse:
         return _json(log.claim_status(index))
 
-    @app.get("/v1/owner", response_model=schemas.Standing, responses=_refusals(400, 404))
+    @app.get("/v1/owner", response_model=schemas.Standing, responses=refusals(400, 404))
     def owner(model_hash: str) -> JSONResponse:
         if not is_hex(model_hash, 32):
             raise MessageError("model_hash must be 64 lowercase hex digits")
@@ -394,7 +376,7 @@ def _claim_routes(app: FastAPI, log: RegistryLog) -> None:
             raise NotFoundError(f"no claim has passed on model {model_hash[:16]}… yet")
         return _json(standing)
 
-    @app.get("/v1/references", response_model=schemas.References, responses=_refusals())
+    @app.get("/v1/references", response_model=schemas.References, responses=refusals())
     def references() -> JSONResponse:
         return _json({"references": log.state.admitted_references()})
 
@@ -402,7 +384,7 @@ def _claim_routes(app: FastAPI, log: RegistryLog) -> None:
 def _proof_routes(app: FastAPI, log: RegistryLog, identity: Identity, info: NodeInfo) -> None:
     """Signed checkpoints (ours and the C2SP signed note) and RFC 6962 proofs against them."""
 
-    @app.get("/v1/checkpoint", response_model=schemas.Checkpoint, responses=_refusals(400, 404))
+    @app.get("/v1/checkpoint", response_model=schemas.Checkpoint, responses=refusals(400, 404))
     def checkpoint(size: int | None = None) -> JSONResponse:
         head, root = log.head()
         if size is not None:
@@ -411,21 +393,21 @@ def _proof_routes(app: FastAPI, log: RegistryLog, identity: Identity, info: Node
             head, root = size, log.root(size)
         return _json(Checkpoint.create(identity, head, root, now_ms()).to_json())
 
-    @app.get("/checkpoint", response_class=PlainTextResponse, responses=_refusals())
+    @app.get("/checkpoint", response_class=PlainTextResponse, responses=refusals())
     def checkpoint_note() -> PlainTextResponse:
         size, root = log.head()
         note = sign_note(checkpoint_body(info.community, size, root), info.name, identity)
         return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
 
-    @app.get("/v1/proof/inclusion", response_model=schemas.Inclusion, responses=_refusals(400, 404))
+    @app.get("/v1/proof/inclusion", response_model=schemas.Inclusion, responses=refusals(400, 404))
     def inclusion(index: int, size: int | None = None) -> JSONResponse:
         return _json(log.inclusion(index, log.size() if size is None else size))
 
-    @app.get("/v1/proof/consistency", response_model=schemas.Consistency, responses=_refusals(400, 404))
+    @app.get("/v1/proof/consistency", response_model=schemas.Consistency, responses=refusals(400, 404))
     def consistency(first: int, second: int | None = None) -> JSONResponse:
         return _json(log.consistency(first, log.size() if second is None else second))
 
-    @app.get("/v1/root", response_model=schemas.Root, responses=_refusals(400, 404))
+    @app.get("/v1/root", response_model=schemas.Root, responses=refusals(400, 404))
     def root(size: int) -> JSONResponse:
         if size < 0:
             raise NotFoundError("size must be non-negative")
@@ -443,7 +425,7 @@ def _node_routes(
 ) -> None:
     """This node itself: its status and its Prometheus metrics."""
 
-    @app.get("/v1/status", response_model=schemas.NodeStatus, responses=_refusals())
+    @app.get("/v1/status", response_model=schemas.NodeStatus, responses=refusals())
     def status() -> JSONResponse:
         raft = log.raft_status()
         size, root = log.head()
@@ -466,13 +448,9 @@ def _node_routes(
             "references": len(log.state.admitted_references()),
         })  # fmt: skip
 
-    @app.get("/metrics", response_class=PlainTextResponse, responses=_refusals())
+    @app.get("/metrics", response_class=PlainTextResponse, responses=refusals())
     def metrics_text() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
-
-
-#: An artifact's bytes, uploaded (`PUT /v1/artifacts/{digest}`) and downloaded as they are.
-_OCTETS = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 
 
 def _artifact_routes(app: FastAPI, store: ArtifactStore, metering: Metering | None, metrics: NodeMetrics) -> None:
@@ -480,8 +458,8 @@ def _artifact_routes(app: FastAPI, store: ArtifactStore, metering: Metering | No
 
     @app.put("/v1/artifacts/{digest}", status_code=201, response_model=schemas.Uploaded,
              responses={200: {"model": schemas.Uploaded, "description": "stored already"},
-                        **_refusals(400, 404, 413, 507)},
-             openapi_extra={"requestBody": {"required": True, **_OCTETS}})  # fmt: skip
+                        **refusals(400, 404, 413, 507)},
+             openapi_extra={"requestBody": {"required": True, **OCTETS}})  # fmt: skip
     async def put_artifact(digest: str, request: Request) -> JSONResponse:
         host = request.client.host if request.client else None
         try:
@@ -495,7 +473,7 @@ def _artifact_routes(app: FastAPI, store: ArtifactStore, metering: Metering | No
         return JSONResponse(payload, status_code=status)
 
     @app.get("/v1/artifacts/{digest}", response_class=Response,
-             responses={200: {"description": "the artifact's bytes", **_OCTETS}, **_refusals(404)})  # fmt: skip
+             responses={200: {"description": "the artifact's bytes", **OCTETS}, **refusals(404)})  # fmt: skip
     def get_artifact(digest: str) -> StreamingResponse:
         if not store.has(digest):
             raise NotFoundError(f"no artifact sha256:{digest[:64]}")
@@ -505,63 +483,3 @@ def _artifact_routes(app: FastAPI, store: ArtifactStore, metering: Metering | No
             media_type="application/octet-stream",
             headers={"content-length": str(size)},
         )
-
-
-# -- the OpenAPI document ------------------------------------------------------------------------
-
-_REF = "#/components/schemas/{model}"
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document of the routes, as the node answers them: without FastAPI's 422 answers
-    (a parameter that does not parse is a 400 here, as every MessageError), every refusal as JSON,
-    and with `POST /v1/entries`, which the fast path answers before any routing."""
-    if app.openapi_schema is None:
-        doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        refusal = {"application/json": {"schema": {"$ref": _REF.format(model="ErrorAnswer")}}}
-        for operations in doc["paths"].values():
-            for operation in operations.values():
-                operation["responses"].pop("422", None)
-                for code, response in operation["responses"].items():
-                    if code >= "400":  # JSON, whatever the route answers when it succeeds (text, bytes)
-                        response["content"] = refusal
-        components = doc.setdefault("components", {}).setdefault("schemas", {})
-        for unused in ("HTTPValidationError", "ValidationError"):
-            components.pop(unused, None)
-        doc["paths"].setdefault("/v1/entries", {})["post"] = _submit_operation(components)
-        app.openapi_schema = doc
-    return app.openapi_schema
-
-
-def _submit_operation(components: dict[str, Any]) -> dict[str, Any]:
-    """`POST /v1/entries` as an OpenAPI operation (its schemas join `components`)."""
-    _, defs = models_json_schema(
-        [
-            (schemas.SignedMessage, "validation"),
-            (schemas.Submitted, "serialization"),
-            (schemas.ErrorAnswer, "serialization"),
-        ],
-        ref_template=_REF,
-    )
-    for name, schema in defs.get("$defs", {}).items():
-        components.setdefault(name, schema)
-
-    def answer(model: str, description: str) -> dict[str, Any]:
-        schema = {"$ref": _REF.format(model=model)}
-        return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-    return {
-        "summary": "Submit a signed message",
-        "description": "Validate a signed message (publish, claim, vote or reference), commit it through Raft "
-        "and answer where it is in the log. A message already in the log is answered with its index.",
-        "operationId": "submit_entry",
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": _REF.format(model="SignedMessage")}}},
-        },
-        "responses": {
-            "201": answer("Submitted", "appended: the message is new in the log"),
-            "200": answer("Submitted", "duplicate: the message was in the log already"),
-            **{str(code): answer("ErrorAnswer", _REFUSALS[code]) for code in (400, 409, 413, 429, 503)},
-        },
-    }

@@ -10,6 +10,7 @@ validated like anything else that crosses a process boundary. Torch-free: the ju
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,28 +30,28 @@ MAX_PATH_CHARS = 4096
 _TRANSPORT = ("seconds", "peak_rss")
 
 
-def _path(obj: dict[str, Any], name: str, where: str) -> str:
+def _path(obj: Mapping[str, Any], name: str, where: str) -> str:
     value = require_text(obj, name, where, MAX_PATH_CHARS)
     if not value:
         raise MessageError(f"{where}.{name} must name a file")
     return value
 
 
-def _number(obj: dict[str, Any], name: str, where: str, low: float = 0.0, high: float = float("inf")) -> float:
+def _number(obj: Mapping[str, Any], name: str, where: str, low: float = 0.0, high: float = float("inf")) -> float:
     value = obj.get(name)
     if not is_number(value, low, high):
         raise MessageError(f"{where}.{name} must be a number in [{low:g}, {high:g}], got {value!r:.40}")
     return float(value)
 
 
-def _list(obj: dict[str, Any], name: str, where: str, limit: int) -> list[Any]:
+def _list(obj: Mapping[str, Any], name: str, where: str, limit: int) -> list[Any]:
     value = obj.get(name)
     if not isinstance(value, list) or len(value) > limit:
         raise MessageError(f"{where}.{name} must be a list of at most {limit} items")
     return value
 
 
-def _predict_uri(obj: dict[str, Any], where: str) -> str:
+def _predict_uri(obj: Mapping[str, Any], where: str) -> str:
     value = require_text(obj, "predict_uri", where, MAX_URI_CHARS)
     try:
         kind = uri_kind(value)

@@ -104,8 +104,8 @@ def test_a_claim_status_and_its_standing_round_trip() -> None:
     assert status.standing is not None and status.standing.to_json() == obj["standing"]
     assert list(status.standing.to_json()) == list(obj["standing"])  # model_id first, as the log writes it
     assert [v.verdict for v in status.vote_msgs] == ["owner"] * 3 and status.claim_msg.model_hash == MODEL
-    outcome = ClaimOutcome(status, 1.5)
-    assert outcome.to_json() == {**obj, "seconds_to_decision": 1.5}
+    outcome = ClaimOutcome.of(status, 1.5)
+    assert outcome.to_json() == {**obj, "seconds_to_decision": 1.5} and outcome.votes == status.votes
     assert ClaimOutcome.from_json(outcome.to_json()).to_json() == outcome.to_json()
 
 
