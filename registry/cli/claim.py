@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,13 @@ from registry.cli._common import (
     short,
     state_dir_option,
 )
-from registry.cli.ownership import claim_suspect, model_name
-from registry.client.certificate import build_certificate, verify_certificate
+from registry.cli.ownership import ClaimOutcome, claim_suspect, model_name
+from registry.client.certificate import Certificate, build_certificate, verify_certificate
 from registry.client.monitor import Community, Monitor, Peer
 from registry.client.node_client import NodeClient
 from registry.community.config import load_config
+from registry.log.answers import ClaimStatus, Entry
+from registry.log.messages import Vote
 from registry.proofs.checkpoint import Checkpoint
 
 #: Exit codes of `wmnode claim`.
@@ -39,11 +42,13 @@ def member_names(status: dict[str, Any]) -> dict[str, str]:
     return {m["key"]: m["name"] for m in status["members"] if m.get("key")}
 
 
-def format_vote(vote: dict[str, Any], names: dict[str, str]) -> str:
-    msg = vote["msg"]
-    who = names.get(msg["node"], short(msg["node"], 16))
-    score = f"score {msg['score']}‰ / {msg['threshold']}‰, bound {msg.get('fp_bound', '?')}"
-    return f"  vote #{vote['index']} {who:<8} {msg['verdict']:<9} {score}: {msg['reason']}"
+def format_vote(vote: Entry, names: dict[str, str]) -> str:
+    msg = vote.msg
+    if not isinstance(msg, Vote):
+        return f"  entry #{vote.index} is a {msg.TYPE}, not a vote"
+    who = names.get(msg.node, short(msg.node, 16))
+    score = f"score {msg.score}‰ / {msg.threshold}‰, bound {msg.fp_bound}"
+    return f"  vote #{vote.index} {who:<8} {msg.verdict:<9} {score}: {msg.reason}"
 
 
 @click.command()
@@ -106,7 +111,7 @@ def _claim(
         node_status = client.status()
         names = member_names(node_status) if community is None else {p.key: p.name for p in community.members}
         say = (lambda _: None) if as_json else click.echo
-        status = claim_suspect(
+        outcome = claim_suspect(
             client,
             identity,
             bundle_dir,
@@ -114,37 +119,51 @@ def _claim(
             timeout_s=timeout_s,
             on_vote=lambda vote: say(format_vote(vote, names)),
         )
-    index = status["claim"]["index"]
-    result = status["result"]
-    certificate = None
-    if status["decided"] is not None:
-        certificate = _certificate(status, node_status, community, state_dir)
-        certificate_path = certificate_path or Path(f"claim-{index}.certificate.json")
-        certificate_path.write_text(json.dumps(certificate, indent=2, sort_keys=True) + "\n")
-    code = {"owner": EXIT_OWNER, "not-owner": EXIT_NOT_OWNER}.get(result or "", EXIT_UNDECIDED)
+    code = {"owner": EXIT_OWNER, "not-owner": EXIT_NOT_OWNER}.get(outcome.result or "", EXIT_UNDECIDED)
+    certificate_path = _write_certificate(outcome, node_status, community, state_dir, certificate_path)
     if as_json:
-        echo_json({**status, "certificate": str(certificate_path) if certificate else None, "exit": code})
-        return code
-    seconds = status["seconds_to_decision"]
-    if status["decided"] is None:
-        click.echo(
-            f"claim #{index}: undecided after {seconds:.1f} s ({len(status['votes'])} of {status['members']} votes)"
+        echo_json(
+            {**outcome.to_json(), "certificate": str(certificate_path) if certificate_path else None, "exit": code}
         )
         return code
-    click.echo(f"claim #{index}: decided {status['decided']} by a majority of {status['majority']} in {seconds:.2f} s")
-    standing = status["standing"]
-    if status["decided"] == "owner" and result != "owner" and standing is not None:
-        click.echo(
-            f"but the model's standing owner is {short(standing['owner'], 16)}: publish #{standing['publish']} "
-            f"({fmt_ms(standing['publish_time'])}) came before yours (#{status['publish']['index']})"
-        )
-    click.echo(f"result: {result}; certificate written to {certificate_path}")
+    _say_outcome(outcome, certificate_path)
     return code
 
 
+def _write_certificate(
+    status: ClaimStatus,
+    node_status: dict[str, Any],
+    community: Community | None,
+    state_dir: Path | None,
+    path: Path | None,
+) -> Path | None:
+    """Where the certificate of a decided claim was written (None: undecided, nothing to certify)."""
+    if status.decided is None:
+        return None
+    certificate = _certificate(status, node_status, community, state_dir)
+    path = path or Path(f"claim-{status.claim.index}.certificate.json")
+    path.write_text(json.dumps(certificate.to_json(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _say_outcome(status: ClaimOutcome, certificate_path: Path | None) -> None:
+    seconds, index = status.seconds_to_decision, status.claim.index
+    if status.decided is None:
+        click.echo(f"claim #{index}: undecided after {seconds:.1f} s ({len(status.votes)} of {status.members} votes)")
+        return
+    click.echo(f"claim #{index}: decided {status.decided} by a majority of {status.majority} in {seconds:.2f} s")
+    standing = status.standing
+    if status.decided == "owner" and status.result != "owner" and standing is not None:
+        click.echo(
+            f"but the model's standing owner is {short(standing.owner, 16)}: publish #{standing.publish} "
+            f"({fmt_ms(standing.publish_time)}) came before yours (#{status.publish.index})"
+        )
+    click.echo(f"result: {status.result}; certificate written to {certificate_path}")
+
+
 def _certificate(
-    status: dict[str, Any], node_status: dict[str, Any], community: Community | None, state_dir: Path | None
-) -> dict[str, Any]:
+    status: ClaimStatus, node_status: dict[str, Any], community: Community | None, state_dir: Path | None
+) -> Certificate:
     """Gather the certificate of a decided claim; with a community, check it before anyone sees it.
 
     Without one the members are whoever the node lists (its word); with one, they are the config's,
@@ -156,21 +175,12 @@ def _certificate(
     certificate = build_certificate(status, [p.url for p in community.members], community.name)
     verify_certificate(certificate, list(community.keys), community.name)
     with open_monitor(community, state_dir) as monitor:
-        monitor.accept(_member_checkpoints(monitor, certificate))
+        monitor.accept(_member_checkpoints(monitor, certificate.checkpoints))
     return certificate
 
 
-def _member_checkpoints(monitor: Monitor, certificate: dict[str, Any]) -> list[tuple[Peer, Checkpoint]]:
-    pairs = []
-    for obj in certificate["checkpoints"]:
-        checkpoint = Checkpoint.from_json(obj)
-        pairs.append((monitor.community.signer(checkpoint, "the certificate"), checkpoint))
-    return pairs
-
-
-def _signed_by(cert: dict[str, Any], keys: tuple[str, ...]) -> list[Any]:
-    """The certificate's checkpoints that members signed (verify_certificate checked them)."""
-    return [c for c in cert["checkpoints"] if isinstance(c, dict) and c.get("node") in keys]
+def _member_checkpoints(monitor: Monitor, checkpoints: Iterable[Checkpoint]) -> list[tuple[Peer, Checkpoint]]:
+    return [(monitor.community.signer(checkpoint, "the certificate"), checkpoint) for checkpoint in checkpoints]
 
 
 @click.command()
@@ -191,10 +201,10 @@ def owner(node: str, model: str, as_json: bool) -> None:
     with NodeClient(node) as client:
         standing = client.owner(name)
     if as_json:
-        echo_json(standing)
+        echo_json(standing.to_json())
         return
-    click.echo(f"owner {standing['owner']}")
-    click.echo(f"  {standing['why']}; published {fmt_ms(standing['publish_time'])}")
+    click.echo(f"owner {standing.owner}")
+    click.echo(f"  {standing.why}; published {fmt_ms(standing.publish_time)}")
 
 
 @click.group()
@@ -237,8 +247,9 @@ def certificate_verify(
         raise VerificationError(f"{path} is not a certificate")
     summary = verify_certificate(cert, keys, community)
     if members is not None:
+        signed = [c for c in Certificate.from_json(cert).checkpoints if c.node in members.keys]  # verified above
         with open_monitor(members, state_dir) as monitor:  # offline: compares with the kept checkpoints only
-            for _, checkpoint in _member_checkpoints(monitor, {"checkpoints": _signed_by(cert, members.keys)}):
+            for _, checkpoint in _member_checkpoints(monitor, signed):
                 monitor.check_kept(checkpoint)
     if as_json:
         echo_json(summary)

@@ -15,18 +15,19 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from contracts.bundle import INFO_FILE, KEY_FILE, MAX_INFO_BYTES, RECEIPT_FILE, VERIFIER_FILE, KeyRecord
-from contracts.encoding import parse_json
+from contracts.encoding import is_number, parse_json
 from contracts.errors import IdentityError, MessageError, UnavailableError
 from contracts.fetch import FetchPolicy, http_get
 from contracts.identity import Identity, derive_owner_key
 from contracts.modelid import model_identity_of
 from registry.client.node_client import NodeClient
-from registry.client.receipt import fetch_receipt
+from registry.client.receipt import Receipt, fetch_receipt
+from registry.log.answers import ClaimStatus, Entry
 from registry.log.clock import now_ms
 from registry.log.messages import Claim, Publish, predict_model_hash
 
@@ -69,9 +70,29 @@ class BundleFiles:
         return derived.key, derived.key_proof
 
 
-def publish_bundle(
-    client: NodeClient, identity: Identity, bundle_dir: Path, *, save_receipt: bool = True
-) -> dict[str, Any]:
+@dataclass(frozen=True, eq=False)
+class ClaimOutcome(ClaimStatus):
+    """A claim's status when `claim_suspect` stopped waiting (decided, every member voted, or out of
+    time), with the seconds from its submit to then; its JSON is the status's and `seconds_to_decision`."""
+
+    seconds_to_decision: float = 0.0
+
+    @classmethod
+    def of(cls, status: ClaimStatus, seconds: float) -> ClaimOutcome:
+        return cls(**{f.name: getattr(status, f.name) for f in fields(ClaimStatus)}, seconds_to_decision=seconds)
+
+    @classmethod
+    def from_json(cls, obj: object, where: str = "claim outcome") -> ClaimOutcome:
+        if not isinstance(obj, dict) or not is_number(obj.get("seconds_to_decision"), low=0):
+            raise MessageError(f"{where} is a claim status with seconds_to_decision, a non-negative number")
+        rest = {k: v for k, v in obj.items() if k != "seconds_to_decision"}
+        return cls.of(ClaimStatus.from_json(rest, where), float(obj["seconds_to_decision"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "seconds_to_decision": self.seconds_to_decision}
+
+
+def publish_bundle(client: NodeClient, identity: Identity, bundle_dir: Path, *, save_receipt: bool = True) -> Receipt:
     """Sign and submit the bundle's publish; write (into the bundle) and return a checked receipt."""
     bundle = BundleFiles.read(bundle_dir)
     key, _ = bundle.owner_key(identity)
@@ -85,9 +106,9 @@ def publish_bundle(
         nonce=bundle.nonce.hex(),
     )
     result = client.submit(msg)
-    receipt = {**fetch_receipt(client, result["index"]), "status": result["status"]}
+    receipt = replace(fetch_receipt(client, result.index), status=result.status)
     if save_receipt:
-        (bundle_dir / RECEIPT_FILE).write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
+        (bundle_dir / RECEIPT_FILE).write_text(json.dumps(receipt.to_json(), indent=2, sort_keys=True) + "\n")
     return receipt
 
 
@@ -133,7 +154,7 @@ def suspect_uri(client: NodeClient, suspect: str) -> tuple[str, str]:
 
 def find_publish(client: NodeClient, key: bytes) -> int:
     """The index of the publish of `key` in this community's log (asked of the node, not a file)."""
-    return int(client.publish_by_key(hashlib.sha256(key).hexdigest())["index"])
+    return client.publish_by_key(hashlib.sha256(key).hexdigest()).index
 
 
 def claim_suspect(
@@ -143,9 +164,9 @@ def claim_suspect(
     suspect: str,
     *,
     timeout_s: float = 120.0,
-    on_vote: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Submit a claim on `suspect` and wait until it is decided; the claim's status, plus timings."""
+    on_vote: Callable[[Entry], None] | None = None,
+) -> ClaimOutcome:
+    """Submit a claim on `suspect` and wait until it is decided; the claim's status, and how long it took."""
     bundle = BundleFiles.read(bundle_dir)
     key, proof = bundle.owner_key(identity)
     publish_index = find_publish(client, key)
@@ -165,17 +186,16 @@ def claim_suspect(
     )
     started = time.perf_counter()
     submitted = client.submit(msg)
-    status = wait_decided(client, submitted["index"], timeout_s, on_vote)
-    status["seconds_to_decision"] = time.perf_counter() - started
-    return status
+    status = wait_decided(client, submitted.index, timeout_s, on_vote)
+    return ClaimOutcome.of(status, time.perf_counter() - started)
 
 
 def wait_decided(
     client: NodeClient,
     index: int,
     timeout_s: float,
-    on_vote: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+    on_vote: Callable[[Entry], None] | None = None,
+) -> ClaimStatus:
     """Poll the claim until a verdict has a majority (or every member has voted, or time is up)."""
     deadline, seen = time.monotonic() + timeout_s, 0
     while True:
@@ -184,11 +204,11 @@ def wait_decided(
         except UnavailableError:
             status = None  # the node we asked is restarting; keep asking
         if status is not None:
-            for vote in status["votes"][seen:]:
+            for vote in status.votes[seen:]:
                 if on_vote is not None:
                     on_vote(vote)
-            seen = len(status["votes"])
-            if status["decided"] is not None or seen >= status["members"]:
+            seen = len(status.votes)
+            if status.decided is not None or seen >= status.members:
                 return status
         if time.monotonic() > deadline:
             if status is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from registry.cli._common import (
 from registry.cli.ownership import BundleFiles, publish_bundle
 from registry.client.monitor import Community
 from registry.client.node_client import NodeClient
-from registry.client.receipt import confirm_receipt, entry_leaf, fetch_receipt
+from registry.client.receipt import Receipt, confirm_receipt, fetch_receipt
+from registry.log.answers import Submitted
 from registry.log.clock import now_ms
 from registry.log.messages import Publish
 
@@ -57,15 +59,15 @@ def bundle_expectation(identity: Identity, bundle_dir: Path) -> dict[str, object
 
 def _submit(
     client: NodeClient, identity: Identity, bundle_dir: Path | None, record_path: Path | None
-) -> tuple[dict[str, Any], str, dict[str, object]]:
+) -> tuple[Receipt, str, dict[str, object]]:
     """(receipt, status, what its entry must say) from one node, checked only for its own signature."""
     if bundle_dir is not None:
         receipt = publish_bundle(client, identity, bundle_dir, save_receipt=False)
-        return receipt, receipt.pop("status"), bundle_expectation(identity, bundle_dir)
+        return replace(receipt, status=None), receipt.status or "", bundle_expectation(identity, bundle_dir)
     assert record_path is not None
     msg = Publish.create(identity, time=now_ms(), **read_record(record_path))
     result = client.submit(msg)
-    return fetch_receipt(client, result["index"]), result["status"], msg.to_json()
+    return fetch_receipt(client, result.index), result.status, msg.to_json()
 
 
 @click.command()
@@ -135,32 +137,33 @@ def publish(
     if community is not None:
         with open_monitor(community, state_dir, timeout=min(10.0, max(1.0, confirm_timeout_s))) as monitor:
             receipt = confirm_receipt(monitor, receipt, node, expect, confirm_timeout_s)
-    entry = receipt["entry"]
-    result = {"index": entry["index"], "time": entry["time"], "leaf_hash": entry_leaf(entry).hex(), "status": status}
-    if bundle_dir is not None:
-        text = json.dumps({**receipt, "status": status}, indent=2, sort_keys=True) + "\n"
+    entry = receipt.entry
+    result = Submitted(entry.index, entry.time, entry.leaf().hex(), status)
+    if bundle_dir is not None:  # the bundle's receipt says whether the publish was new; a --receipt file does not
+        text = json.dumps(replace(receipt, status=status).to_json(), indent=2, sort_keys=True) + "\n"
         (bundle_dir / RECEIPT_FILE).write_text(text)
     if receipt_path is not None:
-        receipt_path.write_text(json.dumps(receipt, indent=2, sort_keys=True))
+        receipt_path.write_text(json.dumps(receipt.to_json(), indent=2, sort_keys=True))
     confirmers = (
-        [] if community is None else [community.name_of(c["checkpoint"]["node"]) for c in receipt["confirmations"]]
+        [] if community is None else [community.name_of(c.checkpoint.node) for c in receipt.confirmations or ()]
     )
     if as_json:
-        echo_json({**result, "receipt": receipt, "confirmed_by": confirmers if community is not None else None})
+        echo_json({**result.to_json(), "receipt": receipt.to_json(),
+                   "confirmed_by": confirmers if community is not None else None})  # fmt: skip
         return
     _say(result, receipt, community, confirmers, bundle_dir)
 
 
 def _say(
-    result: dict[str, Any],
-    receipt: dict[str, Any],
+    result: Submitted,
+    receipt: Receipt,
     community: Community | None,
     confirmers: list[str],
     bundle_dir: Path | None,
 ) -> None:
     """The human summary; "may be released" only after a majority of a community's members confirmed."""
-    click.echo(f"{result['status']}: entry #{result['index']} at {fmt_ms(result['time'])}, leaf {result['leaf_hash']}")
-    click.echo(f"included in checkpoint size {receipt['checkpoint']['size']} root {receipt['checkpoint']['root']}")
+    click.echo(f"{result.status}: entry #{result.index} at {fmt_ms(result.time)}, leaf {result.leaf_hash}")
+    click.echo(f"included in checkpoint size {receipt.checkpoint.size} root {receipt.checkpoint.root}")
     if community is not None:
         click.echo(
             f"confirmed by {', '.join(confirmers)}: {len(confirmers)} of {len(community.members)} members of "

@@ -62,7 +62,7 @@ def build(config_path: Path, data_dir: Path | None) -> None:
             )  # fmt: skip
             try:
                 entry = client.submit(msg)
-                click.echo(f"  recorded {short(digest, 16)} as entry #{entry['index']}")
+                click.echo(f"  recorded {short(digest, 16)} as entry #{entry.index}")
             except RejectedError as exc:
                 click.echo(f"  not recorded: {exc.diagnostics()}")
 
@@ -94,7 +94,7 @@ def add(model: Path, config_path: Path, data_dir: Path | None) -> None:
             entry = client.submit(msg)
         except RejectedError as exc:
             raise click.ClickException(f"not recorded: {exc.diagnostics()}") from None
-    click.echo(f"recorded {card.arch} checkpoint {short(digest, 16)} as entry #{entry['index']}")
+    click.echo(f"recorded {card.arch} checkpoint {short(digest, 16)} as entry #{entry.index}")
 
 
 COMMANDS = [reference]

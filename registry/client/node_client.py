@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from contracts.encoding import MAX_MESSAGE_BYTES, is_hex
 from contracts.errors import MessageError, PayloadTooLargeError, UnavailableError, VerificationError, error_class
-from registry.log.messages import Message
+from registry.log.answers import ClaimStatus, Entry, Standing, Submitted
+from registry.log.messages import Message, Publish
 from registry.proofs.checkpoint import Checkpoint
 
 #: The most a node may send as one JSON answer (a claim's status with every vote fits many times).
@@ -26,6 +28,8 @@ MAX_PROOF_BYTES = 64 * 1024
 MAX_PROOF_HASHES = 64
 #: Artifacts are checked against their hash; this only bounds the memory a liar can take.
 MAX_ARTIFACT_BYTES = 2**30
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,6 @@ class Reply:
             return json.loads(self.content)
         except ValueError as exc:
             raise MessageError(f"node answer from {self.url} is not JSON: {exc}") from exc
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class NodeClient:
@@ -99,17 +99,16 @@ class NodeClient:
             raise MessageError(f"node {self.url}{path} answered {type(obj).__name__}, not an object")
         return obj
 
-    def submit(self, msg: Message) -> dict[str, Any]:
-        """POST a signed message; returns index, time, leaf_hash and status (appended/duplicate)."""
-        result = self.post_raw(msg.canonical_bytes())
-        if (
-            not isinstance(result, dict)
-            or not all(_is_count(result.get(k)) for k in ("index", "time"))
-            or not is_hex(result.get("leaf_hash"), 32)
-            or not isinstance(result.get("status"), str)
-        ):
-            raise MessageError(f"node {self.url} answered a submit without index, time, leaf_hash and status")
-        return result
+    def _answer(self, parse: Callable[[object, str], _T], obj: object, path: str) -> _T:
+        """A node's JSON answer parsed into its type; a malformed one is a `MessageError` naming the node."""
+        try:
+            return parse(obj, "answer")
+        except MessageError as exc:
+            raise MessageError(f"node {self.url}{path} sent a malformed answer: {exc.diagnostics()}") from None
+
+    def submit(self, msg: Message) -> Submitted:
+        """POST a signed message; where it is in the log (index, time, leaf_hash) and whether it is new."""
+        return self._answer(Submitted.from_json, self.post_raw(msg.canonical_bytes()), "/v1/entries")
 
     def post_raw(self, body: bytes) -> Any:
         return self._json("POST", "/v1/entries", content=body, headers={"content-type": "application/json"})
@@ -117,8 +116,12 @@ class NodeClient:
     def status(self) -> dict[str, Any]:
         return self._object("/v1/status")
 
-    def entry(self, index: int) -> dict[str, Any]:
-        return self._object(f"/v1/entries/{index}")
+    def entry(self, index: int) -> Entry:
+        path = f"/v1/entries/{index}"
+        entry = self._answer(Entry.from_json, self._object(path), path)
+        if entry.index != index:
+            raise MessageError(f"node {self.url}{path} answered with entry #{entry.index}")
+        return entry
 
     def entries(self, start: int | None = None, limit: int = 20) -> dict[str, Any]:
         params: dict[str, int] = {"limit": limit}
@@ -138,15 +141,27 @@ class NodeClient:
             raise MessageError(f"node {self.url} answered a checkpoint of size {checkpoint.size} for size {size}")
         return checkpoint
 
-    def publish_by_key(self, key_hash: str) -> dict[str, Any]:
-        return self._object(f"/v1/publishes/{key_hash}")
+    def publish_by_key(self, key_hash: str) -> Entry:
+        """The entry of the publish of the key that hashes to `key_hash`."""
+        path = f"/v1/publishes/{key_hash}"
+        entry = self._answer(Entry.from_json, self._object(path), path)
+        if not isinstance(entry.msg, Publish) or entry.msg.key_hash != key_hash:
+            raise MessageError(f"node {self.url}{path} answered with an entry that is not that key's publish")
+        return entry
 
-    def claim(self, index: int) -> dict[str, Any]:
+    def claim(self, index: int) -> ClaimStatus:
         """A claim with its publish, votes, decision and the standing owner of its model."""
-        return self._object(f"/v1/claims/{index}")
+        path = f"/v1/claims/{index}"
+        status = self._answer(ClaimStatus.from_json, self._object(path), path)
+        if status.claim.index != index:
+            raise MessageError(f"node {self.url}{path} answered with claim #{status.claim.index}")
+        return status
 
-    def owner(self, model_hash: str) -> dict[str, Any]:
-        return self._object("/v1/owner", params={"model_hash": model_hash})
+    def owner(self, model_hash: str) -> Standing:
+        """The standing owner of a model (its artifact hash or its function identity)."""
+        return self._answer(
+            Standing.from_json, self._object("/v1/owner", params={"model_hash": model_hash}), "/v1/owner"
+        )
 
     def references(self) -> dict[str, Any]:
         """The reference models a majority of the members recorded."""

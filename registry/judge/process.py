@@ -27,6 +27,7 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -37,10 +38,11 @@ from torch import nn
 
 import schemes  # noqa: F401 - registers every scheme
 from contracts.bounds import bound_text, false_positive_bound
+from contracts.encoding import is_int
 from contracts.errors import MessageError, SchemeError, WmnodeError, ZooError
-from contracts.fetch import FetchPolicy
 from contracts.limits import BuildLimits
 from contracts.references import ReferenceSpec
+from registry.serve.jobs import BuildJob, Built, JudgeJob, JudgeVerdict, read_job
 from schemes.data.community import pin
 from schemes.models.serving import RemotePredictor
 from schemes.models.zoo import ModelCard, model_from_bytes, model_to_bytes, read_weights_bytes, strict_json
@@ -82,60 +84,60 @@ def _codec(values: Any) -> PixelCodec:
     return PixelCodec(values["mean"], values["std"])
 
 
-def _suspect(job: dict[str, Any], info: dict[str, Any], policy: FetchPolicy, limits: BuildLimits) -> tuple[Any, Any]:
+def _suspect(job: JudgeJob, info: dict[str, Any], limits: BuildLimits) -> tuple[Any, Any]:
     """The suspect as its own function of raw pixels (schemes.suspect), and its card (None: an API)."""
-    if job.get("predict_uri"):
-        deadline = float(job.get("predict_deadline_s", policy.timeout_s))
-        api = RemotePredictor(job["predict_uri"], replace(policy, timeout_s=min(policy.timeout_s, deadline)))
+    policy = job.fetch
+    if job.predict_uri is not None:
+        deadline = policy.timeout_s if job.predict_deadline_s is None else job.predict_deadline_s
+        api = RemotePredictor(job.predict_uri, replace(policy, timeout_s=min(policy.timeout_s, deadline)))
         return pixel_predict(api, _codec(info)), None
+    assert job.model_path is not None  # JudgeJob.from_json: exactly one of the two names the suspect
     model, card = model_from_bytes(
-        Path(job["model_path"]).read_bytes(), max_bytes=policy.max_bytes, what="suspect model", limits=limits
+        Path(job.model_path).read_bytes(), max_bytes=policy.max_bytes, what="suspect model", limits=limits
     )
     require_shape(model, info["input_shape"])
     return model, card
 
 
-def judge(job: dict[str, Any]) -> dict[str, Any]:
+def judge(job: JudgeJob | Mapping[str, Any]) -> JudgeVerdict:
     """One claim: the suspect, its controls, then the matching references; the vote's fields."""
-    scheme = get_scheme(job["scheme"])
-    key = bytes.fromhex(job["key"])
-    for dataset in job.get("datasets", []):  # checked against the community's manifest at node start
-        pin(dataset["name"], dataset["format"], Path(dataset["path"]), dataset["num_classes"])
-    policy = FetchPolicy(**{**job["fetch"], "allow_hosts": tuple(job["fetch"]["allow_hosts"])})
-    build = job.get("build", {})
-    limits = BuildLimits(tuple(build.get("architectures", ("*",))), int(build.get("max_parameters", 100_000_000)))
-    seed = bytes.fromhex(job["control_seed"])
-    controls = control_keys(seed, int(job["controls"]))
+    job = job if isinstance(job, JudgeJob) else JudgeJob.from_json(job)
+    scheme = get_scheme(job.scheme)
+    key = bytes.fromhex(job.key)
+    for dataset in job.datasets:  # checked against the community's manifest at node start
+        pin(dataset.name, dataset.format, Path(dataset.path), dataset.num_classes)
+    limits = BuildLimits(job.build.architectures, job.build.max_parameters)
+    seed = bytes.fromhex(job.control_seed)
+    controls = control_keys(seed, job.controls)
     try:
-        info = strict_json(Path(job["info_path"]).read_bytes(), "info")
-        verifier = read_weights_bytes(Path(job["verifier_path"]).read_bytes(), "verifier artifact")
-        suspect, card = _suspect(job, info, policy, limits)
+        info = strict_json(Path(job.info_path).read_bytes(), "info")
+        verifier = read_weights_bytes(Path(job.verifier_path).read_bytes(), "verifier artifact")
+        suspect, card = _suspect(job, info, limits)
         own = _codec(info) if card is None else PixelCodec(card.mean, card.std)
         with pixel_view(suspect, _codec(info), own) if card is not None else nullcontext(suspect):
             verdict, checks, survey = verify_with_controls(scheme, suspect, key, controls, verifier, info, seed)
     except (SchemeError, ZooError, MessageError) as exc:
         # The claimant's artifacts (or the suspect it named) cannot carry this watermark: the
         # claim proves nothing, which is `not-owner`, not a failure of this node.
-        return {"verdict": "not-owner", "score": 0, "threshold": 0, "reason": f"refused: {exc.diagnostics()}"[:500],
-                "fp_bound": bound_text(1.0), "references": [], "controls": ""}  # fmt: skip
+        return JudgeVerdict("not-owner", 0, 0, f"refused: {exc.diagnostics()}"[:500], bound_text(1.0))
     checked, best, passing = [], 0.0, []
-    for ref in job["references"]:
-        model, ref_card = _reference(ref["model_hash"], ref["path"], policy.max_bytes, limits)
+    for ref in job.references:
+        model, ref_card = _reference(ref.model_hash, ref.path, job.fetch.max_bytes, limits)
         try:
             with pixel_view(model, _codec(info), PixelCodec(ref_card.mean, ref_card.std)):
                 result = scheme.verify(model, key, verifier, info)
             ref_score, ref_passed = result.score, result.passed
         except WmnodeError:  # a reference this scheme cannot read at all passes nothing
             ref_score, ref_passed = 0.0, False
-        checked.append(ref["model_hash"])
+        checked.append(ref.model_hash)
         best = max(best, ref_score)
         if ref_passed:
-            passing.append((ref["model_hash"], ref_score))
+            passing.append((ref.model_hash, ref_score))
     return _decide(job, scheme.name, scheme.bound, verdict, checks, survey, checked, best, passing)
 
 
 def _decide(
-    job: dict[str, Any],
+    job: JudgeJob,
     name: str,
     kind: str,
     verdict: Verdict,
@@ -144,14 +146,14 @@ def _decide(
     checked: list[str],
     best: float,
     passing: list[tuple[str, float]],
-) -> dict[str, Any]:
+) -> JudgeVerdict:
     n = int(verdict.details.get("n", 0))
     chance = float(verdict.details.get("chance_rate", 0.5))
     figures = control_figures(controls, chance, verdict.threshold)
     p = max(chance, best, figures.rate_bound)
     # Union bounds over what the claimant chose among at embed time (function-coupled's candidate)
     # and over the earlier claims of this publish on this model (registry.log: tries).
-    choices = int(verdict.details.get("choices", 1)) * max(1, int(job.get("tries", 1)))
+    choices = int(verdict.details.get("choices", 1)) * job.tries
     # A p-value: the chance that a key-independent model answers at least as the suspect did (and
     # at least the threshold). A reference that reads part of the key (a parent checkpoint whose
     # early stages an MTLSign head also reads: 0.63) raises p, and a suspect far above it still stands.
@@ -163,9 +165,9 @@ def _decide(
     word = "found" if verdict.passed else "not found"
     reason = f"{name} watermark {word}: score {verdict.score:.3f}, threshold {verdict.threshold:g}"
     verdict_word = "owner" if verdict.passed else "not-owner"
-    if verdict.passed and verdict.threshold < job["threshold_floor"]:
+    if verdict.passed and verdict.threshold < job.threshold_floor:
         verdict_word = "not-owner"
-        reason += f"; the threshold is below the community's floor {job['threshold_floor']:g}"
+        reason += f"; the threshold is below the community's floor {job.threshold_floor:g}"
     elif verdict.passed and figures.near:
         verdict_word = "not-owner"
         reason += (f"; {figures.near} of {figures.count} control keys score {figures.max_score:.3f}, near the "
@@ -173,9 +175,9 @@ def _decide(
     elif verdict.passed and passing:
         verdict_word = "not-owner"
         reason += f"; reference model {passing[0][0][:12]}… passes too (score {passing[0][1]:.3f}): proves nothing"
-    elif verdict.passed and bound > job["max_false_positive"]:
+    elif verdict.passed and bound > job.max_false_positive:
         verdict_word = "not-owner"
-        reason += f"; false-positive bound {bound:.2e} is over the community's maximum {job['max_false_positive']:g}"
+        reason += f"; false-positive bound {bound:.2e} is over the community's maximum {job.max_false_positive:g}"
     reason += f"; null p {p:.3f} ({figures.count} controls: best {figures.max_score:.3f}, rate ≤ " + (
         f"{figures.rate_bound:.3f}), " + (f"{len(checked)} reference model(s)" if checked else "no reference model")
     )
@@ -185,30 +187,31 @@ def _decide(
         reason += f", ×{choices} for the claimant's choices and tries"
     if "reason" in verdict.details:
         reason += f" ({verdict.details['reason']})"
-    return {
-        "verdict": verdict_word,
-        "score": _per_mille(verdict.score),
-        "threshold": _per_mille(verdict.threshold),
-        "reason": reason,
-        "fp_bound": bound_text(bound),
-        "references": checked,
-        "controls": figures.text(),
-    }
+    return JudgeVerdict(
+        verdict_word,
+        _per_mille(verdict.score),
+        _per_mille(verdict.threshold),
+        reason,
+        bound_text(bound),
+        tuple(checked),
+        figures.text(),
+    )
 
 
-def build(job: dict[str, Any]) -> dict[str, Any]:
-    """Train the reference `job` names and write it to `job["out"]`, through this machine's cache.
+def build(job: BuildJob | Mapping[str, Any]) -> Built:
+    """Train the reference `job` names and write it to `job.out`, through this machine's cache.
 
     Members of one community on one machine (the local example, the demo, tests) would train the
     same recipe on the same software bit for bit; the cache (keyed by the recipe and the torch
     version, under a file lock) lets the first one train and the others read its file. Members on
     their own machines train each for themselves, which is what makes a majority of equal hashes
     mean something."""
-    recipe = ReferenceSpec(
-        job["recipe"], job["arch"], job["dataset"], tuple(job["input_shape"]), job["seed"], job["epochs"]
-    )
-    spec = json.dumps({**{k: job[k] for k in ("recipe", "arch", "dataset", "input_shape", "seed", "epochs")},
-                       "torch": torch.__version__, "format": 1}, sort_keys=True)  # fmt: skip
+    job = job if isinstance(job, BuildJob) else BuildJob.from_json(job)
+    recipe = ReferenceSpec(job.recipe, job.arch, job.dataset, job.input_shape, job.seed, job.epochs)
+    fields = {
+        k: v for k, v in job.to_json().items() if k in ("recipe", "arch", "dataset", "input_shape", "seed", "epochs")
+    }
+    spec = json.dumps({**fields, "torch": torch.__version__, "format": 1}, sort_keys=True)  # the cache's key
     cache = _private_dir(
         Path(os.environ.get("WMNODE_REFERENCE_CACHE") or Path.home() / ".cache" / "wmnode" / "references")
     )
@@ -232,8 +235,8 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     wanted = {"reference": recipe.recipe, "seed": recipe.seed, "epochs": recipe.epochs, "dataset": recipe.dataset}
     if (card.arch, card.num_classes, card.extra) != (arch, classes, wanted):
         raise WmnodeError(f"the cached reference {entry} is not what recipe {recipe.recipe!r} trains; remove it")
-    Path(job["out"]).write_bytes(data)
-    return {"num_classes": card.num_classes, "arch": card.arch, "bytes": len(data)}
+    Path(job.out).write_bytes(data)
+    return Built(card.arch, card.num_classes, len(data))
 
 
 def _private_dir(path: Path) -> Path:
@@ -267,9 +270,7 @@ def _serve(stdin: Any, stdout: Any) -> None:
     for line in stdin:
         started = time.perf_counter()
         try:
-            job = json.loads(line)
-            _limit_cpu(int(job.get("cpu_seconds", 60)))
-            answer = (judge if job["op"] == "judge" else build)(job)
+            answer = _run(line)
         except WmnodeError as exc:
             answer = {"error": exc.diagnostics()[:500]}
         except Exception as exc:  # noqa: BLE001 - a bad artifact must not kill the judge
@@ -277,6 +278,20 @@ def _serve(stdin: Any, stdout: Any) -> None:
         answer["seconds"] = time.perf_counter() - started
         stdout.write(json.dumps(answer) + "\n")
         stdout.flush()
+
+
+def _run(line: str) -> dict[str, Any]:
+    """One job line: its CPU allowance (registry.serve.judges adds it to every job), then the job."""
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise MessageError(f"a job line is not JSON: {exc}") from None
+    seconds = obj.pop("cpu_seconds", 60) if isinstance(obj, dict) else 60
+    if not is_int(seconds, low=1):
+        raise MessageError(f"cpu_seconds must be a positive integer, got {seconds!r:.40}")
+    _limit_cpu(seconds)
+    job = read_job(obj)
+    return (judge(job) if isinstance(job, JudgeJob) else build(job)).to_json()
 
 
 if __name__ == "__main__":

@@ -6,9 +6,8 @@ import asyncio
 import json
 import logging
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,7 +18,6 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts.asgi import client_key, read_body, send_json
-from contracts.cards import card_from_artifact, safetensors_header, tensor_names
 from contracts.encoding import MAX_MESSAGE_BYTES, is_hex, parse_json
 from contracts.errors import (
     MessageError,
@@ -33,16 +31,25 @@ from contracts.errors import (
 )
 from contracts.fetch import ArtifactStore, FetchPolicy, pin_url
 from contracts.identity import Identity
-from contracts.infos import check_against_card, check_verifier, parse_info
 from contracts.policy import VerificationPolicy
+from registry.log.answers import Submitted
 from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP, now_ms
 from registry.log.messages import ARTIFACT, MESSAGE_TYPES, Claim, Message, message_from_json, uri_kind
 from registry.log.replicated import RegistryLog
 from registry.log.state import REJECTED, Outcome
 from registry.proofs.checkpoint import Checkpoint, checkpoint_body, sign_note
+from registry.serve import schemas
+from registry.serve.admission import (
+    check_published_artifacts,
+    check_suspect,
+    check_verifier_file,
+    info_bytes,
+    read_info,
+)
 from registry.serve.info import NodeInfo
 from registry.serve.metering import ADDRESS, CLAIM, IDENTITY, PUBLISH, UPLOAD, Metering, RateLimiter, StoreMeter
 from registry.serve.metrics import CONTENT_TYPE, NodeMetrics
+from registry.serve.openapi import OCTETS, openapi_document, refusals
 from registry.serve.read_meter import ReadGate, read_cost
 
 logger = logging.getLogger(__name__)
@@ -103,7 +110,7 @@ class _PublishFastPath:
     def __init__(
         self,
         app: ASGIApp,
-        publish: Callable[[bytes], Awaitable[tuple[int, dict[str, Any]]]],
+        publish: Callable[[bytes], Awaitable[tuple[int, Submitted]]],
         metrics: NodeMetrics,
         rates: RateLimiter | None = None,
     ) -> None:
@@ -117,15 +124,16 @@ class _PublishFastPath:
         try:
             body = await read_body(scope, receive, MAX_MESSAGE_BYTES)
             kind, owner = _peek(body)
-            status, payload = await self._metered(scope, body, kind, owner)
-            if payload.get("status") == "appended":
+            status, answer = await self._metered(scope, body, kind, owner)
+            if answer.status == "appended":
                 self.metrics.commits.labels(kind).inc()
+            payload = answer.to_json()
         except WmnodeError as exc:
             status, payload, headers = exc.http_status, error_payload(exc), error_headers(exc)
             self.metrics.reject(exc)
         await send_json(send, status, payload, headers)
 
-    async def _metered(self, scope: Scope, body: bytes, kind: str, owner: str | None) -> tuple[int, dict[str, Any]]:
+    async def _metered(self, scope: Scope, body: bytes, kind: str, owner: str | None) -> tuple[int, Submitted]:
         client = scope.get("client")
         host = client[0] if client else None
         if self.rates is None or self.rates.limits.is_exempt(host):
@@ -181,7 +189,7 @@ async def _commit(log: RegistryLog, msg: Message, timeout: float) -> Outcome:
 
 async def publish(
     log: RegistryLog, info: NodeInfo, body: bytes, store: ArtifactStore | None = None
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, Submitted]:
     """Validate a signed message, commit it (or find it already stored); status and answer."""
     msg = message_from_json(parse_json(body))
     existing, code = log.lookup(msg), 200
@@ -195,12 +203,7 @@ async def publish(
         if existing.status == REJECTED:
             raise RejectedError(existing.reason)
         code = 201 if existing.status == "appended" else 200
-    return code, {
-        "index": existing.index,
-        "time": existing.time,
-        "leaf_hash": existing.leaf_hash,
-        "status": existing.status,
-    }
+    return code, Submitted(existing.index, existing.time, existing.leaf_hash, existing.status)
 
 
 def check_claim_urls(claim: Claim, policy: FetchPolicy) -> None:
@@ -215,13 +218,10 @@ def check_claim_urls(claim: Claim, policy: FetchPolicy) -> None:
             pin_url(uri.removeprefix("predict+"), policy)
 
 
-#: DESIGN §4.1: info is a small JSON object.
-MAX_INFO_BYTES = 64 * 1024
-
-
 def check_claim_info(log: RegistryLog, claim: Claim, store: ArtifactStore, policy: VerificationPolicy) -> None:
     """Refuse, before it commits, a claim whose info is out of the community's bounds (DESIGN §6.1
-    rule 2, §6.2) or does not fit the suspect's card: no judge is ever started for it.
+    rule 2, §6.2) or does not fit the suspect's card: no judge is ever started for it. The rules
+    are registry.serve.admission's, which every node's verifier applies again.
 
     The info must already be in this node's store (`wmnode claim` uploads it first); so must a
     suspect model named by artifact, whose card is read from its safetensors header (no torch).
@@ -231,28 +231,20 @@ def check_claim_info(log: RegistryLog, claim: Claim, store: ArtifactStore, polic
     digest = claim.info_uri.removeprefix("sha256:")
     if not store.has(digest):
         raise RejectedError(f"the info {claim.info_uri[:23]}… is not in this node's store; upload it first")
-    if store.path(digest).stat().st_size > MAX_INFO_BYTES:
-        raise RejectedError(f"the info is over {MAX_INFO_BYTES} bytes")
+    data = info_bytes(store.path(digest))
     with log.state.lock:
         publish = log.state.publishes.get(claim.publish)
     if publish is None:
         raise RejectedError(f"claim: entry {claim.publish} is not a publish")
-    # DESIGN §6.1: the info and verifier judged are the ones the publish committed to, not others
-    # uploaded beside them (a claim naming another info would commit, and every node vote `error`).
-    if digest != publish["info_hash"]:
-        raise RejectedError("claim: info_uri is not the info its publish names (info_hash)")
+    check_published_artifacts(claim, publish["info_hash"], publish["verifier_hash"])
+    typed = read_info(publish["scheme"], data, policy)
     verifier = claim.verifier_uri.removeprefix("sha256:")
-    if uri_kind(claim.verifier_uri) == ARTIFACT and verifier != publish["verifier_hash"]:
-        raise RejectedError("claim: verifier_uri is not the verifier artifact its publish names (verifier_hash)")
-    scheme = publish["scheme"]
-    typed = parse_info(scheme, parse_json(store.path(digest).read_bytes(), limit=MAX_INFO_BYTES, floats=True), policy)
-    if uri_kind(claim.verifier_uri) == ARTIFACT and store.has(claim.verifier_uri[7:]):
-        check_verifier(typed, tensor_names(safetensors_header(store.path(claim.verifier_uri[7:]))))
+    if uri_kind(claim.verifier_uri) == ARTIFACT and store.has(verifier):
+        check_verifier_file(typed, store.path(verifier))
     if uri_kind(claim.model_uri) == ARTIFACT:
         if not store.has(claim.model_hash):
             raise RejectedError(f"the suspect {claim.model_uri[:23]}… is not in this node's store; upload it first")
-        card = card_from_artifact(safetensors_header(store.path(claim.model_hash)))
-        check_against_card(typed, card, policy, log.state.checkpoint_archs())
+        check_suspect(typed, store.path(claim.model_hash), policy, log.state.checkpoint_archs())
 
 
 async def _upload(
@@ -307,6 +299,32 @@ def create_app(
     metrics.watch(metrics.log_entries, log.size)
     metrics.watch(metrics.store_bytes, lambda: store.bytes)
     app = FastAPI(title="wmnode registry node", version="1", docs_url=None, redoc_url=None)
+    _answer_errors(app)
+    _log_routes(app, log)
+    _claim_routes(app, log)
+    _proof_routes(app, log, identity, info)
+    _node_routes(app, log, identity, info, verifier_ready, references_ready, metrics)
+    _artifact_routes(app, store, metering, metrics)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
+
+    async def submit(body: bytes) -> tuple[int, Submitted]:
+        return await publish(log, info, body, store)
+
+    if metering is None:
+        return _PublishFastPath(app, submit, metrics)
+    gated = ReadGate(app, metering.rates, read_cost(log, store, len(info.members)))
+    return _PublishFastPath(gated, submit, metrics, metering.rates)
+
+
+def _json(answer: Mapping[str, Any], status: int = 200) -> JSONResponse:
+    """An answer as the node has always encoded it (the response models document it; FastAPI does
+    not re-encode a response a route returns)."""
+    return JSONResponse(answer if isinstance(answer, dict) else dict(answer), status_code=status)
+
+
+def _answer_errors(app: FastAPI) -> None:
+    """The error tree to HTTP in one table (WmnodeError.http_status); a parameter that does not parse
+    is a MessageError (400), as everything malformed is."""
 
     @app.exception_handler(WmnodeError)
     async def _wmnode_error(request: Request, exc: WmnodeError) -> JSONResponse:
@@ -317,31 +335,107 @@ def create_app(
         where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"error": "MessageError", "detail": where}, status_code=400)
 
-    @app.get("/v1/entries/{index}")
-    def get_entry(index: int) -> dict[str, Any]:
-        return log.entry(index)
 
-    @app.get("/v1/entries")
-    def list_entries(start: int | None = None, limit: int = 20) -> dict[str, Any]:
+def _log_routes(app: FastAPI, log: RegistryLog) -> None:
+    """The log's entries: one, a run of them, a publish by its key hash."""
+
+    @app.get("/v1/entries/{index}", response_model=schemas.Entry, responses=refusals(400, 404))
+    def get_entry(index: int) -> JSONResponse:
+        return _json(log.entry(index))
+
+    @app.get("/v1/entries", response_model=schemas.EntryPage, responses=refusals(400))
+    def list_entries(start: int | None = None, limit: int = 20) -> JSONResponse:
         if not 1 <= limit <= 1000:
             raise MessageError("limit must be 1-1000")
         size = log.size()
         first = max(size - limit, 0) if start is None else start
         if first < 0:
             raise MessageError("start must be non-negative")
-        return {"size": size, "entries": [log.entry(i) for i in range(first, min(first + limit, size))]}
+        return _json({"size": size, "entries": [log.entry(i) for i in range(first, min(first + limit, size))]})
 
-    @app.get("/v1/status")
-    def status() -> dict[str, Any]:
+    @app.get("/v1/publishes/{key_hash}", response_model=schemas.Entry, responses=refusals(404))
+    def publish_by_key(key_hash: str) -> JSONResponse:
+        index = log.state.by_key_hash.get(key_hash)
+        if index is None:
+            raise NotFoundError(f"no publish with key_hash {key_hash[:64]}")
+        return _json(log.entry(index))
+
+
+def _claim_routes(app: FastAPI, log: RegistryLog) -> None:
+    """Claims and decisions: a claim's status, a model's standing owner, the admitted references."""
+
+    @app.get("/v1/claims/{index}", response_model=schemas.ClaimStatus, responses=refusals(400, 404))
+    def claim(index: int) -> JSONResponse:
+        return _json(log.claim_status(index))
+
+    @app.get("/v1/owner", response_model=schemas.Standing, responses=refusals(400, 404))
+    def owner(model_hash: str) -> JSONResponse:
+        if not is_hex(model_hash, 32):
+            raise MessageError("model_hash must be 64 lowercase hex digits")
+        standing = log.standing_owner(model_hash)
+        if standing is None:
+            raise NotFoundError(f"no claim has passed on model {model_hash[:16]}… yet")
+        return _json(standing)
+
+    @app.get("/v1/references", response_model=schemas.References, responses=refusals())
+    def references() -> JSONResponse:
+        return _json({"references": log.state.admitted_references()})
+
+
+def _proof_routes(app: FastAPI, log: RegistryLog, identity: Identity, info: NodeInfo) -> None:
+    """Signed checkpoints (ours and the C2SP signed note) and RFC 6962 proofs against them."""
+
+    @app.get("/v1/checkpoint", response_model=schemas.Checkpoint, responses=refusals(400, 404))
+    def checkpoint(size: int | None = None) -> JSONResponse:
+        head, root = log.head()
+        if size is not None:
+            if not 0 <= size <= head:
+                raise NotFoundError(f"size must be 0-{head}, the log's size")
+            head, root = size, log.root(size)
+        return _json(Checkpoint.create(identity, head, root, now_ms()).to_json())
+
+    @app.get("/checkpoint", response_class=PlainTextResponse, responses=refusals())
+    def checkpoint_note() -> PlainTextResponse:
+        size, root = log.head()
+        note = sign_note(checkpoint_body(info.community, size, root), info.name, identity)
+        return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
+
+    @app.get("/v1/proof/inclusion", response_model=schemas.Inclusion, responses=refusals(400, 404))
+    def inclusion(index: int, size: int | None = None) -> JSONResponse:
+        return _json(log.inclusion(index, log.size() if size is None else size))
+
+    @app.get("/v1/proof/consistency", response_model=schemas.Consistency, responses=refusals(400, 404))
+    def consistency(first: int, second: int | None = None) -> JSONResponse:
+        return _json(log.consistency(first, log.size() if second is None else second))
+
+    @app.get("/v1/root", response_model=schemas.Root, responses=refusals(400, 404))
+    def root(size: int) -> JSONResponse:
+        if size < 0:
+            raise NotFoundError("size must be non-negative")
+        return _json({"size": size, "root": log.root(size).hex()})
+
+
+def _node_routes(
+    app: FastAPI,
+    log: RegistryLog,
+    identity: Identity,
+    info: NodeInfo,
+    verifier_ready: Callable[[], bool],
+    references_ready: Callable[[], bool],
+    metrics: NodeMetrics,
+) -> None:
+    """This node itself: its status and its Prometheus metrics."""
+
+    @app.get("/v1/status", response_model=schemas.NodeStatus, responses=refusals())
+    def status() -> JSONResponse:
         raft = log.raft_status()
         size, root = log.head()
         leader = raft.get("leader")
-        state = {0: "follower", 1: "candidate", 2: "leader"}.get(raft.get("state", -1), "unknown")
-        return {
+        return _json({
             "node": identity.public_hex,
             "name": info.name,
             "community": info.community,
-            "role": state,
+            "role": {0: "follower", 1: "candidate", 2: "leader"}.get(raft.get("state", -1), "unknown"),
             "leader": info.raft_to_name.get(str(leader)) if leader is not None else None,
             "term": raft.get("raft_term"),
             "commit_index": raft.get("commit_idx"),
@@ -353,42 +447,20 @@ def create_app(
             "verifier_ready": verifier_ready(),
             "references_ready": references_ready(),
             "references": len(log.state.admitted_references()),
-        }
+        })  # fmt: skip
 
-    @app.get("/v1/references")
-    def references() -> dict[str, Any]:
-        return {"references": log.state.admitted_references()}
+    @app.get("/metrics", response_class=PlainTextResponse, responses=refusals())
+    def metrics_text() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/v1/checkpoint")
-    def checkpoint(size: int | None = None) -> dict[str, Any]:
-        head, root = log.head()
-        if size is not None:
-            if not 0 <= size <= head:
-                raise NotFoundError(f"size must be 0-{head}, the log's size")
-            head, root = size, log.root(size)
-        return asdict(Checkpoint.create(identity, head, root, now_ms()))
 
-    @app.get("/v1/publishes/{key_hash}")
-    def publish_by_key(key_hash: str) -> dict[str, Any]:
-        index = log.state.by_key_hash.get(key_hash)
-        if index is None:
-            raise NotFoundError(f"no publish with key_hash {key_hash[:64]}")
-        return log.entry(index)
+def _artifact_routes(app: FastAPI, store: ArtifactStore, metering: Metering | None, metrics: NodeMetrics) -> None:
+    """The content-addressed artifact store (DESIGN §4.5): upload by SHA-256, download by SHA-256."""
 
-    @app.get("/v1/claims/{index}")
-    def claim(index: int) -> dict[str, Any]:
-        return log.claim_status(index)
-
-    @app.get("/v1/owner")
-    def owner(model_hash: str) -> dict[str, Any]:
-        if not is_hex(model_hash, 32):
-            raise MessageError("model_hash must be 64 lowercase hex digits")
-        standing = log.standing_owner(model_hash)
-        if standing is None:
-            raise NotFoundError(f"no claim has passed on model {model_hash[:16]}… yet")
-        return standing
-
-    @app.put("/v1/artifacts/{digest}")
+    @app.put("/v1/artifacts/{digest}", status_code=201, response_model=schemas.Uploaded,
+             responses={200: {"model": schemas.Uploaded, "description": "stored already"},
+                        **refusals(400, 404, 413, 507)},
+             openapi_extra={"requestBody": {"required": True, **OCTETS}})  # fmt: skip
     async def put_artifact(digest: str, request: Request) -> JSONResponse:
         host = request.client.host if request.client else None
         try:
@@ -401,11 +473,8 @@ def create_app(
             raise
         return JSONResponse(payload, status_code=status)
 
-    @app.get("/metrics")
-    def metrics_text() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
-
-    @app.get("/v1/artifacts/{digest}")
+    @app.get("/v1/artifacts/{digest}", response_class=Response,
+             responses={200: {"description": "the artifact's bytes", **OCTETS}, **refusals(404)})  # fmt: skip
     def get_artifact(digest: str) -> StreamingResponse:
         if not store.has(digest):
             raise NotFoundError(f"no artifact sha256:{digest[:64]}")
@@ -415,28 +484,3 @@ def create_app(
             media_type="application/octet-stream",
             headers={"content-length": str(size)},
         )
-
-    @app.get("/checkpoint", response_class=PlainTextResponse)
-    def checkpoint_note() -> PlainTextResponse:
-        size, root = log.head()
-        note = sign_note(checkpoint_body(info.community, size, root), info.name, identity)
-        return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
-
-    @app.get("/v1/proof/inclusion")
-    def inclusion(index: int, size: int | None = None) -> dict[str, Any]:
-        return log.inclusion(index, log.size() if size is None else size)
-
-    @app.get("/v1/proof/consistency")
-    def consistency(first: int, second: int | None = None) -> dict[str, Any]:
-        return log.consistency(first, log.size() if second is None else second)
-
-    @app.get("/v1/root")
-    def root(size: int) -> dict[str, Any]:
-        if size < 0:
-            raise NotFoundError("size must be non-negative")
-        return {"size": size, "root": log.root(size).hex()}
-
-    if metering is None:
-        return _PublishFastPath(app, lambda body: publish(log, info, body, store), metrics)
-    gated = ReadGate(app, metering.rates, read_cost(log, store, len(info.members)))
-    return _PublishFastPath(gated, lambda body: publish(log, info, body, store), metrics, metering.rates)

@@ -45,27 +45,41 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON
 
-from contracts.cards import card_from_artifact, safetensors_header, tensor_names
-from contracts.encoding import parse_json
+from contracts.bundle import MAX_INFO_BYTES, MAX_VERIFIER_BYTES
 from contracts.errors import InfoError, VerificationError, WmnodeError
 from contracts.fetch import ArtifactStore, Fetcher
 from contracts.identity import Identity, verify_owner_key
-from contracts.infos import Info, base_arch, check_against_card, check_verifier, parse_info
+from contracts.infos import Info, base_arch, is_black_box
 from contracts.modelid import model_identity
 from contracts.references import CHECKPOINT, ReferenceSpec
 from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP, now_ms
-from registry.log.messages import ERROR, NOT_OWNER, PREDICT, Claim, Message, Reference, Vote, uri_kind
+from registry.log.messages import (
+    ERROR,
+    MAX_VOTE_REFERENCES,
+    NOT_OWNER,
+    PREDICT,
+    Claim,
+    Message,
+    Publish,
+    Reference,
+    Vote,
+    uri_kind,
+)
 from registry.log.replicated import RegistryLog
 from registry.log.state import REJECTED, Outcome
+from registry.serve.admission import (
+    check_published_artifacts,
+    check_suspect,
+    check_verifier_file,
+    info_bytes,
+    read_info,
+)
 from registry.serve.info import NodeInfo
+from registry.serve.jobs import BuildJob, BuildPolicy, Built, DatasetFile, JudgeJob, JudgeVerdict, ReferenceFile
 from registry.serve.judges import Judge, JudgeLimitError, Limits
 
 logger = logging.getLogger(__name__)
 
-MAX_INFO_BYTES = 64 * 1024
-MAX_VERIFIER_BYTES = 64 * 2**20
-#: Schemes whose verification reads only labels, so a prediction API may stand in for the model.
-BLACK_BOX = frozenset({"new-label", "function-coupled", "blind"})
 _IDLE_S = 0.5
 #: Training a reference is the community's own work, not a stranger's: it gets a longer clock.
 _BUILD_WALL_S = 900.0
@@ -215,9 +229,7 @@ class VerifierWorker:
             if claim is not None and self.identity.public_hex not in claim.votes:
                 logger.warning("claim #%d was being judged when this node stopped; voting error", index)
                 result = Judgement(ERROR, 0, 0, "this node stopped while judging the claim; it does not judge it again")
-                msg = Claim.from_json(self.log.entry(index)["msg"])
-                assert isinstance(msg, Claim)
-                self._unsent[index] = self._vote(index, msg, result)
+                self._unsent[index] = self._vote(index, self._claim(index), result)
             mark.unlink(missing_ok=True)
         for temp in self.work_dir.glob("fetched-*"):
             temp.unlink(missing_ok=True)
@@ -234,10 +246,8 @@ class VerifierWorker:
             started = time.perf_counter()
             out = self.work_dir / f"reference-{spec.recipe}.safetensors"
             try:
-                answer = judge.run({"op": "build", **spec.job(), "out": str(out)},
-                                            Limits(self.limits.memory_bytes, 3600, _BUILD_WALL_S))  # fmt: skip
-                if "error" in answer:
-                    raise WmnodeError(answer["error"])
+                job = BuildJob.from_json({**spec.job(), "out": str(out)})
+                Built.from_json(judge.run(job.to_json(), Limits(self.limits.memory_bytes, 3600, _BUILD_WALL_S)))
                 digest = self.fetcher.store.put_bytes(out.read_bytes())
             except (WmnodeError, JudgeLimitError, OSError) as exc:
                 logger.error("reference %s could not be built: %s", spec.recipe, exc)
@@ -347,28 +357,11 @@ class VerifierWorker:
         return self._vote(index, claim, Judgement(ERROR, 0, 0, NO_JUDGES_REASON))
 
     def _judge(self, index: int, judge: Judge) -> Vote:
-        claim = Claim.from_json(self.log.entry(index)["msg"])
-        assert isinstance(claim, Claim)
+        claim = self._claim(index)
         started = time.perf_counter()
         files = _Files(self.fetcher.store, self.fetcher, self.work_dir)
-        model_id = ""
         try:
-            publish = self.log.entry(claim.publish)["msg"]
-            job = self._prepare(claim, publish, files)
-            if isinstance(job, dict):  # seeded by the claim's leaf: nobody knew it before the commit
-                model_id = job.pop("model_id")
-                job.update(control_seed=self.log.entry(index)["leaf_hash"],
-                           tries=self.log.state.tries(index, model_id))  # fmt: skip
-            answer = judge.run(job, self.limits) if isinstance(job, dict) else None
-            if answer is None:
-                result = job if isinstance(job, Judgement) else Judgement(ERROR, 0, 0, "nothing to judge")
-            elif "error" in answer:
-                result = Judgement(ERROR, 0, 0, str(answer["error"])[:500])
-            else:
-                result = Judgement(
-                    answer["verdict"], answer["score"], answer["threshold"], answer["reason"], answer["fp_bound"],
-                    tuple(answer["references"]), answer["controls"], model_id,
-                )  # fmt: skip
+            result = self._verdict(index, claim, judge, files)
         except InfoError as exc:
             result = Judgement(NOT_OWNER, 0, 0, f"refused: {exc.diagnostics()}"[:500])
         except JudgeLimitError as exc:
@@ -381,54 +374,75 @@ class VerifierWorker:
         logger.info("claim #%d: %s (%s) in %.2f s", index, result.verdict, result.reason, time.perf_counter() - started)
         return self._vote(index, claim, result)
 
-    def _prepare(self, claim: Claim, publish: dict[str, Any], files: _Files) -> dict[str, Any] | Judgement:
-        """Everything torch-free: key, info and its floors, artifacts, card, references; the judge's job."""
-        key, proof = bytes.fromhex(claim.key), bytes.fromhex(claim.key_proof)
-        if hashlib.sha256(key).hexdigest() != publish["key_hash"]:
-            raise VerificationError("the revealed key does not hash to the publish's key_hash")
-        verify_owner_key(claim.owner, bytes.fromhex(publish["nonce"]), key, proof)
-        scheme = publish["scheme"]
-        info_path = files.get(claim.info_uri, publish["info_hash"], MAX_INFO_BYTES, "info")
-        typed = parse_info(scheme, parse_json(info_path.read_bytes(), limit=MAX_INFO_BYTES, floats=True), self.policy)
-        verifier_path = files.get(claim.verifier_uri, publish["verifier_hash"], MAX_VERIFIER_BYTES, "verifier")
-        check_verifier(typed, tensor_names(safetensors_header(verifier_path)))
-        card: dict[str, Any] | None = None
-        model_path: Path | None = None
-        model_id = ""
-        if uri_kind(claim.model_uri) == PREDICT:
-            if scheme not in BLACK_BOX:
-                raise WmnodeError(f"{scheme} is a white-box scheme: it needs the model's weights, not an API")
-        else:
-            model_path = files.get(claim.model_uri, claim.model_hash, self.fetcher.policy.max_bytes, "suspect model")
-            card = card_from_artifact(safetensors_header(model_path))
-            model_id = model_identity(model_path)
-            check_against_card(typed, card, self.policy, self.log.state.checkpoint_archs())
+    def _claim(self, index: int) -> Claim:
+        claim = Claim.from_json(self.log.entry(index)["msg"])
+        assert isinstance(claim, Claim)
+        return claim
+
+    def _verdict(self, index: int, claim: Claim, judge: Judge, files: _Files) -> Judgement:
+        """Prepare the claim's job and have `judge` run it (or the refusal preparing it came to)."""
+        prepared = self._prepare(index, claim, files)
+        if isinstance(prepared, Judgement):
+            return prepared
+        job, model_id = prepared
+        answer = JudgeVerdict.from_json(judge.run(job.to_json(), self.limits))
+        return Judgement(answer.verdict, answer.score, answer.threshold, answer.reason, answer.fp_bound,
+                         answer.references, answer.controls, model_id)  # fmt: skip
+
+    def _prepare(self, index: int, claim: Claim, files: _Files) -> tuple[JudgeJob, str] | Judgement:
+        """Everything torch-free: key, info and its floors, artifacts, card, references; the judge's
+        job and the model's function identity (the node's, not a judge's), or a refusal."""
+        publish = Publish.from_json(self.log.entry(claim.publish)["msg"])
+        assert isinstance(publish, Publish)
+        _check_key(claim, publish)
+        check_published_artifacts(claim, publish.info_hash, publish.verifier_hash)
+        info_path = files.get(claim.info_uri, publish.info_hash, MAX_INFO_BYTES, "info")
+        typed = read_info(publish.scheme, info_bytes(info_path), self.policy)
+        verifier_path = files.get(claim.verifier_uri, publish.verifier_hash, MAX_VERIFIER_BYTES, "verifier")
+        check_verifier_file(typed, verifier_path)
+        card, model_path, model_id = self._suspect(claim, publish.scheme, typed, files)
         references = self._matching_references(typed, card)
         if not references and self.policy.require_references:
             shape = "x".join(map(str, typed.input_shape))
             return Judgement(ERROR, 0, 0, f"no reference model matches the suspect ({shape}); this community "
                                           "decides no claim without one")  # fmt: skip
-        floors = self.policy.floors(scheme)
-        return {
-            "op": "judge",
-            "model_id": model_id or claim.model_hash,  # the node's, not a judge's: popped before the job
-            "scheme": scheme,
-            "key": claim.key,
-            "info_path": str(info_path),
-            "verifier_path": str(verifier_path),
-            "model_path": None if model_path is None else str(model_path),
-            "predict_uri": claim.model_uri if model_path is None else None,
-            "fetch": {**self.fetcher.policy.__dict__, "allow_hosts": list(self.fetcher.policy.allow_hosts)},
-            "references": references,
-            "threshold_floor": getattr(floors, "min_threshold", getattr(floors, "min_gamma", 0.0)),
-            "max_false_positive": self.policy.max_false_positive,
-            "controls": self.policy.control_keys,
-            "predict_deadline_s": self.policy.predict_deadline_seconds,
-            "datasets": [d.job() for d in self.policy.datasets],
-            "build": {"architectures": list(self.policy.architectures), "max_parameters": self.policy.max_parameters},
-        }
+        floors = self.policy.floors(publish.scheme)
+        job = JudgeJob(
+            scheme=publish.scheme,
+            key=claim.key,
+            info_path=str(info_path),
+            verifier_path=str(verifier_path),
+            model_path=None if model_path is None else str(model_path),
+            predict_uri=claim.model_uri if model_path is None else None,
+            fetch=self.fetcher.policy,
+            references=references,
+            threshold_floor=getattr(floors, "min_threshold", getattr(floors, "min_gamma", 0.0)),
+            max_false_positive=self.policy.max_false_positive,
+            controls=self.policy.control_keys,
+            # Seeded by the claim's leaf: nobody knew it before the commit.
+            control_seed=self.log.entry(index)["leaf_hash"],
+            datasets=tuple(DatasetFile(**d.job()) for d in self.policy.datasets),
+            build=BuildPolicy(tuple(self.policy.architectures), self.policy.max_parameters),
+            predict_deadline_s=self.policy.predict_deadline_seconds,
+            tries=self.log.state.tries(index, model_id),
+        )
+        return job, model_id
 
-    def _matching_references(self, info: Info, card: dict[str, Any] | None) -> list[dict[str, str]]:
+    def _suspect(
+        self, claim: Claim, scheme: str, info: Info, files: _Files
+    ) -> tuple[dict[str, Any] | None, Path | None, str]:
+        """The suspect's card and file, checked against the info, and its function identity as this
+        node reads it (a prediction API, which only black-box schemes can judge, has neither card
+        nor file, and is named by its model_hash)."""
+        if uri_kind(claim.model_uri) == PREDICT:
+            if not is_black_box(scheme):
+                raise WmnodeError(f"{scheme} is a white-box scheme: it needs the model's weights, not an API")
+            return None, None, claim.model_hash
+        path = files.get(claim.model_uri, claim.model_hash, self.fetcher.policy.max_bytes, "suspect model")
+        model_id = model_identity(path)
+        return check_suspect(info, path, self.policy, self.log.state.checkpoint_archs()), path, model_id
+
+    def _matching_references(self, info: Info, card: dict[str, Any] | None) -> tuple[ReferenceFile, ...]:
         """Admitted references that match the suspect. A trained one: the suspect's architecture,
         classes and input shape (a prediction API shows none of them but the shape: every reference of
         that shape and data set). A public checkpoint (DESIGN §6.1 rule 3), judged at the claim's
@@ -444,8 +458,8 @@ class VerifierWorker:
             except WmnodeError as exc:
                 logger.warning("reference %s is on no reachable member: %s", ref["model_hash"][:16], exc)
                 continue
-            out.append({"model_hash": ref["model_hash"], "path": str(self.fetcher.store.path(ref["model_hash"]))})
-        return out[:16]
+            out.append(ReferenceFile(ref["model_hash"], str(self.fetcher.store.path(ref["model_hash"]))))
+        return tuple(out[:MAX_VOTE_REFERENCES])
 
     def _vote(self, index: int, claim: Claim, result: Judgement) -> Vote:
         return Vote.create(
@@ -483,10 +497,18 @@ class VerifierWorker:
         return False
 
 
+def _check_key(claim: Claim, publish: Publish) -> None:
+    """The revealed key is the published one (its hash), and bound to the claimant (DESIGN §4.2)."""
+    key, proof = bytes.fromhex(claim.key), bytes.fromhex(claim.key_proof)
+    if hashlib.sha256(key).hexdigest() != publish.key_hash:
+        raise VerificationError("the revealed key does not hash to the publish's key_hash")
+    verify_owner_key(claim.owner, bytes.fromhex(publish.nonce), key, proof)
+
+
 def _matches(ref: dict[str, Any], info: Info, card: dict[str, Any] | None) -> bool:
     """Whether the admitted reference `ref` is a null model for a claim of `info` on `card`."""
     if ref["recipe"] == CHECKPOINT:
-        if info.SCHEME not in BLACK_BOX:
+        if not info.BLACK_BOX:
             return card is not None and base_arch(ref["arch"]) == base_arch(card.get("arch"))
         classes = card.get("num_classes") if card is not None else info.classes
         return bool(ref["num_classes"] == classes)

@@ -199,8 +199,8 @@ NEW_LABEL_INFO: dict[str, Any] = {
     "input_shape": [1, 28, 28], "mean": [0], "std": [1],
 }  # fmt: skip
 PASSPORT_INFO: dict[str, Any] = {
-    "scheme": "passport", "version": 1, "passport_type": "T1", "layers": ["features.0"], "delta": 1,
-    "noise_sigmas": [1], "noise_floor": 1, "noise_draws": 5, "dataset": "digits", "n_eval": 200,
+    "scheme": "passport", "version": "V3", "passport_type": "T1", "layers": {"features.0": [1, 1, 28, 28]},
+    "delta": 1, "noise_sigmas": 1, "noise_floor": 1, "noise_draws": 5, "dataset": "digits", "n_eval": 200,
     "input_shape": [1, 28, 28], "mean": [0], "std": [1], "num_classes": 10,
 }  # fmt: skip
 INFOS = {"mtlsign": MTLSIGN_INFO, "new-label": NEW_LABEL_INFO, "passport": PASSPORT_INFO}

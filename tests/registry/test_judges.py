@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from contracts.fetch import FetchPolicy
+from registry.serve.jobs import JudgeJob
 from registry.serve.judges import Judge, JudgeLimitError, Limits, rss_bytes
 
 STAND_IN = r"""
@@ -154,10 +156,16 @@ def test_the_real_judge_answers_a_bad_job_with_an_error_and_keeps_serving() -> N
     try:
         assert judge.wait_ready()
         pid = judge.pid
-        answer = judge.run({"op": "judge", "scheme": "no-such-scheme"}, roomy)
+        job = JudgeJob(
+            scheme="no-such-scheme", key="00" * 32, info_path="/nonexistent/info.json",
+            verifier_path="/nonexistent/verifier", model_path="/nonexistent/suspect", predict_uri=None,
+            fetch=FetchPolicy(), references=(), threshold_floor=0.0, max_false_positive=1e-6, controls=8,
+            control_seed="00" * 32,
+        )  # fmt: skip
+        answer = judge.run(job.to_json(), roomy)
         assert "no-such-scheme" in answer["error"] and answer["seconds"] >= 0
-        answer = judge.run({"op": "judge"}, roomy)
-        assert answer["error"] == "internal error: KeyError: 'scheme'"
+        answer = judge.run({"op": "judge"}, roomy)  # a job line the node never writes: refused, named
+        assert answer["error"].startswith("judge job: missing field(s) ['scheme', 'key'"), answer
         assert judge.pid == pid
     finally:
         judge.stop()

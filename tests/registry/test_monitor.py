@@ -30,7 +30,7 @@ from registry.client.node_client import NodeClient
 from registry.client.receipt import verify_receipt
 from registry.proofs.checkpoint import Checkpoint
 from registry.proofs.merkle import MerkleTree, leaf_hash
-from tests.helpers import free_ports, now_ms
+from tests.helpers import PublishFactory, free_ports, now_ms
 
 COMMUNITY = "wmnode.test/fake"
 
@@ -289,9 +289,11 @@ def test_publish_refuses_an_entry_that_is_not_the_message_it_sent(
     serve: Callable[[Identity, FakeLog], FakeNode],
     members: list[Identity],
     owner_files: tuple[Path, Path],
+    make_publish: PublishFactory,
 ) -> None:
     """A node that answers with another entry's index would borrow that entry's confirmations."""
-    log = FakeLog(["someone else's"])
+    log = FakeLog()
+    log.append(make_publish(Identity.generate()).to_json(), 1)  # someone else's publish
     nodes = [serve(m, log) for m in members]
     honest_answer = nodes[0].api.answer
     nodes[0].api.answer = lambda method, path, query, body: (  # type: ignore[method-assign]
