@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -126,6 +127,11 @@ def embed(
         )
     if int(os.environ.get("RANK", "0")) != 0:
         return  # rank 0 reports (and wrote the bundle)
+    _report_embedding(report, out, model_path is not None, as_json)
+
+
+def _report_embedding(report: dict[str, Any], out: Path, given: bool, as_json: bool) -> None:
+    """Print what embed made, warning first when the watermark did not take."""
     if report["wm_score"] < report["threshold"]:
         click.echo(
             f"warning: the watermark did not take: score {report['wm_score']:.4f} under its threshold "
@@ -136,7 +142,7 @@ def embed(
     if as_json:
         echo_json(report)
         return
-    clean = "given model" if model_path is not None else "clean"
+    clean = "given model" if given else "clean"
     click.echo(
         f"wrote {out}: accuracy {report['accuracy']:.4f} ({clean} {report['clean_accuracy']:.4f}), "
         f"watermark {report['wm_score']:.4f} (threshold {report['threshold']}), {report['seconds']:.0f} s"

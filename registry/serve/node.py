@@ -10,7 +10,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import uvicorn
 
@@ -114,7 +114,8 @@ def run_node(config: NodeConfig, dev: bool = False, log_json: bool = False, judg
         logger.info("node %s stopped before it finished starting", config.name)
 
 
-def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper, log_json: bool = False, judges: bool = True) -> None:
+def _check_before_start(config: NodeConfig, dev: bool) -> None:
+    """What must hold before anything starts: the secret, pinned data sets, free ports."""
     config.check_secret(dev)
     if config.uses_example_secret:
         logger.warning(
@@ -127,19 +128,43 @@ def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper, log_json: bool =
         check_pinned(dataset)
     check_port_free(config.raft.host, config.raft.port, "Raft")
     check_port_free(config.api.host, config.api.port, "API")
+
+
+def _open_log(config: NodeConfig, identity: Identity, data_dir: Path) -> RegistryLog:
+    _ = config.member_keys  # every member has a key: the Raft handshake admits members by key
+    return RegistryLog(
+        str(config.raft),
+        {str(p.raft): p.key for p in config.peers if p.key is not None},
+        data_dir,
+        config.secret,
+        community=config.community,
+        identity=identity,
+        clock=config.clock,
+    )
+
+
+def _server(config: NodeConfig, app: Any, metering: Metering, log_json: bool) -> uvicorn.Server:
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.api.host,
+            port=config.api.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            log_config=None if log_json else uvicorn.config.LOGGING_CONFIG,
+            **metering.uvicorn_options(),
+        )
+    )
+
+
+def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper, log_json: bool = False, judges: bool = True) -> None:
+    _check_before_start(config, dev)
     with locked_data_dir(data_dir_for(config)) as data_dir:
         identity = node_identity(config, data_dir)
         check_own_key(config, identity)
-        _ = config.member_keys  # every member has a key: the Raft handshake admits members by key
-        log = RegistryLog(
-            str(config.raft),
-            {str(p.raft): p.key for p in config.peers if p.key is not None},
-            data_dir,
-            config.secret,
-            community=config.community,
-            identity=identity,
-            clock=config.clock,
-        )
+        log = _open_log(config, identity, data_dir)
         store = ArtifactStore(data_dir / "artifacts", config.max_artifact_bytes)
         metering = Metering(config.limits, store, log)  # quotas, collection, rate limits, connection caps
         fetcher = Fetcher(store, [p.api_url for p in config.peers], config.fetch)
@@ -156,19 +181,7 @@ def _run_node(config: NodeConfig, dev: bool, stopper: _Stopper, log_json: bool =
                 worker.references_done.is_set,
                 metering=metering,
             )
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    host=config.api.host,
-                    port=config.api.port,
-                    log_level="warning",
-                    access_log=False,
-                    lifespan="off",
-                    timeout_graceful_shutdown=2,
-                    log_config=None if log_json else uvicorn.config.LOGGING_CONFIG,
-                    **metering.uvicorn_options(),
-                )
-            )
+            server = _server(config, app, metering, log_json)
             logger.info(
                 "node %s (%s) serving %s, raft %s, data %s",
                 config.name,

@@ -1,17 +1,17 @@
 """The verifier on every node (DESIGN §1, §4.4, §6): judge each committed claim, record a signed vote.
 
 Apply only records a claim; this worker, never the apply path, does the heavy part, and the
-heaviest part runs in judge processes (registry.judges) with memory, CPU and wall-clock limits.
+heaviest part runs in judge processes (registry.serve.judges) with memory, CPU and wall-clock limits.
 For every claim in the log that lacks this node's vote it
 
 1. re-checks the revealed key against the publish's key_hash and the owner's key_proof;
 2. fetches the info and checks it against the publish's hash and the community's floors and caps
-   (registry.infos: a claim below them is voted `not-owner`, before any work);
+   (contracts.infos: a claim below them is voted `not-owner`, before any work);
 3. fetches the verifier artifact and the suspect (store, peers or guarded http(s)), checks their
    hashes and the suspect's card against the info;
 4. picks the reference models that match the suspect (recorded by a majority of members);
 5. hands all of it to a judge, which runs the scheme on the suspect and on the references and
-   decides (schemes.judge), and votes with the judge's verdict, false-positive bound and the
+   decides (registry.judge.process), and votes with the judge's verdict, false-positive bound and the
    references it checked; `error` with the reason when any step could not be carried out.
 
 Fairness (§6.2): claims are served in commit order, each claimant's k-th waiting claim after
@@ -32,7 +32,6 @@ claimant may claim again).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -46,12 +45,12 @@ from typing import Any
 from pysyncobj import FAIL_REASON
 
 from contracts.bundle import MAX_INFO_BYTES, MAX_VERIFIER_BYTES
-from contracts.errors import InfoError, VerificationError, WmnodeError
-from contracts.fetch import ArtifactStore, Fetcher
-from contracts.identity import Identity, verify_owner_key
-from contracts.infos import Info, base_arch, is_black_box
+from contracts.errors import InfoError, WmnodeError
+from contracts.fetch import Fetcher
+from contracts.identity import Identity
+from contracts.infos import Info, is_black_box
 from contracts.modelid import model_identity
-from contracts.references import CHECKPOINT, ReferenceSpec
+from contracts.references import ReferenceSpec
 from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP, now_ms
 from registry.log.messages import (
     ERROR,
@@ -74,6 +73,7 @@ from registry.serve.admission import (
     info_bytes,
     read_info,
 )
+from registry.serve.claim_inputs import ClaimFiles, check_key, reference_matches
 from registry.serve.info import NodeInfo
 from registry.serve.jobs import BuildJob, BuildPolicy, Built, DatasetFile, JudgeJob, JudgeVerdict, ReferenceFile
 from registry.serve.judges import Judge, JudgeLimitError, Limits
@@ -97,30 +97,6 @@ class Judgement:
     references: tuple[str, ...] = ()
     controls: str = ""
     model_id: str = ""
-
-
-class _Files:
-    """Paths of what a judge reads: store files as they are, fetched URLs spooled to temp files."""
-
-    def __init__(self, store: ArtifactStore, fetcher: Fetcher, spool: Path) -> None:
-        self.store, self.fetcher, self.spool = store, fetcher, spool
-        self.temps: list[Path] = []
-
-    def get(self, uri: str, digest: str, limit: int, what: str) -> Path:
-        if uri_kind(uri) == "artifact":
-            self.fetcher.fetch(uri, digest, limit, what)  # into the store (from a peer if need be)
-            return self.store.path(digest)
-        data = self.fetcher.fetch(uri, digest, limit, what)
-        self.spool.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.spool, prefix="fetched-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        self.temps.append(Path(name))
-        return Path(name)
-
-    def clean(self) -> None:
-        for path in self.temps:
-            path.unlink(missing_ok=True)
 
 
 class VerifierWorker:
@@ -359,7 +335,7 @@ class VerifierWorker:
     def _judge(self, index: int, judge: Judge) -> Vote:
         claim = self._claim(index)
         started = time.perf_counter()
-        files = _Files(self.fetcher.store, self.fetcher, self.work_dir)
+        files = ClaimFiles(self.fetcher.store, self.fetcher, self.work_dir)
         try:
             result = self._verdict(index, claim, judge, files)
         except InfoError as exc:
@@ -379,7 +355,7 @@ class VerifierWorker:
         assert isinstance(claim, Claim)
         return claim
 
-    def _verdict(self, index: int, claim: Claim, judge: Judge, files: _Files) -> Judgement:
+    def _verdict(self, index: int, claim: Claim, judge: Judge, files: ClaimFiles) -> Judgement:
         """Prepare the claim's job and have `judge` run it (or the refusal preparing it came to)."""
         prepared = self._prepare(index, claim, files)
         if isinstance(prepared, Judgement):
@@ -389,12 +365,12 @@ class VerifierWorker:
         return Judgement(answer.verdict, answer.score, answer.threshold, answer.reason, answer.fp_bound,
                          answer.references, answer.controls, model_id)  # fmt: skip
 
-    def _prepare(self, index: int, claim: Claim, files: _Files) -> tuple[JudgeJob, str] | Judgement:
+    def _prepare(self, index: int, claim: Claim, files: ClaimFiles) -> tuple[JudgeJob, str] | Judgement:
         """Everything torch-free: key, info and its floors, artifacts, card, references; the judge's
         job and the model's function identity (the node's, not a judge's), or a refusal."""
         publish = Publish.from_json(self.log.entry(claim.publish)["msg"])
         assert isinstance(publish, Publish)
-        _check_key(claim, publish)
+        check_key(claim, publish)
         check_published_artifacts(claim, publish.info_hash, publish.verifier_hash)
         info_path = files.get(claim.info_uri, publish.info_hash, MAX_INFO_BYTES, "info")
         typed = read_info(publish.scheme, info_bytes(info_path), self.policy)
@@ -429,7 +405,7 @@ class VerifierWorker:
         return job, model_id
 
     def _suspect(
-        self, claim: Claim, scheme: str, info: Info, files: _Files
+        self, claim: Claim, scheme: str, info: Info, files: ClaimFiles
     ) -> tuple[dict[str, Any] | None, Path | None, str]:
         """The suspect's card and file, checked against the info, and its function identity as this
         node reads it (a prediction API, which only black-box schemes can judge, has neither card
@@ -451,7 +427,7 @@ class VerifierWorker:
         suspect's classes."""
         out = []
         for ref in self.log.state.admitted_references():
-            if not _matches(ref, info, card):
+            if not reference_matches(ref, info, card):
                 continue
             try:
                 self.fetcher.artifact(ref["model_hash"], self.fetcher.policy.max_bytes)
@@ -495,27 +471,6 @@ class VerifierWorker:
             self._stop.wait(0.2)
         logger.warning("%s not committed yet; it is kept and submitted again", msg.TYPE)
         return False
-
-
-def _check_key(claim: Claim, publish: Publish) -> None:
-    """The revealed key is the published one (its hash), and bound to the claimant (DESIGN §4.2)."""
-    key, proof = bytes.fromhex(claim.key), bytes.fromhex(claim.key_proof)
-    if hashlib.sha256(key).hexdigest() != publish.key_hash:
-        raise VerificationError("the revealed key does not hash to the publish's key_hash")
-    verify_owner_key(claim.owner, bytes.fromhex(publish.nonce), key, proof)
-
-
-def _matches(ref: dict[str, Any], info: Info, card: dict[str, Any] | None) -> bool:
-    """Whether the admitted reference `ref` is a null model for a claim of `info` on `card`."""
-    if ref["recipe"] == CHECKPOINT:
-        if not info.BLACK_BOX:
-            return card is not None and base_arch(ref["arch"]) == base_arch(card.get("arch"))
-        classes = card.get("num_classes") if card is not None else info.classes
-        return bool(ref["num_classes"] == classes)
-    dataset = getattr(info, "dataset", None)
-    if ref["input_shape"] != "x".join(map(str, info.input_shape)) or dataset not in (None, ref["dataset"]):
-        return False
-    return card is None or (ref["arch"], ref["num_classes"]) == (card.get("arch"), card.get("num_classes"))
 
 
 def _collector(box: list[tuple[Outcome | None, int]], done: threading.Event) -> Callable[[Outcome | None, int], None]:

@@ -9,7 +9,7 @@ import pytest
 from contracts.errors import RejectedError
 from contracts.infos import check_against_card, parse_info
 from contracts.references import CHECKPOINT
-from registry.serve.verifier import _matches
+from registry.serve.claim_inputs import reference_matches
 from tests.registry.test_infos import info
 from tests.registry.test_protocol import APPENDED, MEMBERS, StateLog, reference, submit
 from tests.registry.test_protocol import log as log  # noqa: F401 - the fixture, used by name
@@ -58,5 +58,5 @@ def test_a_checkpoint_is_admitted_by_a_majority_and_opens_mtlsign_on_its_archite
 def test_a_checkpoint_matches_by_architecture_for_white_box_and_by_classes_for_black_box(
     scheme: str, card: dict[str, Any] | None, matches: bool
 ) -> None:
-    assert _matches(checkpoint(), open_info(scheme), card) is matches
-    assert _matches(checkpoint(num_classes=10), open_info("function-coupled"), None)
+    assert reference_matches(checkpoint(), open_info(scheme), card) is matches
+    assert reference_matches(checkpoint(num_classes=10), open_info("function-coupled"), None)
