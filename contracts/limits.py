@@ -200,3 +200,13 @@ class BuildLimits:
         """Refuse an architecture the community does not build (ZooError naming it)."""
         if not any(fnmatch.fnmatchcase(arch, pattern) for pattern in self.architectures):
             raise ZooError(f"architecture {arch!r} is not one this community builds ({', '.join(self.architectures)})")
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """What one judge job may take (registry.serve.judges enforces them): resident memory, CPU
+    seconds, and wall-clock seconds."""
+
+    memory_bytes: int
+    cpu_seconds: int
+    wall_seconds: float

@@ -24,8 +24,9 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import IO, Any
+
+from contracts.limits import JobLimits
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +34,6 @@ _POLL_S = 0.005
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: How long a fresh judge may take to import torch and the schemes.
 START_TIMEOUT_S = 120.0
-
-
-@dataclass(frozen=True)
-class Limits:
-    memory_bytes: int
-    cpu_seconds: int
-    wall_seconds: float
 
 
 class JudgeLimitError(Exception):
@@ -107,7 +101,7 @@ class Judge:
     def pid(self) -> int:
         return self.proc.pid if self.proc is not None else -1
 
-    def run(self, job: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    def run(self, job: dict[str, Any], limits: JobLimits) -> dict[str, Any]:
         """Send `job`, wait for its answer within `limits`; JudgeLimitError (and a fresh judge) past them."""
         if not self.wait_ready():
             self.restart()

@@ -49,6 +49,7 @@ from contracts.errors import InfoError, WmnodeError
 from contracts.fetch import Fetcher
 from contracts.identity import Identity
 from contracts.infos import Info, is_black_box
+from contracts.limits import JobLimits
 from contracts.modelid import model_identity
 from contracts.references import ReferenceSpec
 from registry.log.clock import CLOCK_NOT_STARTED, STALE_STAMP, now_ms
@@ -76,7 +77,7 @@ from registry.serve.admission import (
 from registry.serve.claim_inputs import ClaimFiles, check_key, reference_matches
 from registry.serve.info import NodeInfo
 from registry.serve.jobs import BuildJob, BuildPolicy, Built, DatasetFile, JudgeJob, JudgeVerdict, ReferenceFile
-from registry.serve.judges import Judge, JudgeLimitError, Limits
+from registry.serve.judges import Judge, JudgeLimitError
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class VerifierWorker:
         self.work_dir = (data_dir or Path(tempfile.mkdtemp(prefix="wmnode-verifier-"))) / "judging"
         threads = int(os.environ.get("WMNODE_VERIFY_THREADS", "0")) or 1
         self.judges = [Judge(f"judge-{i}", threads) for i in range(self.policy.judges if judges else 0)]
-        self.limits = Limits(
+        self.limits = JobLimits(
             self.policy.judge_memory_mib * 2**20, self.policy.judge_cpu_seconds, float(self.policy.judge_wall_seconds)
         )
         self._stop = threading.Event()
@@ -223,7 +224,7 @@ class VerifierWorker:
             out = self.work_dir / f"reference-{spec.recipe}.safetensors"
             try:
                 job = BuildJob.from_json({**spec.job(), "out": str(out)})
-                Built.from_json(judge.run(job.to_json(), Limits(self.limits.memory_bytes, 3600, _BUILD_WALL_S)))
+                Built.from_json(judge.run(job.to_json(), JobLimits(self.limits.memory_bytes, 3600, _BUILD_WALL_S)))
                 digest = self.fetcher.store.put_bytes(out.read_bytes())
             except (WmnodeError, JudgeLimitError, OSError) as exc:
                 logger.error("reference %s could not be built: %s", spec.recipe, exc)

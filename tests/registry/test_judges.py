@@ -2,7 +2,7 @@
 
 A stand-in speaks the judges' JSON-lines protocol (`{"ready": true}` first, then one answer line per
 job) and does what each job's `op` asks: answer, eat memory, spin the CPU under RLIMIT_CPU (as
-schemes/judge.py's `_limit_cpu` does), sleep, die. Limits are small, so each case takes a second or two.
+registry/judge/process.py's `_limit_cpu` does), sleep, die. Limits are small, so each case takes a second or two.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from contracts.fetch import FetchPolicy
+from contracts.limits import JobLimits
 from registry.serve.jobs import JudgeJob
-from registry.serve.judges import Judge, JudgeLimitError, Limits, rss_bytes
+from registry.serve.judges import Judge, JudgeLimitError, rss_bytes
 
 STAND_IN = r"""
 import json, os, resource, sys, time
@@ -49,7 +50,7 @@ for line in sys.stdin:
                       "threads": os.environ.get("WMNODE_JUDGE_THREADS")}), flush=True)
 """
 
-ROOMY = Limits(memory_bytes=512 << 20, cpu_seconds=30, wall_seconds=20.0)
+ROOMY = JobLimits(memory_bytes=512 << 20, cpu_seconds=30, wall_seconds=20.0)
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_a_job_past_the_memory_limit_is_killed_and_the_judge_restarts(judge: Jud
     before = judge.pid
     started = time.monotonic()
     with pytest.raises(JudgeLimitError, match=r"^the judge went over its memory limit \(\d+ MiB of 64 MiB\)$"):
-        judge.run({"op": "eat", "mib": 256}, Limits(64 << 20, 30, 20.0))
+        judge.run({"op": "eat", "mib": 256}, JobLimits(64 << 20, 30, 20.0))
     assert time.monotonic() - started < 10  # killed when it crossed the limit, not at the wall clock
     assert judge.pid != before and rss_bytes(before) == 0  # the old child is gone, a fresh one serves
     serves(judge)
@@ -95,7 +96,7 @@ def test_a_job_past_the_memory_limit_is_killed_and_the_judge_restarts(judge: Jud
 def test_a_job_that_spins_is_killed_by_its_cpu_limit(judge: Judge) -> None:
     before = judge.pid
     with pytest.raises(JudgeLimitError, match=r"^the judge was stopped by its CPU time limit \(1 CPU s allowed\)$"):
-        judge.run({"op": "spin"}, Limits(512 << 20, 1, 20.0))
+        judge.run({"op": "spin"}, JobLimits(512 << 20, 1, 20.0))
     assert judge.pid != before
     serves(judge)
 
@@ -104,7 +105,7 @@ def test_a_job_past_the_wall_clock_is_killed_and_the_judge_restarts(judge: Judge
     before = judge.pid
     started = time.monotonic()
     with pytest.raises(JudgeLimitError, match=r"^the judge went over its wall-clock limit of 0\.5 s$"):
-        judge.run({"op": "sleep", "seconds": 30}, Limits(512 << 20, 30, 0.5))
+        judge.run({"op": "sleep", "seconds": 30}, JobLimits(512 << 20, 30, 0.5))
     assert 0.5 <= time.monotonic() - started < 10
     assert judge.pid != before
     serves(judge)
