@@ -20,7 +20,7 @@ class MtlsignFloors:
     min_gamma: float = 0.7
     #: The head reads the taps pooled to at most pool × pool: it bounds the work of a check and the
     #: head's capacity (a head fitted to other LeNet-5s read unseen ones at 0.45-0.58 even at full
-    #: resolution, tests/schemes/test_mtlsign_universal_head.py; larger backbones are unmeasured).
+    #: resolution, tests/schemes/watermarks/test_mtlsign_universal_head.py; larger backbones are unmeasured).
     max_pool: int = 4
     max_hidden: int = 256
     max_taps: int = 4

@@ -12,9 +12,9 @@ import pytest
 from contracts.identity import Identity
 from registry.client.localnet import LocalCommunity
 from registry.serve.verifier import NO_JUDGES_REASON
+from tests.contracts.artifacts import artifact_with_card
 from tests.helpers import PublishFactory
-from tests.registry.cards import artifact_with_card
-from tests.registry.test_api import MTLSIGN_INFO, SUSPECT_CARD, claim_on, json_bytes
+from tests.registry.serve.test_api import MTLSIGN_INFO, SUSPECT_CARD, claim_on, json_bytes
 
 pytestmark = pytest.mark.cluster
 

@@ -468,7 +468,7 @@ def test_certificate_verify_refuses_a_certificate_whose_tree_differs_from_a_kept
     tmp_path: Path, state_dir: Path
 ) -> None:
     """Offline, a certificate's checkpoints are compared with the ones this client kept before."""
-    from tests.registry.test_certificate import _Log, _owned
+    from tests.registry.client.test_certificate import _Log, _owned
 
     log = _Log()
     cert = tmp_path / "cert.json"

@@ -14,9 +14,9 @@ from contracts.identity import Identity
 from contracts.modelid import model_identity, model_identity_of
 from registry.cli.ownership import model_name
 from schemes.models.zoo import ModelCard, create_model, model_to_bytes, save_model
-from tests.registry.cards import artifact_with_card, safetensors_bytes
-from tests.registry.test_protocol import MEMBERS, StateLog, claim, publish, submit
-from tests.registry.test_protocol import log as log  # noqa: F401 - the fixture, used by name
+from tests.contracts.artifacts import artifact_with_card, safetensors_bytes
+from tests.registry.log.test_state import MEMBERS, StateLog, claim, publish, submit
+from tests.registry.log.test_state import log as log  # noqa: F401 - the fixture, used by name
 
 SHAPE = (1, 28, 28)
 

@@ -38,7 +38,7 @@ from schemes.workflow.bundle import read_verifier
 KEY = hashlib.sha256(b"passport owner").digest()
 OTHER = hashlib.sha256(b"passport other owner").digest()
 SHAPE = (1, 28, 28)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 #: sha256 of the V3 T1 passports of KEY for lenet5-passport on 1×28×28, all layers in order.
 PINNED_PASSPORTS = "f231a299f36f9f7f"
 
@@ -238,7 +238,7 @@ def test_t1_passports_are_uniform_and_bit_identical_from_the_key() -> None:
 def test_t1_passports_are_the_same_in_another_process() -> None:
     code = (
         "import hashlib, torch\n"
-        "from tests.schemes.test_passport import KEY, _digest, _shapes\n"
+        "from tests.schemes.watermarks.test_passport import KEY, _digest, _shapes\n"
         "from schemes.models._passport_layer import t1_passports\n"
         "print(_digest(t1_passports(KEY, 'V3', _shapes())))\n"
     )

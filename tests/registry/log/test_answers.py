@@ -33,9 +33,9 @@ from registry.serve.jobs import (
     policy_to_json,
     read_job,
 )
-from tests.registry.test_certificate import MODEL, T0, _Log, _owned, _standing
+from tests.registry.client.test_certificate import MODEL, T0, _Log, _owned, _standing
 
-COMPAT = Path(__file__).parent.parent / "fixtures" / "compat"
+COMPAT = Path(__file__).resolve().parents[2] / "fixtures" / "compat"
 
 
 def _compat(name: str) -> Any:

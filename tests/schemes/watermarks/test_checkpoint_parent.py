@@ -31,7 +31,7 @@ from schemes.data.datasets import load_dataset
 from schemes.models.zoo import ModelCard, model_to_bytes, wm_taps
 from schemes.training.loops import accuracy, batches, train_classifier
 from schemes.watermarks import mtlsign
-from tests.schemes.test_null_on_suspect import write_job
+from tests.schemes.watermarks.test_null_on_suspect import write_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 

@@ -13,7 +13,7 @@ from contracts.identity import Identity, derive_owner_key
 from contracts.infos import DEFAULT_POLICY
 from registry.log.messages import Claim
 from registry.serve.admission import check_published_artifacts, check_verifier_file, info_bytes, read_info
-from tests.registry.test_api import MTLSIGN_INFO, json_bytes
+from tests.registry.serve.test_api import MTLSIGN_INFO, json_bytes
 
 INFO, VERIFIER = hashlib.sha256(b"info").hexdigest(), hashlib.sha256(b"verifier").hexdigest()
 

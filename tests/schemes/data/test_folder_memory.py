@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def _benchmark() -> object:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "folder_memory.py"
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "folder_memory.py"
     spec = importlib.util.spec_from_file_location("folder_memory", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -27,7 +27,7 @@ from contracts.policy import DEFAULT_POLICY, VerificationPolicy, parse_policy
 from contracts.references import ReferenceSpec, parse_references
 from node_config import example_config
 from registry.community.config import load_config
-from tests.registry.cards import LENET_CARD, artifact_with_card, safetensors_bytes
+from tests.contracts.artifacts import LENET_CARD, artifact_with_card, safetensors_bytes
 
 # --------------------------------------------------------------------------------------------
 # Infos that meet the built-in floors exactly; each test spoils one field.

@@ -10,9 +10,9 @@ from contracts.errors import RejectedError
 from contracts.infos import check_against_card, parse_info
 from contracts.references import CHECKPOINT
 from registry.serve.claim_inputs import reference_matches
-from tests.registry.test_infos import info
-from tests.registry.test_protocol import APPENDED, MEMBERS, StateLog, reference, submit
-from tests.registry.test_protocol import log as log  # noqa: F401 - the fixture, used by name
+from tests.contracts.test_infos import info
+from tests.registry.log.test_state import APPENDED, MEMBERS, StateLog, reference, submit
+from tests.registry.log.test_state import log as log  # noqa: F401 - the fixture, used by name
 
 PARENT = "ab" * 32
 TIMM = {"arch": "timm:resnet18", "num_classes": 11, "input_shape": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3}

@@ -156,7 +156,7 @@ def test_a_member_cannot_vote_as_another_member() -> None:
 
 
 def test_a_vote_stamped_by_another_member_is_refused_even_on_a_real_claim() -> None:
-    from tests.registry.test_protocol import claim as make_claim
+    from tests.registry.log.test_state import claim as make_claim
 
     state, t = started(), now_ms()
     owner, nonce = Identity.generate(), os.urandom(16)

@@ -43,11 +43,11 @@ from registry.serve.logjson import REDACTED, JsonFormatter
 from registry.serve.metering import Metering, RateLimiter, StoreMeter, charge
 from registry.serve.metrics import NodeMetrics
 from registry.serve.read_meter import READ_BASE_COST, read_cost
+from tests.contracts.artifacts import artifact_with_card
 from tests.helpers import PublishFactory, free_ports, now_ms
-from tests.registry.cards import artifact_with_card
-from tests.registry.test_api import MTLSIGN_INFO, SUSPECT_CARD, json_bytes
+from tests.registry.serve.test_api import MTLSIGN_INFO, SUSPECT_CARD, json_bytes
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 KIB, MIB = 1024, 2**20
 

@@ -18,7 +18,8 @@ from contracts.infos import INFO_TYPES
 from mtlsign.verify import Verdict, WatermarkInfo
 from schemes.models.zoo import create_model
 from schemes.watermarks.base import Suspect, get_scheme, list_schemes
-from tests.schemes import test_blind, test_function_coupled, test_mtlsign_embed, test_new_label, test_passport
+from tests.schemes.watermarks import test_blind, test_function_coupled, test_new_label, test_passport
+from tests.schemes.watermarks import test_mtlsign as test_mtlsign_embed
 
 #: A claim's parts: the suspect, the verifier artifact and a valid info.
 Claim = tuple[Suspect, dict[str, torch.Tensor], dict[str, Any]]

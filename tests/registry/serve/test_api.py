@@ -24,8 +24,8 @@ from registry.proofs.checkpoint import Checkpoint, open_note
 from registry.proofs.merkle import verify_consistency, verify_inclusion
 from registry.serve.api import create_app
 from registry.serve.info import NodeInfo
+from tests.contracts.artifacts import LENET_CARD, artifact_with_card, safetensors_bytes
 from tests.helpers import PublishFactory, free_ports, now_ms
-from tests.registry.cards import LENET_CARD, artifact_with_card, safetensors_bytes
 
 Http = httpx.Client
 ARTIFACT_LIMIT = 1 << 20

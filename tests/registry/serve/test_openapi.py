@@ -32,9 +32,9 @@ from registry.log.messages import Claim, Message, Publish, Reference, Vote
 from registry.log.replicated import RegistryLog
 from registry.serve.api import create_app
 from registry.serve.info import NodeInfo
+from tests.contracts.artifacts import artifact_with_card
 from tests.helpers import free_ports, now_ms
-from tests.registry.cards import artifact_with_card
-from tests.registry.test_api import MTLSIGN_INFO, SUSPECT_CARD, json_bytes
+from tests.registry.serve.test_api import MTLSIGN_INFO, SUSPECT_CARD, json_bytes
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 #: Generated requests per operation and generation mode (valid, invalid): the run stays a few seconds.
