@@ -31,13 +31,15 @@ def start_community(base: Path, n: int = 3, judges: bool = True) -> LocalCommuni
     return community
 
 
-def embed_marked(owner: Identity, scheme: str, out: Path, attempts: int = 3) -> dict[str, Any]:
+def embed_marked(owner: Identity, scheme: str, out: Path, attempts: int = 6) -> dict[str, Any]:
     """A LeNet-5 on digits watermarked with `scheme`'s quick budget, whose watermark took: a claim
     test needs one to decide `owner`. The quick budgets are a fraction of the papers' (20 epochs of
     function-coupled's 30, 24 of blind's 50), and under some keys the watermark does not take in them
     (measured: function-coupled's version 1 at 10 epochs scored 0.79–0.89 against its 0.9 under 3 of
-    44 fresh keys; version 2 at 20, 0.82 under 1 of 5; blind 0.47 against 0.8 under 1 of 5): then the
-    owner embeds again under a fresh nonce, as `wmnode embed`'s warning tells a user to."""
+    44 fresh keys; version 2 at 20, 0.82 under 1 of 5, 0.889 under 1 of 6 seeded keys, and a CI run drew
+    3 misses in a row (0.83, 0.88, 0.82); blind 0.47 against 0.8 under 1 of 5): then the owner embeds
+    again under a fresh nonce, as `wmnode embed`'s warning tells a user to, up to `attempts` times
+    (six: at a miss rate of one in three, all six miss about once in 700 runs)."""
     reports = []
     for _ in range(attempts):
         shutil.rmtree(out, ignore_errors=True)
