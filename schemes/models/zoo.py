@@ -149,6 +149,11 @@ def _build(card: ModelCard, state: Mapping[str, torch.Tensor], limits: BuildLimi
 def read_weights_bytes(data: bytes, what: str) -> dict[str, torch.Tensor]:
     """Tensors from untrusted safetensors bytes (header checked strictly first)."""
     parse_header(data, what, ZooError)
+    return _tensors(data, what)
+
+
+def _tensors(data: bytes, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of bytes whose header `parse_header` has already accepted."""
     try:
         return safetensors.torch.load(data)
     except (safetensors.SafetensorError, ValueError) as exc:
@@ -164,7 +169,7 @@ def model_from_bytes(
         raise ZooError(f"{what} is {len(data)} bytes, over the limit of {max_bytes}")
     card = card_from_metadata(parse_header(data, what, ZooError), what)
     (limits or BuildLimits()).check(card.arch)
-    return _build(card, read_weights_bytes(data, what), limits), card
+    return _build(card, _tensors(data, what), limits), card
 
 
 def load_model(
@@ -211,6 +216,8 @@ def read_weights(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
     if size > max_bytes:
         raise ZooError(f"weights file {path} is {size} bytes, over the limit of {max_bytes}")
     header_size(prefix, size, f"weights file {path}", ZooError)
+    if prefix[8:9] != b"{":  # a header is a JSON object: refuse anything else before the library reads it
+        raise ZooError(f"weights file {path} is not a safetensors file (a pickle or torch.save file is never loaded)")
     try:
         return safetensors.torch.load_file(path, device="cpu")
     except (safetensors.SafetensorError, OSError, ValueError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -487,3 +488,27 @@ def test_weights_of_another_dtype_are_refused() -> None:
     data = safetensors.torch.save(state, metadata={"wmnode.card": json.dumps(card.to_json())})
     with pytest.raises(ZooError, match="dtype mismatch: head.weight torch.uint8 != torch.float32"):
         model_from_bytes(data)
+
+
+def test_a_header_that_is_not_a_json_object_never_reaches_the_library(
+    saved: tuple[nn.Module, ModelCard, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forged prefix announces a length that fits the file, then something other than '{': refused
+    before safetensors opens the file; with only the length check, the library would be asked."""
+    _, _, directory = saved
+    weights = directory / WEIGHTS_FILE
+    body = b"\x80\x04" + b"x" * 62  # a pickle opcode where the header's '{' belongs
+    weights.write_bytes(struct.pack("<Q", len(body)) + body)
+    asked: list[object] = []
+
+    def record(*args: object, **_kwargs: object) -> None:
+        asked.append(args)
+        raise AssertionError("the library was asked to read a file that is not safetensors")
+
+    monkeypatch.setattr(zoo.safetensors.torch, "load_file", record)
+    with pytest.raises(ZooError, match="is not a safetensors file"):
+        load_model(directory)
+    assert asked == []
+    weights.write_bytes(struct.pack("<Q", 2) + b"{}")  # the honest shape gets past the prefix checks
+    with pytest.raises(AssertionError, match="the library was asked"):
+        zoo.read_weights(weights, 2**20)
